@@ -1,0 +1,41 @@
+"""Saga orchestration for Django + Celery: declare steps with compensations, start runs, operate them."""
+
+from sagas.definitions import Saga, Step, StepContext
+from sagas.exceptions import (
+    DefinitionChanged,
+    IdempotencyConflict,
+    InvalidDefinition,
+    InvalidPayload,
+    InvalidTransition,
+    RateLimited,
+    RunNotFound,
+    SagaError,
+    StepFailed,
+    TransientError,
+    UnknownSaga,
+)
+from sagas.operations import cancel, resolve, retry
+from sagas.registry import get_saga
+from sagas.retry import RetryPolicy
+
+__all__ = [
+    "DefinitionChanged",
+    "IdempotencyConflict",
+    "InvalidDefinition",
+    "InvalidPayload",
+    "InvalidTransition",
+    "RateLimited",
+    "RetryPolicy",
+    "RunNotFound",
+    "Saga",
+    "SagaError",
+    "Step",
+    "StepContext",
+    "StepFailed",
+    "TransientError",
+    "UnknownSaga",
+    "cancel",
+    "get_saga",
+    "resolve",
+    "retry",
+]

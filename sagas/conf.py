@@ -1,0 +1,72 @@
+"""The ``SAGAS`` settings namespace: every key, its default, and a lazy reader that refuses typos."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+from sagas.retry import RetryPolicy
+
+DEFAULTS: dict[str, Any] = {
+    # RetryPolicy fields for steps that declare no `retry`.
+    "DEFAULT_RETRY": {"max_attempts": 3, "backoff": 1.0, "multiplier": 2.0, "backoff_max": 60.0, "jitter": True},
+    # RetryPolicy fields for compensations that declare no `compensation_retry`. Compensations
+    # must not give up easily: a give-up leaves the run waiting for a person.
+    "DEFAULT_COMPENSATION_RETRY": {
+        "max_attempts": 8,
+        "backoff": 2.0,
+        "multiplier": 2.0,
+        "backoff_max": 300.0,
+        "jitter": True,
+    },
+    # Seconds between a step's soft time limit (its `timeout`) and the hard limit that kills it.
+    "TIME_LIMIT_GRACE": 5,
+    # Queue for every saga task; None uses Celery's routing (task_routes, then the default queue).
+    "QUEUE": None,
+}
+
+
+class SagaSettings:
+    """Reads ``settings.SAGAS`` lazily, filling in DEFAULTS; an unknown key is a configuration error."""
+
+    @cached_property
+    def _user(self) -> dict[str, Any]:
+        user = getattr(settings, "SAGAS", {}) or {}
+        unknown = sorted(set(user) - set(DEFAULTS))
+        if unknown:
+            raise ImproperlyConfigured(
+                f"Unknown SAGAS setting(s): {', '.join(unknown)}. Known: {', '.join(sorted(DEFAULTS))}."
+            )
+        return dict(user)
+
+    def __getattr__(self, key: str) -> Any:
+        if key not in DEFAULTS:
+            raise AttributeError(f"Unknown SAGAS setting {key!r}.")
+        return self._user.get(key, DEFAULTS[key])
+
+    @cached_property
+    def default_retry(self) -> RetryPolicy:
+        return RetryPolicy.from_settings({**DEFAULTS["DEFAULT_RETRY"], **self.DEFAULT_RETRY})
+
+    @cached_property
+    def default_compensation_retry(self) -> RetryPolicy:
+        return RetryPolicy.from_settings({**DEFAULTS["DEFAULT_COMPENSATION_RETRY"], **self.DEFAULT_COMPENSATION_RETRY})
+
+    def reload(self) -> None:
+        for cached in ("_user", "default_retry", "default_compensation_retry"):
+            self.__dict__.pop(cached, None)
+
+
+sagas_settings = SagaSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "SAGAS":
+        sagas_settings.reload()
+
+
+setting_changed.connect(_reload)

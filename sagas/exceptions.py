@@ -1,0 +1,66 @@
+"""Exceptions of the saga framework: what steps raise and what the framework refuses."""
+
+from __future__ import annotations
+
+
+class SagaError(Exception):
+    """Base class of every error the framework raises to application code."""
+
+
+class UnknownSaga(SagaError, LookupError):
+    """No saga class is registered under the requested name (and version)."""
+
+
+class InvalidDefinition(SagaError, TypeError):
+    """A saga class or one of its steps is declared wrongly; raised when the class is defined."""
+
+
+class DefinitionChanged(SagaError):
+    """The steps of a saga changed in code while its name and version stayed the same."""
+
+
+class InvalidPayload(SagaError, ValueError):
+    """A start payload (or a step output) cannot be stored as JSON."""
+
+
+class IdempotencyConflict(SagaError):
+    """An idempotency key was reused for a different saga or a different payload."""
+
+
+class InvalidTransition(SagaError):
+    """The run or step is not in a state that allows the requested change."""
+
+
+class RunNotFound(SagaError, LookupError):
+    """No saga run exists with the given id."""
+
+
+class StepFailed(Exception):
+    """A business failure: never retried; the saga compensates its completed steps now.
+
+    ``code`` is a short machine-readable reason (``"card_declined"``) kept with the step's error.
+    """
+
+    def __init__(self, message: str = "", *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientError(Exception):
+    """A failure worth retrying (a timeout, a 503): retried with backoff per the step's RetryPolicy."""
+
+    def __init__(self, message: str = "", *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RateLimited(TransientError):
+    """The called service asked to slow down; the next attempt waits at least ``retry_after`` seconds."""
+
+    def __init__(self, message: str = "", *, retry_after: float = 0.0, code: str = "") -> None:
+        super().__init__(message, code=code)
+        self.retry_after = float(retry_after)
+
+
+class AttemptsExhausted(SagaError):
+    """A step's attempts were all used up by attempts that never reported back (worker lost each time)."""

@@ -1,0 +1,177 @@
+"""Saga definitions, runs, step runs and the append-only event log."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+from sagas.states import EventType, RunStatus, StepStatus
+
+
+class SagaDefinition(models.Model):
+    name = models.CharField("name", max_length=200, help_text="The saga's registered name.")
+    version = models.PositiveIntegerField("version", help_text="Bumped whenever the steps change.")
+    spec = models.JSONField("spec", help_text="The steps, policies and timeouts as declared in code.")
+    spec_hash = models.CharField(
+        "spec hash", max_length=64, help_text="SHA-256 of the canonical spec; a change needs a new version."
+    )
+    created_at = models.DateTimeField("created at", auto_now_add=True, help_text="When first synced.")
+
+    class Meta:
+        verbose_name = "saga definition"
+        verbose_name_plural = "saga definitions"
+        ordering = ["name", "-version"]
+        constraints = [models.UniqueConstraint(fields=["name", "version"], name="sagas_definition_name_version")]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class SagaRunQuerySet(models.QuerySet["SagaRun"]):
+    def awaiting_person(self) -> SagaRunQuerySet:
+        return self.filter(status=RunStatus.FAILED)
+
+    def active(self) -> SagaRunQuerySet:
+        return self.exclude(status__in=[RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.CANCELLED])
+
+
+class SagaRun(models.Model):
+    id = models.UUIDField("id", primary_key=True, default=uuid.uuid4, editable=False, help_text="The run's id.")
+    definition = models.ForeignKey(
+        SagaDefinition,
+        on_delete=models.PROTECT,
+        related_name="runs",
+        verbose_name="definition",
+        help_text="The definition (name + version) this run executes.",
+    )
+    saga_name = models.CharField("saga", max_length=200, help_text="Name of the saga.")
+    version = models.PositiveIntegerField("version", help_text="Version of the saga this run keeps.")
+    status = models.CharField(
+        "status", max_length=20, choices=RunStatus.choices, default=RunStatus.PENDING, help_text="Run status."
+    )
+    payload = models.JSONField("payload", default=dict, help_text="The payload the saga was started with.")
+    idempotency_key = models.CharField(
+        "idempotency key",
+        max_length=255,
+        null=True,
+        blank=True,
+        unique=True,
+        help_text="Starting again with this key returns this run.",
+    )
+    correlation_id = models.CharField(
+        "correlation id", max_length=255, db_index=True, help_text="Ties this run to the request that started it."
+    )
+    error = models.JSONField(
+        "error", null=True, blank=True, help_text="The failure that made the saga compensate or stop."
+    )
+    deadline = models.DateTimeField(
+        "deadline", null=True, blank=True, help_text="When the saga's timeout expires, if it has one."
+    )
+    created_at = models.DateTimeField("created at", auto_now_add=True, help_text="When the run was stored.")
+    started_at = models.DateTimeField(
+        "started at", null=True, blank=True, help_text="When the first step began executing."
+    )
+    finished_at = models.DateTimeField(
+        "finished at", null=True, blank=True, help_text="When the run reached a final or failed state."
+    )
+    updated_at = models.DateTimeField(
+        "updated at", default=timezone.now, help_text="Last change to the run or one of its steps."
+    )
+    lock_version = models.PositiveIntegerField(
+        "lock version", default=0, help_text="Incremented by every change; equals the seq of the latest event."
+    )
+
+    objects = SagaRunQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "saga run"
+        verbose_name_plural = "saga runs"
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "updated_at"], name="sagas_run_status_updated"),
+            models.Index(fields=["saga_name", "status"], name="sagas_run_name_status"),
+            models.Index(fields=["created_at"], name="sagas_run_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.saga_name} {self.id} ({self.status})"
+
+
+class SagaStepRun(models.Model):
+    run = models.ForeignKey(
+        SagaRun, on_delete=models.CASCADE, related_name="steps", verbose_name="run", help_text="The saga run."
+    )
+    name = models.CharField("name", max_length=100, help_text="The step's name in the saga definition.")
+    index = models.PositiveIntegerField("index", help_text="Position of the step in the saga, from 0.")
+    status = models.CharField(
+        "status", max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING, help_text="Step status."
+    )
+    attempts = models.PositiveIntegerField("attempts", default=0, help_text="Times the action was started.")
+    compensation_attempts = models.PositiveIntegerField(
+        "compensation attempts", default=0, help_text="Times the compensation was started since the last retry."
+    )
+    output = models.JSONField("output", null=True, blank=True, help_text="What the action returned.")
+    error = models.JSONField(
+        "error", null=True, blank=True, help_text="The last failure of the action or compensation."
+    )
+    task_id = models.CharField(
+        "task id", max_length=255, blank=True, default="", help_text="Celery task id of the latest attempt."
+    )
+    compensation_task_id = models.CharField(
+        "compensation task id",
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="Celery task id of the latest compensation attempt.",
+    )
+    started_at = models.DateTimeField("started at", null=True, blank=True, help_text="First attempt began.")
+    finished_at = models.DateTimeField(
+        "finished at", null=True, blank=True, help_text="The action succeeded or finally failed."
+    )
+    compensated_at = models.DateTimeField(
+        "compensated at", null=True, blank=True, help_text="The compensation succeeded or was resolved."
+    )
+
+    class Meta:
+        verbose_name = "saga step"
+        verbose_name_plural = "saga steps"
+        ordering = ["run", "index"]
+        constraints = [models.UniqueConstraint(fields=["run", "name"], name="sagas_step_run_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+
+class SagaEvent(models.Model):
+    run = models.ForeignKey(
+        SagaRun, on_delete=models.CASCADE, related_name="events", verbose_name="run", help_text="The saga run."
+    )
+    seq = models.PositiveIntegerField("seq", help_text="Position in the run's event log, from 1.")
+    type = models.CharField("type", max_length=40, choices=EventType.choices, help_text="What happened.")
+    step = models.CharField("step", max_length=100, blank=True, default="", help_text="The step concerned.")
+    data = models.JSONField("data", default=dict, help_text="Details: statuses, attempt, error, reason.")
+    actor = models.CharField(
+        "actor", max_length=150, blank=True, default="", help_text="The person or process behind an operator action."
+    )
+    causation = models.ForeignKey(
+        "self",
+        on_delete=models.RESTRICT,
+        null=True,
+        blank=True,
+        related_name="consequences",
+        verbose_name="causation",
+        help_text="The event that caused this one.",
+    )
+    created_at = models.DateTimeField("created at", default=timezone.now, help_text="When it happened.")
+
+    class Meta:
+        verbose_name = "saga event"
+        verbose_name_plural = "saga events"
+        ordering = ["run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="sagas_event_run_seq")]
+        indexes = [models.Index(fields=["type", "created_at"], name="sagas_event_type_created")]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.type}"

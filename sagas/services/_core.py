@@ -1,0 +1,140 @@
+"""The guarded updates behind every state change, each appending one event to the run's log."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db.models import F
+from django.utils import timezone
+
+from sagas.exceptions import InvalidTransition, RunNotFound
+from sagas.models import SagaEvent, SagaRun, SagaStepRun
+from sagas.states import RUN_TRANSITIONS, STEP_TRANSITIONS
+
+logger = logging.getLogger("sagas")
+
+
+def lock_run(run_id: object) -> SagaRun:
+    """Lock the run row for the rest of the transaction: every writer of a run's state takes this
+    lock first, so writers of one run (steps, errbacks, operators) take turns."""
+    try:
+        return SagaRun.objects.select_for_update().get(pk=run_id)
+    except (SagaRun.DoesNotExist, ValidationError) as exc:  # ValidationError: not a UUID
+        raise RunNotFound(f"No saga run with id {run_id!r}.") from exc
+
+
+def append_event(
+    run: SagaRun,
+    type: str,
+    *,
+    step: str = "",
+    data: dict[str, Any] | None = None,
+    actor: str = "",
+    causation: SagaEvent | None = None,
+    run_fields: dict[str, Any] | None = None,
+) -> SagaEvent:
+    """Record an event, bumping the run's lock_version (the event's seq) and updated_at.
+
+    ``run_fields`` are other run columns written by the same UPDATE; the caller holds the run lock.
+    """
+    now = timezone.now()
+    seq = run.lock_version + 1
+    updates = {"lock_version": seq, "updated_at": now, **(run_fields or {})}
+    SagaRun.objects.filter(pk=run.pk).update(**updates)
+    for field, value in updates.items():
+        setattr(run, field, value)
+    return SagaEvent.objects.create(
+        run_id=run.pk,
+        seq=seq,
+        type=type,
+        step=step,
+        data=data or {},
+        actor=actor,
+        causation=causation,
+        created_at=now,
+    )
+
+
+def move_run(
+    run: SagaRun,
+    to: str,
+    *,
+    event: str,
+    data: dict[str, Any] | None = None,
+    actor: str = "",
+    causation: SagaEvent | None = None,
+    fields: dict[str, Any] | None = None,
+) -> SagaEvent:
+    """Move a locked run to status ``to`` by a guarded update and append ``event``."""
+    source = run.status
+    if to not in RUN_TRANSITIONS[source]:
+        raise InvalidTransition(f"Saga run {run.pk} cannot go from {source!r} to {to!r}.")
+    now = timezone.now()
+    seq = run.lock_version + 1
+    updates = {"status": to, "lock_version": seq, "updated_at": now, **(fields or {})}
+    # The guard: zero rows means another writer moved the run first.
+    if SagaRun.objects.filter(pk=run.pk, status=source).update(**updates) != 1:
+        raise InvalidTransition(f"Saga run {run.pk} is no longer {source!r}; someone else moved it.")
+    for field, value in updates.items():
+        setattr(run, field, value)
+    logger.info("saga %s %s: %s -> %s", run.saga_name, run.pk, source, to)
+    return SagaEvent.objects.create(
+        run_id=run.pk,
+        seq=seq,
+        type=event,
+        data={"from": source, "to": to, **(data or {})},
+        actor=actor,
+        causation=causation,
+        created_at=now,
+    )
+
+
+def move_step(
+    run: SagaRun,
+    step_run: SagaStepRun,
+    to: str,
+    *,
+    event: str,
+    data: dict[str, Any] | None = None,
+    actor: str = "",
+    causation: SagaEvent | None = None,
+    fields: dict[str, Any] | None = None,
+    increment: str | None = None,
+    run_fields: dict[str, Any] | None = None,
+) -> SagaEvent:
+    """Move a step of a locked run to status ``to`` by a guarded update and append ``event``.
+
+    ``increment`` names a counter column (attempts) to add one to in the same UPDATE; ``run_fields``
+    are run columns to write along with the event.
+    """
+    source = step_run.status
+    if to not in STEP_TRANSITIONS[source]:
+        raise InvalidTransition(f"Step {step_run.name!r} of saga run {run.pk} cannot go from {source!r} to {to!r}.")
+    updates: dict[str, Any] = {"status": to, **(fields or {})}
+    if increment:
+        updates[increment] = F(increment) + 1
+    if SagaStepRun.objects.filter(pk=step_run.pk, status=source).update(**updates) != 1:
+        raise InvalidTransition(f"Step {step_run.name!r} of saga run {run.pk} is no longer {source!r}.")
+    if increment:
+        updates[increment] = getattr(step_run, increment) + 1
+    for field, value in updates.items():
+        setattr(step_run, field, value)
+    return append_event(
+        run,
+        event,
+        step=step_run.name,
+        data={"from": source, "to": to, **(data or {})},
+        actor=actor,
+        causation=causation,
+        run_fields=run_fields,
+    )
+
+
+def last_event(run: SagaRun, type: str, step: str = "") -> SagaEvent | None:
+    """The run's latest event of a type (for causation links)."""
+    events = SagaEvent.objects.filter(run_id=run.pk, type=type)
+    if step:
+        events = events.filter(step=step)
+    return events.order_by("-seq").first()

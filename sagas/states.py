@@ -1,0 +1,94 @@
+"""Run and step statuses, the transitions allowed between them (ARCHITECTURE §3), and event types."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    EXECUTING = "executing", "Executing"
+    COMPLETED = "completed", "Completed"
+    COMPENSATING = "compensating", "Compensating"
+    COMPENSATED = "compensated", "Compensated"
+    TIMEOUT = "timeout", "Timed out"
+    FAILED = "failed", "Failed (awaiting a person)"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+    COMPENSATING = "compensating", "Compensating"
+    COMPENSATED = "compensated", "Compensated"
+    COMPENSATION_FAILED = "compensation_failed", "Compensation failed"
+    RESOLVED = "resolved", "Resolved by a person"
+
+
+RUN_TRANSITIONS: dict[str, frozenset[str]] = {
+    RunStatus.PENDING: frozenset({RunStatus.EXECUTING, RunStatus.CANCELLED}),
+    RunStatus.EXECUTING: frozenset({RunStatus.COMPLETED, RunStatus.COMPENSATING, RunStatus.TIMEOUT}),
+    RunStatus.TIMEOUT: frozenset({RunStatus.COMPENSATING, RunStatus.FAILED}),
+    RunStatus.COMPENSATING: frozenset({RunStatus.COMPENSATED, RunStatus.FAILED}),
+    RunStatus.FAILED: frozenset({RunStatus.COMPENSATING, RunStatus.COMPENSATED}),
+    RunStatus.COMPLETED: frozenset(),
+    RunStatus.COMPENSATED: frozenset(),
+    RunStatus.CANCELLED: frozenset(),
+}
+
+STEP_TRANSITIONS: dict[str, frozenset[str]] = {
+    StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.SKIPPED}),
+    # running -> running: a redelivered message (the worker died mid-step) claims the step again.
+    StepStatus.RUNNING: frozenset({StepStatus.RUNNING, StepStatus.SUCCEEDED, StepStatus.FAILED}),
+    StepStatus.SUCCEEDED: frozenset({StepStatus.COMPENSATING}),
+    # compensating -> compensating: a compensation retried, or redelivered after a crash.
+    StepStatus.COMPENSATING: frozenset(
+        {StepStatus.COMPENSATING, StepStatus.COMPENSATED, StepStatus.COMPENSATION_FAILED}
+    ),
+    StepStatus.COMPENSATION_FAILED: frozenset({StepStatus.COMPENSATING, StepStatus.RESOLVED}),
+    StepStatus.FAILED: frozenset(),
+    StepStatus.SKIPPED: frozenset(),
+    StepStatus.COMPENSATED: frozenset(),
+    StepStatus.RESOLVED: frozenset(),
+}
+
+TERMINAL_RUN_STATES = frozenset({RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.CANCELLED})
+# Runs that a person has to look at: nothing moves them on by itself.
+AWAITING_PERSON_STATES = frozenset({RunStatus.FAILED})
+UNDONE_STEP_STATES = frozenset({StepStatus.COMPENSATED, StepStatus.RESOLVED})
+
+
+def run_sources(target: str) -> frozenset[str]:
+    """The run statuses from which ``target`` may be reached."""
+    return frozenset(source for source, targets in RUN_TRANSITIONS.items() if target in targets)
+
+
+def step_sources(target: str) -> frozenset[str]:
+    """The step statuses from which ``target`` may be reached."""
+    return frozenset(source for source, targets in STEP_TRANSITIONS.items() if target in targets)
+
+
+class EventType(models.TextChoices):
+    """What a SagaEvent records; each run or step transition appends exactly one."""
+
+    SAGA_STARTED = "SagaStarted"
+    SAGA_EXECUTING = "SagaExecuting"
+    SAGA_COMPLETED = "SagaCompleted"
+    SAGA_COMPENSATING = "SagaCompensating"
+    SAGA_COMPENSATED = "SagaCompensated"
+    SAGA_FAILED = "SagaFailed"
+    SAGA_CANCELLED = "SagaCancelled"
+    SAGA_RETRIED = "SagaRetried"
+    STEP_STARTED = "StepStarted"
+    STEP_SUCCEEDED = "StepSucceeded"
+    STEP_ATTEMPT_FAILED = "StepAttemptFailed"
+    STEP_FAILED = "StepFailed"
+    STEP_SKIPPED = "StepSkipped"
+    COMPENSATION_STARTED = "CompensationStarted"
+    COMPENSATION_SUCCEEDED = "CompensationSucceeded"
+    COMPENSATION_ATTEMPT_FAILED = "CompensationAttemptFailed"
+    COMPENSATION_FAILED = "CompensationFailed"
+    COMPENSATION_RESOLVED = "CompensationResolved"

@@ -1,0 +1,95 @@
+"""Celery tasks: thin wrappers that call the runner or one service and map its answer onto Celery."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from celery import Task, shared_task
+
+from sagas import engine, registry
+from sagas.exceptions import RunNotFound
+
+if TYPE_CHECKING:
+    from sagas.definitions import Saga
+
+logger = logging.getLogger("sagas")
+
+
+class SagaTask(Task):
+    """Base of every saga task: redelivered if the worker dies mid-task, never acked early."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+    # Attempt budgets are the steps' RetryPolicy, counted in the database, not Celery's counter.
+    max_retries = None
+
+
+def _finish(task: Task, result: Any) -> None:
+    from sagas.runner import Outcome
+
+    if result.outcome is Outcome.STOP:
+        # Stops the rest of the chain: the worker publishes the next step only if this is set.
+        task.request.chain = None
+    elif result.outcome is Outcome.RETRY:
+        raise task.retry(countdown=result.delay, exc=result.exc)
+    elif result.outcome is Outcome.FAILED:
+        raise result.exc
+
+
+def run_step(self: Task, run_id: str, step: str) -> None:
+    """Registered once per step as ``saga.<saga>.<step>``."""
+    from sagas import runner  # loads the ORM; this module is imported while sagas are declared
+
+    _finish(self, runner.execute_step(run_id=run_id, step=step, task_id=self.request.id))
+
+
+def run_compensation(self: Task, run_id: str, step: str) -> None:
+    """Registered once per compensable step as ``saga.<saga>.<step>.compensate``."""
+    from sagas import runner
+
+    _finish(self, runner.execute_compensation(run_id=run_id, step=step, task_id=self.request.id))
+
+
+def register_saga_tasks(saga: type[Saga]) -> None:
+    """Register the named tasks of a saga's steps and compensations with every Celery app."""
+    for step in saga.steps:
+        shared_task(name=engine.step_task_name(saga.name, step.name), bind=True, base=SagaTask)(run_step)
+        if step.compensation is not None:
+            shared_task(name=engine.compensation_task_name(saga.name, step.name), bind=True, base=SagaTask)(
+                run_compensation
+            )
+
+
+registry.on_register(register_saga_tasks)
+
+
+@shared_task(name=engine.ON_STEP_FAILURE, bind=True, base=SagaTask, max_retries=10)
+def on_step_failure(self: Task, run_id: str) -> None:
+    """The chain's errback: move the run into compensation. It may fire zero or many times per
+    failure; the run's state decides, so extra calls do nothing."""
+    from sagas import services
+
+    try:
+        services.run_compensate(run_id=run_id)
+    except RunNotFound:
+        logger.warning("errback for saga run %s: no such run", run_id)
+    except Exception as exc:  # errbacks never fail for good: the database may be back in a moment
+        logger.exception("errback for saga run %s could not start compensation; retrying", run_id)
+        raise self.retry(countdown=min(60, 2**self.request.retries), exc=exc) from exc
+
+
+@shared_task(name=engine.FINISH_RUN, bind=True, base=SagaTask)
+def finish_run(self: Task, run_id: str) -> None:
+    """Last link of the forward chain: the run is completed once every step succeeded."""
+    from sagas import services
+
+    services.run_complete(run_id=run_id)
+
+
+@shared_task(name=engine.FINISH_COMPENSATION, bind=True, base=SagaTask)
+def finish_compensation(self: Task, run_id: str) -> None:
+    """Last link of the compensation chain: ``compensated``, or ``failed`` if a compensation gave up."""
+    from sagas import services
+
+    services.run_finish_compensation(run_id=run_id)
