@@ -1,0 +1,1 @@
+"""Example participant services a saga calls: orders, inventory, payments, shipping and notifications."""

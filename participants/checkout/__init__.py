@@ -1,0 +1,1 @@
+"""The checkout orchestrator: the PlaceOrder saga that spans the participant services."""

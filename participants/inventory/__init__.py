@@ -1,0 +1,1 @@
+"""The inventory service: holds stock and reserves it for orders."""

@@ -1,0 +1,1 @@
+"""The notifications service: sends (here: records) messages to customers."""

@@ -1,0 +1,1 @@
+"""The orders service: records customer orders and cancels them."""

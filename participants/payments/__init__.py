@@ -1,0 +1,1 @@
+"""The payments service: charges customer accounts and refunds those charges."""

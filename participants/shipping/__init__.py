@@ -1,0 +1,1 @@
+"""The shipping service: schedules shipments to the countries it delivers to."""
