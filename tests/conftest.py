@@ -1,0 +1,74 @@
+"""Fixtures: one real Celery worker per session, and the marker that says a test uses it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from sagaproject.celery import app as celery_app
+from tests.worker import WorkerProcess
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "saga_worker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.worker)
+
+
+@pytest.fixture(scope="session")
+def saga_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[WorkerProcess]:
+    """One real worker for the whole session, on the test database and this session's queue."""
+    with django_db_blocker.unblock():
+        worker = WorkerProcess(tmp_path_factory.mktemp("worker") / "worker.log")
+    try:
+        worker.wait_ready()
+        yield worker
+    finally:
+        worker.stop()
+        with celery_app.connection_for_write() as conn:
+            conn.default_channel.client.delete(worker.queue)
+
+
+@pytest.fixture
+def worker(saga_worker: WorkerProcess, transactional_db) -> WorkerProcess:
+    """The session's worker, for a test whose writes the worker must see (committed transactions)."""
+    return saga_worker
+
+
+RunConcurrently = Callable[..., list[Any]]
+
+
+@pytest.fixture
+def run_concurrently() -> RunConcurrently:
+    """Run each callable in its own thread (so its own connection), all released at once.
+
+    Returns each call's result, or the exception it raised, in the order given.
+    """
+
+    def run(*calls: Callable[[], Any]) -> list[Any]:
+        barrier = threading.Barrier(len(calls))
+        results: list[Any] = [None] * len(calls)
+
+        def work(index: int, call: Callable[[], Any]) -> None:
+            try:
+                barrier.wait(timeout=30)
+                results[index] = call()
+            except Exception as exc:
+                results[index] = exc
+            finally:
+                # Each thread opened its own connection; left open, it blocks dropping the test database.
+                connection.close()
+
+        threads = [threading.Thread(target=work, args=(i, call)) for i, call in enumerate(calls)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads), "a concurrent call hung (deadlock?)"
+        return results
+
+    return run

@@ -1,0 +1,22 @@
+"""Test settings: the project settings on PostgreSQL and a private Redis database and queue."""
+
+import os
+
+# Tests always run on PostgreSQL and real Redis, whatever DATABASE_URL a developer has exported.
+os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+os.environ["CELERY_BROKER_URL"] = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/14")
+# One queue per test session, so two suites on one machine never take each other's messages.
+# Worker subprocesses inherit the variable, so they consume exactly what this session sends.
+os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"sagas-test-{os.getpid()}")
+
+from sagaproject.settings import *  # noqa: F403
+from sagaproject.settings import DATABASES, INSTALLED_APPS
+
+DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_sagas")}
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Fast compensation budgets keep failure scenarios short; sagas may still set their own.
+SAGAS = {
+    "DEFAULT_RETRY": {"max_attempts": 3, "backoff": 0.1, "backoff_max": 1.0},
+    "DEFAULT_COMPENSATION_RETRY": {"max_attempts": 3, "backoff": 0.1, "backoff_max": 1.0},
+}
