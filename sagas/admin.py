@@ -122,13 +122,6 @@ class SagaRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[SagaRun]:
         return super().get_queryset(request).prefetch_related("steps")
 
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> Any:
-        # `=id` on a UUID column would fail on input that is not a UUID; treat it as no match instead.
-        try:
-            return super().get_search_results(request, queryset, search_term)
-        except Exception:
-            return queryset.filter(idempotency_key=search_term) | queryset.filter(correlation_id=search_term), False
-
     @admin.display(description="age", ordering="created_at")
     def age(self, obj: SagaRun) -> str:
         return timesince(obj.created_at, timezone.now())

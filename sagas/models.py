@@ -69,7 +69,7 @@ class SagaRun(models.Model):
     deadline = models.DateTimeField(
         "deadline", null=True, blank=True, help_text="When the saga's timeout expires, if it has one."
     )
-    created_at = models.DateTimeField("created at", auto_now_add=True, help_text="When the run was stored.")
+    created_at = models.DateTimeField("created at", default=timezone.now, help_text="When the run was stored.")
     started_at = models.DateTimeField(
         "started at", null=True, blank=True, help_text="When the first step began executing."
     )

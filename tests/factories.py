@@ -7,11 +7,14 @@ from decimal import Decimal
 import factory
 from factory.django import DjangoModelFactory
 
+from participants.checkout.sagas import PlaceOrder
 from participants.inventory.models import Reservation, ReservationLine, ReservationStatus, StockItem
 from participants.notifications.models import Notification, NotificationStatus, Suppression
 from participants.orders.models import Order, OrderLine, OrderStatus
 from participants.payments.models import Account, CardStatus, Payment, PaymentStatus, Refund
 from participants.shipping.models import DeliveryZone, Shipment, ShipmentStatus
+from sagas.models import SagaDefinition, SagaRun, SagaStepRun
+from sagas.states import RunStatus, StepStatus
 
 ADDRESS = {"country": "NL", "city": "Amsterdam", "line1": "Damrak 1", "postal_code": "1012 LG"}
 
@@ -132,3 +135,43 @@ class NotificationFactory(DjangoModelFactory[Notification]):
     body = "Thank you for your order."
     status = NotificationStatus.SENT
     idempotency_key = factory.Sequence(lambda n: f"notification-{n}")
+
+
+# --- the saga framework's own rows, for tests that need a run in a given state ---
+
+
+class SagaDefinitionFactory(DjangoModelFactory[SagaDefinition]):
+    class Meta:
+        model = SagaDefinition
+        django_get_or_create = ("name", "version")
+
+    name = PlaceOrder.name
+    version = PlaceOrder.version
+    spec = factory.LazyFunction(PlaceOrder.spec)
+    spec_hash = factory.LazyFunction(PlaceOrder.spec_hash)
+
+
+class SagaRunFactory(DjangoModelFactory[SagaRun]):
+    """A PlaceOrder run in ``status`` whose steps have ``step_statuses`` (name -> status; others pending)."""
+
+    class Meta:
+        model = SagaRun
+        skip_postgeneration_save = True
+
+    definition = factory.SubFactory(SagaDefinitionFactory)
+    saga_name = factory.SelfAttribute("definition.name")
+    version = factory.SelfAttribute("definition.version")
+    status = RunStatus.PENDING
+    payload = factory.LazyFunction(dict)
+    correlation_id = factory.Sequence(lambda n: f"corr-{n}")
+    lock_version = 0
+
+    @factory.post_generation
+    def step_statuses(run: SagaRun, create: bool, extracted: dict[str, str] | None, **kwargs: object) -> None:
+        if not create:
+            return
+        statuses = extracted or {}
+        for index, step in enumerate(PlaceOrder.steps):
+            SagaStepRun.objects.create(
+                run=run, name=step.name, index=index, status=statuses.get(step.name, StepStatus.PENDING)
+            )

@@ -64,4 +64,3 @@ def effect_counts() -> dict[str, int]:
 @pytest.fixture
 def shop(worker: WorkerProcess) -> Shop:
     return Shop()
-

@@ -103,9 +103,9 @@ def test_business_failure_compensates_completed_steps_in_reverse(
     for name in STEPS[k + 1 :]:
         assert (steps[name].status, steps[name].attempts) == (StepStatus.SKIPPED, 0)
     compensated_in_order = list(
-        SagaEvent.objects.filter(run=run, type=EventType.COMPENSATION_SUCCEEDED).order_by("seq").values_list(
-            "step", flat=True
-        )
+        SagaEvent.objects.filter(run=run, type=EventType.COMPENSATION_SUCCEEDED)
+        .order_by("seq")
+        .values_list("step", flat=True)
     )
     assert compensated_in_order == list(reversed(completed))
     assert ledger() == before

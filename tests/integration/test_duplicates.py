@@ -1,0 +1,134 @@
+"""Duplicated and late messages change nothing: the step rows decide, not the messages."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.db import transaction
+from django_celery_results.models import TaskResult
+
+import sagas
+from participants.checkout.sagas import PlaceOrder
+from participants.orders.models import Order
+from sagaproject.celery import app as celery_app
+from sagas import engine
+from sagas.models import SagaEvent, SagaRun, SagaStepRun
+from sagas.states import EventType, RunStatus, StepStatus
+from tests.integration.conftest import Shop, effect_counts, ledger
+from tests.worker import WorkerProcess, wait_for_run, wait_until
+
+UNSERVICEABLE = {"country": "ZZ", "city": "Nowhere", "line1": "1 Road", "postal_code": "0000"}
+
+
+def deliver(worker: WorkerProcess, task_name: str, *args: str) -> TaskResult:
+    """Publish one task message and wait until the worker has run it to an end."""
+    task_id = str(uuid.uuid4())
+    celery_app.send_task(task_name, args=args, task_id=task_id)
+    wait_until(
+        lambda: TaskResult.objects.filter(task_id=task_id, status__in=["SUCCESS", "FAILURE"]).exists(),
+        worker,
+        f"{task_name}{args} to run",
+    )
+    return TaskResult.objects.get(task_id=task_id)
+
+
+def snapshot(run: SagaRun) -> dict:
+    return {
+        "ledger": ledger(),
+        "effects": effect_counts(),
+        "events": list(SagaEvent.objects.filter(run=run).values_list("seq", "type")),
+        "steps": list(
+            SagaStepRun.objects.filter(run=run)
+            .order_by("index")
+            .values_list("name", "status", "attempts", "compensation_attempts")
+        ),
+        "status": SagaRun.objects.get(pk=run.pk).status,
+    }
+
+
+def test_redelivered_step_messages_of_a_completed_run_change_nothing(shop: Shop, worker: WorkerProcess) -> None:
+    run = wait_for_run(PlaceOrder.start(shop.payload()), worker)
+    assert run.status == RunStatus.COMPLETED
+    before = snapshot(run)
+
+    for step in PlaceOrder.steps:
+        assert deliver(worker, engine.step_task_name(PlaceOrder.name, step.name), str(run.pk), step.name).status == (
+            "SUCCESS"
+        )
+    # The whole chain published a second time, as a duplicated dispatch would: its first step sees a
+    # finished run and ends the chain there.
+    chain = engine.forward_canvas(PlaceOrder, str(run.pk), PlaceOrder.steps)
+    chain.freeze()
+    chain.apply_async()
+    first_id = chain.tasks[0].id
+    wait_until(lambda: TaskResult.objects.filter(task_id=first_id, status="SUCCESS").exists(), worker, "second chain")
+
+    assert snapshot(run) == before
+
+
+def test_compensation_delivered_again_refunds_nothing(shop: Shop, worker: WorkerProcess) -> None:
+    run = wait_for_run(PlaceOrder.start(shop.payload(shipping_address=UNSERVICEABLE)), worker)
+    assert run.status == RunStatus.COMPENSATED
+    before = snapshot(run)
+
+    for name in ("charge_payment", "reserve_stock", "create_order"):
+        deliver(worker, engine.compensation_task_name(PlaceOrder.name, name), str(run.pk), name)
+    deliver(worker, engine.ON_STEP_FAILURE, str(run.pk))  # an errback firing twice
+    deliver(worker, engine.FINISH_COMPENSATION, str(run.pk))
+
+    assert snapshot(run) == before
+    assert before["effects"]["refunds"] == 1
+
+
+@pytest.mark.parametrize("step", ["schedule_shipment", "send_confirmation", "charge_payment"])
+def test_step_messages_never_run_once_the_run_is_no_longer_executing(
+    step: str, shop: Shop, worker: WorkerProcess
+) -> None:
+    run = wait_for_run(PlaceOrder.start(shop.payload(shipping_address=UNSERVICEABLE)), worker)
+    assert run.status == RunStatus.COMPENSATED
+    before = snapshot(run)
+
+    deliver(worker, engine.step_task_name(PlaceOrder.name, step), str(run.pk), step)
+
+    assert snapshot(run) == before
+
+
+def test_a_run_cancelled_before_its_chain_arrives_runs_no_step(shop: Shop, worker: WorkerProcess) -> None:
+    with transaction.atomic():  # the chain is published at commit, after the cancel
+        run = PlaceOrder.start(shop.payload())
+        sagas.cancel(run.pk, reason="customer called", actor="dave")
+    first_step = engine.step_task_name(PlaceOrder.name, "create_order")
+    wait_until(
+        lambda: TaskResult.objects.filter(task_name=first_step, task_args__contains=str(run.pk)).exists(),
+        worker,
+        "the first step message to be consumed",
+    )
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED
+    assert set(run.steps.values_list("status", "attempts")) == {(StepStatus.SKIPPED, 0)}
+    assert not Order.objects.exists()
+    assert SagaEvent.objects.get(run=run, type=EventType.SAGA_CANCELLED).actor == "dave"
+
+
+def test_starting_twice_with_one_key_runs_the_saga_once(shop: Shop, worker: WorkerProcess) -> None:
+    first = PlaceOrder.start(shop.payload(), idempotency_key="checkout-42")
+    second = PlaceOrder.start(shop.payload(), idempotency_key="checkout-42")
+    assert second.pk == first.pk
+
+    run = wait_for_run(first, worker)
+
+    assert run.status == RunStatus.COMPLETED
+    assert SagaRun.objects.count() == 1
+    assert effect_counts() == {"orders": 1, "payments": 1, "refunds": 0, "shipments": 1, "notifications": 1}
+
+
+def test_concurrent_starts_with_one_key_make_one_run(shop: Shop, worker: WorkerProcess, run_concurrently) -> None:
+    payload = shop.payload()
+    results = run_concurrently(*[lambda: PlaceOrder.start(payload, idempotency_key="checkout-43")] * 4)
+
+    assert {result.pk for result in results} == {results[0].pk}
+    run = wait_for_run(results[0], worker)
+    assert run.status == RunStatus.COMPLETED
+    assert SagaRun.objects.count() == 1
+    assert Order.objects.count() == 1

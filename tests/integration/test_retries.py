@@ -1,0 +1,75 @@
+"""Retry policies on a real worker: backoff for transient failures, no retry for the rest."""
+
+from __future__ import annotations
+
+from sagas.models import SagaEvent
+from sagas.states import EventType, RunStatus, StepStatus
+from tests.testapp.models import Effect
+from tests.testapp.sagas import BadOutput, Flaky, NotRetried
+from tests.worker import WorkerProcess, wait_for_run
+
+
+def calls(run, step: str, suffix: str = "") -> int:
+    effect = Effect.objects.filter(key=f"{run.pk}:{step}{suffix}").first()
+    return effect.calls if effect else 0
+
+
+def test_transient_failures_retry_with_growing_backoff_then_succeed(worker: WorkerProcess) -> None:
+    run = wait_for_run(Flaky.start({"fail_times": 2}), worker)
+
+    assert run.status == RunStatus.COMPLETED, run.error
+    step = run.steps.get(name="flaky")
+    assert (step.status, step.attempts, step.output) == (StepStatus.SUCCEEDED, 3, {"flaky_calls": 3})
+    failed_attempts = SagaEvent.objects.filter(run=run, type=EventType.STEP_ATTEMPT_FAILED).order_by("seq")
+    assert [(e.data["error"]["attempt"], e.data["retry_in"]) for e in failed_attempts] == [(1, 0.2), (2, 0.4)]
+    assert {e.data["error"]["class"] for e in failed_attempts} == {"transient"}
+    assert calls(run, "flaky") == 3
+    assert calls(run, "first") == 1  # the step before is not repeated by a retry of the next one
+
+
+def test_transient_failures_past_max_attempts_fail_the_step_and_compensate(worker: WorkerProcess) -> None:
+    run = wait_for_run(Flaky.start({"fail_times": 99}), worker)
+
+    assert run.status == RunStatus.COMPENSATED
+    flaky = run.steps.get(name="flaky")
+    assert (flaky.status, flaky.attempts) == (StepStatus.FAILED, 4)
+    assert flaky.error["message"] == "flaky failure 4"
+    assert run.error["step"] == "flaky"
+    assert run.steps.get(name="first").status == StepStatus.COMPENSATED
+    assert calls(run, "first", ":compensate") == 1
+    assert calls(run, "flaky", ":compensate") == 0  # a failed step made no change to undo
+
+
+def test_unserialisable_output_fails_the_step_without_retry(worker: WorkerProcess) -> None:
+    run = wait_for_run(BadOutput.start({}), worker)
+
+    assert run.status == RunStatus.COMPENSATED
+    step = run.steps.get(name="unserialisable")
+    assert (step.status, step.attempts) == (StepStatus.FAILED, 1)
+    assert step.error["type"] == "sagas.exceptions.InvalidPayload"
+    assert "output of step 'unserialisable' is not JSON-serialisable" in step.error["message"]
+
+
+def test_exception_outside_retry_on_is_not_retried(worker: WorkerProcess) -> None:
+    run = wait_for_run(NotRetried.start({}), worker)
+
+    assert run.status == RunStatus.COMPENSATED
+    step = run.steps.get(name="value_error")
+    assert (step.status, step.attempts, step.error["class"]) == (StepStatus.FAILED, 1, "unknown")
+    assert calls(run, "value_error") == 1
+
+
+def test_worker_registers_a_named_task_per_step_and_compensation(worker: WorkerProcess) -> None:
+    from sagaproject.celery import app
+
+    registered = app.control.inspect(destination=[worker.hostname], timeout=5).registered()
+    names = set(registered[worker.hostname])
+    assert {
+        "saga.orders.place_order.create_order",
+        "saga.orders.place_order.create_order.compensate",
+        "saga.orders.place_order.send_confirmation",
+        "sagas.on_step_failure",
+        "sagas.finish_run",
+        "sagas.finish_compensation",
+    } <= names
+    assert "saga.orders.place_order.send_confirmation.compensate" not in names  # it has no compensation

@@ -1,0 +1,150 @@
+"""Declaring sagas: validation at class definition, names, specs and registration (pure logic)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import sagas
+from sagas import registry
+
+
+def act(ctx: sagas.StepContext) -> None:
+    return None
+
+
+def undo(ctx: sagas.StepContext) -> None:
+    return None
+
+
+def other(ctx: sagas.StepContext) -> None:
+    return None
+
+
+@pytest.fixture
+def declared() -> Iterator[list[type[sagas.Saga]]]:
+    """Sagas a test declares are forgotten afterwards."""
+    classes: list[type[sagas.Saga]] = []
+    yield classes
+    for cls in classes:
+        registry.unregister(cls)
+
+
+def declare(declared: list, class_name: str, steps: list, **attrs: object) -> type[sagas.Saga]:
+    cls = type(class_name, (sagas.Saga,), {"__module__": __name__, "steps": steps, **attrs})
+    declared.append(cls)
+    return cls
+
+
+def test_two_steps_with_one_name_are_refused_at_class_definition(declared: list) -> None:
+    with pytest.raises(sagas.InvalidDefinition, match="two steps are named 'act'"):
+        declare(declared, "Twice", [sagas.Step(act, undo), sagas.Step(act)], name="tests.twice")
+    with pytest.raises(sagas.UnknownSaga):
+        sagas.get_saga("tests.twice")
+
+
+def test_step_name_defaults_to_the_function_name_and_can_be_given() -> None:
+    assert sagas.Step(act).name == "act"
+    assert sagas.Step(act, name="book").name == "book"
+
+
+@pytest.mark.parametrize("bad", ["has space", "1st", "a.b", ""])
+def test_step_names_must_be_identifiers(bad: str) -> None:
+    with pytest.raises(sagas.InvalidDefinition, match="not a valid identifier"):
+        sagas.Step(lambda ctx: None, name=bad)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"action": "not callable"}, "action must be callable"),
+        ({"compensation": 3}, "compensation must be callable"),
+        ({"timeout": 0}, "timeout must be a positive number"),
+        ({"retry": {"max_attempts": 3}}, "retry must be a sagas.RetryPolicy"),
+        ({"priority": "high"}, "priority must be an int"),
+    ],
+)
+def test_bad_step_arguments_are_refused(kwargs: dict, message: str) -> None:
+    arguments = {"action": act, **kwargs}
+    with pytest.raises(sagas.InvalidDefinition, match=message):
+        sagas.Step(**arguments)
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ([sagas.Step(act, depends_on=["other"]), sagas.Step(other)], "declared after it"),
+        ([sagas.Step(act, depends_on=["missing"])], "not a step of this saga"),
+        ([sagas.Step(act, depends_on=["act"])], "depends on itself"),
+        ([], "declares no steps"),
+        (["act"], "must be sagas.Step objects"),
+    ],
+)
+def test_bad_step_lists_are_refused(declared: list, steps: list, message: str) -> None:
+    with pytest.raises(sagas.InvalidDefinition, match=message):
+        declare(declared, "Bad", steps, name="tests.bad")
+
+
+@pytest.mark.parametrize(("attrs", "message"), [({"version": 0}, "version"), ({"timeout": -5}, "timeout")])
+def test_bad_saga_attributes_are_refused(declared: list, attrs: dict, message: str) -> None:
+    with pytest.raises(sagas.InvalidDefinition, match=message):
+        declare(declared, "Bad", [sagas.Step(act)], name="tests.bad", **attrs)
+
+
+def test_dependencies_on_earlier_steps_are_accepted(declared: list) -> None:
+    cls = declare(declared, "Ordered", [sagas.Step(act), sagas.Step(other, depends_on="act")], name="tests.ordered")
+    assert cls.step("other").depends_on == ("act",)
+
+
+def test_saga_name_defaults_to_app_label_and_class_name(declared: list) -> None:
+    cls = type("DefaultName", (sagas.Saga,), {"__module__": "tests.testapp.sagas", "steps": [sagas.Step(act)]})
+    declared.append(cls)
+    assert cls.name == "testapp.DefaultName"
+    assert sagas.get_saga("testapp.DefaultName") is cls
+
+
+def test_abstract_base_classes_are_not_registered(declared: list) -> None:
+    base = type("Base", (sagas.Saga,), {"__module__": __name__, "abstract": True, "name": "tests.base"})
+    child = declare(declared, "Child", [sagas.Step(act)], name="tests.child")
+    assert issubclass(child, sagas.Saga)
+    assert base.abstract
+    with pytest.raises(sagas.UnknownSaga):
+        sagas.get_saga("tests.base")
+
+
+def test_another_class_with_the_same_name_and_version_is_refused(declared: list) -> None:
+    declare(declared, "First", [sagas.Step(act)], name="tests.same")
+    with pytest.raises(sagas.InvalidDefinition, match="declared twice"):
+        type("Second", (sagas.Saga,), {"__module__": __name__, "name": "tests.same", "steps": [sagas.Step(act)]})
+
+
+def test_get_saga_returns_the_highest_version_unless_asked(declared: list) -> None:
+    v1 = declare(declared, "V1", [sagas.Step(act)], name="tests.versions", version=1)
+    v2 = declare(declared, "V2", [sagas.Step(act), sagas.Step(other)], name="tests.versions", version=2)
+    assert sagas.get_saga("tests.versions") is v2
+    assert sagas.get_saga("tests.versions", version=1) is v1
+    with pytest.raises(sagas.UnknownSaga, match=r"no version 3.*registered: 1, 2"):
+        sagas.get_saga("tests.versions", version=3)
+
+
+def test_spec_hash_changes_with_the_steps(declared: list) -> None:
+    one = declare(declared, "One", [sagas.Step(act, undo)], name="tests.spec_one")
+    same = declare(declared, "Same", [sagas.Step(act, undo)], name="tests.spec_one", version=2)
+    changed = declare(declared, "Changed", [sagas.Step(act, undo, timeout=5)], name="tests.spec_one", version=3)
+    assert one.spec()["steps"][0] == {
+        "index": 0,
+        "name": "act",
+        "action": f"{__name__}.act",
+        "compensation": f"{__name__}.undo",
+        "service": None,
+        "timeout": None,
+        "retry": None,
+        "compensation_retry": None,
+        "depends_on": [],
+        "priority": 0,
+    }
+    assert one.spec_hash() != changed.spec_hash()
+    assert {k: v for k, v in one.spec().items() if k != "version"} == {
+        k: v for k, v in same.spec().items() if k != "version"
+    }

@@ -1,0 +1,106 @@
+"""Operator services refuse what the run's state does not allow, and record what they do."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+import sagas
+from sagas.models import SagaEvent
+from sagas.states import EventType, RunStatus, StepStatus
+from tests.factories import SagaRunFactory
+
+pytestmark = pytest.mark.django_db
+
+COMPENSATION_FAILED = {
+    "create_order": StepStatus.COMPENSATED,
+    "reserve_stock": StepStatus.COMPENSATED,
+    "charge_payment": StepStatus.COMPENSATION_FAILED,
+    "schedule_shipment": StepStatus.FAILED,
+    "send_confirmation": StepStatus.SKIPPED,
+}
+
+
+@pytest.mark.parametrize("status", [RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.EXECUTING])
+def test_retry_of_a_run_that_is_not_failed_is_refused_and_records_nothing(status: str) -> None:
+    run = SagaRunFactory(status=status)
+    with pytest.raises(sagas.InvalidTransition, match=f"is {status}; only a failed run"):
+        sagas.retry(run.pk, reason="try again", actor="bob")
+    run.refresh_from_db()
+    assert run.status == status
+    assert not SagaEvent.objects.exists()
+
+
+def test_operator_actions_on_a_missing_run_say_so() -> None:
+    with pytest.raises(sagas.RunNotFound):
+        sagas.retry(uuid.uuid4(), reason="x")
+    with pytest.raises(sagas.RunNotFound):
+        sagas.cancel("not-a-uuid", reason="x")
+
+
+def test_a_reason_is_required() -> None:
+    run = SagaRunFactory(status=RunStatus.FAILED, step_statuses=COMPENSATION_FAILED)
+    with pytest.raises(ValueError, match="reason is required"):
+        sagas.resolve(run.pk, step="charge_payment", reason="  ")
+    assert not SagaEvent.objects.exists()
+
+
+@pytest.mark.parametrize("step", ["reserve_stock", "schedule_shipment", "send_confirmation"])
+def test_resolve_of_a_step_whose_compensation_did_not_fail_is_refused(step: str) -> None:
+    run = SagaRunFactory(status=RunStatus.FAILED, step_statuses=COMPENSATION_FAILED)
+    with pytest.raises(sagas.InvalidTransition, match="only a step whose compensation failed"):
+        sagas.resolve(run.pk, step=step, reason="done by hand")
+    assert run.steps.get(name=step).status == COMPENSATION_FAILED[step]
+    assert not SagaEvent.objects.exists()
+
+
+def test_resolve_of_an_unknown_step_lists_the_steps() -> None:
+    run = SagaRunFactory(status=RunStatus.FAILED, step_statuses=COMPENSATION_FAILED)
+    with pytest.raises(sagas.InvalidTransition, match=r"has no step 'refund'.*charge_payment"):
+        sagas.resolve(run.pk, step="refund", reason="x")
+
+
+def test_resolve_on_a_run_that_is_not_failed_is_refused() -> None:
+    run = SagaRunFactory(status=RunStatus.COMPENSATING, step_statuses=COMPENSATION_FAILED)
+    with pytest.raises(sagas.InvalidTransition, match="only be resolved by hand on a failed run"):
+        sagas.resolve(run.pk, step="charge_payment", reason="x")
+
+
+def test_resolving_one_of_two_failed_compensations_keeps_the_run_failed() -> None:
+    run = SagaRunFactory(
+        status=RunStatus.FAILED,
+        step_statuses={**COMPENSATION_FAILED, "reserve_stock": StepStatus.COMPENSATION_FAILED},
+    )
+    sagas.resolve(run.pk, step="charge_payment", reason="refunded by hand", actor="alice")
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    sagas.resolve(run.pk, step="reserve_stock", reason="stock counted by hand", actor="alice")
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATED
+    assert list(SagaEvent.objects.order_by("seq").values_list("seq", "type", "step", "actor")) == [
+        (1, EventType.COMPENSATION_RESOLVED, "charge_payment", "alice"),
+        (2, EventType.COMPENSATION_RESOLVED, "reserve_stock", "alice"),
+        (3, EventType.SAGA_COMPENSATED, "", "alice"),
+    ]
+
+
+def test_cancel_of_a_pending_run_skips_every_step_and_records_actor_and_reason() -> None:
+    run = SagaRunFactory(status=RunStatus.PENDING)
+    sagas.cancel(run.pk, reason="customer changed their mind", actor="carol")
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED
+    assert run.finished_at is not None
+    assert set(run.steps.values_list("status", flat=True)) == {StepStatus.SKIPPED}
+    cancelled = SagaEvent.objects.get(type=EventType.SAGA_CANCELLED)
+    assert (cancelled.actor, cancelled.data["reason"]) == ("carol", "customer changed their mind")
+    assert SagaEvent.objects.filter(type=EventType.STEP_SKIPPED, causation=cancelled).count() == 5
+
+
+@pytest.mark.parametrize("status", [RunStatus.EXECUTING, RunStatus.COMPLETED, RunStatus.FAILED])
+def test_cancel_of_a_run_that_has_started_is_refused(status: str) -> None:
+    run = SagaRunFactory(status=status)
+    with pytest.raises(sagas.InvalidTransition, match="only a pending run"):
+        sagas.cancel(run.pk, reason="stop")
+    run.refresh_from_db()
+    assert run.status == status

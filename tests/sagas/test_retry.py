@@ -1,0 +1,90 @@
+"""RetryPolicy: which failures retry and how long each retry waits (pure logic)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+
+import sagas
+from sagas.retry import FailureClass, classify, describe_failure
+
+
+def test_delays_grow_by_the_multiplier_up_to_backoff_max_without_jitter() -> None:
+    policy = sagas.RetryPolicy(max_attempts=6, backoff=1.0, multiplier=2.0, backoff_max=5.0, jitter=False)
+    assert [policy.delay(attempt) for attempt in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_jitter_keeps_each_delay_between_half_and_all_of_the_backoff() -> None:
+    policy = sagas.RetryPolicy(backoff=2.0, multiplier=3.0, backoff_max=100.0, jitter=True)
+    rng = random.Random(7)
+    for attempt, full in [(1, 2.0), (2, 6.0), (3, 18.0)]:
+        delays = {policy.delay(attempt, rng=rng) for _ in range(50)}
+        assert all(full / 2 <= delay <= full for delay in delays)
+        assert len(delays) > 1  # jitter spreads retries
+
+
+def test_rate_limited_waits_at_least_retry_after() -> None:
+    policy = sagas.RetryPolicy(backoff=0.5, jitter=False)
+    assert policy.delay(1, sagas.RateLimited("slow down", retry_after=7)) == 7.0
+    assert policy.delay(1, sagas.RateLimited("slow down", retry_after=0.1)) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("exc", "failure"),
+    [
+        (sagas.StepFailed("card declined"), FailureClass.BUSINESS),
+        (sagas.TransientError("503"), FailureClass.TRANSIENT),
+        (sagas.RateLimited("429", retry_after=1), FailureClass.RATE_LIMITED),
+        (SoftTimeLimitExceeded(), FailureClass.TIMEOUT),
+        (KeyError("x"), FailureClass.UNKNOWN),
+    ],
+)
+def test_failures_are_classified_by_type(exc: BaseException, failure: FailureClass) -> None:
+    assert classify(exc) is failure
+
+
+def test_business_failures_never_retry() -> None:
+    assert not sagas.RetryPolicy(max_attempts=10).should_retry(sagas.StepFailed("no"), attempt=1)
+
+
+def test_transient_failures_retry_until_max_attempts() -> None:
+    policy = sagas.RetryPolicy(max_attempts=3)
+    assert [policy.should_retry(sagas.TransientError("x"), attempt=n) for n in (1, 2, 3)] == [True, True, False]
+
+
+def test_other_exceptions_retry_only_when_listed_in_retry_on() -> None:
+    policy = sagas.RetryPolicy(max_attempts=3, retry_on=(ConnectionError,))
+    assert policy.should_retry(ConnectionResetError("reset"), attempt=1)
+    assert not policy.should_retry(ValueError("bug"), attempt=1)
+    assert policy.should_retry(sagas.TransientError("503"), attempt=1)  # transient always retries
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_attempts": 0}, {"backoff": -1}, {"multiplier": 0.5}, {"retry_on": ("ValueError",)}],
+)
+def test_invalid_policies_are_refused(kwargs: dict) -> None:
+    with pytest.raises(sagas.InvalidDefinition):
+        sagas.RetryPolicy(**kwargs)
+
+
+def test_describe_failure_keeps_type_message_class_code_and_traceback() -> None:
+    try:
+        raise sagas.StepFailed("Card declined", code="card_declined")
+    except sagas.StepFailed as exc:
+        error = describe_failure(exc, attempt=2)
+    assert error["type"] == "sagas.exceptions.StepFailed"
+    assert (error["message"], error["class"], error["code"], error["attempt"]) == (
+        "Card declined",
+        "business",
+        "card_declined",
+        2,
+    )
+    assert "raise sagas.StepFailed" in error["traceback"]
+
+
+def test_policy_spec_names_exception_classes() -> None:
+    spec = sagas.RetryPolicy(retry_on=(ConnectionError,)).to_spec()
+    assert spec["retry_on"] == ["builtins.ConnectionError"]
