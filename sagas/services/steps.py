@@ -98,6 +98,10 @@ def step_claim(*, run_id: object, step: str, task_id: str) -> Claim:
             return Claim(ClaimOutcome.STOP)
         if step_run.status == StepStatus.SUCCEEDED:
             return Claim(ClaimOutcome.DONE if run.status == RunStatus.EXECUTING else ClaimOutcome.STOP)
+        if run.steps.filter(index__lt=step_run.index).exclude(status=StepStatus.SUCCEEDED).exists():
+            # A stale or stray message: steps run in order, and an earlier one has not succeeded.
+            logger.warning("saga run %s: step %s arrived before the steps it follows; dropping it", run.pk, step)
+            return Claim(ClaimOutcome.STOP)
         if run.status == RunStatus.PENDING:
             move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING, fields={"started_at": timezone.now()})
         if run.status != RunStatus.EXECUTING or step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING):
