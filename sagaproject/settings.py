@@ -12,7 +12,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def env(name: str, default: str | None = None) -> str:
-    value = os.environ.get(name, default)
+    # An empty value counts as unset: `DJANGO_SECRET_KEY=` must not become an empty key.
+    value = os.environ.get(name) or default
     if value is None:
         raise ImproperlyConfigured(f"Set the environment variable {name} (see .env.example).")
     return value
@@ -119,13 +120,22 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
 
+# One console handler on the root logger: web processes log request errors even with DEBUG off, and
+# Celery workers replace it with their own, so nothing is printed twice.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"sagas": {"handlers": ["console"], "level": env("SAGAS_LOG_LEVEL", "INFO")}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"sagas": {"level": env("SAGAS_LOG_LEVEL", "INFO")}},
 }
+
+# Behind a proxy that terminates TLS and sets X-Forwarded-Proto (compose behind nginx, a PaaS router).
+if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
 
 # --- Celery (ARCHITECTURE §6.5): the database is the truth, messages are only triggers ---
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
