@@ -27,9 +27,10 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy sagas participants
 
 typecheck: install
-	$(BIN)/mypy sagas
+	$(BIN)/mypy sagas participants
 
 worker: install
 	$(BIN)/celery -A sagaproject worker -P prefork -c 2 -l INFO

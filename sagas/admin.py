@@ -32,13 +32,16 @@ class ReadOnlyAdminMixin:
         return False
 
 
+DEFINITION_FIELDS = ("name", "version", "spec_hash", "created_at", "spec_pretty")
+
+
 @admin.register(SagaDefinition)
 class SagaDefinitionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["name", "version", "step_names", "short_hash", "created_at"]
     list_filter = ["name"]
     search_fields = ["name"]
-    fields = ["name", "version", "spec_hash", "created_at", "spec_pretty"]
-    readonly_fields = fields
+    fields = DEFINITION_FIELDS
+    readonly_fields = DEFINITION_FIELDS
 
     @admin.display(description="steps")
     def step_names(self, obj: SagaDefinition) -> str:
@@ -53,25 +56,28 @@ class SagaDefinitionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return pretty_json(obj.spec)
 
 
+STEP_FIELDS = (
+    "index",
+    "name",
+    "status",
+    "attempts",
+    "compensation_attempts",
+    "error_message",
+    "task_id",
+    "compensation_task_id",
+    "started_at",
+    "finished_at",
+    "compensated_at",
+)
+
+
 class SagaStepRunInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = SagaStepRun
     extra = 0
     can_delete = False
     ordering = ["index"]
-    fields = [
-        "index",
-        "name",
-        "status",
-        "attempts",
-        "compensation_attempts",
-        "error_message",
-        "task_id",
-        "compensation_task_id",
-        "started_at",
-        "finished_at",
-        "compensated_at",
-    ]
-    readonly_fields = fields
+    fields = STEP_FIELDS
+    readonly_fields = STEP_FIELDS
 
     @admin.display(description="last error")
     def error_message(self, obj: SagaStepRun) -> str:
@@ -80,18 +86,38 @@ class SagaStepRunInline(ReadOnlyAdminMixin, admin.TabularInline):
         return f"{obj.error.get('class', '')}: {obj.error.get('message', '')}"
 
 
+EVENT_FIELDS = ("seq", "created_at", "type", "step", "summary", "actor")
+
+
 class SagaEventInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = SagaEvent
     fk_name = "run"
     extra = 0
     can_delete = False
     ordering = ["seq"]
-    fields = ["seq", "created_at", "type", "step", "summary", "actor"]
-    readonly_fields = fields
+    fields = EVENT_FIELDS
+    readonly_fields = EVENT_FIELDS
 
     @admin.display(description="details")
     def summary(self, obj: SagaEvent) -> str:
         return json.dumps(obj.data, sort_keys=True)[:500]
+
+
+RUN_FIELDS = (
+    "id",
+    "saga_name",
+    "version",
+    "status",
+    "idempotency_key",
+    "correlation_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "deadline",
+    "error_pretty",
+    "payload_pretty",
+)
 
 
 @admin.register(SagaRun)
@@ -102,22 +128,8 @@ class SagaRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ["definition"]
     inlines = [SagaStepRunInline, SagaEventInline]
-    fields = [
-        "id",
-        "saga_name",
-        "version",
-        "status",
-        "idempotency_key",
-        "correlation_id",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "updated_at",
-        "deadline",
-        "error_pretty",
-        "payload_pretty",
-    ]
-    readonly_fields = fields
+    fields = RUN_FIELDS
+    readonly_fields = RUN_FIELDS
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SagaRun]:
         return super().get_queryset(request).prefetch_related("steps")

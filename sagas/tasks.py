@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Task, shared_task
 
 from sagas import engine, registry
-from sagas.exceptions import RunNotFound
+from sagas.exceptions import RunNotFound, StepFailed
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
@@ -21,6 +21,8 @@ class SagaTask(Task):
 
     acks_late = True
     reject_on_worker_lost = True
+    # A business refusal is an expected outcome: logged without a traceback (the errback still fires).
+    throws = (StepFailed,)
     # Attempt budgets are the steps' RetryPolicy, counted in the database, not Celery's counter.
     max_retries = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -13,10 +14,12 @@ from sagas.exceptions import InvalidTransition, RunNotFound
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.states import RUN_TRANSITIONS, STEP_TRANSITIONS
 
+RunId = uuid.UUID | str  # a run's primary key, as a UUID or its string form
+
 logger = logging.getLogger("sagas")
 
 
-def lock_run(run_id: object) -> SagaRun:
+def lock_run(run_id: RunId) -> SagaRun:
     """Lock the run row for the rest of the transaction: every writer of a run's state takes this
     lock first, so writers of one run (steps, errbacks, operators) take turns."""
     try:

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from sagas.exceptions import InvalidTransition
 from sagas.models import SagaRun, SagaStepRun
-from sagas.services._core import lock_run, logger, move_run, move_step
+from sagas.services._core import RunId, lock_run, logger, move_run, move_step
 from sagas.services.runs import dispatch_compensations, saga_for
 from sagas.states import EventType, RunStatus, StepStatus
 
@@ -22,7 +22,7 @@ def _actor(actor: str | None) -> str:
     return (actor or "api")[:150]
 
 
-def run_cancel(*, run_id: object, reason: str, actor: str | None = None) -> SagaRun:
+def run_cancel(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaRun:
     """Cancel a run that has not started executing: it ends ``cancelled`` and none of its steps run."""
     reason = _require_reason(reason)
     with transaction.atomic():
@@ -45,7 +45,7 @@ def run_cancel(*, run_id: object, reason: str, actor: str | None = None) -> Saga
     return run
 
 
-def run_retry(*, run_id: object, reason: str, actor: str | None = None) -> SagaRun:
+def run_retry(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaRun:
     """Re-run the failed compensations of a ``failed`` run, each with a fresh attempt budget."""
     reason = _require_reason(reason)
     with transaction.atomic():
@@ -73,7 +73,7 @@ def run_retry(*, run_id: object, reason: str, actor: str | None = None) -> SagaR
     return run
 
 
-def run_resolve(*, run_id: object, step: str, reason: str, actor: str | None = None) -> SagaRun:
+def run_resolve(*, run_id: RunId, step: str, reason: str, actor: str | None = None) -> SagaRun:
     """Record that a person undid a step by hand; the run ends ``compensated`` once no failed
     compensation is left."""
     reason = _require_reason(reason)

@@ -15,7 +15,7 @@ from sagas.exceptions import DefinitionChanged, IdempotencyConflict, InvalidPayl
 from sagas.jsonsafe import json_copy
 from sagas.models import SagaDefinition, SagaEvent, SagaRun, SagaStepRun
 from sagas.registry import get_saga
-from sagas.services._core import last_event, lock_run, logger, move_run, move_step
+from sagas.services._core import RunId, last_event, lock_run, logger, move_run, move_step
 from sagas.states import EventType, RunStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def definition_sync(*, saga: type[Saga]) -> SagaDefinition:
     return definition
 
 
-def dispatch_on_commit(run_id: object, canvas: Signature) -> None:
+def dispatch_on_commit(run_id: RunId, canvas: Signature) -> None:
     """Publish ``canvas`` once the current transaction commits (ARCHITECTURE §6.4)."""
 
     def publish() -> None:
@@ -68,21 +68,21 @@ def run_start(
         payload = {}
     if not isinstance(payload, Mapping):
         raise InvalidPayload(f"The payload of saga {saga.name!r} must be a dict, got {type(payload).__name__}.")
-    payload = json_copy(dict(payload), what=f"payload of saga {saga.name!r}")
+    stored: dict[str, Any] = json_copy(dict(payload), what=f"payload of saga {saga.name!r}")
     for label, value in (("idempotency_key", idempotency_key), ("correlation_id", correlation_id)):
         if value is not None and (not isinstance(value, str) or not value or len(value) > 255):
             raise InvalidPayload(f"{label} must be a non-empty string of at most 255 characters.")
     if idempotency_key is not None:
-        existing = _existing_run(saga, payload, idempotency_key)
+        existing = _existing_run(saga, stored, idempotency_key)
         if existing is not None:
             return existing
     definition = definition_sync(saga=saga)
     try:
         with transaction.atomic():
-            run = _create_run(saga, definition, payload, idempotency_key, correlation_id)
+            run = _create_run(saga, definition, stored, idempotency_key, correlation_id)
     except IntegrityError:
         # Another process started a run with this key between our check and our insert.
-        existing = _existing_run(saga, payload, idempotency_key) if idempotency_key else None
+        existing = _existing_run(saga, stored, idempotency_key) if idempotency_key else None
         if existing is None:
             raise
         return existing
@@ -147,7 +147,7 @@ def _create_run(
     return run
 
 
-def run_complete(*, run_id: object) -> bool:
+def run_complete(*, run_id: RunId) -> bool:
     """Mark an executing run completed when all its steps succeeded; False if it was not ready."""
     with transaction.atomic():
         run = lock_run(run_id)
@@ -170,7 +170,7 @@ def saga_for(run: SagaRun) -> type[Saga]:
     return get_saga(run.saga_name, run.version)
 
 
-def run_compensate(*, run_id: object) -> list[str] | None:
+def run_compensate(*, run_id: RunId) -> list[str] | None:
     """Move an executing run whose step failed to compensating and dispatch its compensations.
 
     Called by the chain's errback, which may fire zero or many times: only the first call for a run
@@ -232,7 +232,7 @@ def _has_compensation(saga: type[Saga], name: str) -> bool:
         return False
 
 
-def run_finish_compensation(*, run_id: object) -> str | None:
+def run_finish_compensation(*, run_id: RunId) -> str | None:
     """End a compensating run: ``failed`` if a compensation gave up, else ``compensated``.
 
     Returns the new status, or None when compensations are still under way (or the run moved on).

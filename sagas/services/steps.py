@@ -14,7 +14,7 @@ from sagas.definitions import StepContext
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.models import SagaRun, SagaStepRun
 from sagas.retry import describe_failure, failure_summary
-from sagas.services._core import append_event, lock_run, logger, move_run, move_step
+from sagas.services._core import RunId, append_event, lock_run, logger, move_run, move_step
 from sagas.services.runs import saga_for
 from sagas.states import EventType, RunStatus, StepStatus
 
@@ -84,7 +84,7 @@ def _lost_attempts_error(step_run: SagaStepRun, attempts: int, what: str) -> dic
 # --- forward steps ---
 
 
-def step_claim(*, run_id: object, step: str, task_id: str) -> Claim:
+def step_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
     """Claim a step for one attempt, or say why its message must not run it."""
     with transaction.atomic():
         try:
@@ -131,7 +131,7 @@ def step_claim(*, run_id: object, step: str, task_id: str) -> Claim:
         return Claim(ClaimOutcome.RUN, saga=saga, context=_context(run, step_run, compensation=False))
 
 
-def step_succeed(*, run_id: object, step: str, output: Any) -> bool:
+def step_succeed(*, run_id: RunId, step: str, output: Any) -> bool:
     """Store a step's output and mark it succeeded; True if the run goes on to its next step."""
     with transaction.atomic():
         run = lock_run(run_id)
@@ -151,7 +151,7 @@ def step_succeed(*, run_id: object, step: str, output: Any) -> bool:
         return run.status == RunStatus.EXECUTING
 
 
-def step_fail_attempt(*, run_id: object, step: str, error: dict[str, Any], retry_in: float | None) -> None:
+def step_fail_attempt(*, run_id: RunId, step: str, error: dict[str, Any], retry_in: float | None) -> None:
     """Record a failed attempt: retried in ``retry_in`` seconds, or (None) the step has failed for good."""
     with transaction.atomic():
         run = lock_run(run_id)
@@ -186,7 +186,7 @@ def _fail_step(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any]) -> No
 # --- compensations ---
 
 
-def compensation_claim(*, run_id: object, step: str, task_id: str) -> Claim:
+def compensation_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
     """Claim a step's compensation for one attempt, or say why its message must not run it."""
     with transaction.atomic():
         try:
@@ -231,7 +231,7 @@ def compensation_claim(*, run_id: object, step: str, task_id: str) -> Claim:
         return Claim(ClaimOutcome.RUN, saga=saga, context=_context(run, step_run, compensation=True))
 
 
-def compensation_succeed(*, run_id: object, step: str) -> None:
+def compensation_succeed(*, run_id: RunId, step: str) -> None:
     """Mark a step compensated."""
     with transaction.atomic():
         run = lock_run(run_id)
@@ -248,7 +248,7 @@ def compensation_succeed(*, run_id: object, step: str) -> None:
         )
 
 
-def compensation_fail_attempt(*, run_id: object, step: str, error: dict[str, Any], retry_in: float | None) -> None:
+def compensation_fail_attempt(*, run_id: RunId, step: str, error: dict[str, Any], retry_in: float | None) -> None:
     """Record a failed compensation attempt: retried in ``retry_in`` seconds, or (None) given up."""
     with transaction.atomic():
         run = lock_run(run_id)
