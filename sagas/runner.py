@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -9,7 +10,7 @@ from sagas import services
 from sagas.conf import sagas_settings
 from sagas.exceptions import AttemptsExhausted, InvalidPayload
 from sagas.jsonsafe import json_copy
-from sagas.retry import describe_failure
+from sagas.retry import RetryPolicy, describe_failure
 from sagas.services import ClaimOutcome
 
 
@@ -50,13 +51,8 @@ def execute_step(*, run_id: str, step: str, task_id: str) -> Result:
         )
         return Result(Outcome.FAILED, exc=exc)
     except Exception as exc:  # anything the action raised is a failed attempt, classified by the policy
-        error = describe_failure(exc, attempt=attempt)
-        if policy.should_retry(exc, attempt):
-            delay = policy.delay(attempt, exc)
-            services.step_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay)
-            return Result(Outcome.RETRY, delay=delay, exc=exc)
-        services.step_fail_attempt(run_id=run_id, step=step, error=error, retry_in=None)
-        return Result(Outcome.FAILED, exc=exc)
+        retry = _record_failure(services.step_fail_attempt, policy, run_id, step, exc, attempt)
+        return retry or Result(Outcome.FAILED, exc=exc)
     if services.step_succeed(run_id=run_id, step=step, output=output):
         return Result(Outcome.CONTINUE)
     return Result(Outcome.STOP)
@@ -79,12 +75,20 @@ def execute_compensation(*, run_id: str, step: str, task_id: str) -> Result:
     try:
         declared.compensation(claim.context)
     except Exception as exc:
-        error = describe_failure(exc, attempt=attempt)
-        if policy.should_retry(exc, attempt):
-            delay = policy.delay(attempt, exc)
-            services.compensation_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay)
-            return Result(Outcome.RETRY, delay=delay, exc=exc)
-        services.compensation_fail_attempt(run_id=run_id, step=step, error=error, retry_in=None)
-        return Result(Outcome.CONTINUE)
+        retry = _record_failure(services.compensation_fail_attempt, policy, run_id, step, exc, attempt)
+        return retry or Result(Outcome.CONTINUE)
     services.compensation_succeed(run_id=run_id, step=step)
     return Result(Outcome.CONTINUE)
+
+
+def _record_failure(
+    record: Callable[..., None], policy: RetryPolicy, run_id: str, step: str, exc: Exception, attempt: int
+) -> Result | None:
+    """Record a failed attempt; the retry to schedule, or None when the policy gives up."""
+    error = describe_failure(exc, attempt=attempt)
+    if policy.should_retry(exc, attempt):
+        delay = policy.delay(attempt, exc)
+        record(run_id=run_id, step=step, error=error, retry_in=delay)
+        return Result(Outcome.RETRY, delay=delay, exc=exc)
+    record(run_id=run_id, step=step, error=error, retry_in=None)
+    return None

@@ -37,15 +37,20 @@ def append_event(
     actor: str = "",
     causation: SagaEvent | None = None,
     run_fields: dict[str, Any] | None = None,
+    expect_status: str | None = None,
 ) -> SagaEvent:
     """Record an event, bumping the run's lock_version (the event's seq) and updated_at.
 
-    ``run_fields`` are other run columns written by the same UPDATE; the caller holds the run lock.
+    ``run_fields`` are other run columns written by the same UPDATE; with ``expect_status`` that UPDATE is
+    guarded by the run's status. The caller holds the run lock.
     """
     now = timezone.now()
     seq = run.lock_version + 1
     updates = {"lock_version": seq, "updated_at": now, **(run_fields or {})}
-    SagaRun.objects.filter(pk=run.pk).update(**updates)
+    rows = SagaRun.objects.filter(pk=run.pk, **({"status": expect_status} if expect_status else {}))
+    # The guard: zero rows means another writer moved the run first.
+    if rows.update(**updates) != 1:
+        raise InvalidTransition(f"Saga run {run.pk} is no longer {expect_status!r}; someone else moved it.")
     for field, value in updates.items():
         setattr(run, field, value)
     return SagaEvent.objects.create(
@@ -74,24 +79,17 @@ def move_run(
     source = run.status
     if to not in RUN_TRANSITIONS[source]:
         raise InvalidTransition(f"Saga run {run.pk} cannot go from {source!r} to {to!r}.")
-    now = timezone.now()
-    seq = run.lock_version + 1
-    updates = {"status": to, "lock_version": seq, "updated_at": now, **(fields or {})}
-    # The guard: zero rows means another writer moved the run first.
-    if SagaRun.objects.filter(pk=run.pk, status=source).update(**updates) != 1:
-        raise InvalidTransition(f"Saga run {run.pk} is no longer {source!r}; someone else moved it.")
-    for field, value in updates.items():
-        setattr(run, field, value)
-    logger.info("saga %s %s: %s -> %s", run.saga_name, run.pk, source, to)
-    return SagaEvent.objects.create(
-        run_id=run.pk,
-        seq=seq,
-        type=event,
+    recorded = append_event(
+        run,
+        event,
         data={"from": source, "to": to, **(data or {})},
         actor=actor,
         causation=causation,
-        created_at=now,
+        run_fields={"status": to, **(fields or {})},
+        expect_status=source,
     )
+    logger.info("saga %s %s: %s -> %s", run.saga_name, run.pk, source, to)
+    return recorded
 
 
 def move_step(

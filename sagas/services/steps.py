@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -153,21 +154,37 @@ def step_succeed(*, run_id: RunId, step: str, output: Any) -> bool:
 
 def step_fail_attempt(*, run_id: RunId, step: str, error: dict[str, Any], retry_in: float | None) -> None:
     """Record a failed attempt: retried in ``retry_in`` seconds, or (None) the step has failed for good."""
+    _record_failed_attempt(
+        run_id,
+        step,
+        error,
+        retry_in,
+        while_status=StepStatus.RUNNING,
+        event=EventType.STEP_ATTEMPT_FAILED,
+        give_up=_fail_step,
+    )
+
+
+def _record_failed_attempt(
+    run_id: RunId,
+    step: str,
+    error: dict[str, Any],
+    retry_in: float | None,
+    *,
+    while_status: str,
+    event: str,
+    give_up: Callable[[SagaRun, SagaStepRun, dict[str, Any]], None],
+) -> None:
     with transaction.atomic():
         run = lock_run(run_id)
         step_run = _step_run(run, step)
-        if step_run is None or step_run.status != StepStatus.RUNNING:
-            return
+        if step_run is None or step_run.status != while_status:
+            return  # a duplicate attempt reporting after the step moved on
         if retry_in is None:
-            _fail_step(run, step_run, error)
+            give_up(run, step_run, error)
             return
         SagaStepRun.objects.filter(pk=step_run.pk).update(error=error)
-        append_event(
-            run,
-            EventType.STEP_ATTEMPT_FAILED,
-            step=step,
-            data={"error": failure_summary(error), "retry_in": retry_in},
-        )
+        append_event(run, event, step=step, data={"error": failure_summary(error), "retry_in": retry_in})
 
 
 def _fail_step(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any]) -> None:
@@ -250,21 +267,15 @@ def compensation_succeed(*, run_id: RunId, step: str) -> None:
 
 def compensation_fail_attempt(*, run_id: RunId, step: str, error: dict[str, Any], retry_in: float | None) -> None:
     """Record a failed compensation attempt: retried in ``retry_in`` seconds, or (None) given up."""
-    with transaction.atomic():
-        run = lock_run(run_id)
-        step_run = _step_run(run, step)
-        if step_run is None or step_run.status != StepStatus.COMPENSATING:
-            return
-        if retry_in is None:
-            _fail_compensation(run, step_run, error)
-            return
-        SagaStepRun.objects.filter(pk=step_run.pk).update(error=error)
-        append_event(
-            run,
-            EventType.COMPENSATION_ATTEMPT_FAILED,
-            step=step,
-            data={"error": failure_summary(error), "retry_in": retry_in},
-        )
+    _record_failed_attempt(
+        run_id,
+        step,
+        error,
+        retry_in,
+        while_status=StepStatus.COMPENSATING,
+        event=EventType.COMPENSATION_ATTEMPT_FAILED,
+        give_up=_fail_compensation,
+    )
 
 
 def _fail_compensation(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any]) -> None:
