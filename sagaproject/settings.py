@@ -149,6 +149,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Prefork is the pool that enforces time limits; the sagas app refuses pools that cannot (sagas.E001).
+CELERY_WORKER_POOL = env("CELERY_WORKER_POOL", "prefork")
 # A hard limit on every task; steps with their own `timeout` get tighter limits.
 CELERY_TASK_TIME_LIMIT = int(env("CELERY_TASK_TIME_LIMIT", "300"))
 CELERY_TASK_SOFT_TIME_LIMIT = int(env("CELERY_TASK_SOFT_TIME_LIMIT", "270"))

@@ -2,6 +2,7 @@
 
 from sagas.definitions import Saga, Step, StepContext
 from sagas.exceptions import (
+    CircuitOpen,
     DefinitionChanged,
     IdempotencyConflict,
     InvalidDefinition,
@@ -19,6 +20,7 @@ from sagas.registry import get_saga
 from sagas.retry import RetryPolicy
 
 __all__ = [
+    "CircuitOpen",
     "DefinitionChanged",
     "IdempotencyConflict",
     "InvalidDefinition",

@@ -27,6 +27,20 @@ DEFAULTS: dict[str, Any] = {
     "TIME_LIMIT_GRACE": 5,
     # Queue for every saga task; None uses Celery's routing (task_routes, then the default queue).
     "QUEUE": None,
+    # Circuit breaker of every service a step names (Step(service=...)); see sagas/breakers.py.
+    "BREAKER": {
+        "enabled": True,
+        "failure_threshold": 5,  # failures (transient, timeout, unknown) within `window` seconds open it
+        "window": 60.0,
+        "recovery_timeout": 30.0,  # an open breaker lets probes through after this many seconds
+        "half_open_max_calls": 1,  # probes at once while half-open
+    },
+    # Per-service changes to BREAKER, e.g. {"payments": {"failure_threshold": 3}}.
+    "BREAKERS": {},
+    # Redis that holds breaker state; None: the REDIS_URL setting, else the broker if it is Redis.
+    "REDIS_URL": None,
+    # Prefix of every Redis key the framework writes.
+    "KEY_PREFIX": "sagas",
 }
 
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SAGA_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+SERVICE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,26 +55,38 @@ class Step:
     priority: int = 0  # higher compensates first among completed steps
 
     def __post_init__(self) -> None:
-        if not callable(self.action):
-            raise InvalidDefinition(f"Step action must be callable, got {self.action!r}.")
-        if self.compensation is not None and not callable(self.compensation):
-            raise InvalidDefinition(f"Step compensation must be callable or None, got {self.compensation!r}.")
-        name = self.name or getattr(self.action, "__name__", "")
-        if not STEP_NAME.match(name):
-            raise InvalidDefinition(
-                f"Step name {name!r} is not a valid identifier; pass name='...' (letters, digits, underscore)."
-            )
-        object.__setattr__(self, "name", name)
+        # Only normalise here; what is wrong is reported by problems(), when the saga class is defined,
+        # so the message can name the saga as well as the step.
+        object.__setattr__(self, "name", self.name or getattr(self.action, "__name__", ""))
         depends_on = (self.depends_on,) if isinstance(self.depends_on, str) else tuple(self.depends_on)
         object.__setattr__(self, "depends_on", depends_on)
-        if self.timeout is not None and not (isinstance(self.timeout, int | float) and self.timeout > 0):
-            raise InvalidDefinition(f"Step {name!r}: timeout must be a positive number of seconds.")
+
+    def problems(self) -> list[str]:
+        """What is wrong with this step, in words; empty when it is usable."""
+        problems = []
+        if not callable(self.action):
+            problems.append(f"action must be callable, got {self.action!r}")
+        if self.compensation is not None and not callable(self.compensation):
+            problems.append(f"compensation must be callable or None, got {self.compensation!r}")
+        if not STEP_NAME.match(self.name):
+            problems.append(
+                f"name {self.name!r} is not a valid identifier; pass name='...' (letters, digits, underscore)"
+            )
+        if self.timeout is not None and (
+            not isinstance(self.timeout, int | float) or isinstance(self.timeout, bool) or self.timeout <= 0
+        ):
+            problems.append(f"timeout must be a positive number of seconds, got {self.timeout!r}")
         for attr in ("retry", "compensation_retry"):
             policy = getattr(self, attr)
             if policy is not None and not isinstance(policy, RetryPolicy):
-                raise InvalidDefinition(f"Step {name!r}: {attr} must be a sagas.RetryPolicy, got {policy!r}.")
-        if not isinstance(self.priority, int):
-            raise InvalidDefinition(f"Step {name!r}: priority must be an int.")
+                problems.append(f"{attr} must be a sagas.RetryPolicy, got {policy!r}")
+            elif policy is not None:
+                problems += [f"{attr}: {problem}" for problem in policy.problems()]
+        if not isinstance(self.priority, int) or isinstance(self.priority, bool):
+            problems.append(f"priority must be an int, got {self.priority!r}")
+        if self.service is not None and (not isinstance(self.service, str) or not SERVICE_NAME.match(self.service)):
+            problems.append(f"service must be a name of letters, digits, '.', '_' or '-', got {self.service!r}")
+        return problems
 
     def to_spec(self, index: int) -> dict[str, Any]:
         return {
@@ -99,7 +112,7 @@ class Saga:
     name: ClassVar[str] = ""
     version: ClassVar[int] = 1
     timeout: ClassVar[float | None] = None  # saga deadline in seconds from start
-    steps: ClassVar[Iterable[Step]] = ()
+    steps: ClassVar[Sequence[Step]] = ()
     abstract: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -119,6 +132,27 @@ class Saga:
             if step.name == name:
                 return step
         raise KeyError(f"Saga {cls.name!r} v{cls.version} has no step {name!r}.")
+
+    @classmethod
+    def dependencies(cls) -> dict[str, frozenset[str]]:
+        """Each step's direct dependencies: its ``depends_on`` when any step of the saga declares one (an
+        explicit graph, where a step without ``depends_on`` depends on nothing), else the step declared
+        before it (a plain sequence)."""
+        explicit = any(step.depends_on for step in cls.steps)
+        previous: list[str] = []
+        graph = {}
+        for step in cls.steps:
+            graph[step.name] = frozenset(step.depends_on if explicit else previous[-1:])
+            previous.append(step.name)
+        return graph
+
+    @classmethod
+    def ancestors(cls) -> dict[str, frozenset[str]]:
+        """Each step's dependencies, direct and indirect."""
+        closure: dict[str, frozenset[str]] = {}
+        for name, direct in cls.dependencies().items():  # dependencies are declared first
+            closure[name] = direct.union(*(closure[dep] for dep in direct))
+        return closure
 
     @classmethod
     def spec(cls) -> dict[str, Any]:
@@ -175,31 +209,39 @@ def _default_saga_name(cls: type[Saga]) -> str:
 
 
 def _validate(cls: type[Saga]) -> None:
+    """Refuse a badly declared saga, listing every problem with the saga and step it concerns."""
     where = f"Saga {cls.__qualname__} ({cls.name!r})"
+    problems = []
     if not SAGA_NAME.match(cls.name):
-        raise InvalidDefinition(f"{where}: name must be dotted words of letters, digits and underscores.")
+        problems.append(f"{where}: name must be dotted words of letters, digits and underscores")
     if not isinstance(cls.version, int) or isinstance(cls.version, bool) or cls.version < 1:
-        raise InvalidDefinition(f"{where}: version must be an int >= 1, got {cls.version!r}.")
-    if cls.timeout is not None and not (isinstance(cls.timeout, int | float) and cls.timeout > 0):
-        raise InvalidDefinition(f"{where}: timeout must be a positive number of seconds or None.")
-    steps = cls.steps
-    if not steps:
-        raise InvalidDefinition(f"{where} declares no steps; set abstract = True on a base class.")
+        problems.append(f"{where}: version must be an int >= 1, got {cls.version!r}")
+    if cls.timeout is not None and (
+        not isinstance(cls.timeout, int | float) or isinstance(cls.timeout, bool) or cls.timeout <= 0
+    ):
+        problems.append(f"{where}: timeout must be a positive number of seconds or None, got {cls.timeout!r}")
+    if not cls.steps:
+        problems.append(f"{where} declares no steps; set abstract = True on a base class")
+    names = [step.name for step in cls.steps if isinstance(step, Step)]
     seen: set[str] = set()
-    for step in steps:
+    for step in cls.steps:
         if not isinstance(step, Step):
-            raise InvalidDefinition(f"{where}: steps must be sagas.Step objects, got {step!r}.")
+            problems.append(f"{where}: steps must be sagas.Step objects, got {step!r}")
+            continue
+        at = f"{where}, step {step.name!r}"
+        problems += [f"{at}: {problem}" for problem in step.problems()]
         if step.name in seen:
-            raise InvalidDefinition(
-                f"{where}: two steps are named {step.name!r}; step names must be unique, pass name='...'."
-            )
+            problems.append(f"{where}: two steps are named {step.name!r}; step names must be unique, pass name='...'")
         for dependency in step.depends_on:
             if dependency == step.name:
-                raise InvalidDefinition(f"{where}: step {step.name!r} depends on itself.")
-            if dependency not in seen:
-                later = any(other.name == dependency for other in steps)
-                raise InvalidDefinition(
-                    f"{where}: step {step.name!r} depends on {dependency!r}, which is "
-                    + ("declared after it; declare dependencies first." if later else "not a step of this saga.")
+                problems.append(f"{at}: depends on itself")
+            elif dependency not in seen:
+                where_it_is = (
+                    "declared after it; declare dependencies first"
+                    if dependency in names
+                    else ("not a step of this saga")
                 )
+                problems.append(f"{at}: depends on {dependency!r}, which is {where_it_is}")
         seen.add(step.name)
+    if problems:
+        raise InvalidDefinition("\n".join(problems) + ".")

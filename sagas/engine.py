@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery import chain, signature
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 # Framework tasks; the per-step tasks are named after the saga and step (ARCHITECTURE §6.7).
 FINISH_RUN = "sagas.finish_run"
 ON_STEP_FAILURE = "sagas.on_step_failure"
-FINISH_COMPENSATION = "sagas.finish_compensation"
+DEADLINE_CHECK = "sagas.check_deadline"
 
 
 def step_task_name(saga_name: str, step: str) -> str:
@@ -44,27 +44,41 @@ def _task(name: str, *args: Any, **options: Any) -> Signature:
 
 
 def forward_canvas(saga: type[Saga], run_id: str, steps: Iterable[Step]) -> Signature:
-    """``chain(step..., finish_run)``; every step carries the errback that starts compensation."""
-    errback = _task(ON_STEP_FAILURE, run_id)
+    """``chain(step..., finish_run)``; every step carries the errback that reports its failure."""
     tasks = [
-        _task(step_task_name(saga.name, step.name), run_id, step.name, **_time_limits(step)).on_error(errback)
+        _task(step_task_name(saga.name, step.name), run_id, step.name, **_time_limits(step)).on_error(
+            _task(ON_STEP_FAILURE, run_id, step.name)
+        )
         for step in steps
     ]
     return chain(*tasks, _task(FINISH_RUN, run_id))
 
 
-def compensation_order(saga: type[Saga], names: Iterable[str]) -> list[Step]:
-    """The steps named, in the order their compensations run: highest ``priority`` first, then the
-    reverse of declaration order."""
-    wanted = set(names)
-    indexed = [(index, step) for index, step in enumerate(saga.steps) if step.name in wanted]
-    indexed.sort(key=lambda pair: (-pair[1].priority, -pair[0]))
-    return [step for _, step in indexed]
+def compensation_task(saga: type[Saga], run_id: str, step: str) -> Signature:
+    """The task that undoes one step; the run's tables decide what is scheduled after it."""
+    return _task(compensation_task_name(saga.name, step), run_id, step, **_time_limits(saga.step(step)))
 
 
-def compensation_canvas(saga: type[Saga], run_id: str, steps: Iterable[Step]) -> Signature:
-    """``chain(compensate..., finish_compensation)`` for ``steps`` in the order given."""
-    tasks = [
-        _task(compensation_task_name(saga.name, step.name), run_id, step.name, **_time_limits(step)) for step in steps
-    ]
-    return chain(*tasks, _task(FINISH_COMPENSATION, run_id))
+def deadline_check(run_id: str) -> Signature:
+    return _task(DEADLINE_CHECK, run_id)
+
+
+def compensation_stages(saga: type[Saga], completed: Sequence[str]) -> list[list[str]]:
+    """The order in which the compensations of ``completed`` steps (given in order of completion) run.
+
+    Higher ``priority`` first. Within one priority, a step is undone only after every step that depends on
+    it (reverse dependency order, which for a plain sequence is the reverse order of completion); steps
+    that do not depend on each other form one stage and are undone in parallel.
+    """
+    ancestors = saga.ancestors()
+    position = {name: index for index, name in enumerate(completed)}
+    priority = {name: saga.step(name).priority for name in completed}
+    stages: list[list[str]] = []
+    for level in sorted(set(priority.values()), reverse=True):
+        remaining = [name for name in completed if priority[name] == level]
+        while remaining:
+            # Nothing still to undo depends on these: they may go now, together.
+            ready = [n for n in remaining if not any(n in ancestors[other] for other in remaining if other != n)]
+            stages.append(sorted(ready, key=lambda n: -position[n]))
+            remaining = [n for n in remaining if n not in ready]
+    return stages

@@ -36,7 +36,8 @@ class RunNotFound(SagaError, LookupError):
 
 
 class StepFailed(Exception):
-    """A business failure: never retried; the saga compensates its completed steps now.
+    """A business refusal or an invalid request: asked again, the answer stays no. Never retried; the saga
+    compensates its completed steps now.
 
     ``code`` is a short machine-readable reason (``"card_declined"``) kept with the step's error.
     """
@@ -64,3 +65,18 @@ class RateLimited(TransientError):
 
 class AttemptsExhausted(SagaError):
     """A step's attempts were all used up by attempts that never reported back (worker lost each time)."""
+
+
+class CircuitOpen(Exception):
+    """The breaker of ``service`` is open: the call was not made. Retried after ``retry_after`` seconds."""
+
+    code = "circuit_open"
+
+    def __init__(self, service: str, *, retry_after: float) -> None:
+        super().__init__(f"The circuit breaker of service {service!r} is open; not calling it for {retry_after:.1f}s.")
+        self.service = service
+        self.retry_after = float(retry_after)
+
+
+class UnrecordedFailure(SagaError):
+    """A step's task failed before the runner could record why (see the worker log)."""

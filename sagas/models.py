@@ -116,6 +116,12 @@ class SagaStepRun(models.Model):
     error = models.JSONField(
         "error", null=True, blank=True, help_text="The last failure of the action or compensation."
     )
+    failures = models.JSONField(
+        "failed attempts",
+        default=list,
+        blank=True,
+        help_text="Every failed attempt of the action and of the compensation: attempt, class, delay chosen, error.",
+    )
     task_id = models.CharField(
         "task id", max_length=255, blank=True, default="", help_text="Celery task id of the latest attempt."
     )

@@ -1,17 +1,20 @@
-"""Runs one attempt of a step or compensation: claim it, call the user's function, record the result."""
+"""Runs one attempt of a step or compensation: claim it, call the user's function behind the service's
+circuit breaker, record the result."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-from sagas import services
+from sagas import breakers, services
 from sagas.conf import sagas_settings
-from sagas.exceptions import AttemptsExhausted, InvalidPayload
+from sagas.definitions import StepContext, StepFunction
+from sagas.exceptions import AttemptsExhausted, CircuitOpen
 from sagas.jsonsafe import json_copy
 from sagas.retry import RetryPolicy, describe_failure
-from sagas.services import ClaimOutcome
+from sagas.services import AttemptOutcome, ClaimOutcome
 
 
 class Outcome(StrEnum):
@@ -41,54 +44,76 @@ def execute_step(*, run_id: str, step: str, task_id: str) -> Result:
     assert claim.context is not None
     declared = claim.saga.step(step)
     policy = declared.retry or sagas_settings.default_retry
-    attempt = claim.context.attempt
     try:
-        output = json_copy(declared.action(claim.context), what=f"output of step {step!r}")
-    except InvalidPayload as exc:
-        # The action did its work but returned something we cannot store: a bug, not worth retrying.
-        services.step_fail_attempt(
-            run_id=run_id, step=step, error=describe_failure(exc, attempt=attempt), retry_in=None
-        )
-        return Result(Outcome.FAILED, exc=exc)
+        raw = call_guarded(declared.action, claim.context, declared.service)
+        output = json_copy(raw, what=f"output of step {step!r}")
     except Exception as exc:  # anything the action raised is a failed attempt, classified by the policy
-        retry = _record_failure(services.step_fail_attempt, policy, run_id, step, exc, attempt)
-        return retry or Result(Outcome.FAILED, exc=exc)
+        error = describe_failure(exc, attempt=claim.context.attempt)
+        delay = _retry_delay(policy, exc, claim.context.attempt)
+        answer = services.step_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay)
+        if answer is AttemptOutcome.RETRY:
+            return Result(Outcome.RETRY, delay=delay or 0.0, exc=exc)
+        return Result(Outcome.FAILED if answer is AttemptOutcome.FAILED else Outcome.STOP, exc=exc)
     if services.step_succeed(run_id=run_id, step=step, output=output):
         return Result(Outcome.CONTINUE)
     return Result(Outcome.STOP)
 
 
 def execute_compensation(*, run_id: str, step: str, task_id: str) -> Result:
-    """One attempt of a compensation. A compensation that gives up does not stop the others: the
-    chain goes on and the run ends ``failed`` once every other compensation has run."""
+    """One attempt of a compensation. A compensation that gives up does not stop the others: the run's
+    tables schedule what comes next, and the run ends ``failed`` once every other compensation has run."""
     claim = services.compensation_claim(run_id=run_id, step=step, task_id=task_id)
-    if claim.outcome in (ClaimOutcome.DONE, ClaimOutcome.GAVE_UP):
-        return Result(Outcome.CONTINUE)
-    if claim.outcome is ClaimOutcome.STOP:
+    if claim.outcome is not ClaimOutcome.RUN:
         return Result(Outcome.STOP)
     assert claim.saga is not None
     assert claim.context is not None
     declared = claim.saga.step(step)
     assert declared.compensation is not None
     policy = declared.compensation_retry or sagas_settings.default_compensation_retry
-    attempt = claim.context.attempt
     try:
-        declared.compensation(claim.context)
+        call_guarded(declared.compensation, claim.context, declared.service)
     except Exception as exc:
-        retry = _record_failure(services.compensation_fail_attempt, policy, run_id, step, exc, attempt)
-        return retry or Result(Outcome.CONTINUE)
+        error = describe_failure(exc, attempt=claim.context.attempt)
+        delay = _retry_delay(policy, exc, claim.context.attempt)
+        if services.compensation_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay):
+            return Result(Outcome.RETRY, delay=delay or 0.0, exc=exc)
+        return Result(Outcome.STOP)
     services.compensation_succeed(run_id=run_id, step=step)
-    return Result(Outcome.CONTINUE)
+    return Result(Outcome.STOP)
 
 
-def _record_failure(
-    record: Callable[..., None], policy: RetryPolicy, run_id: str, step: str, exc: Exception, attempt: int
-) -> Result | None:
-    """Record a failed attempt; the retry to schedule, or None when the policy gives up."""
-    error = describe_failure(exc, attempt=attempt)
-    if policy.should_retry(exc, attempt):
-        delay = policy.delay(attempt, exc)
-        record(run_id=run_id, step=step, error=error, retry_in=delay)
-        return Result(Outcome.RETRY, delay=delay, exc=exc)
-    record(run_id=run_id, step=step, error=error, retry_in=None)
-    return None
+def _retry_delay(policy: RetryPolicy, exc: Exception, attempt: int) -> float | None:
+    """The delay before the next attempt, or None when the policy gives up."""
+    return policy.delay(attempt, exc) if policy.should_retry(exc, attempt) else None
+
+
+def call_guarded(function: StepFunction, ctx: StepContext, service: str | None) -> Any:
+    """Call a step's function; when it names a service, only if that service's breaker lets it through,
+    and report the outcome to the breaker."""
+    breaker = breakers.for_service(service) if service else None
+    if breaker is None:
+        return function(ctx)
+    assert service is not None
+    report = _reporter(ctx, service)
+    permit = breaker.acquire()
+    report(permit.change)
+    if not permit.allowed:
+        raise CircuitOpen(service, retry_after=permit.wait)
+    try:
+        result = function(ctx)
+    except Exception as exc:
+        report(breaker.record(permit, breakers.outcome_of(exc)))
+        raise
+    report(breaker.record(permit, "success"))
+    return result
+
+
+def _reporter(ctx: StepContext, service: str) -> Callable[[tuple[str, str] | None], None]:
+    def report(change: tuple[str, str] | None) -> None:
+        if change is not None:
+            before, after = change
+            services.record_breaker_change(
+                run_id=ctx.saga_id, step=ctx.step, service=service, before=before, after=after
+            )
+
+    return report

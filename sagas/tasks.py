@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Task, shared_task
 
 from sagas import engine, registry
-from sagas.exceptions import RunNotFound, StepFailed
+from sagas.exceptions import StepFailed
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
@@ -21,6 +21,9 @@ class SagaTask(Task):
 
     acks_late = True
     reject_on_worker_lost = True
+    # A task killed at its hard time limit is acknowledged: its errback records the timeout in the
+    # database, which retries or compensates. Redelivering it would run it again regardless.
+    acks_on_failure_or_timeout = True
     # A business refusal is an expected outcome: logged without a traceback (the errback still fires).
     throws = (StepFailed,)
     # Attempt budgets are the steps' RetryPolicy, counted in the database, not Celery's counter.
@@ -47,7 +50,8 @@ def run_step(self: Task, run_id: str, step: str) -> None:
 
 
 def run_compensation(self: Task, run_id: str, step: str) -> None:
-    """Registered once per compensable step as ``saga.<saga>.<step>.compensate``."""
+    """Registered once per compensable step as ``saga.<saga>.<step>.compensate``; scheduled by the
+    run's tables, one stage at a time."""
     from sagas import runner
 
     _finish(self, runner.execute_compensation(run_id=run_id, step=step, task_id=self.request.id))
@@ -67,17 +71,15 @@ registry.on_register(register_saga_tasks)
 
 
 @shared_task(name=engine.ON_STEP_FAILURE, bind=True, base=SagaTask, max_retries=10)
-def on_step_failure(self: Task, run_id: str) -> None:
-    """The chain's errback: move the run into compensation. It may fire zero or many times per
-    failure; the run's state decides, so extra calls do nothing."""
+def on_step_failure(self: Task, run_id: str, step: str) -> None:
+    """The errback of every step: report the failure to the run's tables, which decide what it means.
+    It may fire zero or many times per failure; extra calls do nothing."""
     from sagas import services
 
     try:
-        services.run_compensate(run_id=run_id)
-    except RunNotFound:
-        logger.warning("errback for saga run %s: no such run", run_id)
+        services.run_on_step_failure(run_id=run_id, step=step)
     except Exception as exc:  # errbacks never fail for good: the database may be back in a moment
-        logger.exception("errback for saga run %s could not start compensation; retrying", run_id)
+        logger.exception("errback for step %s of saga run %s failed; retrying", step, run_id)
         raise self.retry(countdown=min(60, 2**self.request.retries), exc=exc) from exc
 
 
@@ -89,9 +91,9 @@ def finish_run(self: Task, run_id: str) -> None:
     services.run_complete(run_id=run_id)
 
 
-@shared_task(name=engine.FINISH_COMPENSATION, bind=True, base=SagaTask)
-def finish_compensation(self: Task, run_id: str) -> None:
-    """Last link of the compensation chain: ``compensated``, or ``failed`` if a compensation gave up."""
+@shared_task(name=engine.DEADLINE_CHECK, bind=True, base=SagaTask)
+def check_deadline(self: Task, run_id: str) -> None:
+    """Scheduled at start for sagas with a ``timeout``: time the run out if it is still going."""
     from sagas import services
 
-    services.run_finish_compensation(run_id=run_id)
+    services.run_check_deadline(run_id=run_id)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from django.db import connection
 
 from sagaproject.celery import app as celery_app
@@ -35,8 +36,27 @@ def saga_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterato
 
 @pytest.fixture
 def worker(saga_worker: WorkerProcess, transactional_db) -> WorkerProcess:
-    """The session's worker, for a test whose writes the worker must see (committed transactions)."""
+    """The session's worker, for a test whose writes the worker must see (committed transactions).
+
+    Every such test starts with closed circuit breakers: one test's failures must not slow the next.
+    """
+    reset_breakers()
     return saga_worker
+
+
+def reset_breakers() -> None:
+    from sagas import breakers
+    from sagas.conf import sagas_settings
+
+    url = breakers.redis_url()
+    assert url is not None
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{sagas_settings.KEY_PREFIX}:breaker:*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 RunConcurrently = Callable[..., list[Any]]

@@ -19,4 +19,10 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 SAGAS = {
     "DEFAULT_RETRY": {"max_attempts": 3, "backoff": 0.1, "backoff_max": 1.0},
     "DEFAULT_COMPENSATION_RETRY": {"max_attempts": 3, "backoff": 0.1, "backoff_max": 1.0},
+    # A step's hard limit comes a second after its soft limit, so hard-kill tests stay short.
+    "TIME_LIMIT_GRACE": 1,
+    # Breaker keys of this session only (the queue name is per session and shared with its workers).
+    "KEY_PREFIX": os.environ["CELERY_TASK_DEFAULT_QUEUE"],
+    # The test services' breakers open and recover quickly; the example services keep the defaults.
+    "BREAKERS": {"svc-x": {"failure_threshold": 3, "window": 60, "recovery_timeout": 3, "half_open_max_calls": 1}},
 }

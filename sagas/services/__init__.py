@@ -1,36 +1,35 @@
-"""The only writers of run and step state (ARCHITECTURE §6.3): every change is a guarded update plus an event."""
+"""The only writers of run and step state (ARCHITECTURE §6.3): each change is a guarded update plus an event."""
 
-from sagas.services.operator import run_cancel, run_resolve, run_retry
-from sagas.services.runs import (
-    definition_sync,
-    run_compensate,
-    run_complete,
-    run_finish_compensation,
-    run_start,
-    saga_for,
-)
-from sagas.services.steps import (
-    Claim,
-    ClaimOutcome,
+from sagas.services._core import saga_for
+from sagas.services.compensation import (
     compensation_claim,
     compensation_fail_attempt,
     compensation_succeed,
-    step_claim,
-    step_fail_attempt,
-    step_succeed,
 )
+from sagas.services.context import Claim, ClaimOutcome
+from sagas.services.operator import run_cancel, run_resolve, run_retry
+from sagas.services.runs import (
+    definition_sync,
+    run_check_deadline,
+    run_complete,
+    run_on_step_failure,
+    run_start,
+)
+from sagas.services.steps import AttemptOutcome, record_breaker_change, step_claim, step_fail_attempt, step_succeed
 
 __all__ = [
+    "AttemptOutcome",
     "Claim",
     "ClaimOutcome",
     "compensation_claim",
     "compensation_fail_attempt",
     "compensation_succeed",
     "definition_sync",
+    "record_breaker_change",
     "run_cancel",
-    "run_compensate",
+    "run_check_deadline",
     "run_complete",
-    "run_finish_compensation",
+    "run_on_step_failure",
     "run_resolve",
     "run_retry",
     "run_start",

@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from celery.canvas import Signature
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from sagas.exceptions import InvalidTransition, RunNotFound
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
-from sagas.states import RUN_TRANSITIONS, STEP_TRANSITIONS
+from sagas.registry import get_saga
+from sagas.retry import failure_summary
+from sagas.states import RUN_TRANSITIONS, STEP_TRANSITIONS, StepStatus
+
+if TYPE_CHECKING:
+    from sagas.definitions import Saga
 
 RunId = uuid.UUID | str  # a run's primary key, as a UUID or its string form
 
 logger = logging.getLogger("sagas")
+
+# Steps whose forward action completed: their outputs feed later steps, and compensations undo them.
+FORWARD_DONE = (
+    StepStatus.SUCCEEDED,
+    StepStatus.COMPENSATING,
+    StepStatus.COMPENSATED,
+    StepStatus.COMPENSATION_FAILED,
+    StepStatus.RESOLVED,
+)
 
 
 def lock_run(run_id: RunId) -> SagaRun:
@@ -139,3 +155,50 @@ def last_event(run: SagaRun, type: str, step: str = "") -> SagaEvent | None:
     if step:
         events = events.filter(step=step)
     return events.order_by("-seq").first()
+
+
+def saga_for(run: SagaRun) -> type[Saga]:
+    """The saga class a run executes (its own version), or UnknownSaga with what to do."""
+    return get_saga(run.saga_name, run.version)
+
+
+def step_row(run: SagaRun, name: str) -> SagaStepRun | None:
+    return run.steps.filter(name=name).first()
+
+
+def dispatch_on_commit(run_id: RunId, canvas: Signature, **options: Any) -> None:
+    """Publish ``canvas`` once the current transaction commits (ARCHITECTURE §6.4)."""
+
+    def publish() -> None:
+        try:
+            canvas.apply_async(**options)
+        except Exception:
+            # The run is committed; only its trigger is lost. Say so plainly instead of failing the
+            # caller after its transaction already committed.
+            logger.exception(
+                "Could not publish the tasks of saga run %s (is the broker reachable?); "
+                "the run keeps its state and must be re-driven.",
+                run_id,
+            )
+
+    transaction.on_commit(publish)
+
+
+def failure_entry(kind: str, error: dict[str, Any], retry_in: float | None) -> dict[str, Any]:
+    """One line of a step's ``failures`` log: which attempt, what class, what delay was chosen."""
+    return {
+        "kind": kind,  # "action" or "compensation"
+        **failure_summary(error),
+        "retry_in": retry_in,  # None: no further attempt
+        "at": timezone.now().isoformat(),
+    }
+
+
+def log_failure(step_run: SagaStepRun, kind: str, error: dict[str, Any], retry_in: float | None) -> dict[str, Any]:
+    """Column values recording a failed attempt on the step (written by the caller's UPDATE)."""
+    step_run.failures = [*step_run.failures, failure_entry(kind, error, retry_in)]
+    return {"error": error, "failures": step_run.failures}
+
+
+def past_deadline(run: SagaRun) -> bool:
+    return run.deadline is not None and timezone.now() >= run.deadline

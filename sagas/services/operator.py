@@ -6,9 +6,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from sagas.exceptions import InvalidTransition
-from sagas.models import SagaRun, SagaStepRun
-from sagas.services._core import RunId, lock_run, logger, move_run, move_step
-from sagas.services.runs import dispatch_compensations, saga_for
+from sagas.models import SagaRun
+from sagas.services._core import RunId, lock_run, logger, move_run, move_step, saga_for
+from sagas.services.compensation import advance_compensation, begin_compensation, schedule_retry
 from sagas.states import EventType, RunStatus, StepStatus
 
 
@@ -23,26 +23,48 @@ def _actor(actor: str | None) -> str:
 
 
 def run_cancel(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaRun:
-    """Cancel a run that has not started executing: it ends ``cancelled`` and none of its steps run."""
+    """Cancel a run. A pending run ends ``cancelled`` with no step run. An executing run stops: no further
+    step starts, what completed is compensated, and it ends ``compensated`` (a step still running finishes
+    first, and is undone if it succeeded)."""
     reason = _require_reason(reason)
+    who = _actor(actor)
     with transaction.atomic():
         run = lock_run(run_id)
-        if run.status != RunStatus.PENDING:
-            raise InvalidTransition(
-                f"Saga run {run.pk} is {run.status}; only a pending run (no step started yet) can be cancelled."
+        if run.status == RunStatus.PENDING:
+            cancelled = move_run(
+                run,
+                RunStatus.CANCELLED,
+                event=EventType.SAGA_CANCELLED,
+                data={"reason": reason},
+                actor=who,
+                fields={"finished_at": timezone.now()},
             )
-        cancelled = move_run(
-            run,
-            RunStatus.CANCELLED,
-            event=EventType.SAGA_CANCELLED,
-            data={"reason": reason},
-            actor=_actor(actor),
-            fields={"finished_at": timezone.now()},
-        )
-        for step_run in run.steps.filter(status=StepStatus.PENDING).order_by("index"):
-            move_step(run, step_run, StepStatus.SKIPPED, event=EventType.STEP_SKIPPED, causation=cancelled)
-    logger.info("saga run %s cancelled by %s: %s", run.pk, _actor(actor), reason)
+            for step_run in run.steps.filter(status=StepStatus.PENDING).order_by("index"):
+                move_step(run, step_run, StepStatus.SKIPPED, event=EventType.STEP_SKIPPED, causation=cancelled)
+        elif run.status == RunStatus.EXECUTING:
+            begin_compensation(
+                run,
+                saga_for(run),
+                event=EventType.SAGA_CANCELLED,
+                data={"reason": reason},
+                actor=who,
+                fields={"error": {"class": "cancelled", "code": "cancelled", "message": reason, "actor": who}},
+            )
+        else:
+            raise InvalidTransition(_cannot_cancel(run))
+    logger.info("saga run %s cancelled by %s: %s", run.pk, who, reason)
     return run
+
+
+def _cannot_cancel(run: SagaRun) -> str:
+    if run.status in (RunStatus.COMPENSATING, RunStatus.TIMEOUT):
+        return f"Saga run {run.pk} is already {run.status}: its completed steps are being undone."
+    if run.status == RunStatus.FAILED:
+        return (
+            f"Saga run {run.pk} is failed: a compensation gave up. Retry it (sagas.retry) or resolve the "
+            "compensation by hand (sagas.resolve)."
+        )
+    return f"Saga run {run.pk} is {run.status}; a finished run cannot be cancelled."
 
 
 def run_retry(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaRun:
@@ -55,11 +77,7 @@ def run_retry(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaRu
                 f"Saga run {run.pk} is {run.status}; only a failed run (a compensation gave up) can be retried."
             )
         saga = saga_for(run)
-        steps = list(run.steps.order_by("index"))
-        failed = [s for s in steps if s.status == StepStatus.COMPENSATION_FAILED]
-        SagaStepRun.objects.filter(pk__in=[s.pk for s in failed]).update(compensation_attempts=0)
-        for step_run in failed:
-            step_run.compensation_attempts = 0
+        failed = list(run.steps.filter(status=StepStatus.COMPENSATION_FAILED).order_by("index"))
         move_run(
             run,
             RunStatus.COMPENSATING,
@@ -68,7 +86,9 @@ def run_retry(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaRu
             actor=_actor(actor),
             fields={"finished_at": None},
         )
-        dispatch_compensations(run, saga, steps)
+        for step_run in failed:
+            schedule_retry(run, saga, step_run)
+        advance_compensation(run, saga)
     logger.info("saga run %s retried by %s: %s", run.pk, _actor(actor), reason)
     return run
 

@@ -6,20 +6,44 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from celery.canvas import Signature
+from celery.exceptions import TimeLimitExceeded
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from sagas import engine
-from sagas.exceptions import DefinitionChanged, IdempotencyConflict, InvalidPayload, UnknownSaga
+from sagas.conf import sagas_settings
+from sagas.exceptions import (
+    DefinitionChanged,
+    IdempotencyConflict,
+    InvalidPayload,
+    RunNotFound,
+    UnknownSaga,
+    UnrecordedFailure,
+)
 from sagas.jsonsafe import json_copy
 from sagas.models import SagaDefinition, SagaEvent, SagaRun, SagaStepRun
-from sagas.registry import get_saga
-from sagas.services._core import RunId, last_event, lock_run, logger, move_run, move_step
+from sagas.retry import describe_failure
+from sagas.services._core import (
+    RunId,
+    dispatch_on_commit,
+    last_event,
+    lock_run,
+    logger,
+    move_run,
+    past_deadline,
+    saga_for,
+    step_row,
+)
+from sagas.services.compensation import advance_compensation, begin_compensation, time_out
+from sagas.services.steps import fail_step, record_retry
 from sagas.states import EventType, RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
+
+# A deadline check is never held longer than this (seconds): Redis hands a message held past its
+# visibility timeout to another worker, so long waits are taken in hops.
+DEADLINE_CHECK_MAX_DELAY = 300.0
 
 
 def definition_sync(*, saga: type[Saga]) -> SagaDefinition:
@@ -36,24 +60,6 @@ def definition_sync(*, saga: type[Saga]) -> SagaDefinition:
             "version keep theirs."
         )
     return definition
-
-
-def dispatch_on_commit(run_id: RunId, canvas: Signature) -> None:
-    """Publish ``canvas`` once the current transaction commits (ARCHITECTURE §6.4)."""
-
-    def publish() -> None:
-        try:
-            canvas.apply_async()
-        except Exception:
-            # The run is committed; only its trigger is lost. Say so plainly instead of failing the
-            # caller after its transaction already committed.
-            logger.exception(
-                "Could not publish the tasks of saga run %s (is the broker reachable?); "
-                "the run keeps its state and must be re-driven.",
-                run_id,
-            )
-
-    transaction.on_commit(publish)
 
 
 def run_start(
@@ -144,7 +150,17 @@ def _create_run(
         created_at=now,
     )
     dispatch_on_commit(run.pk, engine.forward_canvas(saga, str(run.pk), saga.steps))
+    if run.deadline is not None:
+        dispatch_on_commit(run.pk, engine.deadline_check(str(run.pk)), countdown=deadline_check_delay(run))
     return run
+
+
+def deadline_check_delay(run: SagaRun) -> float:
+    """Seconds until the run's deadline check should look again, in hops no longer than
+    DEADLINE_CHECK_MAX_DELAY: Redis redelivers a message held past its visibility timeout."""
+    assert run.deadline is not None
+    remaining = (run.deadline - timezone.now()).total_seconds()
+    return max(0.0, min(remaining, DEADLINE_CHECK_MAX_DELAY)) + 0.5
 
 
 def run_complete(*, run_id: RunId) -> bool:
@@ -165,109 +181,107 @@ def run_complete(*, run_id: RunId) -> bool:
     return True
 
 
-def saga_for(run: SagaRun) -> type[Saga]:
-    """The saga class a run executes (its own version), or UnknownSaga with what to do."""
-    return get_saga(run.saga_name, run.version)
+def run_on_step_failure(*, run_id: RunId, step: str) -> None:
+    """The chain's errback: a step's task failed. It may fire zero or many times per failure; the rows
+    decide what it means.
 
-
-def run_compensate(*, run_id: RunId) -> list[str] | None:
-    """Move an executing run whose step failed to compensating and dispatch its compensations.
-
-    Called by the chain's errback, which may fire zero or many times: only the first call for a run
-    with a failed step does anything. Returns the steps to compensate, in order, or None.
+    A failed step of an executing run starts compensation. A step still ``running`` failed before the
+    runner could record why (the worker killed it at its hard time limit, or the database went away):
+    that counts as a failed attempt, retried per the step's policy. A run already compensating may have
+    been waiting for this step to settle.
     """
     with transaction.atomic():
-        run = lock_run(run_id)
-        if run.status != RunStatus.EXECUTING:
-            return None
-        steps = list(run.steps.order_by("index"))
-        failed = [step for step in steps if step.status == StepStatus.FAILED]
-        if not failed:
-            logger.warning("saga run %s: errback fired but no step has failed; nothing to compensate", run.pk)
-            return None
-        cause = last_event(run, EventType.STEP_FAILED, failed[0].name)
-        compensating = move_run(
-            run,
-            RunStatus.COMPENSATING,
-            event=EventType.SAGA_COMPENSATING,
-            data={"failed_step": failed[0].name},
-            causation=cause,
-        )
-        for step_run in steps:
-            if step_run.status == StepStatus.PENDING:
-                move_step(run, step_run, StepStatus.SKIPPED, event=EventType.STEP_SKIPPED, causation=compensating)
+        try:
+            run = lock_run(run_id)
+        except RunNotFound:
+            logger.warning("errback for saga run %s: no such run", run_id)
+            return
+        step_run = step_row(run, step)
+        if step_run is None:
+            return
         try:
             saga = saga_for(run)
         except UnknownSaga as exc:
-            # Without the class there is no compensation to call: a person has to take over.
-            move_run(
+            _fail_without_class(run, exc)
+            return
+        if step_run.status == StepStatus.RUNNING and _unrecorded_failure(run, saga, step_run):
+            return  # retried
+        if run.status == RunStatus.EXECUTING and step_run.status == StepStatus.FAILED:
+            begin_compensation(
                 run,
-                RunStatus.FAILED,
-                event=EventType.SAGA_FAILED,
-                data={"reason": str(exc)},
-                causation=compensating,
-                fields={"finished_at": timezone.now()},
+                saga,
+                event=EventType.SAGA_COMPENSATING,
+                data={"failed_step": step},
+                causation=last_event(run, EventType.STEP_FAILED, step),
             )
-            return None
-        return dispatch_compensations(run, saga, steps)
+        elif run.status == RunStatus.COMPENSATING:
+            advance_compensation(run, saga)
 
 
-def dispatch_compensations(run: SagaRun, saga: type[Saga], steps: list[SagaStepRun]) -> list[str]:
-    """Dispatch the compensations still owed by ``steps`` (caller holds the run lock)."""
-    owed = {
-        step_run.name
-        for step_run in steps
-        if step_run.status in (StepStatus.SUCCEEDED, StepStatus.COMPENSATING, StepStatus.COMPENSATION_FAILED)
-        and _has_compensation(saga, step_run.name)
-    }
-    ordered = engine.compensation_order(saga, owed)
-    dispatch_on_commit(run.pk, engine.compensation_canvas(saga, str(run.pk), ordered))
-    return [step.name for step in ordered]
+def _unrecorded_failure(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> bool:
+    """Record a failure the runner could not record; True if the step is retried."""
+    declared = saga.step(step_run.name)
+    started = last_event(run, EventType.STEP_STARTED, step_run.name)
+    elapsed = (timezone.now() - started.created_at).total_seconds() if started else 0.0
+    exc: Exception
+    if declared.timeout is not None and elapsed >= declared.timeout:
+        exc = TimeLimitExceeded(
+            f"Step {step_run.name!r} ran past its hard time limit "
+            f"({declared.timeout + sagas_settings.TIME_LIMIT_GRACE}s) and the worker killed it."
+        )
+    else:
+        exc = UnrecordedFailure(
+            f"The task of step {step_run.name!r} failed before its outcome was recorded; see the worker log."
+        )
+    attempt = step_run.attempts
+    error = describe_failure(exc, attempt=attempt)
+    policy = declared.retry or sagas_settings.default_retry
+    if run.status == RunStatus.EXECUTING and not past_deadline(run) and policy.should_retry(exc, attempt):
+        delay = policy.delay(attempt, exc)
+        record_retry(run, step_run, error, delay)
+        remaining = saga.steps[step_run.index :]
+        dispatch_on_commit(run.pk, engine.forward_canvas(saga, str(run.pk), remaining), countdown=delay)
+        return True
+    fail_step(run, step_run, error)
+    return False
 
 
-def _has_compensation(saga: type[Saga], name: str) -> bool:
-    try:
-        return saga.step(name).compensation is not None
-    except KeyError:
-        return False
-
-
-def run_finish_compensation(*, run_id: RunId) -> str | None:
-    """End a compensating run: ``failed`` if a compensation gave up, else ``compensated``.
-
-    Returns the new status, or None when compensations are still under way (or the run moved on).
-    """
-    with transaction.atomic():
-        run = lock_run(run_id)
-        if run.status != RunStatus.COMPENSATING:
-            return None
-        saga = saga_for(run)
-        steps = list(run.steps.all())
-        gave_up = [s.name for s in steps if s.status == StepStatus.COMPENSATION_FAILED]
-        in_flight = [
-            s.name
-            for s in steps
-            if s.status == StepStatus.COMPENSATING
-            or (s.status == StepStatus.SUCCEEDED and _has_compensation(saga, s.name))
-        ]
-        if in_flight:
-            return None
-        if gave_up:
-            move_run(
-                run,
-                RunStatus.FAILED,
-                event=EventType.SAGA_FAILED,
-                data={"compensation_failed": gave_up},
-                causation=last_event(run, EventType.COMPENSATION_FAILED),
-                fields={"finished_at": timezone.now()},
-            )
-            logger.error("saga run %s failed: compensation of %s gave up; a person must act", run.pk, gave_up)
-            return RunStatus.FAILED
+def _fail_without_class(run: SagaRun, exc: UnknownSaga) -> None:
+    """Without the saga's class no compensation can be called: hand the run to a person."""
+    if run.status == RunStatus.EXECUTING:
+        move_run(run, RunStatus.COMPENSATING, event=EventType.SAGA_COMPENSATING, data={"reason": str(exc)})
+    if run.status == RunStatus.COMPENSATING:
         move_run(
             run,
-            RunStatus.COMPENSATED,
-            event=EventType.SAGA_COMPENSATED,
-            causation=last_event(run, EventType.COMPENSATION_SUCCEEDED),
+            RunStatus.FAILED,
+            event=EventType.SAGA_FAILED,
+            data={"reason": str(exc)},
             fields={"finished_at": timezone.now()},
         )
-        return RunStatus.COMPENSATED
+
+
+def run_check_deadline(*, run_id: RunId) -> bool:
+    """Time out a run that is still pending or executing past its deadline; True if it did.
+
+    Called by the deadline check scheduled at start (which re-arms itself while the deadline is far) and
+    before every step attempt.
+    """
+    with transaction.atomic():
+        try:
+            run = lock_run(run_id)
+        except RunNotFound:
+            return False
+        if run.deadline is None or run.status not in (RunStatus.PENDING, RunStatus.EXECUTING):
+            return False
+        if not past_deadline(run):
+            dispatch_on_commit(run.pk, engine.deadline_check(str(run.pk)), countdown=deadline_check_delay(run))
+            return False
+        try:
+            saga = saga_for(run)
+        except UnknownSaga as exc:
+            _fail_without_class(run, exc)
+            return True
+        if run.status == RunStatus.PENDING:
+            move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING, fields={"started_at": timezone.now()})
+        time_out(run, saga)
+        return True

@@ -96,7 +96,7 @@ def test_business_failure_compensates_completed_steps_in_reverse(
     steps = {s.name: s for s in run.steps.all()}
     assert steps[failing].status == StepStatus.FAILED
     assert steps[failing].attempts == 1  # a business failure is never retried
-    assert steps[failing].error["class"] == "business"
+    assert steps[failing].error["class"] == "invalid_request"
     assert run.error["step"] == failing
     for name in completed:
         assert (steps[name].status, steps[name].compensation_attempts) == (StepStatus.COMPENSATED, 1)

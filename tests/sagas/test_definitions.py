@@ -49,26 +49,44 @@ def test_step_name_defaults_to_the_function_name_and_can_be_given() -> None:
     assert sagas.Step(act, name="book").name == "book"
 
 
-@pytest.mark.parametrize("bad", ["has space", "1st", "a.b", ""])
-def test_step_names_must_be_identifiers(bad: str) -> None:
-    with pytest.raises(sagas.InvalidDefinition, match="not a valid identifier"):
-        sagas.Step(lambda ctx: None, name=bad)
-
-
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"action": "not callable"}, "action must be callable"),
+        ({"name": "has space"}, "name 'has space' is not a valid identifier"),
+        ({"name": "1st"}, "is not a valid identifier"),
+        ({"action": "not callable", "name": "x"}, "action must be callable"),
         ({"compensation": 3}, "compensation must be callable"),
-        ({"timeout": 0}, "timeout must be a positive number"),
+        ({"timeout": 0}, "timeout must be a positive number of seconds, got 0"),
+        ({"timeout": -5}, "timeout must be a positive number of seconds, got -5"),
         ({"retry": {"max_attempts": 3}}, "retry must be a sagas.RetryPolicy"),
-        ({"priority": "high"}, "priority must be an int"),
+        ({"retry": sagas.RetryPolicy(max_attempts=0)}, "retry: max_attempts must be an int >= 1, got 0"),
+        (
+            {"compensation_retry": sagas.RetryPolicy(overrides={"gremlins": {"max_attempts": 2}})},
+            "compensation_retry: overrides: unknown failure class 'gremlins'",
+        ),
+        ({"priority": "high"}, "priority must be an int, got 'high'"),
+        ({"priority": 1.5}, "priority must be an int"),
+        ({"service": "pay ments"}, "service must be a name"),
     ],
 )
-def test_bad_step_arguments_are_refused(kwargs: dict, message: str) -> None:
+def test_bad_step_configuration_is_refused_naming_saga_and_step(declared: list, kwargs: dict, message: str) -> None:
     arguments = {"action": act, **kwargs}
-    with pytest.raises(sagas.InvalidDefinition, match=message):
-        sagas.Step(**arguments)
+    step_name = arguments.get("name", "act")
+    with pytest.raises(sagas.InvalidDefinition) as refused:
+        declare(declared, "Misconfigured", [sagas.Step(**arguments)], name="tests.misconfigured")
+    text = str(refused.value)
+    assert f"Saga Misconfigured ('tests.misconfigured'), step {step_name!r}: " in text
+    assert message in text
+    with pytest.raises(sagas.UnknownSaga):
+        sagas.get_saga("tests.misconfigured")
+
+
+def test_every_problem_is_listed_at_once(declared: list) -> None:
+    steps = [sagas.Step(act, timeout=-1), sagas.Step(other, priority="x")]
+    with pytest.raises(sagas.InvalidDefinition) as refused:
+        declare(declared, "Twice", steps, name="tests.two_problems")
+    assert "step 'act': timeout" in str(refused.value)
+    assert "step 'other': priority" in str(refused.value)
 
 
 @pytest.mark.parametrize(
@@ -76,7 +94,7 @@ def test_bad_step_arguments_are_refused(kwargs: dict, message: str) -> None:
     [
         ([sagas.Step(act, depends_on=["other"]), sagas.Step(other)], "declared after it"),
         ([sagas.Step(act, depends_on=["missing"])], "not a step of this saga"),
-        ([sagas.Step(act, depends_on=["act"])], "depends on itself"),
+        ([sagas.Step(act, depends_on=["act"])], "step 'act': depends on itself"),
         ([], "declares no steps"),
         (["act"], "must be sagas.Step objects"),
     ],
@@ -148,3 +166,23 @@ def test_spec_hash_changes_with_the_steps(declared: list) -> None:
     assert {k: v for k, v in one.spec().items() if k != "version"} == {
         k: v for k, v in same.spec().items() if k != "version"
     }
+
+
+def test_a_plain_sequence_depends_on_the_step_before(declared: list) -> None:
+    cls = declare(declared, "Seq", [sagas.Step(act), sagas.Step(other), sagas.Step(undo)], name="tests.seq")
+    assert cls.dependencies() == {"act": frozenset(), "other": {"act"}, "undo": {"other"}}
+    assert cls.ancestors()["undo"] == {"act", "other"}
+
+
+def test_declared_dependencies_make_an_explicit_graph(declared: list) -> None:
+    steps = [
+        sagas.Step(act),
+        sagas.Step(other, depends_on=["act"]),
+        sagas.Step(undo, depends_on=["act"]),
+        sagas.Step(lambda ctx: None, name="last", depends_on=["other", "undo"]),
+    ]
+    cls = declare(declared, "Graph", steps, name="tests.graph")
+    ancestors = cls.ancestors()
+    assert ancestors["last"] == {"act", "other", "undo"}
+    assert "other" not in ancestors["undo"]
+    assert "undo" not in ancestors["other"]

@@ -35,6 +35,27 @@ def prioritised() -> Iterator[type[sagas.Saga]]:
     registry.unregister(cls)
 
 
+@pytest.fixture
+def fan_out() -> Iterator[type[sagas.Saga]]:
+    cls = type(
+        "FanOut",
+        (sagas.Saga,),
+        {
+            "__module__": __name__,
+            "name": "tests.fan_out",
+            "steps": [
+                sagas.Step(noop, noop, name="check"),
+                sagas.Step(noop, noop, name="flight", depends_on=["check"]),
+                sagas.Step(noop, noop, name="hotel", depends_on=["check"]),
+                sagas.Step(noop, noop, name="car", depends_on=["check"]),
+                sagas.Step(noop, noop, name="pay", depends_on=["flight", "hotel", "car"]),
+            ],
+        },
+    )
+    yield cls
+    registry.unregister(cls)
+
+
 def test_forward_chain_names_each_step_after_the_saga_and_ends_with_finish() -> None:
     canvas = engine.forward_canvas(PlaceOrder, "run-1", PlaceOrder.steps)
     names = [task.task for task in canvas.tasks]
@@ -48,20 +69,21 @@ def test_step_signatures_carry_ids_only_and_ignore_the_previous_result() -> None
         assert tuple(task.args) == ("run-1", step.name)
 
 
-def test_every_step_but_not_finish_carries_the_compensation_errback() -> None:
+def test_every_step_but_not_finish_carries_an_errback_naming_it() -> None:
     canvas = engine.forward_canvas(PlaceOrder, "run-1", PlaceOrder.steps)
     *steps, finish = canvas.tasks
-    for task in steps:
+    for task, step in zip(steps, PlaceOrder.steps, strict=True):
         (errback,) = task.options["link_error"]
         assert (errback["task"], tuple(errback["args"]), errback["immutable"]) == (
             "sagas.on_step_failure",
-            ("run-1",),
+            ("run-1", step.name),
             True,
         )
     assert "link_error" not in finish.options
 
 
-def test_a_step_timeout_becomes_soft_and_hard_time_limits(prioritised: type[sagas.Saga]) -> None:
+def test_a_step_timeout_becomes_soft_and_hard_time_limits(prioritised: type[sagas.Saga], settings) -> None:
+    settings.SAGAS = {**settings.SAGAS, "TIME_LIMIT_GRACE": 5}
     canvas = engine.forward_canvas(prioritised, "r", prioritised.steps)
     limited = canvas.tasks[3]
     assert (limited.options["soft_time_limit"], limited.options["time_limit"]) == (7, 12)
@@ -69,17 +91,43 @@ def test_a_step_timeout_becomes_soft_and_hard_time_limits(prioritised: type[saga
 
 
 def test_compensations_run_by_priority_then_in_reverse_order(prioritised: type[sagas.Saga]) -> None:
-    ordered = engine.compensation_order(prioritised, ["a", "b", "c", "d"])
-    assert [step.name for step in ordered] == ["b", "d", "c", "a"]
+    assert engine.compensation_stages(prioritised, ["a", "b", "c", "d"]) == [["b"], ["d"], ["c"], ["a"]]
 
 
-def test_compensation_chain_names_compensate_tasks_and_ends_with_finish(prioritised: type[sagas.Saga]) -> None:
-    canvas = engine.compensation_canvas(prioritised, "r", engine.compensation_order(prioritised, ["a", "c"]))
-    assert [task.task for task in canvas.tasks] == [
-        "saga.tests.prioritised.c.compensate",
-        "saga.tests.prioritised.a.compensate",
-        "sagas.finish_compensation",
+def test_only_completed_steps_are_staged(prioritised: type[sagas.Saga]) -> None:
+    assert engine.compensation_stages(prioritised, ["a", "c"]) == [["c"], ["a"]]
+
+
+def test_within_a_stage_the_last_to_complete_is_scheduled_first(fan_out: type[sagas.Saga]) -> None:
+    stages = engine.compensation_stages(fan_out, ["check", "hotel", "car", "flight", "pay"])
+    assert stages == [["pay"], ["flight", "car", "hotel"], ["check"]]
+
+
+def test_independent_steps_of_one_priority_share_a_stage(fan_out: type[sagas.Saga]) -> None:
+    stages = engine.compensation_stages(fan_out, ["check", "flight", "hotel", "car", "pay"])
+    assert stages == [["pay"], ["car", "hotel", "flight"], ["check"]]
+
+
+def test_priority_goes_before_dependency_order() -> None:
+    steps = [
+        sagas.Step(noop, noop, name="check"),
+        sagas.Step(noop, noop, name="flight", depends_on=["check"]),
+        sagas.Step(noop, noop, name="hotel", depends_on=["check"], priority=3),
+        sagas.Step(noop, noop, name="pay", depends_on=["flight", "hotel"]),
     ]
+    cls = type("Urgent", (sagas.Saga,), {"__module__": __name__, "name": "tests.urgent", "steps": steps})
+    try:
+        stages = engine.compensation_stages(cls, ["check", "flight", "hotel", "pay"])
+    finally:
+        registry.unregister(cls)
+    # The hotel hold is released first, even though the payment that depends on it is undone later.
+    assert stages == [["hotel"], ["pay"], ["flight"], ["check"]]
+
+
+def test_a_compensation_task_is_one_signature_with_the_step_limits(prioritised: type[sagas.Saga]) -> None:
+    task = engine.compensation_task(prioritised, "r", "d")
+    assert (task.task, tuple(task.args), task.immutable) == ("saga.tests.prioritised.d.compensate", ("r", "d"), True)
+    assert task.options["soft_time_limit"] == 7
 
 
 def test_the_queue_setting_routes_every_saga_task(settings) -> None:

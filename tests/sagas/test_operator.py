@@ -97,10 +97,47 @@ def test_cancel_of_a_pending_run_skips_every_step_and_records_actor_and_reason()
     assert SagaEvent.objects.filter(type=EventType.STEP_SKIPPED, causation=cancelled).count() == 5
 
 
-@pytest.mark.parametrize("status", [RunStatus.EXECUTING, RunStatus.COMPLETED, RunStatus.FAILED])
-def test_cancel_of_a_run_that_has_started_is_refused(status: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (RunStatus.COMPLETED, "a finished run cannot be cancelled"),
+        (RunStatus.COMPENSATED, "a finished run cannot be cancelled"),
+        (RunStatus.CANCELLED, "a finished run cannot be cancelled"),
+        (RunStatus.COMPENSATING, "already compensating"),
+        (RunStatus.FAILED, "Retry it \\(sagas.retry\\) or resolve"),
+    ],
+)
+def test_cancel_of_a_run_that_cannot_stop_is_refused(status: str, message: str) -> None:
     run = SagaRunFactory(status=status)
-    with pytest.raises(sagas.InvalidTransition, match="only a pending run"):
+    with pytest.raises(sagas.InvalidTransition, match=message):
         sagas.cancel(run.pk, reason="stop")
     run.refresh_from_db()
     assert run.status == status
+    assert not SagaEvent.objects.exists()
+
+
+def test_cancel_of_an_executing_run_stops_it_and_schedules_compensation(django_capture_on_commit_callbacks) -> None:
+    run = SagaRunFactory(
+        status=RunStatus.EXECUTING,
+        step_statuses={"create_order": StepStatus.SUCCEEDED, "reserve_stock": StepStatus.RUNNING},
+    )
+    with django_capture_on_commit_callbacks() as callbacks:
+        sagas.cancel(run.pk, reason="fraud suspected", actor="erin")
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATING
+    assert run.error == {"class": "cancelled", "code": "cancelled", "message": "fraud suspected", "actor": "erin"}
+    statuses = dict(run.steps.values_list("name", "status"))
+    assert statuses == {
+        "create_order": StepStatus.COMPENSATING,  # scheduled
+        "reserve_stock": StepStatus.RUNNING,  # left to finish; undone if it succeeds
+        "charge_payment": StepStatus.SKIPPED,
+        "schedule_shipment": StepStatus.SKIPPED,
+        "send_confirmation": StepStatus.SKIPPED,
+    }
+    cancelled = SagaEvent.objects.get(type=EventType.SAGA_CANCELLED)
+    assert (cancelled.actor, cancelled.data) == (
+        "erin",
+        {"from": "executing", "to": "compensating", "reason": "fraud suspected"},
+    )
+    assert len(callbacks) == 1  # the compensation of create_order

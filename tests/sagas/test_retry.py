@@ -34,7 +34,8 @@ def test_rate_limited_waits_at_least_retry_after() -> None:
 @pytest.mark.parametrize(
     ("exc", "failure"),
     [
-        (sagas.StepFailed("card declined"), FailureClass.BUSINESS),
+        (sagas.StepFailed("card declined"), FailureClass.INVALID_REQUEST),
+        (sagas.CircuitOpen("payments", retry_after=3), FailureClass.CIRCUIT_OPEN),
         (sagas.TransientError("503"), FailureClass.TRANSIENT),
         (sagas.RateLimited("429", retry_after=1), FailureClass.RATE_LIMITED),
         (SoftTimeLimitExceeded(), FailureClass.TIMEOUT),
@@ -45,7 +46,7 @@ def test_failures_are_classified_by_type(exc: BaseException, failure: FailureCla
     assert classify(exc) is failure
 
 
-def test_business_failures_never_retry() -> None:
+def test_invalid_requests_never_retry() -> None:
     assert not sagas.RetryPolicy(max_attempts=10).should_retry(sagas.StepFailed("no"), attempt=1)
 
 
@@ -62,12 +63,52 @@ def test_other_exceptions_retry_only_when_listed_in_retry_on() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"max_attempts": 0}, {"backoff": -1}, {"multiplier": 0.5}, {"retry_on": ("ValueError",)}],
+    ("kwargs", "problem"),
+    [
+        ({"max_attempts": 0}, "max_attempts must be an int >= 1"),
+        ({"backoff": -1}, "backoff must be a number >= 0"),
+        ({"multiplier": 0.5}, "multiplier must be a number >= 1"),
+        ({"retry_on": ("ValueError",)}, "retry_on takes exception classes"),
+        ({"overrides": {"flaky": {"max_attempts": 2}}}, "unknown failure class 'flaky'"),
+        ({"overrides": {"invalid_request": {"max_attempts": 2}}}, "invalid_request is never retried"),
+        ({"overrides": {"timeout": {"attempts": 2}}}, "overrides['timeout'] takes max_attempts"),
+        ({"overrides": {"timeout": {"max_attempts": 0}}}, "overrides['timeout']: max_attempts must be"),
+    ],
 )
-def test_invalid_policies_are_refused(kwargs: dict) -> None:
-    with pytest.raises(sagas.InvalidDefinition):
-        sagas.RetryPolicy(**kwargs)
+def test_policy_problems_are_reported_in_words(kwargs: dict, problem: str) -> None:
+    problems = sagas.RetryPolicy(**kwargs).problems()
+    assert any(problem in p for p in problems), problems
+
+
+def test_overrides_change_the_budget_and_backoff_of_one_class() -> None:
+    policy = sagas.RetryPolicy(
+        max_attempts=5,
+        backoff=1.0,
+        jitter=False,
+        overrides={"timeout": {"max_attempts": 2}, "transient": {"backoff": 10.0, "backoff_max": 10.0}},
+    )
+    assert policy.problems() == []
+    timeout = SoftTimeLimitExceeded()
+    assert [policy.should_retry(timeout, attempt=n) for n in (1, 2)] == [True, False]
+    assert [policy.should_retry(ValueError("x"), attempt=n) for n in (1, 4, 5)] == [True, True, False]
+    assert policy.delay(1, sagas.TransientError("x")) == 10.0
+    assert policy.delay(1, ValueError("x")) == 1.0
+
+
+def test_an_open_circuit_waits_out_its_recovery_and_counts_against_the_budget() -> None:
+    policy = sagas.RetryPolicy(max_attempts=3, backoff=0.1, jitter=False)
+    open_circuit = sagas.CircuitOpen("payments", retry_after=12.5)
+    assert policy.delay(1, open_circuit) == 12.5
+    assert policy.should_retry(open_circuit, attempt=2)
+    assert not policy.should_retry(open_circuit, attempt=3)
+
+
+def test_bounds_enclose_every_jittered_delay() -> None:
+    policy = sagas.RetryPolicy(backoff=0.4, multiplier=3.0, backoff_max=5.0, jitter=True)
+    for attempt in (1, 2, 3, 4):
+        low, high = policy.bounds(attempt)
+        assert all(low <= policy.delay(attempt) <= high for _ in range(30))
+    assert policy.bounds(1, sagas.RateLimited("x", retry_after=2)) == (2.0, 2.0)
 
 
 def test_describe_failure_keeps_type_message_class_code_and_traceback() -> None:
@@ -78,7 +119,7 @@ def test_describe_failure_keeps_type_message_class_code_and_traceback() -> None:
     assert error["type"] == "sagas.exceptions.StepFailed"
     assert (error["message"], error["class"], error["code"], error["attempt"]) == (
         "Card declined",
-        "business",
+        "invalid_request",
         "card_declined",
         2,
     )

@@ -41,7 +41,8 @@ def test_start_stores_a_pending_run_with_its_steps_and_dispatches_on_commit(
     event = SagaEvent.objects.get(run=run)
     assert (event.seq, event.type, event.data["idempotency_key"]) == (1, EventType.SAGA_STARTED, "k-1")
     assert run.definition.spec_hash == PlaceOrder.spec_hash()
-    assert len(callbacks) == 1  # the chain is published once the transaction commits, not before
+    # The chain, and the deadline check of a saga with a timeout, are published at commit, not before.
+    assert len(callbacks) == 2
 
 
 def test_correlation_id_defaults_to_the_run_id(django_capture_on_commit_callbacks) -> None:
@@ -56,7 +57,7 @@ def test_same_idempotency_key_returns_the_same_run_and_dispatches_nothing(django
     with django_capture_on_commit_callbacks() as second:
         again = PlaceOrder.start({"order": 1}, idempotency_key="k-2")
     assert again.pk == run.pk
-    assert (len(first), len(second)) == (1, 0)
+    assert (len(first), len(second)) == (2, 0)
     assert SagaRun.objects.count() == 1
 
 

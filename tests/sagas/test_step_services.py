@@ -79,37 +79,75 @@ def test_recording_a_success_twice_keeps_the_first_output() -> None:
     assert SagaEvent.objects.filter(type=EventType.STEP_SUCCEEDED).count() == 1
 
 
-def test_errback_without_a_failed_step_does_nothing() -> None:
-    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses={"create_order": StepStatus.RUNNING})
-    assert services.run_compensate(run_id=run.pk) is None
+def test_errback_for_a_step_that_succeeded_does_nothing() -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses={"create_order": StepStatus.SUCCEEDED})
+    services.run_on_step_failure(run_id=run.pk, step="create_order")
     run.refresh_from_db()
     assert run.status == RunStatus.EXECUTING
+    assert not SagaEvent.objects.exists()
+
+
+def test_errback_for_a_step_still_running_counts_a_failed_attempt_and_retries(
+    django_capture_on_commit_callbacks,
+) -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses={"create_order": StepStatus.RUNNING})
+    run.steps.filter(name="create_order").update(attempts=1)
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.run_on_step_failure(run_id=run.pk, step="create_order")
+    step = run.steps.get(name="create_order")
+    assert step.status == StepStatus.RUNNING
+    (entry,) = step.failures
+    assert (entry["kind"], entry["class"], entry["attempt"]) == ("action", "unknown", 1)
+    assert entry["retry_in"] is not None
+    assert SagaEvent.objects.get().type == EventType.STEP_ATTEMPT_FAILED
+    assert len(callbacks) == 1  # the rest of the chain, published again after the delay
+
+
+def test_errback_for_a_running_step_out_of_attempts_fails_it_and_compensates(
+    django_capture_on_commit_callbacks,
+) -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses={"create_order": StepStatus.RUNNING})
+    run.steps.filter(name="create_order").update(attempts=3)
+    with django_capture_on_commit_callbacks():
+        services.run_on_step_failure(run_id=run.pk, step="create_order")
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATED  # nothing had completed, so nothing to undo
+    assert run.error["step"] == "create_order"
 
 
 def test_errback_firing_twice_compensates_once(django_capture_on_commit_callbacks) -> None:
     run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses={**DONE_TWO, "charge_payment": StepStatus.FAILED})
     with django_capture_on_commit_callbacks() as callbacks:
-        first = services.run_compensate(run_id=run.pk)
-        second = services.run_compensate(run_id=run.pk)
-    assert (first, second) == (["reserve_stock", "create_order"], None)
-    assert len(callbacks) == 1
+        services.run_on_step_failure(run_id=run.pk, step="charge_payment")
+        services.run_on_step_failure(run_id=run.pk, step="charge_payment")
+    assert len(callbacks) == 1  # reserve_stock's compensation: the first stage
     run.refresh_from_db()
     assert run.status == RunStatus.COMPENSATING
-    assert set(run.steps.filter(index__gt=2).values_list("status", flat=True)) == {StepStatus.SKIPPED}
+    statuses = dict(run.steps.values_list("name", "status"))
+    assert (statuses["reserve_stock"], statuses["create_order"]) == (StepStatus.COMPENSATING, StepStatus.SUCCEEDED)
+    assert {statuses["schedule_shipment"], statuses["send_confirmation"]} == {StepStatus.SKIPPED}
 
 
 def test_a_compensated_step_is_never_compensated_again() -> None:
     run = SagaRunFactory(status=RunStatus.COMPENSATING, step_statuses={"create_order": StepStatus.COMPENSATED})
     claim = services.compensation_claim(run_id=run.pk, step="create_order", task_id="t")
-    assert claim.outcome is ClaimOutcome.DONE
+    assert claim.outcome is ClaimOutcome.STOP
     assert run.steps.get(name="create_order").compensation_attempts == 0
 
 
-def test_compensation_finish_waits_while_a_compensation_is_still_owed() -> None:
+def test_each_settled_compensation_schedules_the_next_stage_then_ends_the_run(
+    django_capture_on_commit_callbacks,
+) -> None:
     run = SagaRunFactory(
         status=RunStatus.COMPENSATING,
-        step_statuses={"create_order": StepStatus.SUCCEEDED, "reserve_stock": StepStatus.COMPENSATED},
+        step_statuses={"create_order": StepStatus.SUCCEEDED, "reserve_stock": StepStatus.COMPENSATING},
     )
-    assert services.run_finish_compensation(run_id=run.pk) is None
-    run.steps.filter(name="create_order").update(status=StepStatus.COMPENSATED)
-    assert services.run_finish_compensation(run_id=run.pk) == RunStatus.COMPENSATED
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.compensation_succeed(run_id=run.pk, step="reserve_stock")
+    assert run.steps.get(name="create_order").status == StepStatus.COMPENSATING
+    assert len(callbacks) == 1
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATING
+    services.compensation_succeed(run_id=run.pk, step="create_order")
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATED

@@ -1,0 +1,250 @@
+"""Compensation services: enter compensation, schedule it stage by stage, claim and record each attempt.
+
+Fan-in lives in these tables, not in the result backend: every compensation that settles calls
+``advance_compensation`` under the run lock, which schedules the next stage once the current one has settled
+and ends the run once every stage has.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from sagas import engine
+from sagas.conf import sagas_settings
+from sagas.exceptions import RunNotFound, UnknownSaga
+from sagas.models import SagaEvent, SagaRun, SagaStepRun
+from sagas.retry import describe_failure, failure_summary
+from sagas.services._core import (
+    FORWARD_DONE,
+    RunId,
+    append_event,
+    dispatch_on_commit,
+    last_event,
+    lock_run,
+    log_failure,
+    logger,
+    move_run,
+    move_step,
+    saga_for,
+    step_row,
+)
+from sagas.services.context import Claim, ClaimOutcome, lost_attempts_error, step_context
+from sagas.states import EventType, RunStatus, StepStatus
+
+if TYPE_CHECKING:
+    from sagas.definitions import Saga
+
+SETTLED = (StepStatus.COMPENSATED, StepStatus.RESOLVED, StepStatus.COMPENSATION_FAILED)
+
+
+def has_compensation(saga: type[Saga], name: str) -> bool:
+    try:
+        return saga.step(name).compensation is not None
+    except KeyError:
+        return False
+
+
+def begin_compensation(
+    run: SagaRun,
+    saga: type[Saga],
+    *,
+    event: str,
+    data: dict[str, Any] | None = None,
+    actor: str = "",
+    causation: SagaEvent | None = None,
+    fields: dict[str, Any] | None = None,
+) -> None:
+    """Move a locked run to ``compensating``: no further step starts, pending steps are skipped, and the
+    compensations of completed steps are scheduled."""
+    compensating = move_run(
+        run, RunStatus.COMPENSATING, event=event, data=data, actor=actor, causation=causation, fields=fields
+    )
+    for step_run in run.steps.filter(status=StepStatus.PENDING).order_by("index"):
+        move_step(run, step_run, StepStatus.SKIPPED, event=EventType.STEP_SKIPPED, causation=compensating)
+    advance_compensation(run, saga)
+
+
+def time_out(run: SagaRun, saga: type[Saga]) -> None:
+    """A locked executing run passed its deadline: ``executing -> timeout -> compensating``."""
+    assert run.deadline is not None
+    message = f"Saga deadline {run.deadline.isoformat()} passed before the run completed."
+    timed_out = move_run(
+        run,
+        RunStatus.TIMEOUT,
+        event=EventType.SAGA_TIMED_OUT,
+        data={"deadline": run.deadline.isoformat()},
+        fields={"error": run.error or {"class": "timeout", "code": "deadline", "message": message}},
+    )
+    logger.warning("saga run %s: %s", run.pk, message)
+    begin_compensation(run, saga, event=EventType.SAGA_COMPENSATING, data={"reason": "deadline"}, causation=timed_out)
+
+
+def advance_compensation(run: SagaRun, saga: type[Saga]) -> str | None:
+    """Schedule the first stage of compensations that has not settled, or end the run when all have.
+
+    The caller holds the run lock. Stages come from ``engine.compensation_stages``: priority first, then
+    reverse order of completion, independent steps together. Returns the run's new status if it ended.
+    """
+    if run.status != RunStatus.COMPENSATING:
+        return None
+    steps = list(run.steps.all())
+    by_name = {step_run.name: step_run for step_run in steps}
+    owed = [s for s in steps if s.status in FORWARD_DONE and has_compensation(saga, s.name)]
+    owed.sort(key=lambda s: (s.finished_at or s.started_at or run.created_at, s.index))
+    for number, stage in enumerate(engine.compensation_stages(saga, [s.name for s in owed])):
+        waiting = False
+        for name in stage:
+            step_run = by_name[name]
+            if step_run.status == StepStatus.SUCCEEDED:
+                _schedule(run, saga, step_run, stage=number)
+            waiting = waiting or step_run.status == StepStatus.COMPENSATING
+        if waiting:
+            return None
+    if any(s.status == StepStatus.RUNNING for s in steps):
+        return None  # a step still running may yet succeed, and then it must be undone too
+    return _end_compensation(run, [s.name for s in steps if s.status == StepStatus.COMPENSATION_FAILED])
+
+
+def _schedule(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, *, stage: int | None) -> None:
+    task_id = str(uuid.uuid4())
+    move_step(
+        run,
+        step_run,
+        StepStatus.COMPENSATING,
+        event=EventType.COMPENSATION_SCHEDULED,
+        data={"stage": stage, "task_id": task_id},
+        fields={"compensation_task_id": task_id},
+    )
+    dispatch_on_commit(run.pk, engine.compensation_task(saga, str(run.pk), step_run.name), task_id=task_id)
+
+
+def schedule_retry(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:
+    """Schedule a failed compensation again, with a fresh attempt budget (caller holds the lock)."""
+    step_run.compensation_attempts = 0
+    SagaStepRun.objects.filter(pk=step_run.pk).update(compensation_attempts=0)
+    _schedule(run, saga, step_run, stage=None)
+
+
+def _end_compensation(run: SagaRun, gave_up: list[str]) -> str:
+    finished = {"finished_at": timezone.now()}
+    if gave_up:
+        move_run(
+            run,
+            RunStatus.FAILED,
+            event=EventType.SAGA_FAILED,
+            data={"compensation_failed": gave_up},
+            causation=last_event(run, EventType.COMPENSATION_FAILED),
+            fields=finished,
+        )
+        logger.error("saga run %s failed: compensation of %s gave up; a person must act", run.pk, gave_up)
+        return RunStatus.FAILED
+    move_run(
+        run,
+        RunStatus.COMPENSATED,
+        event=EventType.SAGA_COMPENSATED,
+        causation=last_event(run, EventType.COMPENSATION_SUCCEEDED),
+        fields=finished,
+    )
+    return RunStatus.COMPENSATED
+
+
+def compensation_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
+    """Claim a scheduled compensation for one attempt, or say why its message must not run it."""
+    with transaction.atomic():
+        try:
+            run = lock_run(run_id)
+        except RunNotFound:
+            logger.warning("compensation %s: saga run %s does not exist; dropping the message", step, run_id)
+            return Claim(ClaimOutcome.STOP)
+        step_run = step_row(run, step)
+        # Only a scheduled compensation runs: anything else is a duplicate, a stray, or already settled.
+        if step_run is None or step_run.status != StepStatus.COMPENSATING or run.status != RunStatus.COMPENSATING:
+            return Claim(ClaimOutcome.STOP)
+        try:
+            saga = saga_for(run)
+        except UnknownSaga as exc:
+            error = describe_failure(exc, attempt=step_run.compensation_attempts + 1)
+            _give_up(run, None, step_run, error)
+            return Claim(ClaimOutcome.GAVE_UP, error=error)
+        declared = saga.step(step)
+        policy = declared.compensation_retry or sagas_settings.default_compensation_retry
+        if step_run.compensation_attempts >= policy.max_attempts:
+            error = lost_attempts_error(step_run, step_run.compensation_attempts, "compensation")
+            _give_up(run, saga, step_run, error)
+            return Claim(ClaimOutcome.GAVE_UP, error=error)
+        move_step(
+            run,
+            step_run,
+            StepStatus.COMPENSATING,
+            event=EventType.COMPENSATION_STARTED,
+            data={"attempt": step_run.compensation_attempts + 1, "task_id": task_id},
+            fields={"compensation_task_id": task_id},
+            increment="compensation_attempts",
+        )
+        return Claim(ClaimOutcome.RUN, saga=saga, context=step_context(run, step_run, compensation=True))
+
+
+def compensation_succeed(*, run_id: RunId, step: str) -> None:
+    """Mark a step compensated and schedule what comes next."""
+    with transaction.atomic():
+        run = lock_run(run_id)
+        step_run = step_row(run, step)
+        if step_run is None or step_run.status != StepStatus.COMPENSATING:
+            return
+        move_step(
+            run,
+            step_run,
+            StepStatus.COMPENSATED,
+            event=EventType.COMPENSATION_SUCCEEDED,
+            data={"attempt": step_run.compensation_attempts},
+            fields={"compensated_at": timezone.now()},
+        )
+        advance_compensation(run, saga_for(run))
+
+
+def compensation_fail_attempt(*, run_id: RunId, step: str, error: dict[str, Any], retry_in: float | None) -> bool:
+    """Record a failed compensation attempt. With ``retry_in`` the attempt is retried after that many
+    seconds (True); with None the compensation gives up and the others go on (False)."""
+    with transaction.atomic():
+        run = lock_run(run_id)
+        step_run = step_row(run, step)
+        if step_run is None or step_run.status != StepStatus.COMPENSATING:
+            return False
+        if retry_in is None or run.status != RunStatus.COMPENSATING:
+            _give_up(run, saga_for(run), step_run, error)
+            return False
+        SagaStepRun.objects.filter(pk=step_run.pk).update(**log_failure(step_run, "compensation", error, retry_in))
+        append_event(
+            run,
+            EventType.COMPENSATION_ATTEMPT_FAILED,
+            step=step,
+            data={"error": failure_summary(error), "retry_in": retry_in},
+        )
+        return True
+
+
+def _give_up(run: SagaRun, saga: type[Saga] | None, step_run: SagaStepRun, error: dict[str, Any]) -> None:
+    move_step(
+        run,
+        step_run,
+        StepStatus.COMPENSATION_FAILED,
+        event=EventType.COMPENSATION_FAILED,
+        data={"error": failure_summary(error)},
+        fields=log_failure(step_run, "compensation", error, None),
+    )
+    logger.error(
+        "saga run %s: compensation of step %s gave up: %s; a person must act",
+        run.pk,
+        step_run.name,
+        error["message"],
+    )
+    if saga is not None:
+        advance_compensation(run, saga)
+    elif not run.steps.filter(status__in=[StepStatus.COMPENSATING, StepStatus.RUNNING]).exists():
+        # Without the saga's class there are no stages to follow; end once nothing else is under way.
+        gave_up = run.steps.filter(status=StepStatus.COMPENSATION_FAILED).values_list("name", flat=True)
+        _end_compensation(run, list(gave_up))
