@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from sagas.conf import sagas_settings
+from sagas.exceptions import TransientError
 from sagas.retry import FailureClass, classify
 
 logger = logging.getLogger("sagas")
@@ -272,6 +273,9 @@ def for_service(service: str) -> CircuitBreaker | None:
 
 
 def outcome_of(exc: BaseException) -> str:
+    """What a failed call tells the breaker: ``failure``, ``success`` (it answered) or ``neutral``."""
+    if isinstance(exc, TransientError) and not exc.service_fault:
+        return "neutral"
     return OUTCOME_OF_CLASS[classify(exc)]
 
 

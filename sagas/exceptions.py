@@ -48,18 +48,23 @@ class StepFailed(Exception):
 
 
 class TransientError(Exception):
-    """A failure worth retrying (a timeout, a 503): retried with backoff per the step's RetryPolicy."""
+    """A failure worth retrying (a timeout, a 503): retried with backoff per the step's RetryPolicy.
 
-    def __init__(self, message: str = "", *, code: str = "") -> None:
+    It counts against the service's circuit breaker unless ``service_fault=False``: the service is well
+    but this one request cannot get through yet (say, one customer's bank is offline).
+    """
+
+    def __init__(self, message: str = "", *, code: str = "", service_fault: bool = True) -> None:
         super().__init__(message)
         self.code = code
+        self.service_fault = service_fault
 
 
 class RateLimited(TransientError):
     """The called service asked to slow down; the next attempt waits at least ``retry_after`` seconds."""
 
     def __init__(self, message: str = "", *, retry_after: float = 0.0, code: str = "") -> None:
-        super().__init__(message, code=code)
+        super().__init__(message, code=code, service_fault=False)
         self.retry_after = float(retry_after)
 
 

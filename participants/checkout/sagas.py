@@ -73,7 +73,8 @@ def refund_payment(ctx: sagas.StepContext) -> None:
     try:
         payments.payment_refund(payment_id=ctx.result["payment_id"], idempotency_key=ctx.idempotency_key)
     except payment_errors.RefundGatewayUnavailable as exc:
-        raise sagas.TransientError(str(exc), code=exc.code) from exc
+        # One account's refund gateway is down, not the payments service: retry, but leave its breaker be.
+        raise sagas.TransientError(str(exc), code=exc.code, service_fault=False) from exc
 
 
 def schedule_shipment(ctx: sagas.StepContext) -> dict[str, Any]:

@@ -93,15 +93,21 @@ def advance_compensation(run: SagaRun, saga: type[Saga]) -> str | None:
         return None
     steps = list(run.steps.all())
     by_name = {step_run.name: step_run for step_run in steps}
-    owed = [s for s in steps if s.status in FORWARD_DONE and has_compensation(saga, s.name)]
-    owed.sort(key=lambda s: (s.finished_at or s.started_at or run.created_at, s.index))
+    # A step still running may yet succeed and need undoing: it takes its place in the stages as if it
+    # completed last, so the steps it depends on wait for it.
+    owed = [
+        s
+        for s in steps
+        if s.status in (*FORWARD_DONE, StepStatus.RUNNING) and has_compensation(saga, s.name)
+    ]
+    owed.sort(key=lambda s: (s.status == StepStatus.RUNNING, s.finished_at or run.created_at, s.index))
     for number, stage in enumerate(engine.compensation_stages(saga, [s.name for s in owed])):
         waiting = False
         for name in stage:
             step_run = by_name[name]
             if step_run.status == StepStatus.SUCCEEDED:
                 _schedule(run, saga, step_run, stage=number)
-            waiting = waiting or step_run.status == StepStatus.COMPENSATING
+            waiting = waiting or step_run.status in (StepStatus.COMPENSATING, StepStatus.RUNNING)
         if waiting:
             return None
     if any(s.status == StepStatus.RUNNING for s in steps):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from sagas.models import SagaEvent
-from sagas.states import EventType, RunStatus, StepStatus
+from sagas.states import RunStatus, StepStatus
 from tests.testapp.models import Effect
 from tests.testapp.sagas import BadOutput, Flaky, NotRetried
 from tests.worker import WorkerProcess, wait_for_run
@@ -12,19 +11,6 @@ from tests.worker import WorkerProcess, wait_for_run
 def calls(run, step: str, suffix: str = "") -> int:
     effect = Effect.objects.filter(key=f"{run.pk}:{step}{suffix}").first()
     return effect.calls if effect else 0
-
-
-def test_transient_failures_retry_with_growing_backoff_then_succeed(worker: WorkerProcess) -> None:
-    run = wait_for_run(Flaky.start({"fail_times": 2}), worker)
-
-    assert run.status == RunStatus.COMPLETED, run.error
-    step = run.steps.get(name="flaky")
-    assert (step.status, step.attempts, step.output) == (StepStatus.SUCCEEDED, 3, {"flaky_calls": 3})
-    failed_attempts = SagaEvent.objects.filter(run=run, type=EventType.STEP_ATTEMPT_FAILED).order_by("seq")
-    assert [(e.data["error"]["attempt"], e.data["retry_in"]) for e in failed_attempts] == [(1, 0.2), (2, 0.4)]
-    assert {e.data["error"]["class"] for e in failed_attempts} == {"transient"}
-    assert calls(run, "flaky") == 3
-    assert calls(run, "first") == 1  # the step before is not repeated by a retry of the next one
 
 
 def test_transient_failures_past_max_attempts_fail_the_step_and_compensate(worker: WorkerProcess) -> None:

@@ -22,7 +22,7 @@ def prioritised() -> Iterator[type[sagas.Saga]]:
         (sagas.Saga,),
         {
             "__module__": __name__,
-            "name": "tests.prioritised",
+            "name": "tests.engine_prioritised",
             "steps": [
                 sagas.Step(noop, noop, name="a"),
                 sagas.Step(noop, noop, name="b", priority=5),
@@ -42,7 +42,7 @@ def fan_out() -> Iterator[type[sagas.Saga]]:
         (sagas.Saga,),
         {
             "__module__": __name__,
-            "name": "tests.fan_out",
+            "name": "tests.engine_fan_out",
             "steps": [
                 sagas.Step(noop, noop, name="check"),
                 sagas.Step(noop, noop, name="flight", depends_on=["check"]),
@@ -126,7 +126,11 @@ def test_priority_goes_before_dependency_order() -> None:
 
 def test_a_compensation_task_is_one_signature_with_the_step_limits(prioritised: type[sagas.Saga]) -> None:
     task = engine.compensation_task(prioritised, "r", "d")
-    assert (task.task, tuple(task.args), task.immutable) == ("saga.tests.prioritised.d.compensate", ("r", "d"), True)
+    assert (task.task, tuple(task.args), task.immutable) == (
+        "saga.tests.engine_prioritised.d.compensate",
+        ("r", "d"),
+        True,
+    )
     assert task.options["soft_time_limit"] == 7
 
 

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 import sagas
+from sagas import services
 from sagas.models import SagaEvent
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.factories import SagaRunFactory
@@ -116,7 +117,7 @@ def test_cancel_of_a_run_that_cannot_stop_is_refused(status: str, message: str) 
     assert not SagaEvent.objects.exists()
 
 
-def test_cancel_of_an_executing_run_stops_it_and_schedules_compensation(django_capture_on_commit_callbacks) -> None:
+def test_cancel_of_an_executing_run_stops_it_and_undoes_in_order(django_capture_on_commit_callbacks) -> None:
     run = SagaRunFactory(
         status=RunStatus.EXECUTING,
         step_statuses={"create_order": StepStatus.SUCCEEDED, "reserve_stock": StepStatus.RUNNING},
@@ -129,7 +130,7 @@ def test_cancel_of_an_executing_run_stops_it_and_schedules_compensation(django_c
     assert run.error == {"class": "cancelled", "code": "cancelled", "message": "fraud suspected", "actor": "erin"}
     statuses = dict(run.steps.values_list("name", "status"))
     assert statuses == {
-        "create_order": StepStatus.COMPENSATING,  # scheduled
+        "create_order": StepStatus.SUCCEEDED,  # waits: the step still running depends on it
         "reserve_stock": StepStatus.RUNNING,  # left to finish; undone if it succeeds
         "charge_payment": StepStatus.SKIPPED,
         "schedule_shipment": StepStatus.SKIPPED,
@@ -140,4 +141,11 @@ def test_cancel_of_an_executing_run_stops_it_and_schedules_compensation(django_c
         "erin",
         {"from": "executing", "to": "compensating", "reason": "fraud suspected"},
     )
-    assert len(callbacks) == 1  # the compensation of create_order
+    assert callbacks == []
+
+    # The running step succeeds late: it is recorded, and undone first; the run does not come back.
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert services.step_succeed(run_id=run.pk, step="reserve_stock", output={"reservation_id": 1}) is False
+    statuses = dict(run.steps.values_list("name", "status"))
+    assert (statuses["reserve_stock"], statuses["create_order"]) == (StepStatus.COMPENSATING, StepStatus.SUCCEEDED)
+    assert len(callbacks) == 1

@@ -129,3 +129,14 @@ def test_describe_failure_keeps_type_message_class_code_and_traceback() -> None:
 def test_policy_spec_names_exception_classes() -> None:
     spec = sagas.RetryPolicy(retry_on=(ConnectionError,)).to_spec()
     assert spec["retry_on"] == ["builtins.ConnectionError"]
+
+
+def test_what_each_failure_tells_the_breaker() -> None:
+    from sagas.breakers import outcome_of
+
+    assert outcome_of(sagas.TransientError("503")) == "failure"
+    assert outcome_of(SoftTimeLimitExceeded()) == "failure"
+    assert outcome_of(KeyError("bug")) == "failure"
+    assert outcome_of(sagas.StepFailed("declined")) == "success"  # it answered
+    assert outcome_of(sagas.RateLimited("slow", retry_after=1)) == "neutral"
+    assert outcome_of(sagas.TransientError("this bank is offline", service_fault=False)) == "neutral"

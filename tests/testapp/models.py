@@ -16,3 +16,34 @@ class Effect(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.key} x{self.calls}"
+
+
+class Switch(models.Model):
+    """A flag a test flips while a saga runs: a service that is down, a gate a step waits at."""
+
+    name = models.CharField("name", max_length=100, unique=True, help_text="What the flag is for.")
+    on = models.BooleanField("on", default=False, help_text="Whether it is on.")
+
+    class Meta:
+        verbose_name = "switch"
+        verbose_name_plural = "switches"
+
+    def __str__(self) -> str:
+        return f"{self.name}={'on' if self.on else 'off'}"
+
+
+class Call(models.Model):
+    """One real call to a (pretend) remote service, as its server would log it."""
+
+    service = models.CharField("service", max_length=100, help_text="The service called.")
+    key = models.CharField("key", max_length=255, help_text="Idempotency key of the call.")
+    ok = models.BooleanField("ok", default=False, help_text="Whether the service answered well.")
+    started_at = models.DateTimeField("started at", help_text="When the call reached the service.")
+    pid = models.PositiveIntegerField("pid", help_text="Process that made the call.")
+
+    class Meta:
+        verbose_name = "call"
+        verbose_name_plural = "calls"
+
+    def __str__(self) -> str:
+        return f"{self.service} {'ok' if self.ok else 'failed'}"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import time
+
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db.models import F
+from django.utils import timezone
 
 import sagas
-from tests.testapp.models import Effect
+from tests.testapp.models import Call, Effect, Switch
 
 
 def _call(kind: str, ctx: sagas.StepContext) -> int:
@@ -49,7 +54,7 @@ class Flaky(sagas.Saga):
         sagas.Step(
             flaky,
             undo,
-            retry=sagas.RetryPolicy(max_attempts=4, backoff=0.2, multiplier=2.0, backoff_max=5.0, jitter=False),
+            retry=sagas.RetryPolicy(max_attempts=4, backoff=0.2, multiplier=2.0, backoff_max=5.0, jitter=True),
         ),
     ]
 
@@ -65,3 +70,181 @@ class NotRetried(sagas.Saga):
         sagas.Step(record, undo, name="first"),
         sagas.Step(value_error, retry=sagas.RetryPolicy(max_attempts=5, retry_on=(sagas.TransientError,))),
     ]
+
+
+# --- failure handling (issue: retry by failure type, timeouts, deadlines, breakers, cancellation, order) ---
+
+
+def switch_on(name: str) -> bool:
+    return Switch.objects.filter(name=name, on=True).exists()
+
+
+def raise_unknown(ctx: sagas.StepContext) -> None:
+    _call("unknown", ctx)
+    raise KeyError("a bug: retried, since retry_on covers every exception by default")
+
+
+def rate_limited_once(ctx: sagas.StepContext) -> dict:
+    if _call("rate_limited", ctx) == 1:
+        raise sagas.RateLimited("slow down", retry_after=1)
+    return {}
+
+
+def sleepy(ctx: sagas.StepContext) -> dict:
+    """Sleeps `sleep` seconds, in small naps (so a soft time limit interrupts it promptly)."""
+    _call("sleepy", ctx)
+    deadline = time.monotonic() + float(ctx.payload.get("sleep", 0))
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"slept": ctx.payload.get("sleep", 0)}
+
+
+def stubborn(ctx: sagas.StepContext) -> None:
+    """Ignores its soft time limit, so only the hard limit stops it (the worker kills the process)."""
+    _call("stubborn", ctx)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except SoftTimeLimitExceeded:
+            continue
+
+
+def flaky_then_ok(ctx: sagas.StepContext) -> dict:
+    if _call("flaky_then_ok", ctx) <= int(ctx.payload.get("fail_times", 0)):
+        raise sagas.TransientError("not yet")
+    return {}
+
+
+def flaky_undo(ctx: sagas.StepContext) -> None:
+    if _call("flaky_undo", ctx) <= int(ctx.payload.get("undo_fail_times", 0)):
+        raise sagas.TransientError("undo not yet")
+
+
+def refuse(ctx: sagas.StepContext) -> None:
+    raise sagas.StepFailed("no", code="refused")
+
+
+def wait_at_gate(ctx: sagas.StepContext) -> dict:
+    """Waits until the test opens the gate named in the payload (at most 60 s)."""
+    _call("gate", ctx)
+    deadline = time.monotonic() + 60
+    while not switch_on(ctx.payload["gate"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"gate": "passed"}
+
+
+def slow_undo(ctx: sagas.StepContext) -> None:
+    """A compensation that takes a while, so parallel ones visibly overlap."""
+    _call("slow_undo", ctx)
+    time.sleep(float(ctx.payload.get("undo_sleep", 0.5)))
+
+
+def call_x(ctx: sagas.StepContext) -> dict:
+    """A call to service X, which fails while the switch 'x-down' is on."""
+    healthy = not switch_on("x-down")
+    Call.objects.create(
+        service="svc-x", key=ctx.idempotency_key, ok=healthy, started_at=timezone.now(), pid=os.getpid()
+    )
+    if not healthy:
+        raise sagas.TransientError("svc-x is down")
+    return {"x": "ok"}
+
+
+class UnknownErrors(sagas.Saga):
+    name = "tests.unknown_errors"
+    steps = [sagas.Step(record, undo, name="first"), sagas.Step(raise_unknown)]
+
+
+class RateLimitedOnce(sagas.Saga):
+    name = "tests.rate_limited"
+    steps = [sagas.Step(rate_limited_once, retry=sagas.RetryPolicy(max_attempts=3, backoff=0.05, jitter=False))]
+
+
+class SlowStep(sagas.Saga):
+    name = "tests.slow_step"
+    steps = [
+        sagas.Step(record, undo, name="first"),
+        sagas.Step(sleepy, undo, timeout=1, retry=sagas.RetryPolicy(max_attempts=2, backoff=0.1, jitter=False)),
+    ]
+
+
+class StubbornStep(sagas.Saga):
+    name = "tests.stubborn_step"
+    steps = [
+        sagas.Step(record, undo, name="first"),
+        sagas.Step(stubborn, undo, timeout=1, retry=sagas.RetryPolicy(max_attempts=1)),
+    ]
+
+
+class Deadline(sagas.Saga):
+    name = "tests.deadline"
+    timeout = 2
+    steps = [
+        sagas.Step(record, undo, name="first"),
+        sagas.Step(sleepy, undo, name="slow", timeout=20),
+        sagas.Step(record, undo, name="third"),
+    ]
+
+
+class SeparateBudgets(sagas.Saga):
+    name = "tests.separate_budgets"
+    steps = [
+        sagas.Step(
+            flaky_then_ok,
+            flaky_undo,
+            retry=sagas.RetryPolicy(max_attempts=3, backoff=0.05, jitter=False),
+            compensation_retry=sagas.RetryPolicy(max_attempts=5, backoff=0.05, jitter=False),
+        ),
+        sagas.Step(refuse),
+    ]
+
+
+class Gated(sagas.Saga):
+    name = "tests.gated"
+    steps = [
+        sagas.Step(record, undo, name="one"),
+        sagas.Step(wait_at_gate, undo, name="two"),
+        sagas.Step(record, undo, name="three"),
+        sagas.Step(record, undo, name="four"),
+    ]
+
+
+class Prioritised(sagas.Saga):
+    name = "tests.prioritised"
+    steps = [
+        sagas.Step(record, undo, name="a"),
+        sagas.Step(record, undo, name="b", priority=5),
+        sagas.Step(record, undo, name="c"),
+        sagas.Step(record, undo, name="d"),
+        sagas.Step(refuse),
+    ]
+
+
+class FanOut(sagas.Saga):
+    """`left` and `right` both depend on `urgent` only: independent, they are undone in parallel."""
+
+    name = "tests.fan_out"
+    steps = [
+        sagas.Step(record, slow_undo, name="first"),
+        sagas.Step(record, slow_undo, name="urgent", depends_on=["first"], priority=10),
+        sagas.Step(record, slow_undo, name="left", depends_on=["urgent"]),
+        sagas.Step(record, slow_undo, name="right", depends_on=["urgent"]),
+        sagas.Step(refuse, depends_on=["left", "right"]),
+    ]
+
+
+class CallsX(sagas.Saga):
+    name = "tests.calls_x"
+    steps = [
+        sagas.Step(
+            call_x,
+            service="svc-x",
+            retry=sagas.RetryPolicy(max_attempts=12, backoff=0.2, backoff_max=1.0),
+        )
+    ]
+
+
+class CallsXOnce(sagas.Saga):
+    name = "tests.calls_x_once"
+    steps = [sagas.Step(call_x, service="svc-x", retry=sagas.RetryPolicy(max_attempts=1))]
