@@ -63,6 +63,7 @@ STEP_FIELDS = (
     "attempts",
     "compensation_attempts",
     "error_message",
+    "failed_attempts",
     "task_id",
     "compensation_task_id",
     "started_at",
@@ -78,6 +79,12 @@ class SagaStepRunInline(ReadOnlyAdminMixin, admin.TabularInline):
     ordering = ["index"]
     fields = STEP_FIELDS
     readonly_fields = STEP_FIELDS
+
+    @admin.display(description="failed attempts")
+    def failed_attempts(self, obj: SagaStepRun) -> str:
+        if not obj.failures:
+            return "-"
+        return ", ".join(f"{f['kind'][0]}{f['attempt']} {f['class']}" for f in obj.failures)
 
     @admin.display(description="last error")
     def error_message(self, obj: SagaStepRun) -> str:

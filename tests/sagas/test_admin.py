@@ -20,7 +20,13 @@ def failed_run():
         step_statuses={"create_order": StepStatus.COMPENSATED, "charge_payment": StepStatus.COMPENSATION_FAILED},
     )
     run.steps.filter(name="charge_payment").update(
-        attempts=1, compensation_attempts=4, error={"class": "transient", "message": "Refund gateway is down"}
+        attempts=1,
+        compensation_attempts=2,
+        error={"class": "transient", "message": "Refund gateway is down"},
+        failures=[
+            {"kind": "compensation", "attempt": 1, "class": "transient", "retry_in": 0.5},
+            {"kind": "compensation", "attempt": 2, "class": "transient", "retry_in": None},
+        ],
     )
     SagaEvent.objects.create(run=run, seq=1, type=EventType.SAGA_STARTED, data={"saga": run.saga_name})
     SagaEvent.objects.create(run=run, seq=2, type=EventType.SAGA_FAILED, data={"compensation_failed": ["x"]})
@@ -61,6 +67,7 @@ def test_run_page_shows_steps_with_errors_and_events_in_order(admin_client, fail
     assert response.status_code == 200
     content = response.content.decode()
     assert "Refund gateway is down" in content
+    assert "c1 transient, c2 transient" in content  # every failed attempt, by kind and class
     assert content.index("SagaStarted") < content.index("SagaFailed")
     for step in ("create_order", "reserve_stock", "charge_payment", "schedule_shipment", "send_confirmation"):
         assert step in content

@@ -138,3 +138,21 @@ def test_the_queue_setting_routes_every_saga_task(settings) -> None:
     settings.SAGAS = {"QUEUE": "sagas"}
     canvas = engine.forward_canvas(PlaceOrder, "r", PlaceOrder.steps)
     assert {task.options["queue"] for task in canvas.tasks} == {"sagas"}
+
+
+def test_the_compensation_order_example_of_the_failure_handling_guide() -> None:
+    steps = [
+        sagas.Step(noop, noop, name="check_fraud"),
+        sagas.Step(noop, noop, name="book_flight", depends_on=["check_fraud"]),
+        sagas.Step(noop, noop, name="book_hotel", depends_on=["check_fraud"], priority=10),
+        sagas.Step(noop, noop, name="book_car", depends_on=["check_fraud"]),
+        sagas.Step(noop, noop, name="charge", depends_on=["book_flight", "book_hotel", "book_car"]),
+        sagas.Step(noop, name="send_itinerary", depends_on=["charge"]),
+    ]
+    cls = type("BookTrip", (sagas.Saga,), {"__module__": __name__, "name": "tests.docs_book_trip", "steps": steps})
+    try:
+        completed = ["check_fraud", "book_flight", "book_hotel", "book_car", "charge"]
+        stages = engine.compensation_stages(cls, completed)
+    finally:
+        registry.unregister(cls)
+    assert stages == [["book_hotel"], ["charge"], ["book_car", "book_flight"], ["check_fraud"]]
