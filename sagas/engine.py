@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 # Framework tasks; the per-step tasks are named after the saga and step (ARCHITECTURE §6.7).
 FINISH_RUN = "sagas.finish_run"
 ON_STEP_FAILURE = "sagas.on_step_failure"
+ON_COMPENSATION_FAILURE = "sagas.on_compensation_failure"
 DEADLINE_CHECK = "sagas.check_deadline"
 
 
@@ -56,7 +57,8 @@ def forward_canvas(saga: type[Saga], run_id: str, steps: Iterable[Step]) -> Sign
 
 def compensation_task(saga: type[Saga], run_id: str, step: str) -> Signature:
     """The task that undoes one step; the run's tables decide what is scheduled after it."""
-    return _task(compensation_task_name(saga.name, step), run_id, step, **_time_limits(saga.step(step)))
+    task = _task(compensation_task_name(saga.name, step), run_id, step, **_time_limits(saga.step(step)))
+    return task.on_error(_task(ON_COMPENSATION_FAILURE, run_id, step))
 
 
 def deadline_check(run_id: str) -> Signature:

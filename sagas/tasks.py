@@ -83,6 +83,18 @@ def on_step_failure(self: Task, run_id: str, step: str) -> None:
         raise self.retry(countdown=min(60, 2**self.request.retries), exc=exc) from exc
 
 
+@shared_task(name=engine.ON_COMPENSATION_FAILURE, bind=True, base=SagaTask, max_retries=10)
+def on_compensation_failure(self: Task, run_id: str, step: str) -> None:
+    """The errback of every compensation task: a failure the runner could not record (a hard time limit)."""
+    from sagas.services.compensation import run_on_compensation_failure
+
+    try:
+        run_on_compensation_failure(run_id=run_id, step=step)
+    except Exception as exc:
+        logger.exception("errback for the compensation of %s of saga run %s failed; retrying", step, run_id)
+        raise self.retry(countdown=min(60, 2**self.request.retries), exc=exc) from exc
+
+
 @shared_task(name=engine.FINISH_RUN, bind=True, base=SagaTask)
 def finish_run(self: Task, run_id: str) -> None:
     """Last link of the forward chain: the run is completed once every step succeeded."""

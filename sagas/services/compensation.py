@@ -32,7 +32,14 @@ from sagas.services._core import (
     saga_for,
     step_row,
 )
-from sagas.services.context import Claim, ClaimOutcome, lost_attempts_error, step_context
+from sagas.services.context import (
+    Claim,
+    ClaimOutcome,
+    failure_recorded,
+    lost_attempts_error,
+    step_context,
+    unrecorded_failure,
+)
 from sagas.states import EventType, RunStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -95,11 +102,7 @@ def advance_compensation(run: SagaRun, saga: type[Saga]) -> str | None:
     by_name = {step_run.name: step_run for step_run in steps}
     # A step still running may yet succeed and need undoing: it takes its place in the stages as if it
     # completed last, so the steps it depends on wait for it.
-    owed = [
-        s
-        for s in steps
-        if s.status in (*FORWARD_DONE, StepStatus.RUNNING) and has_compensation(saga, s.name)
-    ]
+    owed = [s for s in steps if s.status in (*FORWARD_DONE, StepStatus.RUNNING) and has_compensation(saga, s.name)]
     owed.sort(key=lambda s: (s.status == StepStatus.RUNNING, s.finished_at or run.created_at, s.index))
     for number, stage in enumerate(engine.compensation_stages(saga, [s.name for s in owed])):
         waiting = False
@@ -126,6 +129,35 @@ def _schedule(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, *, stage: i
         fields={"compensation_task_id": task_id},
     )
     dispatch_on_commit(run.pk, engine.compensation_task(saga, str(run.pk), step_run.name), task_id=task_id)
+
+
+def run_on_compensation_failure(*, run_id: RunId, step: str) -> None:
+    """The errback of a compensation task that failed before the runner could record why (killed at its
+    hard time limit, or the database went away): a failed attempt, retried or given up per its policy."""
+    with transaction.atomic():
+        try:
+            run = lock_run(run_id)
+        except RunNotFound:
+            return
+        step_run = step_row(run, step)
+        if step_run is None or step_run.status != StepStatus.COMPENSATING or run.status != RunStatus.COMPENSATING:
+            return  # recorded already: the runner reports every failure it sees
+        try:
+            saga = saga_for(run)
+        except UnknownSaga:
+            return
+        if failure_recorded(step_run, "compensation", step_run.compensation_attempts):
+            return
+        declared = saga.step(step)
+        exc = unrecorded_failure(run, step_run, declared.timeout, EventType.COMPENSATION_STARTED)
+        error = describe_failure(exc, attempt=step_run.compensation_attempts)
+        policy = declared.compensation_retry or sagas_settings.default_compensation_retry
+        if not policy.should_retry(exc, step_run.compensation_attempts):
+            _give_up(run, saga, step_run, error)
+            return
+        delay = policy.delay(step_run.compensation_attempts, exc)
+        _record_retry(run, step_run, error, delay)
+        dispatch_on_commit(run.pk, engine.compensation_task(saga, str(run.pk), step), countdown=delay)
 
 
 def schedule_retry(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:
@@ -223,14 +255,18 @@ def compensation_fail_attempt(*, run_id: RunId, step: str, error: dict[str, Any]
         if retry_in is None or run.status != RunStatus.COMPENSATING:
             _give_up(run, saga_for(run), step_run, error)
             return False
-        SagaStepRun.objects.filter(pk=step_run.pk).update(**log_failure(step_run, "compensation", error, retry_in))
-        append_event(
-            run,
-            EventType.COMPENSATION_ATTEMPT_FAILED,
-            step=step,
-            data={"error": failure_summary(error), "retry_in": retry_in},
-        )
+        _record_retry(run, step_run, error, retry_in)
         return True
+
+
+def _record_retry(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any], retry_in: float) -> None:
+    SagaStepRun.objects.filter(pk=step_run.pk).update(**log_failure(step_run, "compensation", error, retry_in))
+    append_event(
+        run,
+        EventType.COMPENSATION_ATTEMPT_FAILED,
+        step=step_run.name,
+        data={"error": failure_summary(error), "retry_in": retry_in},
+    )
 
 
 def _give_up(run: SagaRun, saga: type[Saga] | None, step_run: SagaStepRun, error: dict[str, Any]) -> None:

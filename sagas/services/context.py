@@ -6,9 +6,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from celery.exceptions import TimeLimitExceeded
+from django.utils import timezone
+
+from sagas.conf import sagas_settings
 from sagas.definitions import StepContext
+from sagas.exceptions import UnrecordedFailure
 from sagas.models import SagaRun, SagaStepRun
-from sagas.services._core import FORWARD_DONE
+from sagas.services._core import FORWARD_DONE, last_event
+from sagas.states import EventType
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
@@ -60,3 +66,26 @@ def lost_attempts_error(step_run: SagaStepRun, attempts: int, what: str) -> dict
         "attempt": attempts,
         "traceback": "",
     }
+
+
+def unrecorded_failure(run: SagaRun, step_run: SagaStepRun, timeout: float | None, started_event: str) -> Exception:
+    """The failure of a task that ended before the runner could record why: killed at its hard time
+    limit when it ran that long, else a failure of the framework's own bookkeeping."""
+    what = "step" if started_event == EventType.STEP_STARTED else "compensation of step"
+    started = last_event(run, started_event, step_run.name)
+    elapsed = (timezone.now() - started.created_at).total_seconds() if started else 0.0
+    if timeout is not None and elapsed >= timeout:
+        killed: Exception = TimeLimitExceeded(
+            f"The {what} {step_run.name!r} ran past its hard time limit "
+            f"({timeout + sagas_settings.TIME_LIMIT_GRACE}s) and the worker killed it."
+        )
+        return killed
+    return UnrecordedFailure(
+        f"The task of the {what} {step_run.name!r} failed before its outcome was recorded; see the worker log."
+    )
+
+
+def failure_recorded(step_run: SagaStepRun, kind: str, attempt: int) -> bool:
+    """Whether this attempt's failure is on record already: an errback may fire more than once (a task
+    killed at its hard limit reports once for the timeout and again for the lost process)."""
+    return any(f.get("kind") == kind and f.get("attempt") == attempt for f in step_run.failures)

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from celery.exceptions import TimeLimitExceeded
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -18,7 +17,6 @@ from sagas.exceptions import (
     InvalidPayload,
     RunNotFound,
     UnknownSaga,
-    UnrecordedFailure,
 )
 from sagas.jsonsafe import json_copy
 from sagas.models import SagaDefinition, SagaEvent, SagaRun, SagaStepRun
@@ -35,6 +33,7 @@ from sagas.services._core import (
     step_row,
 )
 from sagas.services.compensation import advance_compensation, begin_compensation, time_out
+from sagas.services.context import failure_recorded, unrecorded_failure
 from sagas.services.steps import fail_step, record_retry
 from sagas.states import EventType, RunStatus, StepStatus
 
@@ -204,7 +203,11 @@ def run_on_step_failure(*, run_id: RunId, step: str) -> None:
         except UnknownSaga as exc:
             _fail_without_class(run, exc)
             return
-        if step_run.status == StepStatus.RUNNING and _unrecorded_failure(run, saga, step_run):
+        if (
+            step_run.status == StepStatus.RUNNING
+            and not failure_recorded(step_run, "action", step_run.attempts)
+            and _unrecorded_failure(run, saga, step_run)
+        ):
             return  # retried
         if run.status == RunStatus.EXECUTING and step_run.status == StepStatus.FAILED:
             begin_compensation(
@@ -221,18 +224,7 @@ def run_on_step_failure(*, run_id: RunId, step: str) -> None:
 def _unrecorded_failure(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> bool:
     """Record a failure the runner could not record; True if the step is retried."""
     declared = saga.step(step_run.name)
-    started = last_event(run, EventType.STEP_STARTED, step_run.name)
-    elapsed = (timezone.now() - started.created_at).total_seconds() if started else 0.0
-    exc: Exception
-    if declared.timeout is not None and elapsed >= declared.timeout:
-        exc = TimeLimitExceeded(
-            f"Step {step_run.name!r} ran past its hard time limit "
-            f"({declared.timeout + sagas_settings.TIME_LIMIT_GRACE}s) and the worker killed it."
-        )
-    else:
-        exc = UnrecordedFailure(
-            f"The task of step {step_run.name!r} failed before its outcome was recorded; see the worker log."
-        )
+    exc = unrecorded_failure(run, step_run, declared.timeout, EventType.STEP_STARTED)
     attempt = step_run.attempts
     error = describe_failure(exc, attempt=attempt)
     policy = declared.retry or sagas_settings.default_retry

@@ -22,6 +22,7 @@ from tests.testapp.sagas import (
     SeparateBudgets,
     SlowStep,
     StubbornStep,
+    StubbornUndo,
     UnknownErrors,
 )
 from tests.worker import WorkerProcess, wait_for_run, wait_until
@@ -104,6 +105,17 @@ def test_a_step_killed_at_its_hard_time_limit_is_a_timeout_failure(worker: Worke
     assert "hard time limit" in failure["message"]
     assert run.steps.get(name="first").status == StepStatus.COMPENSATED
     worker.wait_ready()  # the killed pool process was replaced
+
+
+def test_a_compensation_killed_at_its_hard_time_limit_is_retried_then_given_up(worker: WorkerProcess) -> None:
+    run = wait_for_run(StubbornUndo.start({}), worker)
+
+    assert run.status == RunStatus.FAILED
+    step = run.steps.get(name="first")
+    assert (step.status, step.compensation_attempts) == (StepStatus.COMPENSATION_FAILED, 2)
+    assert [(f["kind"], f["class"]) for f in step.failures] == [("compensation", "timeout")] * 2
+    assert calls(run, "first", ":compensate") == 2
+    worker.wait_ready()
 
 
 def test_a_saga_past_its_deadline_is_compensated_through_timeout(worker: WorkerProcess) -> None:

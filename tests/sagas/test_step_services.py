@@ -94,6 +94,7 @@ def test_errback_for_a_step_still_running_counts_a_failed_attempt_and_retries(
     run.steps.filter(name="create_order").update(attempts=1)
     with django_capture_on_commit_callbacks() as callbacks:
         services.run_on_step_failure(run_id=run.pk, step="create_order")
+        services.run_on_step_failure(run_id=run.pk, step="create_order")  # the same failure reported twice
     step = run.steps.get(name="create_order")
     assert step.status == StepStatus.RUNNING
     (entry,) = step.failures

@@ -248,3 +248,11 @@ class CallsX(sagas.Saga):
 class CallsXOnce(sagas.Saga):
     name = "tests.calls_x_once"
     steps = [sagas.Step(call_x, service="svc-x", retry=sagas.RetryPolicy(max_attempts=1))]
+
+
+class StubbornUndo(sagas.Saga):
+    name = "tests.stubborn_undo"
+    steps = [
+        sagas.Step(record, stubborn, name="first", timeout=1, compensation_retry=sagas.RetryPolicy(max_attempts=2)),
+        sagas.Step(refuse),
+    ]
