@@ -11,7 +11,7 @@ from datetime import timedelta
 import sagas
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.states import EventType, RunStatus, StepStatus
-from tests.testapp.models import Effect, Switch
+from tests.testapp.models import Switch, calls_of
 from tests.testapp.sagas import (
     Deadline,
     FanOut,
@@ -31,11 +31,6 @@ from tests.worker import WorkerProcess, wait_for_run, wait_until
 def events(run: SagaRun, *types: str, step: str | None = None) -> list[SagaEvent]:
     found = SagaEvent.objects.filter(run=run, type__in=types).order_by("seq")
     return list(found.filter(step=step) if step is not None else found)
-
-
-def calls(run: SagaRun, step: str, suffix: str = "") -> int:
-    effect = Effect.objects.filter(key=f"{run.pk}:{step}{suffix}").first()
-    return effect.calls if effect else 0
 
 
 def test_transient_twice_then_success_records_three_attempts_and_bounded_delays(worker: WorkerProcess) -> None:
@@ -66,7 +61,7 @@ def test_an_unknown_exception_uses_up_max_attempts_then_compensates(worker: Work
     assert (step.status, step.attempts) == (StepStatus.FAILED, max_attempts)
     assert [f["class"] for f in step.failures] == ["unknown"] * max_attempts
     assert [f["retry_in"] is None for f in step.failures] == [False] * (max_attempts - 1) + [True]
-    assert calls(run, "raise_unknown") == max_attempts
+    assert calls_of(run, "raise_unknown") == max_attempts
     assert run.steps.get(name="first").status == StepStatus.COMPENSATED
 
 
@@ -114,7 +109,7 @@ def test_a_compensation_killed_at_its_hard_time_limit_is_retried_then_given_up(w
     step = run.steps.get(name="first")
     assert (step.status, step.compensation_attempts) == (StepStatus.COMPENSATION_FAILED, 2)
     assert [(f["kind"], f["class"]) for f in step.failures] == [("compensation", "timeout")] * 2
-    assert calls(run, "first", ":compensate") == 2
+    assert calls_of(run, "first", ":compensate") == 2
     worker.wait_ready()
 
 
@@ -178,7 +173,7 @@ def test_cancel_during_step_two_of_four_stops_and_compensates(worker: WorkerProc
     assert (steps["one"].status, steps["two"].status) == (StepStatus.COMPENSATED, StepStatus.COMPENSATED)
     assert (steps["three"].status, steps["three"].attempts) == (StepStatus.SKIPPED, 0)
     assert (steps["four"].status, steps["four"].attempts) == (StepStatus.SKIPPED, 0)
-    assert calls(run, "three") == 0
+    assert calls_of(run, "three") == 0
     (cancelled,) = events(run, EventType.SAGA_CANCELLED)
     assert (cancelled.actor, cancelled.data["reason"]) == ("frank", "customer cancelled by phone")
     assert run.error["message"] == "customer cancelled by phone"

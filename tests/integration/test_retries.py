@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from sagas.states import RunStatus, StepStatus
-from tests.testapp.models import Effect
+from tests.testapp.models import calls_of
 from tests.testapp.sagas import BadOutput, Flaky, NotRetried
 from tests.worker import WorkerProcess, wait_for_run
-
-
-def calls(run, step: str, suffix: str = "") -> int:
-    effect = Effect.objects.filter(key=f"{run.pk}:{step}{suffix}").first()
-    return effect.calls if effect else 0
 
 
 def test_transient_failures_past_max_attempts_fail_the_step_and_compensate(worker: WorkerProcess) -> None:
@@ -22,8 +17,8 @@ def test_transient_failures_past_max_attempts_fail_the_step_and_compensate(worke
     assert flaky.error["message"] == "flaky failure 4"
     assert run.error["step"] == "flaky"
     assert run.steps.get(name="first").status == StepStatus.COMPENSATED
-    assert calls(run, "first", ":compensate") == 1
-    assert calls(run, "flaky", ":compensate") == 0  # a failed step made no change to undo
+    assert calls_of(run, "first", ":compensate") == 1
+    assert calls_of(run, "flaky", ":compensate") == 0  # a failed step made no change to undo
 
 
 def test_unserialisable_output_fails_the_step_without_retry(worker: WorkerProcess) -> None:
@@ -42,7 +37,7 @@ def test_exception_outside_retry_on_is_not_retried(worker: WorkerProcess) -> Non
     assert run.status == RunStatus.COMPENSATED
     step = run.steps.get(name="value_error")
     assert (step.status, step.attempts, step.error["class"]) == (StepStatus.FAILED, 1, "unknown")
-    assert calls(run, "value_error") == 1
+    assert calls_of(run, "value_error") == 1
 
 
 def test_worker_registers_a_named_task_per_step_and_compensation(worker: WorkerProcess) -> None:

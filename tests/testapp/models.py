@@ -47,3 +47,9 @@ class Call(models.Model):
 
     def __str__(self) -> str:
         return f"{self.service} {'ok' if self.ok else 'failed'}"
+
+
+def calls_of(run: models.Model, step: str, suffix: str = "") -> int:
+    """How many times a test saga's step (``suffix=":compensate"``: its compensation) was called in ``run``."""
+    effect = Effect.objects.filter(key=f"{run.pk}:{step}{suffix}").first()
+    return effect.calls if effect else 0
