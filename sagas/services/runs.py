@@ -255,8 +255,8 @@ def _fail_without_class(run: SagaRun, exc: UnknownSaga) -> None:
 def run_check_deadline(*, run_id: RunId) -> bool:
     """Time out a run that is still pending or executing past its deadline; True if it did.
 
-    Called by the deadline check scheduled at start (which re-arms itself while the deadline is far) and
-    before every step attempt.
+    Called by the deadline check scheduled at start, which re-arms itself while the deadline is far; step
+    claims make the same check before every attempt.
     """
     with transaction.atomic():
         try:
