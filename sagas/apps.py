@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_init
+from celery.signals import task_unknown, worker_init
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 from django.utils.module_loading import autodiscover_modules
@@ -21,7 +21,9 @@ class SagasConfig(AppConfig):
         # Web and worker processes both run this, so both know every saga of every installed app.
         autodiscover_modules("sagas")
         post_migrate.connect(sync_definitions, sender=self)
+        post_migrate.connect(install_reaper, sender=self)
         worker_init.connect(refuse_pools_without_time_limits, weak=False)
+        task_unknown.connect(park_runs_of_unknown_tasks, weak=False)
 
 
 def refuse_pools_without_time_limits(sender: Any = None, **kwargs: Any) -> None:
@@ -41,3 +43,25 @@ def sync_definitions(*, using: str = "default", **kwargs: Any) -> None:
 
     for saga in all_sagas():
         services.definition_sync(saga=saga)
+
+
+def install_reaper(**kwargs: Any) -> None:
+    """After migrations, put the reaper on django-celery-beat's schedule (visible in the beat admin)."""
+    from sagas.recovery import ensure_reaper_schedule
+
+    ensure_reaper_schedule()
+
+
+def park_runs_of_unknown_tasks(sender: Any = None, message: Any = None, name: str = "", **kwargs: Any) -> None:
+    """A worker was sent a saga task it does not know (renamed or removed by a deploy). Celery discards the
+    message; park its run with the reason, so a person sees it instead of a run waiting for nothing."""
+    if not name.startswith("saga.") or message is None:
+        return
+    from sagas.services import run_park
+
+    try:
+        args = message.decode()[0]
+        run_id, step = str(args[0]), str(args[1])
+    except (ValueError, TypeError, IndexError, KeyError):
+        return
+    run_park(run_id=run_id, step=step, task_name=name)

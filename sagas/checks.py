@@ -7,6 +7,7 @@ from typing import Any
 from celery import concurrency
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, register
+from django.core.checks import Warning as CheckWarning
 from django.core.exceptions import ImproperlyConfigured
 
 TIMEOUT_POOLS_HINT = (
@@ -71,3 +72,101 @@ def check_sagas_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
         except (ImproperlyConfigured, TypeError) as exc:
             errors.append(Error(str(exc), id="sagas.E003"))
     return errors
+
+
+def longest_hard_limit() -> float:
+    """The longest time a saga task may run before Celery kills it (0 when some task has no limit)."""
+    from sagas.conf import sagas_settings
+
+    default = getattr(settings, "CELERY_TASK_TIME_LIMIT", None) or 0
+    limits = [float(default)]
+    from sagas.registry import all_sagas
+
+    for saga in all_sagas():
+        limits += [float(s.timeout) + float(sagas_settings.TIME_LIMIT_GRACE) for s in saga.steps if s.timeout]
+    return max(limits)
+
+
+def longest_backoff() -> float:
+    """The longest retry delay any policy can choose, and the longest wait of a deadline check."""
+    from sagas.conf import sagas_settings
+    from sagas.registry import all_sagas
+    from sagas.services.runs import DEADLINE_CHECK_MAX_DELAY
+
+    policies = [sagas_settings.default_retry, sagas_settings.default_compensation_retry]
+    policies += [p for saga in all_sagas() for step in saga.steps for p in (step.retry, step.compensation_retry) if p]
+    return max([DEADLINE_CHECK_MAX_DELAY, *(float(p.backoff_max) for p in policies)])
+
+
+@register("sagas")
+def check_delivery_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    """The Celery settings at-least-once delivery depends on (ARCHITECTURE §6.5)."""
+    warnings: list[CheckMessage] = []
+    if not getattr(settings, "CELERY_TASK_ACKS_LATE", False):
+        warnings.append(
+            CheckWarning(
+                "CELERY_TASK_ACKS_LATE is off: a task is acknowledged before it runs, so a worker killed mid-task "
+                "loses it.",
+                hint="Set CELERY_TASK_ACKS_LATE = True. (Saga tasks ack late regardless; your other tasks do not.)",
+                id="sagas.W001",
+            )
+        )
+    prefetch = getattr(settings, "CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
+    if prefetch != 1:
+        warnings.append(
+            CheckWarning(
+                f"CELERY_WORKER_PREFETCH_MULTIPLIER is {prefetch}: each worker process reserves more messages than "
+                "it runs, and with late acks a killed worker takes them all down with it until they are redelivered.",
+                hint="Set CELERY_WORKER_PREFETCH_MULTIPLIER = 1.",
+                id="sagas.W002",
+            )
+        )
+    broker = str(getattr(settings, "CELERY_BROKER_URL", "") or "")
+    if broker.startswith(("redis", "rediss", "sqs")):
+        options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
+        visibility = float(options.get("visibility_timeout", 3600))
+        needed = longest_hard_limit() + longest_backoff()
+        if visibility < needed:
+            warnings.append(
+                CheckWarning(
+                    f"The broker's visibility_timeout ({visibility:g}s) is shorter than the longest step hard limit "
+                    f"plus the longest retry delay ({needed:g}s): the broker will hand a task that is still running or "
+                    "waiting out its countdown to a second worker.",
+                    hint=f"Set CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout'] to at least {needed:g}.",
+                    id="sagas.W003",
+                )
+            )
+    serializers = {
+        getattr(settings, "CELERY_TASK_SERIALIZER", "json"),
+        getattr(settings, "CELERY_RESULT_SERIALIZER", "json"),
+        *(getattr(settings, "CELERY_ACCEPT_CONTENT", ["json"]) or []),
+    }
+    if {"pickle", "application/x-python-serialize"} & serializers:
+        warnings.append(
+            CheckWarning(
+                "A Celery serializer or accepted content type is pickle: anyone who can write to the broker can run "
+                "code in your workers, and saga messages carry only ids anyway.",
+                hint="Use JSON only: CELERY_TASK_SERIALIZER = CELERY_RESULT_SERIALIZER = 'json', "
+                "CELERY_ACCEPT_CONTENT = ['json'].",
+                id="sagas.W004",
+            )
+        )
+    if not getattr(settings, "CELERY_TASK_REJECT_ON_WORKER_LOST", False):
+        warnings.append(
+            CheckWarning(
+                "CELERY_TASK_REJECT_ON_WORKER_LOST is off: a task whose worker process dies is marked failed instead "
+                "of being delivered again.",
+                hint="Set CELERY_TASK_REJECT_ON_WORKER_LOST = True (saga steps cap their attempts in the database).",
+                id="sagas.W005",
+            )
+        )
+    if not getattr(settings, "CELERY_TASK_TIME_LIMIT", None):
+        warnings.append(
+            CheckWarning(
+                "CELERY_TASK_TIME_LIMIT is not set: a step without its own timeout may hang forever, and the reaper "
+                "cannot tell a lost attempt of it from a slow one.",
+                hint="Set CELERY_TASK_TIME_LIMIT (seconds), or give every step a timeout.",
+                id="sagas.W006",
+            )
+        )
+    return warnings

@@ -41,6 +41,13 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_URL": None,
     # Prefix of every Redis key the framework writes.
     "KEY_PREFIX": "sagas",
+    # A run that made no progress for this many seconds is examined by the reaper. A running step is
+    # re-driven only once its hard time limit, and any retry delay it waits out, have also passed.
+    "LEASE_SECONDS": 60,
+    # How often the reaper runs (seconds), on django-celery-beat's database schedule.
+    "REAPER_INTERVAL": 15,
+    # At most this many stuck runs are re-driven per tick; the rest wait for the next one.
+    "REAPER_BATCH": 500,
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery import chain, signature
@@ -44,20 +44,37 @@ def _task(name: str, *args: Any, **options: Any) -> Signature:
     return signature(name, args=args, immutable=True, options={**_routing(), **options})
 
 
-def forward_canvas(saga: type[Saga], run_id: str, steps: Iterable[Step]) -> Signature:
-    """``chain(step..., finish_run)``; every step carries the errback that reports its failure."""
+def step_task_id(run_id: str, step: str, attempt: int) -> str:
+    """The Celery task id of one attempt of a step: the same run, step and attempt give the same id, so
+    a step row links to its task, its TaskResult and its Flower page."""
+    return f"{run_id}:{step}:{attempt}"
+
+
+def compensation_task_id(run_id: str, step: str, round_: int, attempt: int) -> str:
+    """The task id of one compensation attempt; ``round_`` counts operator retries (1 at first)."""
+    return f"{run_id}:{step}:compensate:{round_}.{attempt}"
+
+
+def forward_canvas(saga: type[Saga], run_id: str, steps: Sequence[Step], first_attempt: int = 1) -> Signature:
+    """``chain(step..., finish_run)``; every step carries the errback that reports its failure. The first
+    step's task is its attempt ``first_attempt``; the others have not run yet."""
     tasks = [
-        _task(step_task_name(saga.name, step.name), run_id, step.name, **_time_limits(step)).on_error(
-            _task(ON_STEP_FAILURE, run_id, step.name)
-        )
-        for step in steps
+        _task(
+            step_task_name(saga.name, step.name),
+            run_id,
+            step.name,
+            task_id=step_task_id(run_id, step.name, first_attempt if index == 0 else 1),
+            **_time_limits(step),
+        ).on_error(_task(ON_STEP_FAILURE, run_id, step.name))
+        for index, step in enumerate(steps)
     ]
-    return chain(*tasks, _task(FINISH_RUN, run_id))
+    return chain(*tasks, _task(FINISH_RUN, run_id, task_id=f"{run_id}:finish"))
 
 
-def compensation_task(saga: type[Saga], run_id: str, step: str) -> Signature:
+def compensation_task(saga: type[Saga], run_id: str, step: str, task_id: str) -> Signature:
     """The task that undoes one step; the run's tables decide what is scheduled after it."""
-    task = _task(compensation_task_name(saga.name, step), run_id, step, **_time_limits(saga.step(step)))
+    options = {"task_id": task_id, **_time_limits(saga.step(step))}
+    task = _task(compensation_task_name(saga.name, step), run_id, step, **options)
     return task.on_error(_task(ON_COMPENSATION_FAILURE, run_id, step))
 
 

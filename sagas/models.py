@@ -79,6 +79,13 @@ class SagaRun(models.Model):
     updated_at = models.DateTimeField(
         "updated at", default=timezone.now, help_text="Last change to the run or one of its steps."
     )
+    parked_reason = models.TextField(
+        "parked because",
+        blank=True,
+        default="",
+        help_text="Set when the run cannot go on by itself (e.g. its task is not registered in the workers); "
+        "the reaper leaves it alone until a person retries or resolves it.",
+    )
     lock_version = models.PositiveIntegerField(
         "lock version", default=0, help_text="Incremented by every change; equals the seq of the latest event."
     )
@@ -93,6 +100,7 @@ class SagaRun(models.Model):
             models.Index(fields=["status", "updated_at"], name="sagas_run_status_updated"),
             models.Index(fields=["saga_name", "status"], name="sagas_run_name_status"),
             models.Index(fields=["created_at"], name="sagas_run_created"),
+            models.Index(fields=["status", "deadline"], name="sagas_run_status_deadline"),
         ]
 
     def __str__(self) -> str:

@@ -166,7 +166,8 @@ class RetryPolicy:
         base = min(policy.backoff_max, policy.backoff * policy.multiplier ** max(attempt - 1, 0))
         low = base / 2 if policy.jitter else base
         floor = exc.retry_after if isinstance(exc, RateLimited | CircuitOpen) else 0.0
-        return max(low, floor), max(base, floor)
+        # Rounded as delay() rounds, so every delay it chooses lies within.
+        return round(max(low, floor), 3), round(max(base, floor), 3)
 
     def to_spec(self) -> dict[str, Any]:
         """A JSON description of the policy, part of the saga definition's hash."""

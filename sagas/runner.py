@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sagas import breakers, services
+from sagas import breakers, engine, services
 from sagas.conf import sagas_settings
 from sagas.definitions import StepContext, StepFunction
 from sagas.exceptions import AttemptsExhausted, CircuitOpen
@@ -29,6 +29,7 @@ class Result:
     outcome: Outcome
     delay: float = 0.0
     exc: BaseException | None = None
+    retry_task_id: str = ""  # with RETRY: the task id of the next attempt
 
 
 def execute_step(*, run_id: str, step: str, task_id: str) -> Result:
@@ -52,7 +53,8 @@ def execute_step(*, run_id: str, step: str, task_id: str) -> Result:
         delay = _retry_delay(policy, exc, claim.context.attempt)
         answer = services.step_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay)
         if answer is AttemptOutcome.RETRY:
-            return Result(Outcome.RETRY, delay=delay or 0.0, exc=exc)
+            next_id = engine.step_task_id(run_id, step, claim.context.attempt + 1)
+            return Result(Outcome.RETRY, delay=delay or 0.0, exc=exc, retry_task_id=next_id)
         return Result(Outcome.FAILED if answer is AttemptOutcome.FAILED else Outcome.STOP, exc=exc)
     if services.step_succeed(run_id=run_id, step=step, output=output):
         return Result(Outcome.CONTINUE)
@@ -75,8 +77,9 @@ def execute_compensation(*, run_id: str, step: str, task_id: str) -> Result:
     except Exception as exc:
         error = describe_failure(exc, attempt=claim.context.attempt)
         delay = _retry_delay(policy, exc, claim.context.attempt)
-        if services.compensation_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay):
-            return Result(Outcome.RETRY, delay=delay or 0.0, exc=exc)
+        next_id = services.compensation_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay)
+        if next_id:
+            return Result(Outcome.RETRY, delay=delay or 0.0, exc=exc, retry_task_id=next_id)
         return Result(Outcome.STOP)
     services.compensation_succeed(run_id=run_id, step=step)
     return Result(Outcome.STOP)

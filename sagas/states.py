@@ -58,6 +58,8 @@ STEP_TRANSITIONS: dict[str, frozenset[str]] = {
 TERMINAL_RUN_STATES = frozenset({RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.CANCELLED})
 # Runs that a person has to look at: nothing moves them on by itself.
 AWAITING_PERSON_STATES = frozenset({RunStatus.FAILED})
+# Runs that something should still be moving: the reaper looks at these when they stop moving.
+ACTIVE_RUN_STATES = frozenset({RunStatus.PENDING, RunStatus.EXECUTING, RunStatus.TIMEOUT, RunStatus.COMPENSATING})
 UNDONE_STEP_STATES = frozenset({StepStatus.COMPENSATED, StepStatus.RESOLVED})
 
 
@@ -83,6 +85,8 @@ class EventType(models.TextChoices):
     SAGA_CANCELLED = "SagaCancelled"
     SAGA_RETRIED = "SagaRetried"
     SAGA_TIMED_OUT = "SagaTimedOut"
+    SAGA_REDRIVEN = "SagaRedriven"
+    SAGA_PARKED = "SagaParked"
     STEP_STARTED = "StepStarted"
     STEP_SUCCEEDED = "StepSucceeded"
     STEP_ATTEMPT_FAILED = "StepAttemptFailed"

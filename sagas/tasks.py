@@ -37,7 +37,7 @@ def _finish(task: Task, result: Any) -> None:
         # Stops the rest of the chain: the worker publishes the next step only if this is set.
         task.request.chain = None
     elif result.outcome is Outcome.RETRY:
-        raise task.retry(countdown=result.delay, exc=result.exc)
+        raise task.retry(countdown=result.delay, exc=result.exc, task_id=result.retry_task_id)
     elif result.outcome is Outcome.FAILED:
         raise result.exc
 
@@ -109,3 +109,11 @@ def check_deadline(self: Task, run_id: str) -> None:
     from sagas import services
 
     services.run_check_deadline(run_id=run_id)
+
+
+@shared_task(name="sagas.reap", bind=True, base=SagaTask, ignore_result=True)
+def reap(self: Task) -> int:
+    """The periodic reaper: re-drive runs that stopped moving (see sagas.recovery)."""
+    from sagas import recovery
+
+    return len(recovery.reap())

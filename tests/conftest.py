@@ -35,13 +35,14 @@ def saga_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterato
 
 
 @pytest.fixture
-def worker(saga_worker: WorkerProcess, transactional_db) -> WorkerProcess:
+def worker(saga_worker: WorkerProcess, transactional_db) -> Iterator[WorkerProcess]:
     """The session's worker, for a test whose writes the worker must see (committed transactions).
 
     Every such test starts with closed circuit breakers: one test's failures must not slow the next.
     """
     reset_breakers()
-    return saga_worker
+    yield saga_worker
+    saga_worker.wait_idle()
 
 
 def reset_breakers() -> None:

@@ -81,6 +81,15 @@ class WorkerProcess:
                 return
         raise RuntimeError(f"celery worker did not answer a ping in {WORKER_START_TIMEOUT}s:\n{self.log_tail()}")
 
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until the worker runs no task, so a test's database flush never races a task's transaction."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            replies = celery_app.control.inspect(destination=[self.hostname], timeout=1.0).active() or {}
+            if replies and not replies.get(self.hostname):
+                return
+            time.sleep(0.1)
+
     def log_tail(self, lines: int = 60) -> str:
         self._log.flush()
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -8,6 +8,7 @@ from sagas.services.compensation import (
 )
 from sagas.services.context import Claim, ClaimOutcome
 from sagas.services.operator import run_cancel, run_resolve, run_retry
+from sagas.services.redrive import Redrive, run_park, run_redrive
 from sagas.services.runs import (
     definition_sync,
     run_check_deadline,
@@ -21,6 +22,7 @@ __all__ = [
     "AttemptOutcome",
     "Claim",
     "ClaimOutcome",
+    "Redrive",
     "compensation_claim",
     "compensation_fail_attempt",
     "compensation_succeed",
@@ -30,6 +32,8 @@ __all__ = [
     "run_check_deadline",
     "run_complete",
     "run_on_step_failure",
+    "run_park",
+    "run_redrive",
     "run_resolve",
     "run_retry",
     "run_start",

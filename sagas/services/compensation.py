@@ -7,7 +7,6 @@ and ends the run once every stage has.
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -118,8 +117,19 @@ def advance_compensation(run: SagaRun, saga: type[Saga]) -> str | None:
     return _end_compensation(run, [s.name for s in steps if s.status == StepStatus.COMPENSATION_FAILED])
 
 
+def compensation_round(step_run: SagaStepRun) -> int:
+    """1 for a step's first round of compensation attempts, one more after each operator retry."""
+    return 1 + sum(1 for f in step_run.failures if f.get("kind") == "compensation" and f.get("retry_in") is None)
+
+
+def next_compensation_task_id(run: SagaRun, step_run: SagaStepRun) -> str:
+    return engine.compensation_task_id(
+        str(run.pk), step_run.name, compensation_round(step_run), step_run.compensation_attempts + 1
+    )
+
+
 def _schedule(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, *, stage: int | None) -> None:
-    task_id = str(uuid.uuid4())
+    task_id = next_compensation_task_id(run, step_run)
     move_step(
         run,
         step_run,
@@ -128,7 +138,7 @@ def _schedule(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, *, stage: i
         data={"stage": stage, "task_id": task_id},
         fields={"compensation_task_id": task_id},
     )
-    dispatch_on_commit(run.pk, engine.compensation_task(saga, str(run.pk), step_run.name), task_id=task_id)
+    dispatch_on_commit(run.pk, engine.compensation_task(saga, str(run.pk), step_run.name, task_id))
 
 
 def run_on_compensation_failure(*, run_id: RunId, step: str) -> None:
@@ -157,7 +167,8 @@ def run_on_compensation_failure(*, run_id: RunId, step: str) -> None:
             return
         delay = policy.delay(step_run.compensation_attempts, exc)
         _record_retry(run, step_run, error, delay)
-        dispatch_on_commit(run.pk, engine.compensation_task(saga, str(run.pk), step), countdown=delay)
+        task = engine.compensation_task(saga, str(run.pk), step, next_compensation_task_id(run, step_run))
+        dispatch_on_commit(run.pk, task, countdown=delay)
 
 
 def schedule_retry(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:
@@ -244,19 +255,20 @@ def compensation_succeed(*, run_id: RunId, step: str) -> None:
         advance_compensation(run, saga_for(run))
 
 
-def compensation_fail_attempt(*, run_id: RunId, step: str, error: dict[str, Any], retry_in: float | None) -> bool:
+def compensation_fail_attempt(*, run_id: RunId, step: str, error: dict[str, Any], retry_in: float | None) -> str:
     """Record a failed compensation attempt. With ``retry_in`` the attempt is retried after that many
-    seconds (True); with None the compensation gives up and the others go on (False)."""
+    seconds: the task id of the next attempt is returned. With None (or when the run stopped
+    compensating) the compensation gives up, the others go on, and "" is returned."""
     with transaction.atomic():
         run = lock_run(run_id)
         step_run = step_row(run, step)
         if step_run is None or step_run.status != StepStatus.COMPENSATING:
-            return False
+            return ""
         if retry_in is None or run.status != RunStatus.COMPENSATING:
             _give_up(run, saga_for(run), step_run, error)
-            return False
+            return ""
         _record_retry(run, step_run, error, retry_in)
-        return True
+        return next_compensation_task_id(run, step_run)
 
 
 def _record_retry(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any], retry_in: float) -> None:

@@ -9,6 +9,7 @@ from sagas.exceptions import InvalidTransition
 from sagas.models import SagaRun
 from sagas.services._core import RunId, lock_run, logger, move_run, move_step, saga_for
 from sagas.services.compensation import advance_compensation, begin_compensation, schedule_retry
+from sagas.services.redrive import run_redrive_by_operator
 from sagas.states import EventType, RunStatus, StepStatus
 
 
@@ -68,29 +69,29 @@ def _cannot_cancel(run: SagaRun) -> str:
 
 
 def run_retry(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaRun:
-    """Re-run the failed compensations of a ``failed`` run, each with a fresh attempt budget."""
+    """Re-run the failed compensations of a ``failed`` run, each with a fresh attempt budget; or re-drive
+    a run that is stuck (no progress for the lease) or parked."""
     reason = _require_reason(reason)
+    who = _actor(actor)
     with transaction.atomic():
         run = lock_run(run_id)
-        if run.status != RunStatus.FAILED:
-            raise InvalidTransition(
-                f"Saga run {run.pk} is {run.status}; only a failed run (a compensation gave up) can be retried."
+        if run.status == RunStatus.FAILED:
+            saga = saga_for(run)
+            failed = list(run.steps.filter(status=StepStatus.COMPENSATION_FAILED).order_by("index"))
+            move_run(
+                run,
+                RunStatus.COMPENSATING,
+                event=EventType.SAGA_RETRIED,
+                data={"reason": reason, "steps": [s.name for s in failed]},
+                actor=who,
+                fields={"finished_at": None},
             )
-        saga = saga_for(run)
-        failed = list(run.steps.filter(status=StepStatus.COMPENSATION_FAILED).order_by("index"))
-        move_run(
-            run,
-            RunStatus.COMPENSATING,
-            event=EventType.SAGA_RETRIED,
-            data={"reason": reason, "steps": [s.name for s in failed]},
-            actor=_actor(actor),
-            fields={"finished_at": None},
-        )
-        for step_run in failed:
-            schedule_retry(run, saga, step_run)
-        advance_compensation(run, saga)
-    logger.info("saga run %s retried by %s: %s", run.pk, _actor(actor), reason)
-    return run
+            for step_run in failed:
+                schedule_retry(run, saga, step_run)
+            advance_compensation(run, saga)
+            logger.info("saga run %s retried by %s: %s", run.pk, who, reason)
+            return run
+    return run_redrive_by_operator(run_id=run_id, reason=reason, actor=who)
 
 
 def run_resolve(*, run_id: RunId, step: str, reason: str, actor: str | None = None) -> SagaRun:

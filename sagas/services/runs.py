@@ -165,18 +165,21 @@ def deadline_check_delay(run: SagaRun) -> float:
 def run_complete(*, run_id: RunId) -> bool:
     """Mark an executing run completed when all its steps succeeded; False if it was not ready."""
     with transaction.atomic():
-        run = lock_run(run_id)
-        if run.status != RunStatus.EXECUTING:
-            return False
-        if run.steps.exclude(status=StepStatus.SUCCEEDED).exists():
-            return False
-        move_run(
-            run,
-            RunStatus.COMPLETED,
-            event=EventType.SAGA_COMPLETED,
-            causation=last_event(run, EventType.STEP_SUCCEEDED),
-            fields={"finished_at": timezone.now()},
-        )
+        return run_complete_locked(lock_run(run_id))
+
+
+def run_complete_locked(run: SagaRun) -> bool:
+    if run.status != RunStatus.EXECUTING:
+        return False
+    if run.steps.exclude(status=StepStatus.SUCCEEDED).exists():
+        return False
+    move_run(
+        run,
+        RunStatus.COMPLETED,
+        event=EventType.SAGA_COMPLETED,
+        causation=last_event(run, EventType.STEP_SUCCEEDED),
+        fields={"finished_at": timezone.now()},
+    )
     return True
 
 
@@ -232,7 +235,8 @@ def _unrecorded_failure(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -
         delay = policy.delay(attempt, exc)
         record_retry(run, step_run, error, delay)
         remaining = saga.steps[step_run.index :]
-        dispatch_on_commit(run.pk, engine.forward_canvas(saga, str(run.pk), remaining), countdown=delay)
+        canvas = engine.forward_canvas(saga, str(run.pk), remaining, first_attempt=attempt + 1)
+        dispatch_on_commit(run.pk, canvas, countdown=delay)
         return True
     fail_step(run, step_run, error)
     return False

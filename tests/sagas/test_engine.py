@@ -125,13 +125,22 @@ def test_priority_goes_before_dependency_order() -> None:
 
 
 def test_a_compensation_task_is_one_signature_with_the_step_limits(prioritised: type[sagas.Saga]) -> None:
-    task = engine.compensation_task(prioritised, "r", "d")
+    task = engine.compensation_task(prioritised, "r", "d", engine.compensation_task_id("r", "d", 1, 2))
     assert (task.task, tuple(task.args), task.immutable) == (
         "saga.tests.engine_prioritised.d.compensate",
         ("r", "d"),
         True,
     )
     assert task.options["soft_time_limit"] == 7
+    assert task.options["task_id"] == "r:d:compensate:1.2"
+    (errback,) = task.options["link_error"]
+    assert (errback["task"], tuple(errback["args"])) == ("sagas.on_compensation_failure", ("r", "d"))
+
+
+def test_step_task_ids_are_the_run_step_and_attempt() -> None:
+    canvas = engine.forward_canvas(PlaceOrder, "run-1", PlaceOrder.steps[2:], first_attempt=3)
+    ids = [task.options["task_id"] for task in canvas.tasks]
+    assert ids == ["run-1:charge_payment:3", "run-1:schedule_shipment:1", "run-1:send_confirmation:1", "run-1:finish"]
 
 
 def test_the_queue_setting_routes_every_saga_task(settings) -> None:

@@ -23,10 +23,19 @@ COMPENSATION_FAILED = {
 }
 
 
-@pytest.mark.parametrize("status", [RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.EXECUTING])
-def test_retry_of_a_run_that_is_not_failed_is_refused_and_records_nothing(status: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (RunStatus.COMPLETED, "is completed; a finished run cannot be retried"),
+        (RunStatus.COMPENSATED, "is compensated; a finished run cannot be retried"),
+        (RunStatus.EXECUTING, r"is executing and made progress \d+s ago; it is not stuck"),
+    ],
+)
+def test_retry_of_a_run_that_is_neither_failed_nor_stuck_is_refused_and_records_nothing(
+    status: str, message: str
+) -> None:
     run = SagaRunFactory(status=status)
-    with pytest.raises(sagas.InvalidTransition, match=f"is {status}; only a failed run"):
+    with pytest.raises(sagas.InvalidTransition, match=message):
         sagas.retry(run.pk, reason="try again", actor="bob")
     run.refresh_from_db()
     assert run.status == status

@@ -1,0 +1,64 @@
+"""The reaper: finds runs that stopped moving and re-drives each from its database state.
+
+It runs every SAGAS["REAPER_INTERVAL"] seconds as the periodic task ``sagas.reap`` on django-celery-beat's
+database scheduler, and as ``manage.py saga_recover``. With nothing stuck it costs one indexed query.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+
+from django.db.models import Q
+from django.utils import timezone
+
+from sagas.conf import sagas_settings
+from sagas.models import SagaRun
+from sagas.services.redrive import Redrive, lease, run_redrive
+from sagas.states import ACTIVE_RUN_STATES, RunStatus
+
+logger = logging.getLogger("sagas")
+
+REAPER_TASK = "sagas.reap"
+REAPER_SCHEDULE_NAME = "sagas: re-drive stuck runs"
+
+
+def stuck_run_ids(now: datetime | None = None) -> list[str]:
+    """Runs with no progress for the lease, or past their deadline, and not parked: one indexed query."""
+    now = now or timezone.now()
+    stale = Q(status__in=ACTIVE_RUN_STATES, updated_at__lt=now - lease())
+    overdue = Q(status__in=[RunStatus.PENDING, RunStatus.EXECUTING], deadline__lt=now)
+    found = SagaRun.objects.filter(stale | overdue, parked_reason="").order_by("updated_at")
+    return [str(pk) for pk in found.values_list("pk", flat=True)[: sagas_settings.REAPER_BATCH]]
+
+
+def reap(*, dry_run: bool = False, actor: str = "reaper") -> list[Redrive]:
+    """Re-drive every stuck run (or, with ``dry_run``, say what would be done); the runs acted on."""
+    done = []
+    for run_id in stuck_run_ids():
+        outcome = run_redrive(run_id=run_id, actor=actor, dry_run=dry_run)
+        if outcome.action:
+            done.append(outcome)
+    if done:
+        logger.warning("reaper %s %d stuck run(s)", "would re-drive" if dry_run else "re-drove", len(done))
+    return done
+
+
+def ensure_reaper_schedule() -> None:
+    """Install (or update) the reaper's periodic task on django-celery-beat's database schedule."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    every, _ = IntervalSchedule.objects.get_or_create(
+        every=int(sagas_settings.REAPER_INTERVAL), period=IntervalSchedule.SECONDS
+    )
+    PeriodicTask.objects.update_or_create(
+        name=REAPER_SCHEDULE_NAME,
+        defaults={
+            "task": REAPER_TASK,
+            "interval": every,
+            "kwargs": json.dumps({}),
+            "description": "Re-drives saga runs that a lost message, a killed worker or a lost errback left "
+            "stuck (sagas.recovery). Installed by the sagas app; its interval is SAGAS['REAPER_INTERVAL'].",
+        },
+    )

@@ -1,0 +1,265 @@
+"""Re-driving a run that stopped moving, from its database state, and parking one that cannot move.
+
+A lost message, a killed worker or a lost errback leaves the rows saying what should happen next; this reads
+them and publishes it again. Every decision is taken under the run's row lock and re-checked there, so the
+reaper, a late redelivery, an errback and an operator can race and only one of them acts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+from django.utils import timezone
+
+from sagas import engine
+from sagas.conf import sagas_settings
+from sagas.exceptions import InvalidTransition, RunNotFound, UnknownSaga
+from sagas.models import SagaRun, SagaStepRun
+from sagas.services._core import (
+    RunId,
+    append_event,
+    dispatch_on_commit,
+    last_event,
+    lock_run,
+    logger,
+    move_run,
+    past_deadline,
+    saga_for,
+)
+from sagas.services.compensation import (
+    advance_compensation,
+    begin_compensation,
+    next_compensation_task_id,
+    time_out,
+)
+from sagas.services.runs import run_complete_locked
+from sagas.services.steps import fail_step
+from sagas.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, EventType, RunStatus, StepStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sagas.definitions import Saga, Step
+
+
+@dataclass(frozen=True, slots=True)
+class Redrive:
+    """What re-driving a run does (or, in a dry run, would do)."""
+
+    run_id: str
+    action: str  # "" when the run needed nothing
+
+
+def lease() -> timedelta:
+    return timedelta(seconds=sagas_settings.LEASE_SECONDS)
+
+
+def is_stuck(run: SagaRun, now: datetime) -> bool:
+    """No progress for the lease, or still going past its deadline."""
+    if run.status not in ACTIVE_RUN_STATES:
+        return False
+    overdue = run.status in (RunStatus.PENDING, RunStatus.EXECUTING) and past_deadline(run)
+    return overdue or now - run.updated_at >= lease()
+
+
+def _hard_limit(step: Step) -> float:
+    """Seconds after which an attempt of this step is surely over: Celery has killed it by then."""
+    from celery import current_app
+
+    if step.timeout is not None:
+        return float(step.timeout + sagas_settings.TIME_LIMIT_GRACE)
+    return float(current_app.conf.task_time_limit or 0)
+
+
+def _attempt_lost(run: SagaRun, step_run: SagaStepRun, step: Step, now: datetime, *, compensation: bool) -> bool:
+    """Whether the current attempt of a step (or of its compensation) can no longer report back: it started
+    longer ago than its hard time limit and the lease, and no retry it recorded is still due."""
+    kind = "compensation" if compensation else "action"
+    started_types = (
+        [EventType.COMPENSATION_STARTED, EventType.COMPENSATION_SCHEDULED] if compensation else [EventType.STEP_STARTED]
+    )
+    started = (
+        run.events.filter(type__in=started_types, step=step_run.name)
+        .order_by("-seq")
+        .values_list("created_at", flat=True)
+    ).first()
+    if started is not None and now - started < timedelta(seconds=_hard_limit(step)) + lease():
+        return False
+    failures = [f for f in step_run.failures if f.get("kind") == kind]
+    if failures and failures[-1].get("retry_in") is not None:
+        due = datetime.fromisoformat(failures[-1]["at"]) + timedelta(seconds=failures[-1]["retry_in"])
+        if now < due + lease():
+            return False
+    return True
+
+
+def _plan(run: SagaRun, saga: type[Saga], now: datetime, *, force: bool) -> tuple[str, Callable[[], object]] | None:
+    """The action that moves a stuck run on, from its rows; None if it needs none."""
+    steps = list(run.steps.order_by("index"))
+    if run.status in (RunStatus.PENDING, RunStatus.EXECUTING) and past_deadline(run):
+        return "time out: deadline passed", lambda: _time_out(run, saga)
+    if run.status == RunStatus.PENDING:
+        return "publish the steps again (dispatch lost)", lambda: _publish_from(run, saga, steps[0])
+    if run.status == RunStatus.EXECUTING:
+        current = next((s for s in steps if s.status != StepStatus.SUCCEEDED), None)
+        if current is None:
+            return "complete (finish message lost)", lambda: run_complete_locked(run)
+        if current.status == StepStatus.FAILED:
+            return f"compensate (errback of {current.name} lost)", lambda: _compensate_failed(run, saga, current)
+        if current.status == StepStatus.PENDING:
+            return f"publish step {current.name} again (message lost)", lambda: _publish_from(run, saga, current)
+        if current.status == StepStatus.RUNNING and (
+            force or _attempt_lost(run, current, saga.step(current.name), now, compensation=False)
+        ):
+            return f"run step {current.name} again (attempt lost)", lambda: _publish_from(run, saga, current)
+        return None
+    if run.status == RunStatus.TIMEOUT:
+        return "compensate (timed out)", lambda: begin_compensation(
+            run, saga, event=EventType.SAGA_COMPENSATING, data={"reason": "deadline"}
+        )
+    if run.status == RunStatus.COMPENSATING:
+        lost = [
+            s
+            for s in steps
+            if s.status in (StepStatus.COMPENSATING, StepStatus.RUNNING)
+            and (
+                force or _attempt_lost(run, s, saga.step(s.name), now, compensation=s.status == StepStatus.COMPENSATING)
+            )
+        ]
+        names = ", ".join(s.name for s in lost) or "none lost"
+        return f"move compensation on ({names})", lambda: _move_compensation_on(run, saga, lost)
+    return None
+
+
+def _time_out(run: SagaRun, saga: type[Saga]) -> None:
+    if run.status == RunStatus.PENDING:
+        move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING, fields={"started_at": timezone.now()})
+    time_out(run, saga)
+
+
+def _publish_from(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:
+    canvas = engine.forward_canvas(saga, str(run.pk), saga.steps[step_run.index :], first_attempt=step_run.attempts + 1)
+    dispatch_on_commit(run.pk, canvas)
+
+
+def _compensate_failed(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:
+    begin_compensation(
+        run,
+        saga,
+        event=EventType.SAGA_COMPENSATING,
+        data={"failed_step": step_run.name},
+        causation=last_event(run, EventType.STEP_FAILED, step_run.name),
+    )
+
+
+def _move_compensation_on(run: SagaRun, saga: type[Saga], lost: list[SagaStepRun]) -> None:
+    for step_run in lost:
+        if step_run.status == StepStatus.RUNNING:
+            # A forward step of a stopped run whose attempt vanished: it will never report back.
+            fail_step(run, step_run, _lost_error(step_run, "action"))
+        else:
+            task = engine.compensation_task(saga, str(run.pk), step_run.name, next_compensation_task_id(run, step_run))
+            dispatch_on_commit(run.pk, task)
+    advance_compensation(run, saga)
+
+
+def _lost_error(step_run: SagaStepRun, what: str) -> dict[str, object]:
+    return {
+        "type": "sagas.WorkerLost",
+        "message": f"The {what} of step {step_run.name!r} never reported back (worker killed or message lost).",
+        "class": "unknown",
+        "code": "attempt_lost",
+        "attempt": step_run.attempts,
+        "traceback": "",
+    }
+
+
+def run_redrive(
+    *, run_id: RunId, actor: str = "reaper", reason: str = "", force: bool = False, dry_run: bool = False
+) -> Redrive:
+    """Move a stuck run on from its database state; the action taken ("" if none was needed).
+
+    The reaper calls it for runs its query found; ``force`` (an operator's retry) also re-drives a parked
+    run and treats attempts in flight as lost. A run another process holds the lock of is left alone.
+    """
+    with transaction.atomic():
+        run = SagaRun.objects.select_for_update(skip_locked=True).filter(pk=run_id).first()
+        if run is None:
+            return Redrive(str(run_id), "")
+        now = timezone.now()
+        if run.parked_reason and not force:
+            return Redrive(str(run.pk), "")
+        if not force and not is_stuck(run, now):
+            return Redrive(str(run.pk), "")  # it moved since it was found
+        try:
+            saga = saga_for(run)
+        except UnknownSaga as exc:
+            if not dry_run:
+                _park(run, "", str(exc))
+            return Redrive(str(run.pk), "park (saga version not in this code)")
+        plan = _plan(run, saga, now, force=force)
+        if plan is None:
+            return Redrive(str(run.pk), "")
+        action, act = plan
+        if dry_run:
+            return Redrive(str(run.pk), action)
+        append_event(
+            run,
+            EventType.SAGA_REDRIVEN,
+            data={"action": action, "reason": reason or "no progress within the lease"},
+            actor=actor,
+            run_fields={"parked_reason": ""},
+        )
+        act()
+    logger.warning("saga run %s re-driven by %s: %s", run_id, actor, action)
+    return Redrive(str(run_id), action)
+
+
+def run_redrive_by_operator(*, run_id: RunId, reason: str, actor: str) -> SagaRun:
+    """An operator's retry of a run that is not failed: re-drive it if it is stuck or parked."""
+    with transaction.atomic():
+        run = lock_run(run_id)
+        if run.status in TERMINAL_RUN_STATES:
+            raise InvalidTransition(f"Saga run {run.pk} is {run.status}; a finished run cannot be retried.")
+        if not run.parked_reason and not is_stuck(run, timezone.now()):
+            seconds = int((timezone.now() - run.updated_at).total_seconds())
+            raise InvalidTransition(
+                f"Saga run {run.pk} is {run.status} and made progress {seconds}s ago; it is not stuck "
+                f"(stuck means no progress for {sagas_settings.LEASE_SECONDS}s), so there is nothing to retry."
+            )
+    outcome = run_redrive(run_id=run_id, actor=actor, reason=reason, force=True)
+    if not outcome.action:
+        raise InvalidTransition(f"Saga run {run_id} has nothing to re-drive right now.")
+    return SagaRun.objects.get(pk=run_id)
+
+
+def run_park(*, run_id: RunId, step: str, task_name: str) -> None:
+    """A worker received a task of this run that it does not know (renamed or removed by a deploy): the
+    message is gone, so park the run with a clear reason instead of letting it wait for nothing."""
+    with transaction.atomic():
+        try:
+            run = lock_run(run_id)
+        except RunNotFound:
+            return
+        if run.status not in ACTIVE_RUN_STATES:
+            return
+        reason = (
+            f"Task {task_name!r} is not registered in the worker that received it (renamed or removed by a "
+            f"deploy?), so its message was discarded. Deploy code that has step {step!r} of saga "
+            f"{run.saga_name} version {run.version}, then retry the run (sagas.retry); or resolve it by hand."
+        )
+        _park(run, step, reason, task_name=task_name)
+
+
+def _park(run: SagaRun, step: str, reason: str, *, task_name: str = "") -> None:
+    append_event(
+        run,
+        EventType.SAGA_PARKED,
+        step=step,
+        data={"reason": reason, "task": task_name},
+        run_fields={"parked_reason": reason},
+    )
+    logger.error("saga run %s parked: %s", run.pk, reason)
