@@ -181,6 +181,7 @@ def dispatch_on_commit(run_id: RunId, canvas: Signature, **options: Any) -> None
                 run_id,
             )
 
+    publish.canvas = canvas  # type: ignore[attr-defined]  # what it publishes, for logs and tests
     transaction.on_commit(publish)
 
 

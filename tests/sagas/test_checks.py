@@ -67,3 +67,33 @@ def test_unusable_sagas_settings_are_errors(settings, sagas_setting: dict, error
 def test_the_project_settings_pass() -> None:
     assert check_sagas_settings(None) == []
     assert check_worker_pool(None) == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "warning"),
+    [
+        ("CELERY_TASK_ACKS_LATE", False, "sagas.W001"),
+        ("CELERY_WORKER_PREFETCH_MULTIPLIER", 4, "sagas.W002"),
+        ("CELERY_BROKER_TRANSPORT_OPTIONS", {"visibility_timeout": 60}, "sagas.W003"),
+        ("CELERY_ACCEPT_CONTENT", ["json", "pickle"], "sagas.W004"),
+        ("CELERY_TASK_SERIALIZER", "pickle", "sagas.W004"),
+        ("CELERY_TASK_REJECT_ON_WORKER_LOST", False, "sagas.W005"),
+        ("CELERY_TASK_TIME_LIMIT", None, "sagas.W006"),
+    ],
+)
+def test_unsafe_delivery_settings_are_warned_about(settings, setting: str, value: object, warning: str) -> None:
+    from sagas.checks import check_delivery_settings
+
+    assert check_delivery_settings(None) == []
+    setattr(settings, setting, value)
+    assert [w.id for w in check_delivery_settings(None)] == [warning]
+
+
+def test_the_visibility_warning_names_the_timeout_needed(settings) -> None:
+    from sagas.checks import check_delivery_settings, longest_backoff, longest_hard_limit
+
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 100}
+    (warning,) = check_delivery_settings(None)
+    needed = longest_hard_limit() + longest_backoff()
+    assert needed >= float(settings.CELERY_TASK_TIME_LIMIT)
+    assert f"at least {needed:g}" in warning.hint
