@@ -26,3 +26,7 @@ SAGAS = {
     # The test services' breakers open and recover quickly; the example services keep the defaults.
     "BREAKERS": {"svc-x": {"failure_threshold": 3, "window": 60, "recovery_timeout": 3, "half_open_max_calls": 1}},
 }
+
+# The fault suite drops errbacks by routing them to a queue no worker consumes.
+if os.environ.get("SAGAS_FAULT_DROP_ERRBACKS"):
+    CELERY_TASK_ROUTES = {"sagas.on_step_failure": {"queue": "errbacks-nobody-consumes"}}

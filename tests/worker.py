@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -30,7 +31,7 @@ RUN_TIMEOUT = 120
 class WorkerProcess:
     """A `celery worker` subprocess (prefork, 2 processes) consuming this session's queue."""
 
-    def __init__(self, log_path: Path, concurrency: int = 2) -> None:
+    def __init__(self, log_path: Path, concurrency: int = 2, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self.queue = settings.CELERY_TASK_DEFAULT_QUEUE
         self.hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"
@@ -42,6 +43,7 @@ class WorkerProcess:
             "TEST_DATABASE_URL": database_url,
             "CELERY_TASK_DEFAULT_QUEUE": self.queue,
             "PYTHONUNBUFFERED": "1",
+            **(env or {}),
         }
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
@@ -91,17 +93,33 @@ class WorkerProcess:
             time.sleep(0.1)
 
     def log_tail(self, lines: int = 60) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def pool_pids(self) -> list[int]:
+        """The worker's pool processes (its children)."""
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False)
+        return [int(pid) for pid in out.stdout.split()]
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker, pool included: no warm shutdown, no acknowledgements, nothing restored."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self._log.close()
+
     def stop(self) -> None:
+        if self._log.closed:
+            return
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)  # warm shutdown: finish the current task
-            try:
+            # Warm shutdown: the main process lets running tasks finish. (The pool processes reset SIGTERM to
+            # die at once, so it goes to the main process only.)
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # whatever is left of the group
+        self.process.wait()
         self._log.close()
 
 

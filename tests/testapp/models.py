@@ -53,3 +53,32 @@ def calls_of(run: models.Model, step: str, suffix: str = "") -> int:
     """How many times a test saga's step (``suffix=":compensate"``: its compensation) was called in ``run``."""
     effect = Effect.objects.filter(key=f"{run.pk}:{step}{suffix}").first()
     return effect.calls if effect else 0
+
+
+class Account(models.Model):
+    """An account of the test bank: the participant the fault suite moves money through."""
+
+    name = models.CharField("name", max_length=50, unique=True, help_text="Account name.")
+    balance = models.IntegerField("balance", default=0, help_text="Balance in cents.")
+
+    class Meta:
+        verbose_name = "account"
+        verbose_name_plural = "accounts"
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.balance}"
+
+
+class Entry(models.Model):
+    """One posting to an account; its key makes posting idempotent."""
+
+    key = models.CharField("key", max_length=255, unique=True, help_text="Idempotency key of the posting.")
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="entries", help_text="Account.")
+    amount = models.IntegerField("amount", help_text="Cents; negative for a debit.")
+
+    class Meta:
+        verbose_name = "entry"
+        verbose_name_plural = "entries"
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.amount}"

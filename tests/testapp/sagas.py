@@ -10,6 +10,7 @@ from django.db.models import F
 from django.utils import timezone
 
 import sagas
+from tests.testapp import bank
 from tests.testapp.models import Call, Effect, Switch
 
 
@@ -255,4 +256,65 @@ class StubbornUndo(sagas.Saga):
     steps = [
         sagas.Step(record, stubborn, name="first", timeout=1, compensation_retry=sagas.RetryPolicy(max_attempts=2)),
         sagas.Step(refuse),
+    ]
+
+
+# --- crash safety: a transfer through the idempotent test bank, with gates and injected faults ---
+
+
+def _gate(ctx: sagas.StepContext, where: str) -> None:
+    """Wait at a gate the test opens (payload: gate_at=<step>, gate=<switch>); records the process first."""
+    if ctx.payload.get("gate_at") != where:
+        return
+    Call.objects.create(service="gate", key=ctx.idempotency_key, ok=True, started_at=timezone.now(), pid=os.getpid())
+    while not switch_on(ctx.payload["gate"]):
+        time.sleep(0.05)
+
+
+def debit(ctx: sagas.StepContext) -> dict:
+    if ctx.payload.get("poison") == "debit":
+        os.kill(os.getpid(), 9)  # a message that kills whichever worker takes it
+    bank.post(account=ctx.payload["from"], amount=-ctx.payload["amount"], idempotency_key=ctx.idempotency_key)
+    _gate(ctx, "debit")
+    return {}
+
+
+def undo_debit(ctx: sagas.StepContext) -> None:
+    if ctx.payload.get("undo_fails") == "debit":
+        raise sagas.TransientError("the bank will not take this back")
+    bank.post(account=ctx.payload["from"], amount=ctx.payload["amount"], idempotency_key=ctx.idempotency_key)
+
+
+def credit(ctx: sagas.StepContext) -> dict:
+    _gate(ctx, "credit")
+    if ctx.payload.get("fail_at") == "credit":
+        raise sagas.StepFailed("the receiving bank refused", code="refused")
+    bank.post(account=ctx.payload["to"], amount=ctx.payload["amount"], idempotency_key=ctx.idempotency_key)
+    return {}
+
+
+def undo_credit(ctx: sagas.StepContext) -> None:
+    bank.post(account=ctx.payload["to"], amount=-ctx.payload["amount"], idempotency_key=ctx.idempotency_key)
+
+
+def confirm(ctx: sagas.StepContext) -> dict:
+    _call("confirm", ctx)
+    _gate(ctx, "confirm")
+    if ctx.payload.get("fail_at") == "confirm":
+        raise sagas.StepFailed("confirmation refused", code="refused")
+    return {}
+
+
+TRANSFER_RETRY = sagas.RetryPolicy(max_attempts=5, backoff=0.2, backoff_max=1.0)
+
+
+class Transfer(sagas.Saga):
+    """Moves `amount` from one test-bank account to another. Steps time out after 10 s, so an attempt
+    that vanished is known lost 11 s (the hard limit) after it started."""
+
+    name = "tests.transfer"
+    steps = [
+        sagas.Step(debit, undo_debit, timeout=10, retry=TRANSFER_RETRY, compensation_retry=TRANSFER_RETRY),
+        sagas.Step(credit, undo_credit, timeout=10, retry=TRANSFER_RETRY, compensation_retry=TRANSFER_RETRY),
+        sagas.Step(confirm, timeout=10, retry=TRANSFER_RETRY),
     ]

@@ -1,0 +1,193 @@
+"""The fault lab: a private Redis broker that a test may restart or flush, and worker processes it may kill."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from sagaproject.celery import app as celery_app
+from sagas import recovery
+from sagas.models import SagaRun
+from tests.testapp.models import Account
+from tests.worker import SETTLED, WorkerProcess
+
+REDIS_SERVER = shutil.which("redis-server")
+SETTLE_TIMEOUT = 120  # generous: only keeps a broken recovery from hanging the suite
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/faults/" in str(item.fspath):
+            item.add_marker(pytest.mark.faults)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class PrivateRedis:
+    """A redis-server of the test's own (no persistence, like a broker restarted without AOF)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(redis.ConnectionError):
+                if client.ping():
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("private redis-server did not start")
+            time.sleep(0.05)
+        client.close()
+
+    def kill(self) -> None:
+        """Gone at once, and with it every message it held."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def flushdb(self) -> None:
+        client = redis.Redis.from_url(self.url)
+        client.flushdb()
+        client.close()
+
+    def queued(self, queue: str) -> int:
+        client = redis.Redis.from_url(self.url)
+        try:
+            return int(client.llen(queue))
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def publishing_to(url: str) -> Iterator[None]:
+    """Point this process's Celery app (what start() and the reaper publish with) at another broker."""
+    conf = celery_app.conf
+    previous = conf.broker_url
+    previous_env = os.environ.get("CELERY_BROKER_URL")
+
+    def reset_pools() -> None:
+        # Connection and producer pools are built for the URL they first saw; so is the control mailbox's
+        # (what ping and inspect publish with), reset the way Celery resets it after a fork.
+        celery_app._pool = None
+        celery_app.amqp._producer_pool = None
+        with contextlib.suppress(AttributeError):
+            del celery_app.control.mailbox.producer_pool
+
+    # Celery reads CELERY_BROKER_URL from the environment before its own setting.
+    os.environ["CELERY_BROKER_URL"] = conf.broker_url = url
+    reset_pools()
+    try:
+        yield
+    finally:
+        conf.broker_url = previous
+        if previous_env is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = previous_env
+        reset_pools()
+
+
+class FaultLab:
+    """Workers on a private broker, and the means to hurt them."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.redis = PrivateRedis(tmp_path)
+        self.workers: list[WorkerProcess] = []
+
+    def start_worker(self, concurrency: int = 2, **env: str) -> WorkerProcess:
+        log = self.tmp_path / f"worker-{len(self.workers)}.log"
+        worker = WorkerProcess(log, concurrency=concurrency, env={"TEST_BROKER_URL": self.redis.url, **env})
+        self.workers.append(worker)
+        worker.wait_ready()
+        return worker
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.log_path.name}\n{w.log_tail(40)}" for w in self.workers)
+
+    def settle(self, runs: list[SagaRun], *, reap: bool = True, timeout: float = SETTLE_TIMEOUT) -> list[SagaRun]:
+        """Run the reaper (as beat would) until every run has settled; the runs, fresh from the database."""
+        ids = [run.pk for run in runs]
+        deadline = time.monotonic() + timeout
+        while True:
+            if not SagaRun.objects.filter(pk__in=ids).exclude(status__in=SETTLED).exists():
+                return list(SagaRun.objects.filter(pk__in=ids).order_by("created_at"))
+            if time.monotonic() > deadline:
+                stuck = SagaRun.objects.filter(pk__in=ids).exclude(status__in=SETTLED)
+                pytest.fail(f"runs still not settled: {[(r.pk, r.status) for r in stuck]}\n{self.logs()}")
+            if reap:
+                recovery.reap()
+            time.sleep(0.5)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.redis.kill()
+
+
+@pytest.fixture
+def lab(transactional_db, tmp_path: Path, settings) -> Iterator[FaultLab]:
+    """A fault lab for one test; the reaper's lease is short so recovery shows within seconds."""
+    if REDIS_SERVER is None:
+        pytest.fail("redis-server is not installed; the fault suite starts private brokers with it")
+    settings.SAGAS = {**settings.SAGAS, "LEASE_SECONDS": 2}
+    lab = FaultLab(tmp_path)
+    with publishing_to(lab.redis.url):
+        try:
+            yield lab
+        finally:
+            lab.close()
+
+
+@pytest.fixture
+def bank(transactional_db) -> dict[str, int]:
+    """Two test-bank accounts; returns the balances they start with."""
+    Account.objects.create(name="alice", balance=10_000)
+    Account.objects.create(name="bob", balance=10_000)
+    return {"alice": 10_000, "bob": 10_000}
+
+
+def gate_name() -> str:
+    return f"gate-{uuid.uuid4().hex[:8]}"
