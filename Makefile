@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: install demo test test-fast lint typecheck worker web clean
+.PHONY: install demo test test-fast test-faults chaos lint typecheck worker web clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,17 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
-# Unit tests only: no worker processes.
+# Tests that start no worker processes.
 test-fast: install
-	$(BIN)/python -m pytest -m "not worker"
+	$(BIN)/python -m pytest -m "not worker and not faults"
+
+# The fault-injection suite alone (part of `make test`).
+test-faults: install
+	$(BIN)/python -m pytest -m faults
+
+# The full chaos soak: 1,000 runs for 5 minutes while workers are killed (`make test` runs a short one).
+chaos: install
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -39,4 +47,4 @@ web: install
 	$(BIN)/python manage.py runserver 127.0.0.1:8000
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache staticfiles .demo
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache staticfiles .demo .chaos

@@ -167,4 +167,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- The saga framework (every key and its default is listed in sagas/conf.py) ---
-SAGAS: dict[str, object] = {}
+SAGAS: dict[str, object] = {
+    "LEASE_SECONDS": int(env("SAGAS_LEASE_SECONDS", "60")),
+    "REAPER_INTERVAL": int(env("SAGAS_REAPER_INTERVAL", "15")),
+}

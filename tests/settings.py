@@ -17,6 +17,8 @@ INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Fast compensation budgets keep failure scenarios short; sagas may still set their own.
 SAGAS = {
+    "LEASE_SECONDS": int(os.environ.get("SAGAS_LEASE_SECONDS", "60")),
+    "REAPER_INTERVAL": int(os.environ.get("SAGAS_REAPER_INTERVAL", "15")),
     "DEFAULT_RETRY": {"max_attempts": 3, "backoff": 0.1, "backoff_max": 1.0},
     "DEFAULT_COMPENSATION_RETRY": {"max_attempts": 3, "backoff": 0.1, "backoff_max": 1.0},
     # A step's hard limit comes a second after its soft limit, so hard-kill tests stay short.

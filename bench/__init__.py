@@ -1,0 +1,1 @@
+"""Benchmarks and soaks: commands that print figures (python -m bench.<name>)."""
