@@ -30,6 +30,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from sagaproject import commands
+
 ROOT = Path(__file__).resolve().parent.parent
 STOCK = {"cup": 400, "pen": 300, "hat": 250}
 SETTLED = ("completed", "compensated", "cancelled", "failed")
@@ -127,43 +129,18 @@ class Chaos:
     def start_worker(self) -> Process:
         self.serial += 1
         name = f"worker-{self.serial}"
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "sagaproject",
-            "worker",
-            "-P",
-            "prefork",
-            "-c",
-            str(self.config.concurrency),
-            "-Q",
-            self.queue,
-            "-n",
-            f"{name}-{self.queue}@%h",
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "WARNING",
-        ]
+        argv = commands.celery_worker(
+            queue=self.queue,
+            hostname=f"{name}-{self.queue}@%h",
+            concurrency=self.config.concurrency,
+            loglevel="WARNING",
+        )
         worker = Process(name, argv, self.env, self.config.log_dir)
         self.workers.append(worker)
         return worker
 
     def start_beat(self) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "sagaproject",
-            "beat",
-            "-l",
-            "WARNING",
-            "-s",
-            str(self.config.log_dir / "beat-schedule"),
-        ]
+        argv = commands.celery_beat(schedule_file=str(self.config.log_dir / "beat-schedule"), loglevel="WARNING")
         self.beat = Process("beat", argv, self.env, self.config.log_dir)
 
     def killer(self) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from sagaproject import commands
 from sagaproject.demo_processes import (
     DEMO_DIR,
     ROOT,
@@ -144,11 +145,10 @@ def start_services(config: Config, supervisor: Supervisor) -> Child:
     web = supervisor.start(
         "web", [sys.executable, "manage.py", "runserver", f"127.0.0.1:{config.web_port}", "--noreload"]
     )
-    worker_options = ["-P", "prefork", "-c", "2", "--without-mingle", "--without-gossip", "-l", "INFO"]
-    worker = supervisor.start("worker", [*celery, "worker", *worker_options, "-Q", config.queue, "-n", node])
-    # settings.CELERY_BEAT_SCHEDULER is django-celery-beat's DatabaseScheduler: the schedule lives in the
-    # migrated django_celery_beat tables and -s goes unused; it only keeps stray files in .demo/.
-    supervisor.start("beat", [*celery, "beat", "-l", "INFO", "-s", str(DEMO_DIR / "beat-schedule")])
+    worker = supervisor.start("worker", commands.celery_worker(queue=config.queue, hostname=node))
+    # The -s file goes unused (the schedule, with the reaper on it, is in the database); it keeps
+    # stray files in .demo/.
+    supervisor.start("beat", commands.celery_beat(schedule_file=str(DEMO_DIR / "beat-schedule")))
     flower = supervisor.start("flower", [*celery, "flower", f"--port={config.flower_port}", "--address=127.0.0.1"])
     wait_worker(supervisor, worker, app, node, config.start_timeout)
     wait_http(supervisor, web, f"{config.web_url}/admin/login/", config.start_timeout)

@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from sagaproject import commands
 from sagaproject.celery import app as celery_app
 from sagas.models import SagaRun
 from sagas.states import RunStatus
@@ -47,26 +47,7 @@ class WorkerProcess:
         }
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "sagaproject",
-                "worker",
-                "-P",
-                "prefork",
-                "-c",
-                str(concurrency),
-                "-Q",
-                self.queue,
-                "-n",
-                self.hostname,
-                "--without-mingle",
-                "--without-gossip",
-                "-l",
-                "INFO",
-            ],
+            commands.celery_worker(queue=self.queue, hostname=self.hostname, concurrency=concurrency),
             cwd=ROOT,
             env=env,
             stdout=self._log,
