@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django_celery_results.models import TaskResult
 
 from participants.checkout.sagas import PlaceOrder
 from participants.inventory.models import Reservation, ReservationStatus, StockItem
@@ -33,6 +34,12 @@ def test_place_order_completes_with_every_effect_once(shop: Shop, worker: Worker
     assert run.status == RunStatus.COMPLETED, run.error
     steps = list(run.steps.order_by("index"))
     assert [(s.name, s.status, s.attempts) for s in steps] == [(n, StepStatus.SUCCEEDED, 1) for n in STEPS]
+    # Deterministic task ids: each step row links to its Celery task, its TaskResult and its Flower page.
+    assert [s.task_id for s in steps] == [f"{run.pk}:{n}:1" for n in STEPS]
+    results = TaskResult.objects.filter(task_id__in=[s.task_id for s in steps])
+    assert set(results.values_list("task_name", "status")) == {
+        (f"saga.orders.place_order.{n}", "SUCCESS") for n in STEPS
+    }
     assert event_types(run) == [
         ("SagaStarted", ""),
         ("SagaExecuting", ""),
