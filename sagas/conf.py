@@ -48,6 +48,15 @@ DEFAULTS: dict[str, Any] = {
     "REAPER_INTERVAL": 15,
     # At most this many stuck runs are re-driven per tick; the rest wait for the next one.
     "REAPER_BATCH": 500,
+    # The health report (admin page, manage.py saga_health): its window and when it raises an alert.
+    "HEALTH_WINDOW_HOURS": 24,
+    "ALERT_FAILURE_RATE": 0.05,  # share of finished runs that ended failed (a person must act)
+    "ALERT_COMPENSATION_RATE": 0.20,  # share of finished runs that were compensated
+    "ALERT_STUCK_SECONDS": 300,  # any run with no progress for this long
+    # Payload and output keys whose values the admin and the CLI show masked (case-insensitive substrings).
+    "MASKED_KEYS": ["password", "secret", "token", "card", "cvv", "iban", "authorization", "api_key"],
+    # Where the admin links a step's task id: Flower's task page ("" shows no link).
+    "FLOWER_URL": "http://127.0.0.1:5555",
 }
 
 

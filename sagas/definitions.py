@@ -113,6 +113,7 @@ class Saga:
     version: ClassVar[int] = 1
     timeout: ClassVar[float | None] = None  # saga deadline in seconds from start
     steps: ClassVar[Sequence[Step]] = ()
+    searchable: ClassVar[Sequence[str]] = ()  # payload keys whose values the admin can search runs by
     abstract: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -222,6 +223,8 @@ def _validate(cls: type[Saga]) -> None:
         problems.append(f"{where}: timeout must be a positive number of seconds or None, got {cls.timeout!r}")
     if not cls.steps:
         problems.append(f"{where} declares no steps; set abstract = True on a base class")
+    if isinstance(cls.searchable, str) or not all(isinstance(key, str) for key in cls.searchable):
+        problems.append(f"{where}: searchable must be a list of payload keys, got {cls.searchable!r}")
     names = [step.name for step in cls.steps if isinstance(step, Step)]
     seen: set[str] = set()
     for step in cls.steps:

@@ -60,6 +60,12 @@ class SagaRun(models.Model):
         unique=True,
         help_text="Starting again with this key returns this run.",
     )
+    search_text = models.TextField(
+        "search text",
+        blank=True,
+        default="",
+        help_text="The payload values the saga marks searchable (Saga.searchable), for the admin's search.",
+    )
     correlation_id = models.CharField(
         "correlation id", max_length=255, db_index=True, help_text="Ties this run to the request that started it."
     )

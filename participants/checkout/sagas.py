@@ -113,6 +113,7 @@ class PlaceOrder(sagas.Saga):
     name = "orders.place_order"
     version = 1
     timeout = 300
+    searchable = ("customer_email", "account_id")
     steps = [
         sagas.Step(create_order, cancel_order, service="orders"),
         sagas.Step(reserve_stock, release_stock, service="inventory"),

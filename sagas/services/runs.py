@@ -131,6 +131,7 @@ def _create_run(
         lock_version=1,
     )
     run.correlation_id = correlation_id or str(run.pk)
+    run.search_text = " ".join(str(payload[key]) for key in saga.searchable if payload.get(key) not in (None, ""))
     run.save(force_insert=True)
     SagaStepRun.objects.bulk_create(
         SagaStepRun(run=run, name=step.name, index=index) for index, step in enumerate(saga.steps)

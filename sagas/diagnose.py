@@ -1,0 +1,194 @@
+"""Why a run is where it is: probable causes read off its rows, its breakers and the workers, each with the
+action that helps."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from sagas.conf import sagas_settings
+from sagas.models import SagaRun, SagaStepRun
+from sagas.registry import get_saga
+from sagas.selectors import humanize_seconds
+from sagas.states import ACTIVE_RUN_STATES, EventType, RunStatus, StepStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    cause: str  # a stable code: compensation_exhausted, step_over_timeout, breaker_open, no_worker, ...
+    summary: str  # what is wrong, in a sentence
+    action: str  # what a person can do about it
+
+    def as_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def diagnose(run: SagaRun, *, now: datetime | None = None, check_workers: bool = True) -> list[Finding]:
+    """Probable causes for ``run``, most pressing first; empty when nothing looks wrong."""
+    now = now or timezone.now()
+    steps = list(run.steps.order_by("index"))
+    try:
+        saga = get_saga(run.saga_name, run.version)
+    except LookupError:
+        saga = None
+    findings: list[Finding] = []
+    if run.parked_reason:
+        findings.append(
+            Finding(
+                "parked",
+                run.parked_reason,
+                f"Deploy code that has the step, then `manage.py saga_retry {run.pk} --reason ...`; "
+                f"or undo its effects by hand and `manage.py saga_resolve`.",
+            )
+        )
+    if saga is None:
+        findings.append(
+            Finding(
+                "saga_not_in_code",
+                f"Saga {run.saga_name} version {run.version} is not registered in this code.",
+                "Keep the old saga class (with its version) deployed while runs of it exist.",
+            )
+        )
+    findings += _exhausted_compensations(run, steps)
+    if run.status in ACTIVE_RUN_STATES:
+        findings += _over_timeout(run, steps, saga, now)
+        findings += _open_breakers(steps, saga)
+        findings += _stale(run, now)
+        if check_workers:
+            findings += _no_worker()
+    return findings
+
+
+def _exhausted_compensations(run: SagaRun, steps: list[SagaStepRun]) -> list[Finding]:
+    found = []
+    for step in steps:
+        if step.status != StepStatus.COMPENSATION_FAILED:
+            continue
+        error = (step.error or {}).get("message", "no error recorded")
+        found.append(
+            Finding(
+                "compensation_exhausted",
+                f"The compensation of step {step.name!r} gave up after {step.compensation_attempts} attempt(s): "
+                f"{error}",
+                f"Fix the cause, then `manage.py saga_retry {run.pk} --reason ...`; or undo the step by hand and "
+                f"`manage.py saga_resolve {run.pk} --step {step.name} --reason ...`.",
+            )
+        )
+    return found
+
+
+def _limit(step: SagaStepRun, saga: Any) -> float | None:
+    declared = saga.step(step.name) if saga is not None else None
+    if declared is not None and declared.timeout is not None:
+        return float(declared.timeout)
+    limit = getattr(settings, "CELERY_TASK_SOFT_TIME_LIMIT", None) or getattr(settings, "CELERY_TASK_TIME_LIMIT", None)
+    return float(limit) if limit else None
+
+
+def _over_timeout(run: SagaRun, steps: list[SagaStepRun], saga: Any, now: datetime) -> list[Finding]:
+    found = []
+    for step in steps:
+        if step.status not in (StepStatus.RUNNING, StepStatus.COMPENSATING):
+            continue
+        kinds = [EventType.STEP_STARTED] if step.status == StepStatus.RUNNING else [EventType.COMPENSATION_STARTED]
+        started = (
+            run.events.filter(type__in=kinds, step=step.name).order_by("-seq").values_list("created_at", flat=True)
+        ).first()
+        limit = _limit(step, saga)
+        if started is None or limit is None:
+            continue
+        running = (now - started).total_seconds()
+        if running > limit:
+            what = "step" if step.status == StepStatus.RUNNING else "compensation of step"
+            found.append(
+                Finding(
+                    "step_over_timeout",
+                    f"The {what} {step.name!r} has been running {humanize_seconds(running)}, over its limit of "
+                    f"{humanize_seconds(limit)} (task {step.task_id or step.compensation_task_id}).",
+                    "Look for that task id in the worker log and Flower; a worker that died takes its attempt with "
+                    "it, and the reaper runs it again once its hard limit and the lease have passed.",
+                )
+            )
+    return found
+
+
+def _open_breakers(steps: list[SagaStepRun], saga: Any) -> list[Finding]:
+    if saga is None:
+        return []
+    from sagas import breakers
+
+    waiting = [s for s in steps if s.status in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.COMPENSATING)]
+    services = {saga.step(s.name).service for s in waiting} - {None}
+    found = []
+    for service in sorted(services):
+        try:
+            breaker = breakers.for_service(service)
+            status = breaker.status() if breaker else None
+        except Exception:  # Redis down: other findings still help
+            continue
+        if status and status["state"] != "closed":
+            recovery = status.get("recovery_in")
+            when = f"; it lets a probe through in {humanize_seconds(recovery)}" if recovery else ""
+            found.append(
+                Finding(
+                    "breaker_open",
+                    f"The circuit breaker of service {service!r} is {status['state']}{when}: its steps wait.",
+                    f"Check {service}; once it is healthy `manage.py saga_breakers --reset {service}` lets calls "
+                    "through at once.",
+                )
+            )
+    return found
+
+
+def _stale(run: SagaRun, now: datetime) -> list[Finding]:
+    idle = (now - run.updated_at).total_seconds()
+    found = []
+    if idle >= sagas_settings.LEASE_SECONDS:
+        found.append(
+            Finding(
+                "lease_expired",
+                f"No progress for {humanize_seconds(idle)} (the lease is {sagas_settings.LEASE_SECONDS}s).",
+                "The reaper re-drives it on its next tick if celery beat runs; `manage.py saga_recover` or "
+                f"`manage.py saga_retry {run.pk} --reason ...` does it now.",
+            )
+        )
+    if run.deadline and now > run.deadline and run.status in (RunStatus.PENDING, RunStatus.EXECUTING):
+        found.append(
+            Finding(
+                "deadline_passed",
+                f"Its deadline passed {humanize_seconds((now - run.deadline).total_seconds())} ago.",
+                "The next deadline check or reaper tick times it out and compensates.",
+            )
+        )
+    return found
+
+
+def _no_worker() -> list[Finding]:
+    """Whether any worker consumes the queue saga tasks go to (asks the workers over the broker)."""
+    from celery import current_app
+
+    queue = sagas_settings.QUEUE or current_app.conf.task_default_queue
+    try:
+        replies = current_app.control.inspect(timeout=1.0).active_queues() or {}
+    except Exception as exc:  # the broker itself is unreachable
+        return [
+            Finding(
+                "broker_unreachable",
+                f"The broker does not answer ({exc.__class__.__name__}: {exc}).",
+                "Check Redis (CELERY_BROKER_URL): no message moves while it is down.",
+            )
+        ]
+    if any(q.get("name") == queue for queues in replies.values() for q in queues):
+        return []
+    return [
+        Finding(
+            "no_worker",
+            f"No worker consumes queue {queue!r}"
+            + (f" (workers answering: {', '.join(sorted(replies))})." if replies else " (no worker answered)."),
+            f"Start one: `celery -A <project> worker -P prefork -Q {queue}`.",
+        )
+    ]

@@ -1,0 +1,153 @@
+"""The health report: how sagas fared over a window, who waits for a person, what is stuck, what to alert on."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count
+from django.utils import timezone
+
+from sagas.conf import sagas_settings
+from sagas.models import SagaRun, SagaStepRun
+from sagas.selectors import awaiting_person, humanize_seconds, stuck
+from sagas.states import RunStatus, StepStatus
+
+FINISHED = (RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+@dataclass
+class HealthReport:
+    window_hours: float
+    since: datetime
+    started: int
+    completed: int
+    compensated: int
+    failed: int
+    cancelled: int
+    finished: int
+    success_rate: float | None  # completed / finished
+    compensation_rate: float | None  # compensated / finished
+    failure_rate: float | None  # failed / finished (a person must act)
+    p50_seconds: float | None  # start to end, finished runs
+    p95_seconds: float | None
+    awaiting_person: int  # failed runs, whenever they started
+    stuck: int  # no progress for the lease
+    oldest_stuck_seconds: float | None
+    failures_by_step: list[dict[str, Any]] = field(default_factory=list)
+    failures_by_class: dict[str, int] = field(default_factory=dict)
+    breakers: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["since"] = self.since.isoformat()
+        return data
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return round(values[0], 3)
+    return round(statistics.quantiles(values, n=100, method="inclusive")[int(fraction * 100) - 1], 3)
+
+
+def health_report(*, window_hours: float | None = None, now: datetime | None = None) -> HealthReport:
+    """Figures for the runs started in the last ``window_hours`` (default SAGAS["HEALTH_WINDOW_HOURS"])."""
+    now = now or timezone.now()
+    hours = float(window_hours if window_hours is not None else sagas_settings.HEALTH_WINDOW_HOURS)
+    since = now - timedelta(hours=hours)
+    in_window = SagaRun.objects.filter(created_at__gte=since)
+    by_status = dict(in_window.values_list("status").annotate(n=Count("pk")))
+    finished = sum(by_status.get(status, 0) for status in FINISHED)
+    spans = in_window.filter(status__in=FINISHED, finished_at__isnull=False).values_list("created_at", "finished_at")
+    durations = sorted((end - start).total_seconds() for start, end in spans if end is not None)
+    stuck_runs = stuck(now=now)
+    oldest = stuck_runs.order_by("updated_at").values_list("updated_at", flat=True).first()
+    report = HealthReport(
+        window_hours=hours,
+        since=since,
+        started=sum(by_status.values()),
+        completed=by_status.get(RunStatus.COMPLETED, 0),
+        compensated=by_status.get(RunStatus.COMPENSATED, 0),
+        failed=by_status.get(RunStatus.FAILED, 0),
+        cancelled=by_status.get(RunStatus.CANCELLED, 0),
+        finished=finished,
+        success_rate=_rate(by_status.get(RunStatus.COMPLETED, 0), finished),
+        compensation_rate=_rate(by_status.get(RunStatus.COMPENSATED, 0), finished),
+        failure_rate=_rate(by_status.get(RunStatus.FAILED, 0), finished),
+        p50_seconds=_percentile(durations, 0.50),
+        p95_seconds=_percentile(durations, 0.95),
+        awaiting_person=awaiting_person().count(),
+        stuck=stuck_runs.count(),
+        oldest_stuck_seconds=round((now - oldest).total_seconds(), 1) if oldest else None,
+    )
+    _failures(report, since)
+    report.breakers = _breakers()
+    report.alerts = _alerts(report, now)
+    return report
+
+
+def _failures(report: HealthReport, since: datetime) -> None:
+    """Steps that failed (or whose compensation did) by saga and step, and every failed attempt by class."""
+    failed_steps = (
+        SagaStepRun.objects.filter(
+            run__created_at__gte=since, status__in=[StepStatus.FAILED, StepStatus.COMPENSATION_FAILED]
+        )
+        .values_list("run__saga_name", "name", "status")
+        .annotate(n=Count("pk"))
+        .order_by("-n", "run__saga_name", "name")
+    )
+    report.failures_by_step = [
+        {"saga": saga, "step": step, "status": status, "count": n} for saga, step, status, n in failed_steps
+    ]
+    classes: Counter[str] = Counter()
+    attempts = SagaStepRun.objects.filter(run__created_at__gte=since).exclude(failures=[])
+    for failures in attempts.values_list("failures", flat=True).iterator():
+        classes.update(f.get("class", "unknown") for f in failures)
+    report.failures_by_class = dict(classes.most_common())
+
+
+def _breakers() -> list[dict[str, Any]]:
+    from sagas import breakers
+
+    try:
+        found = [breakers.for_service(service) for service in breakers.known_services()]
+        return [breaker.status() for breaker in found if breaker is not None]
+    except Exception as exc:  # the report must render even while Redis is down
+        return [{"service": "?", "state": f"unknown ({exc.__class__.__name__}: {exc})"}]
+
+
+def _alerts(report: HealthReport, now: datetime) -> list[str]:
+    alerts = []
+    failure_limit = float(sagas_settings.ALERT_FAILURE_RATE)
+    compensation_limit = float(sagas_settings.ALERT_COMPENSATION_RATE)
+    stuck_limit = float(sagas_settings.ALERT_STUCK_SECONDS)
+    if report.failure_rate is not None and report.failure_rate > failure_limit:
+        alerts.append(
+            f"Failure rate {report.failure_rate:.1%} is above {failure_limit:.0%}: {report.failed} of "
+            f"{report.finished} runs are waiting for a person."
+        )
+    if report.compensation_rate is not None and report.compensation_rate > compensation_limit:
+        alerts.append(
+            f"Compensation rate {report.compensation_rate:.1%} is above {compensation_limit:.0%}: "
+            f"{report.compensated} of {report.finished} runs were undone."
+        )
+    long_stuck = stuck(now=now).filter(updated_at__lt=now - timedelta(seconds=stuck_limit)).count()
+    if long_stuck:
+        oldest = humanize_seconds(report.oldest_stuck_seconds or 0)
+        alerts.append(
+            f"{long_stuck} run(s) made no progress for more than {humanize_seconds(stuck_limit)} (oldest: {oldest})."
+        )
+    alerts += [
+        f"Circuit breaker of {b['service']} is {b['state']}." for b in report.breakers if b.get("state") != "closed"
+    ]
+    return alerts

@@ -1,0 +1,70 @@
+"""Reads shared by the admin, the CLI and the health report: who needs a person, what is stuck, how long."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from sagas.conf import sagas_settings
+from sagas.models import SagaRun, SagaStepRun
+from sagas.states import ACTIVE_RUN_STATES, RunStatus, StepStatus
+
+# A step in one of these is what a person looks at first.
+ATTENTION_STEP_STATES = (
+    StepStatus.COMPENSATION_FAILED,
+    StepStatus.FAILED,
+    StepStatus.RUNNING,
+    StepStatus.COMPENSATING,
+)
+
+
+def awaiting_person(runs: QuerySet[SagaRun] | None = None) -> QuerySet[SagaRun]:
+    """Runs that stopped because a compensation could not complete: nothing moves them but a person."""
+    return (runs if runs is not None else SagaRun.objects.all()).filter(status=RunStatus.FAILED)
+
+
+def stuck(runs: QuerySet[SagaRun] | None = None, now: datetime | None = None) -> QuerySet[SagaRun]:
+    """Runs that should be moving but made no progress for the lease (parked ones included)."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=sagas_settings.LEASE_SECONDS)
+    return (runs if runs is not None else SagaRun.objects.all()).filter(
+        status__in=ACTIVE_RUN_STATES, updated_at__lt=cutoff
+    )
+
+
+def run_duration(run: SagaRun, now: datetime | None = None) -> timedelta:
+    """From start to the end (or until now, for a run still going)."""
+    return (run.finished_at or now or timezone.now()) - run.created_at
+
+
+def step_duration(step: SagaStepRun) -> timedelta | None:
+    """From the step's first attempt to its outcome; None if it never started."""
+    if step.started_at is None:
+        return None
+    return (step.finished_at or timezone.now()) - step.started_at
+
+
+def current_step(steps: Iterable[SagaStepRun]) -> SagaStepRun | None:
+    """The step a person should look at: the one whose compensation failed, failed, or is under way."""
+    ordered = sorted(steps, key=lambda s: s.index)
+    for status in ATTENTION_STEP_STATES:
+        for step in ordered:
+            if step.status == status:
+                return step
+    return None
+
+
+def humanize_seconds(seconds: float) -> str:
+    """12s, 4m 05s, 3h 20m, 2d 5h: a duration a person reads at a glance."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    return f"{hours // 24}d {hours % 24}h"
