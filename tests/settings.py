@@ -12,7 +12,8 @@ os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"sagas-test-{os.getpid()}")
 from sagaproject.settings import *  # noqa: F403
 from sagaproject.settings import DATABASES, INSTALLED_APPS
 
-DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_sagas")}
+# One test database per session, so two suites on one machine (a developer's and CI's) never drop each other's.
+DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", f"test_sagas_{os.getpid()}")}
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Fast compensation budgets keep failure scenarios short; sagas may still set their own.
