@@ -102,6 +102,11 @@ class SagaRun(models.Model):
         verbose_name = "saga run"
         verbose_name_plural = "saga runs"
         ordering = ["-created_at"]
+        permissions = [
+            ("retry_sagarun", "Can retry saga runs (re-run failed compensations, re-drive stuck runs)"),
+            ("resolve_sagarun", "Can resolve a failed compensation by hand"),
+            ("cancel_sagarun", "Can cancel saga runs"),
+        ]
         indexes = [
             models.Index(fields=["status", "updated_at"], name="sagas_run_status_updated"),
             models.Index(fields=["saga_name", "status"], name="sagas_run_name_status"),

@@ -1,0 +1,33 @@
+"""Forms of the operator's actions: every action needs a reason, a resolve also the step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(
+        label="Reason",
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        help_text="Why, for the audit trail: it is recorded with your name in the run's event log.",
+    )
+
+    def clean_reason(self) -> str:
+        reason: str = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError("Say why: an empty reason is not recorded.")
+        return reason
+
+
+class ResolveForm(ReasonForm):
+    step = forms.ChoiceField(label="Step", help_text="The step whose effect you undid by hand.")
+
+    def __init__(self, *args: Any, steps: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["step"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [(name, name) for name in steps]
+        self.order_fields(["step", "reason"])

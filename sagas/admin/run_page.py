@@ -1,0 +1,134 @@
+"""What a run's page shows: steps with durations, errors and task links; the timeline; payload and outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from django.urls import reverse
+from django.utils.safestring import SafeString
+
+from sagas.admin.common import pretty_json
+from sagas.admin.graph import saga_graph_svg
+from sagas.conf import sagas_settings
+from sagas.diagnose import Finding, diagnose
+from sagas.masking import masked
+from sagas.models import SagaEvent, SagaRun, SagaStepRun
+from sagas.registry import get_saga
+from sagas.selectors import humanize_seconds, step_duration
+
+
+@dataclass
+class TaskLink:
+    task_id: str
+    flower: str  # "" when no Flower is configured
+    result: str  # the django-celery-results admin, filtered to this task
+
+
+@dataclass
+class StepRow:
+    step: SagaStepRun
+    service: str
+    duration: str
+    failures: str
+    error_message: str
+    traceback: str
+    task: TaskLink | None
+    compensation_task: TaskLink | None
+    output: SafeString | None
+
+
+@dataclass
+class EventRow:
+    event: SagaEvent
+    since_previous: str
+    summary: str
+
+
+def task_link(task_id: str) -> TaskLink | None:
+    if not task_id:
+        return None
+    flower = str(sagas_settings.FLOWER_URL or "").rstrip("/")
+    result = reverse("admin:django_celery_results_taskresult_changelist") + "?" + urlencode({"q": task_id})
+    return TaskLink(task_id, f"{flower}/task/{task_id}" if flower else "", result)
+
+
+def step_rows(run: SagaRun, steps: list[SagaStepRun]) -> list[StepRow]:
+    try:
+        saga = get_saga(run.saga_name, run.version)
+    except LookupError:
+        saga = None
+    rows = []
+    for step in steps:
+        duration = step_duration(step)
+        error = step.error or {}
+        service = ""
+        if saga is not None:
+            service = saga.step(step.name).service or ""
+        rows.append(
+            StepRow(
+                step=step,
+                service=service,
+                duration=humanize_seconds(duration.total_seconds()) if duration else "-",
+                failures=", ".join(f"{f['kind'][0]}{f['attempt']} {f['class']}" for f in step.failures) or "-",
+                error_message=f"{error.get('class', '')}: {error.get('message', '')}" if error else "",
+                traceback=error.get("traceback", "") if error else "",
+                task=task_link(step.task_id),
+                compensation_task=task_link(step.compensation_task_id),
+                output=pretty_json(masked(step.output)) if step.output is not None else None,
+            )
+        )
+    return rows
+
+
+def _summary(event: SagaEvent) -> str:
+    data = event.data or {}
+    parts = []
+    if "from" in data and "to" in data:
+        parts.append(f"{data['from']} → {data['to']}")
+    if "attempt" in data and data["attempt"] is not None:
+        parts.append(f"attempt {data['attempt']}")
+    error = data.get("error")
+    if isinstance(error, dict):
+        parts.append(f"{error.get('class', '')}: {error.get('message', '')}")
+    if data.get("retry_in") is not None:
+        parts.append(f"retry in {data['retry_in']}s")
+    for key in ("reason", "action", "failed_step", "service", "deadline"):
+        if data.get(key):
+            parts.append(f"{key.replace('_', ' ')}: {data[key]}")
+    if data.get("compensation_failed"):
+        parts.append("compensation failed: " + ", ".join(data["compensation_failed"]))
+    return "; ".join(parts)
+
+
+def event_rows(events: list[SagaEvent]) -> list[EventRow]:
+    rows = []
+    previous: datetime | None = None
+    for event in events:
+        gap = humanize_seconds((event.created_at - previous).total_seconds()) if previous else ""
+        rows.append(EventRow(event, f"+{gap}" if gap else "", _summary(event)))
+        previous = event.created_at
+    return rows
+
+
+def run_page_context(run: SagaRun, *, check_workers: bool = False) -> dict[str, Any]:
+    """Everything the run's page shows, read with a fixed number of queries."""
+    steps = list(run.steps.order_by("index"))
+    events = list(run.events.order_by("seq"))
+    try:
+        saga = get_saga(run.saga_name, run.version)
+    except LookupError:
+        saga = None
+    findings: list[Finding] = diagnose(run, check_workers=check_workers)
+    return {
+        "run": run,
+        "saga_class": saga,
+        "graph": saga_graph_svg(saga, steps),
+        "step_rows": step_rows(run, steps),
+        "event_rows": event_rows(events),
+        "findings": findings,
+        "payload": pretty_json(masked(run.payload)),
+        "error": pretty_json(masked(run.error)) if run.error else None,
+    }

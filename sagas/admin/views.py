@@ -1,0 +1,194 @@
+"""The operator's actions in the admin: a confirmation page asking for a reason, then the service call,
+recorded as a SagaEvent (actor, reason) and a Django LogEntry. Also the health page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+import sagas
+from sagas.admin.forms import ReasonForm, ResolveForm
+from sagas.health import health_report
+from sagas.models import SagaRun
+from sagas.selectors import stuck
+from sagas.states import RunStatus, StepStatus
+
+if TYPE_CHECKING:
+    from sagas.admin.runs import SagaRunAdmin
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str  # retry | resolve | cancel
+    verb: str
+    explanation: str
+
+    def perform(self, run: SagaRun, request: HttpRequest, data: dict[str, Any]) -> SagaRun:
+        actor = request.user.get_username()
+        if self.name == "retry":
+            return sagas.retry(run.pk, reason=data["reason"], actor=actor)
+        if self.name == "resolve":
+            return sagas.resolve(run.pk, step=data["step"], reason=data["reason"], actor=actor)
+        return sagas.cancel(run.pk, reason=data["reason"], actor=actor)
+
+
+ACTIONS = {
+    "retry": Action(
+        "retry",
+        "Retry",
+        "Re-runs the compensations that gave up, each with a fresh attempt budget; a stuck or parked run is "
+        "re-driven from its recorded state.",
+    ),
+    "resolve": Action(
+        "resolve",
+        "Resolve",
+        "Records that a person undid this step's effect by hand. The run ends compensated once no failed "
+        "compensation is left. Nothing is called: do the undoing first.",
+    ),
+    "cancel": Action(
+        "cancel",
+        "Cancel",
+        "Stops the run: no further step starts and what completed is compensated. A pending run ends cancelled.",
+    ),
+}
+
+
+def available_actions(model_admin: SagaRunAdmin, request: HttpRequest, run: SagaRun) -> list[Action]:
+    """The actions this person may take on this run, in its present state."""
+    found = []
+    may = model_admin.has_permission_to
+    if may(request, "retry") and (
+        run.status == RunStatus.FAILED or run.parked_reason or stuck(SagaRun.objects.filter(pk=run.pk)).exists()
+    ):
+        found.append(ACTIONS["retry"])
+    if may(request, "resolve") and run.status == RunStatus.FAILED and failed_compensations(run):
+        found.append(ACTIONS["resolve"])
+    if may(request, "cancel") and run.status in (RunStatus.PENDING, RunStatus.EXECUTING):
+        found.append(ACTIONS["cancel"])
+    return found
+
+
+def failed_compensations(run: SagaRun) -> list[str]:
+    return list(
+        run.steps.filter(status=StepStatus.COMPENSATION_FAILED).order_by("index").values_list("name", flat=True)
+    )
+
+
+def run_action_view(
+    model_admin: SagaRunAdmin, request: HttpRequest, object_id: str, action_name: str
+) -> HttpResponse:
+    """GET: the confirmation page. POST: do it, with the reason, as the person logged in."""
+    action = ACTIONS[action_name]
+    if not model_admin.has_permission_to(request, action.name):
+        raise PermissionDenied
+    run = get_object_or_404(SagaRun, pk=object_id)
+    steps = failed_compensations(run) if action.name == "resolve" else []
+
+    def make_form(data: Any = None) -> ReasonForm:
+        return ResolveForm(data, steps=steps) if action.name == "resolve" else ReasonForm(data)
+
+    form = make_form(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            run = action.perform(run, request, form.cleaned_data)
+        except (sagas.SagaError, ValueError) as exc:
+            form.add_error(None, str(exc))
+        else:
+            model_admin.log_change(request, run, f"{action.verb}: {form.cleaned_data['reason']}")
+            model_admin.message_user(request, f"{action.verb} of run {run.pk} recorded; it is now {run.status}.")
+            return HttpResponseRedirect(reverse("admin:sagas_sagarun_change", args=[run.pk]))
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": SagaRun._meta,
+        "title": f"{action.verb} saga run {run.pk}",
+        "action": action,
+        "runs": [run],
+        "form": form,
+        "run": run,
+        "bulk": False,
+    }
+    return TemplateResponse(request, "admin/sagas/confirm_action.html", context)
+
+
+def bulk_action(
+    model_admin: SagaRunAdmin, request: HttpRequest, queryset: QuerySet[SagaRun], action_name: str
+) -> HttpResponse | None:
+    """An admin action over selected runs: a confirmation page with the reason, then a count of outcomes.
+    Resolving in bulk resolves every failed compensation of each selected run."""
+    action = ACTIONS[action_name]
+    runs = list(queryset.order_by("-created_at"))
+    form = ReasonForm(request.POST if "apply" in request.POST else None)
+    if "apply" in request.POST and form.is_valid():
+        _apply_to_each(model_admin, request, runs, action, form.cleaned_data["reason"])
+        return None  # back to the list
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": SagaRun._meta,
+        "title": f"{action.verb} {len(runs)} saga run(s)",
+        "action": action,
+        "runs": runs,
+        "form": form,
+        "bulk": True,
+        "action_checkbox_name": ACTION_CHECKBOX_NAME,
+    }
+    return TemplateResponse(request, "admin/sagas/confirm_action.html", context)
+
+
+def _perform_one(action: Action, run: SagaRun, request: HttpRequest, reason: str) -> SagaRun:
+    if action.name != "resolve":
+        return action.perform(run, request, {"reason": reason})
+    steps = failed_compensations(run)
+    if not steps:
+        raise sagas.InvalidTransition(f"Saga run {run.pk} is {run.status}: no failed compensation to resolve.")
+    for step in steps:
+        run = action.perform(run, request, {"step": step, "reason": reason})
+    return run
+
+
+def _apply_to_each(
+    model_admin: SagaRunAdmin, request: HttpRequest, runs: list[SagaRun], action: Action, reason: str
+) -> None:
+    done, refused = 0, []
+    for run in runs:
+        try:
+            updated = _perform_one(action, run, request, reason)
+        except (sagas.SagaError, ValueError) as exc:
+            refused.append(str(exc))
+            continue
+        model_admin.log_change(request, updated, f"{action.verb}: {reason}")
+        done += 1
+    if done:
+        model_admin.message_user(request, f"{action.verb}: {done} of {len(runs)} run(s) done.", messages.SUCCESS)
+    if refused:
+        model_admin.message_user(
+            request,
+            f"{action.verb}: {len(refused)} of {len(runs)} run(s) refused. " + " ".join(refused[:5]),
+            messages.WARNING,
+        )
+
+
+def health_view(model_admin: SagaRunAdmin, request: HttpRequest) -> HttpResponse:
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    try:
+        hours = float(request.GET.get("hours", "") or 0) or None
+    except ValueError:
+        hours = None
+    report = health_report(window_hours=hours)
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": SagaRun._meta,
+        "title": "Saga health",
+        "report": report,
+        "windows": [1, 6, 24, 24 * 7],
+    }
+    return TemplateResponse(request, "admin/sagas/health.html", context)
