@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -13,6 +13,9 @@ from django.db import connection
 
 from sagaproject.celery import app as celery_app
 from tests.worker import WorkerProcess
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import Shop
 
 UNCONSUMED_QUEUE = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-nobody"
 
@@ -112,3 +115,11 @@ def run_concurrently() -> RunConcurrently:
         return results
 
     return run
+
+
+@pytest.fixture
+def shop(worker: WorkerProcess) -> Shop:
+    """A small shop (stock, an account, a delivery zone) for PlaceOrder runs on the real worker."""
+    from tests.integration.conftest import Shop
+
+    return Shop()

@@ -5,15 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import pytest
-
 from participants.inventory.models import StockItem
 from participants.notifications.models import Notification
 from participants.orders.models import Order, OrderStatus
 from participants.payments.models import Account, Payment, Refund
 from participants.shipping.models import Shipment, ShipmentStatus
 from tests.factories import AccountFactory, DeliveryZoneFactory, StockItemFactory
-from tests.worker import WorkerProcess
 
 ADDRESS = {"country": "NL", "city": "Amsterdam", "line1": "Damrak 1", "postal_code": "1012 LG"}
 
@@ -59,8 +56,3 @@ def effect_counts() -> dict[str, int]:
         "shipments": Shipment.objects.count(),
         "notifications": Notification.objects.count(),
     }
-
-
-@pytest.fixture
-def shop(worker: WorkerProcess) -> Shop:
-    return Shop()
