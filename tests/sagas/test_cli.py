@@ -1,0 +1,372 @@
+"""The operator commands: saga_list, saga_trace, saga_diagnose, saga_retry, saga_resolve, saga_cancel, saga_health."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+import sagas
+from participants.checkout.sagas import PlaceOrder
+from sagas.masking import MASK
+from sagas.models import SagaEvent, SagaRun
+from sagas.states import EventType, RunStatus, StepStatus
+from tests.conftest import reset_breakers
+from tests.factories import SagaRunFactory
+
+pytestmark = pytest.mark.django_db
+
+ROOT = Path(__file__).resolve().parents[2]
+
+COMPENSATION_FAILED = {
+    "create_order": StepStatus.COMPENSATED,
+    "reserve_stock": StepStatus.COMPENSATED,
+    "charge_payment": StepStatus.COMPENSATION_FAILED,
+    "schedule_shipment": StepStatus.FAILED,
+    "send_confirmation": StepStatus.SKIPPED,
+}
+
+
+def run_command(*args: str, **options: Any) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO(), **options)
+    return out.getvalue()
+
+
+def run_failing(*args: str, **options: Any) -> tuple[CommandError, str]:
+    """Run a command that must exit non-zero; its error and what it printed on stdout."""
+    out = io.StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command(*args, stdout=out, stderr=io.StringIO(), **options)
+    return raised.value, out.getvalue()
+
+
+def manage(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def failed_run(**kwargs: Any) -> SagaRun:
+    run = SagaRunFactory(status=RunStatus.FAILED, step_statuses=COMPENSATION_FAILED, **kwargs)
+    error = {"type": "sagas.exceptions.TransientError", "class": "transient", "message": "refund gateway down"}
+    run.steps.filter(name="charge_payment").update(
+        compensation_attempts=3,
+        error=error,
+        failures=[{"kind": "compensation", **error, "attempt": n, "retry_in": None} for n in (1, 2, 3)],
+    )
+    return run
+
+
+def make_stale(run: SagaRun, age: timedelta = timedelta(hours=1)) -> None:
+    SagaRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - age)
+
+
+# --- saga_list ---
+
+
+def test_saga_list_shows_runs_newest_first_with_the_step_to_look_at_and_its_attempts() -> None:
+    older = SagaRunFactory(status=RunStatus.COMPLETED, created_at=timezone.now() - timedelta(hours=2))
+    newer = failed_run()
+    lines = run_command("saga_list").splitlines()
+    assert lines[0].split() == ["id", "saga", "status", "age", "duration", "step", "attempts"]
+    assert [line.split()[0] for line in lines[1:]] == [str(newer.pk), str(older.pk)]
+    assert f"{PlaceOrder.name} v{PlaceOrder.version}" in lines[1]
+    assert "charge_payment (compensation_failed)" in lines[1]
+    assert lines[1].split()[-1] == "3"  # the compensation's attempts
+    assert "2h 00m" in lines[2]
+
+
+def test_saga_list_filters_by_status_saga_awaiting_person_stuck_and_since() -> None:
+    done = SagaRunFactory(status=RunStatus.COMPLETED)
+    failed = failed_run()
+    stuck = SagaRunFactory(status=RunStatus.EXECUTING)
+    make_stale(stuck)
+    old = SagaRunFactory(status=RunStatus.COMPENSATED, created_at=timezone.now() - timedelta(hours=30))
+
+    def ids(*args: str) -> set[str]:
+        return {row["id"] for row in json.loads(run_command("saga_list", "--json", *args))}
+
+    assert ids() == {str(r.pk) for r in (done, failed, stuck, old)}
+    assert ids("--status", "completed", "--status", "compensated") == {str(done.pk), str(old.pk)}
+    assert ids("--awaiting-person") == {str(failed.pk)}
+    assert ids("--stuck") == {str(stuck.pk)}
+    assert ids("--since", "24") == {str(done.pk), str(failed.pk), str(stuck.pk)}
+    assert ids("--saga", PlaceOrder.name, "--limit", "2") == {str(failed.pk), str(stuck.pk)}
+    assert ids("--saga", "NoSuchSaga") == set()
+
+
+def test_saga_list_json_describes_each_run() -> None:
+    run = failed_run()
+    (row,) = json.loads(run_command("saga_list", "--json"))
+    assert row["id"] == str(run.pk)
+    assert (row["saga"], row["version"], row["status"]) == (PlaceOrder.name, PlaceOrder.version, "failed")
+    assert (row["step"], row["step_status"], row["compensation_attempts"]) == (
+        "charge_payment",
+        "compensation_failed",
+        3,
+    )
+    assert row["age_seconds"] >= 0
+
+
+def test_saga_list_says_when_nothing_matches() -> None:
+    assert run_command("saga_list").strip() == "No saga runs match."
+
+
+def test_saga_list_reads_runs_and_their_steps_in_two_queries(django_assert_num_queries) -> None:
+    for _ in range(5):
+        failed_run()
+    with django_assert_num_queries(2):
+        run_command("saga_list")
+
+
+# --- saga_trace ---
+
+
+def test_saga_trace_shows_the_header_then_the_timeline() -> None:
+    run = SagaRunFactory(status=RunStatus.PENDING, idempotency_key="order-77", correlation_id="req-abc")
+    sagas.cancel(run.pk, reason="customer changed their mind", actor="alice")
+    out = run_command("saga_trace", str(run.pk))
+    header, timeline = out.split("\n\n", 1)
+    assert f"{PlaceOrder.name} v{PlaceOrder.version}" in header
+    assert "cancelled" in header
+    assert "order-77" in header
+    assert "req-abc" in header
+    lines = timeline.strip().splitlines()
+    assert lines[0].split()[:3] == ["seq", "time", "(UTC)"]
+    first = lines[1]
+    assert "SagaCancelled" in first
+    assert "alice" in first
+    assert "pending→cancelled" in first
+    assert "reason: customer changed their mind" in first
+    assert "StepSkipped" in lines[2]
+    assert "+0." in lines[2]  # time since the event before
+
+
+def test_saga_trace_summarises_errors_and_retries() -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING)
+    SagaEvent.objects.create(
+        run=run,
+        seq=1,
+        type=EventType.STEP_ATTEMPT_FAILED,
+        step="charge_payment",
+        data={
+            "error": {"type": "sagas.exceptions.TransientError", "class": "transient", "message": "gateway timeout"},
+            "retry_in": 2.5,
+            "attempt": 1,
+        },
+    )
+    out = run_command("saga_trace", str(run.pk))
+    assert "error: TransientError (transient): gateway timeout; retry in 2.5s; attempt 1" in out
+
+
+def test_saga_trace_json_masks_secrets_in_payload_and_events() -> None:
+    run = SagaRunFactory(status=RunStatus.PENDING, payload={"card_number": "4111111111111111", "sku": "A1"})
+    SagaEvent.objects.create(run=run, seq=1, type=EventType.SAGA_STARTED, data={"card_number": "4111111111111111"})
+    out = run_command("saga_trace", str(run.pk), "--json")
+    assert "4111111111111111" not in out
+    data = json.loads(out)
+    assert data["run"]["payload"] == {"card_number": MASK, "sku": "A1"}
+    assert data["run"]["id"] == str(run.pk)
+    assert [s["name"] for s in data["steps"]][:2] == ["create_order", "reserve_stock"]
+    (event,) = data["events"]
+    assert (event["seq"], event["type"], event["data"]) == (1, "SagaStarted", {"card_number": MASK})
+
+
+# --- bad input: exit 2 ---
+
+
+@pytest.mark.parametrize(
+    ("command", "extra"),
+    [
+        ("saga_trace", []),
+        ("saga_diagnose", ["--no-workers"]),
+        ("saga_retry", ["--reason", "x"]),
+        ("saga_cancel", ["--reason", "x"]),
+        ("saga_resolve", ["--reason", "x", "--step", "charge_payment"]),
+    ],
+)
+def test_a_malformed_or_unknown_run_id_exits_2_naming_the_id(command: str, extra: list[str]) -> None:
+    error, _ = run_failing(command, "not-a-uuid", *extra)
+    assert error.returncode == 2
+    assert "'not-a-uuid' is not a saga run id" in str(error)
+    unknown = str(uuid.uuid4())
+    error, _ = run_failing(command, unknown, *extra)
+    assert error.returncode == 2
+    assert f"No saga run with id {unknown!r}" in str(error)
+
+
+def test_manage_py_exits_2_with_the_message_for_a_malformed_run_id() -> None:
+    result = manage("saga_trace", "not-a-uuid")
+    assert result.returncode == 2
+    assert "'not-a-uuid' is not a saga run id" in result.stderr
+    assert result.stdout == ""
+
+
+def test_manage_py_exits_2_when_the_reason_is_missing() -> None:
+    result = manage("saga_retry", str(uuid.uuid4()))
+    assert result.returncode == 2
+    assert "the following arguments are required: --reason" in result.stderr
+
+
+def test_the_reason_is_required_and_must_not_be_blank() -> None:
+    run = failed_run()
+    error, _ = run_failing("saga_retry", str(run.pk))
+    assert "--reason" in str(error)
+    error, _ = run_failing("saga_resolve", str(run.pk), step="charge_payment", reason="   ")
+    assert error.returncode == 2
+    assert f"A reason is required for saga run {run.pk}" in str(error)
+    assert not SagaEvent.objects.exists()
+
+
+def test_resolve_of_an_unknown_step_exits_2_listing_the_steps() -> None:
+    run = failed_run()
+    error, _ = run_failing("saga_resolve", str(run.pk), step="refund", reason="x")
+    assert error.returncode == 2
+    assert f"Saga run {run.pk} has no step 'refund'" in str(error)
+    assert "charge_payment" in str(error)
+
+
+# --- the operator actions ---
+
+
+def test_saga_retry_retries_a_failed_run_as_the_os_user_and_prints_its_new_status(monkeypatch) -> None:
+    monkeypatch.setattr("getpass.getuser", lambda: "carol")
+    run = failed_run()
+    out = run_command("saga_retry", str(run.pk), reason="refund gateway is back")
+    assert out.strip() == f"Saga run {run.pk} is now compensating (by cli:carol)."
+    event = SagaEvent.objects.get(run=run, type=EventType.SAGA_RETRIED)
+    assert (event.actor, event.data["reason"]) == ("cli:carol", "refund gateway is back")
+
+
+def test_saga_resolve_records_the_actor_and_ends_the_run_compensated() -> None:
+    run = failed_run()
+    out = run_command(
+        "saga_resolve", str(run.pk), "--step", "charge_payment", "--reason", "refunded by hand", "--actor", "alice"
+    )
+    assert out.strip() == f"Saga run {run.pk} is now compensated (by alice)."
+    event = SagaEvent.objects.get(run=run, type=EventType.COMPENSATION_RESOLVED)
+    assert (event.actor, event.step, event.data["reason"]) == ("alice", "charge_payment", "refunded by hand")
+
+
+def test_saga_cancel_json_prints_the_new_status() -> None:
+    run = SagaRunFactory(status=RunStatus.PENDING)
+    out = run_command("saga_cancel", str(run.pk), "--reason", "duplicate order", "--actor", "bob", "--json")
+    assert json.loads(out) == {"run": str(run.pk), "status": "cancelled", "actor": "bob"}
+
+
+def test_saga_retry_and_resolve_json_print_the_new_status() -> None:
+    run = failed_run()
+    out = run_command("saga_resolve", str(run.pk), "--step", "charge_payment", "--reason", "by hand", "--json")
+    assert json.loads(out)["status"] == "compensated"
+    other = failed_run()
+    out = run_command("saga_retry", str(other.pk), "--reason", "back", "--actor", "dan", "--json")
+    assert json.loads(out) == {"run": str(other.pk), "status": "compensating", "actor": "dan"}
+
+
+@pytest.mark.parametrize(
+    ("command", "status", "extra", "message"),
+    [
+        ("saga_cancel", RunStatus.COMPLETED, [], "a finished run cannot be cancelled"),
+        ("saga_retry", RunStatus.COMPLETED, [], "a finished run cannot be retried"),
+        ("saga_resolve", RunStatus.COMPENSATING, ["--step", "charge_payment"], "only be resolved by hand"),
+    ],
+)
+def test_an_action_not_allowed_in_the_runs_state_exits_3_with_the_reason(
+    command: str, status: str, extra: list[str], message: str
+) -> None:
+    run = SagaRunFactory(status=status, step_statuses=COMPENSATION_FAILED)
+    error, out = run_failing(command, str(run.pk), "--reason", "please", *extra)
+    assert error.returncode == 3
+    assert message in str(error)
+    assert str(run.pk) in str(error)
+    assert out == ""
+    run.refresh_from_db()
+    assert run.status == status
+
+
+# --- saga_diagnose ---
+
+
+def test_saga_diagnose_of_a_failed_run_finds_the_exhausted_compensation_and_exits_1() -> None:
+    run = failed_run()
+    error, out = run_failing("saga_diagnose", str(run.pk), "--no-workers")
+    assert error.returncode == 1
+    assert "compensation_exhausted" in str(error)
+    assert "[compensation_exhausted]" in out
+    assert "'charge_payment' gave up after 3 attempt(s): refund gateway down" in out
+    assert f"manage.py saga_resolve {run.pk} --step charge_payment" in out
+
+
+def test_saga_diagnose_of_a_stale_run_finds_its_lease_expired() -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses={"create_order": StepStatus.SUCCEEDED})
+    make_stale(run)
+    error, out = run_failing("saga_diagnose", str(run.pk), "--no-workers", "--json")
+    assert error.returncode == 1
+    data = json.loads(out)
+    assert data["run"] == str(run.pk)
+    assert [f["cause"] for f in data["findings"]] == ["lease_expired"]
+    assert set(data["findings"][0]) == {"cause", "summary", "action"}
+
+
+def test_saga_diagnose_of_a_healthy_run_finds_no_problem_and_exits_0() -> None:
+    run = SagaRunFactory(status=RunStatus.COMPLETED)
+    assert "No problem found." in run_command("saga_diagnose", str(run.pk))
+    assert json.loads(run_command("saga_diagnose", str(run.pk), "--json"))["findings"] == []
+
+
+def test_saga_diagnose_asks_the_workers_unless_told_not_to() -> None:
+    # Tests without a worker fixture send saga tasks to a queue no worker consumes (tests/conftest.py).
+    run = SagaRunFactory(status=RunStatus.EXECUTING)
+    error, out = run_failing("saga_diagnose", str(run.pk), "--json")
+    assert {f["cause"] for f in json.loads(out)["findings"]} & {"no_worker", "broker_unreachable"}
+    assert error.returncode == 1
+    assert "No problem found." in run_command("saga_diagnose", str(run.pk), "--no-workers")
+
+
+# --- saga_health ---
+
+
+def test_saga_health_of_healthy_runs_has_no_alerts_and_exits_0() -> None:
+    reset_breakers()
+    SagaRunFactory(status=RunStatus.COMPLETED, finished_at=timezone.now())
+    out = run_command("saga_health", "--hours", "1")
+    assert "Saga runs started in the last 1h" in out
+    assert "success 100.0%" in out
+    assert "Alerts:\n  none" in out
+    data = json.loads(run_command("saga_health", "--json"))
+    assert (data["started"], data["completed"], data["alerts"]) == (1, 1, [])
+
+
+def test_saga_health_alerts_exit_1_and_name_the_failing_step() -> None:
+    failed_run(finished_at=timezone.now())
+    SagaRunFactory(status=RunStatus.COMPLETED, finished_at=timezone.now())
+    error, out = run_failing("saga_health")
+    assert error.returncode == 1
+    assert "awaiting a person: 1" in out.lower()
+    rows = [line.split() for line in out.splitlines()]
+    assert [PlaceOrder.name, "charge_payment", "compensation_failed", "1"] in rows
+    assert ["transient", "3"] in rows  # failed attempts by class
+    assert "ALERT Failure rate 50.0% is above 5%" in out
+    error, out = run_failing("saga_health", "--json")
+    assert error.returncode == 1
+    data = json.loads(out)
+    assert (data["failed"], data["failure_rate"]) == (1, 0.5)
+    assert any(alert.startswith("Failure rate") for alert in data["alerts"])
+
+
+def test_saga_health_refuses_a_window_that_is_not_positive() -> None:
+    error, _ = run_failing("saga_health", "--hours", "0")
+    assert error.returncode == 2
