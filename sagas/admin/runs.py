@@ -74,7 +74,7 @@ class SagaRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def duration(self, obj: SagaRun) -> str:
         return humanize_seconds(run_duration(obj).total_seconds())
 
-    @admin.display(description="current or failed step")
+    @admin.display(description="step")
     def step_now(self, obj: SagaRun) -> SafeString | str:
         step = current_step(obj.steps.all())
         return format_html("{} {}", step.name, badge(step.status, step=True)) if step else "-"
