@@ -139,7 +139,8 @@ def start_services(config: Config, supervisor: Supervisor) -> Child:
     from sagaproject.celery import app
 
     node = host_format("demo@%h")
-    supervisor.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The admin links each step's task to the demo's Flower.
+    supervisor.env = {**os.environ, "PYTHONUNBUFFERED": "1", "SAGAS_FLOWER_URL": config.flower_url}
     celery = [sys.executable, "-m", "celery", "-A", "sagaproject"]
     print(f"starting processes (queue {config.queue!r}) ...")
     web = supervisor.start(

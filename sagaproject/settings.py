@@ -170,4 +170,6 @@ CELERY_TIMEZONE = TIME_ZONE
 SAGAS: dict[str, object] = {
     "LEASE_SECONDS": int(env("SAGAS_LEASE_SECONDS", "60")),
     "REAPER_INTERVAL": int(env("SAGAS_REAPER_INTERVAL", "15")),
+    # Where the admin links each step's task: Flower as the browser reaches it.
+    "FLOWER_URL": env("SAGAS_FLOWER_URL", "http://127.0.0.1:5555"),
 }
