@@ -57,6 +57,10 @@ DEFAULTS: dict[str, Any] = {
     "MASKED_KEYS": ["password", "secret", "token", "card", "cvv", "iban", "authorization", "api_key"],
     # Where the admin links a step's task id: Flower's task page ("" shows no link).
     "FLOWER_URL": "http://127.0.0.1:5555",
+    # Who may read /metrics (sagas.views.metrics_view): a list of IP addresses and networks ("10.0.0.0/8"),
+    # matched against REMOTE_ADDR. None serves every address: scrapers usually reach the site from inside the
+    # network, and behind a proxy REMOTE_ADDR is the proxy's, so restrict the path there or list addresses here.
+    "METRICS_ALLOWED_IPS": None,
 }
 
 

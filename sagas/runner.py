@@ -3,6 +3,7 @@ circuit breaker, record the result."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -45,8 +46,10 @@ def execute_step(*, run_id: str, step: str, task_id: str) -> Result:
     assert claim.context is not None
     declared = claim.saga.step(step)
     policy = declared.retry or sagas_settings.default_retry
+    started = time.monotonic()
     try:
         raw = call_guarded(declared.action, claim.context, declared.service)
+        seconds = time.monotonic() - started
         output = json_copy(raw, what=f"output of step {step!r}")
     except Exception as exc:  # anything the action raised is a failed attempt, classified by the policy
         error = describe_failure(exc, attempt=claim.context.attempt)
@@ -56,7 +59,7 @@ def execute_step(*, run_id: str, step: str, task_id: str) -> Result:
             next_id = engine.step_task_id(run_id, step, claim.context.attempt + 1)
             return Result(Outcome.RETRY, delay=delay or 0.0, exc=exc, retry_task_id=next_id)
         return Result(Outcome.FAILED if answer is AttemptOutcome.FAILED else Outcome.STOP, exc=exc)
-    if services.step_succeed(run_id=run_id, step=step, output=output):
+    if services.step_succeed(run_id=run_id, step=step, output=output, seconds=seconds):
         return Result(Outcome.CONTINUE)
     return Result(Outcome.STOP)
 

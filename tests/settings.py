@@ -1,6 +1,9 @@
 """Test settings: the project settings on PostgreSQL and a private Redis database and queue."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Tests always run on PostgreSQL and real Redis, whatever DATABASE_URL a developer has exported.
 os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
@@ -8,6 +11,11 @@ os.environ["CELERY_BROKER_URL"] = os.environ.get("TEST_BROKER_URL", "redis://127
 # One queue per test session, so two suites on one machine never take each other's messages.
 # Worker subprocesses inherit the variable, so they consume exactly what this session sends.
 os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"sagas-test-{os.getpid()}")
+# Prometheus counts of this session in one directory (multiprocess mode), set before anything imports
+# prometheus_client. Worker subprocesses inherit it, so /metrics in a test sums what they counted.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"sagas-metrics-{os.getpid()}-")
+    atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 from sagaproject.settings import *  # noqa: F403
 from sagaproject.settings import DATABASES, INSTALLED_APPS

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from sagas import metrics
 from sagas.exceptions import InvalidTransition, RunNotFound
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.registry import get_saga
@@ -104,6 +105,7 @@ def move_run(
         run_fields={"status": to, **(fields or {})},
         expect_status=source,
     )
+    metrics.run_finished(run.saga_name, to)  # counts only outcomes (completed, compensated, cancelled, failed)
     logger.info("saga %s %s: %s -> %s", run.saga_name, run.pk, source, to)
     return recorded
 

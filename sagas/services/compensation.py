@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import engine
+from sagas import engine, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
@@ -279,6 +279,7 @@ def _record_retry(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any], re
         step=step_run.name,
         data={"error": failure_summary(error), "retry_in": retry_in},
     )
+    metrics.attempt_failed(run.saga_name, step_run.name, kind="compensation", error=error, retried=True)
 
 
 def _give_up(run: SagaRun, saga: type[Saga] | None, step_run: SagaStepRun, error: dict[str, Any]) -> None:
@@ -290,6 +291,8 @@ def _give_up(run: SagaRun, saga: type[Saga] | None, step_run: SagaStepRun, error
         data={"error": failure_summary(error)},
         fields=log_failure(step_run, "compensation", error, None),
     )
+    metrics.attempt_failed(run.saga_name, step_run.name, kind="compensation", error=error, retried=False)
+    metrics.compensation_gave_up(run.saga_name, step_run.name)
     logger.error(
         "saga run %s: compensation of step %s gave up: %s; a person must act",
         run.pk,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import engine
+from sagas import engine, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import InvalidTransition, RunNotFound, UnknownSaga
 from sagas.models import SagaRun, SagaStepRun
@@ -96,29 +96,46 @@ def _attempt_lost(run: SagaRun, step_run: SagaStepRun, step: Step, now: datetime
     return True
 
 
-def _plan(run: SagaRun, saga: type[Saga], now: datetime, *, force: bool) -> tuple[str, Callable[[], object]] | None:
-    """The action that moves a stuck run on, from its rows; None if it needs none."""
+def _plan(
+    run: SagaRun, saga: type[Saga], now: datetime, *, force: bool
+) -> tuple[str, str, Callable[[], object]] | None:
+    """What moves a stuck run on, from its rows: (kind, action, act), or None if it needs nothing. The kind is
+    a fixed word for the action (the label of the re-drive metric); the action says it for people."""
     steps = list(run.steps.order_by("index"))
     if run.status in (RunStatus.PENDING, RunStatus.EXECUTING) and past_deadline(run):
-        return "time out: deadline passed", lambda: _time_out(run, saga)
+        return "time_out", "time out: deadline passed", lambda: _time_out(run, saga)
     if run.status == RunStatus.PENDING:
-        return "publish the steps again (dispatch lost)", lambda: _publish_from(run, saga, steps[0])
+        return "publish", "publish the steps again (dispatch lost)", lambda: _publish_from(run, saga, steps[0])
     if run.status == RunStatus.EXECUTING:
         current = next((s for s in steps if s.status != StepStatus.SUCCEEDED), None)
         if current is None:
-            return "complete (finish message lost)", lambda: run_complete_locked(run)
+            return "complete", "complete (finish message lost)", lambda: run_complete_locked(run)
         if current.status == StepStatus.FAILED:
-            return f"compensate (errback of {current.name} lost)", lambda: _compensate_failed(run, saga, current)
+            return (
+                "compensate",
+                f"compensate (errback of {current.name} lost)",
+                lambda: _compensate_failed(run, saga, current),
+            )
         if current.status == StepStatus.PENDING:
-            return f"publish step {current.name} again (message lost)", lambda: _publish_from(run, saga, current)
+            return (
+                "publish",
+                f"publish step {current.name} again (message lost)",
+                lambda: _publish_from(run, saga, current),
+            )
         if current.status == StepStatus.RUNNING and (
             force or _attempt_lost(run, current, saga.step(current.name), now, compensation=False)
         ):
-            return f"run step {current.name} again (attempt lost)", lambda: _publish_from(run, saga, current)
+            return (
+                "rerun_step",
+                f"run step {current.name} again (attempt lost)",
+                lambda: _publish_from(run, saga, current),
+            )
         return None
     if run.status == RunStatus.TIMEOUT:
-        return "compensate (timed out)", lambda: begin_compensation(
-            run, saga, event=EventType.SAGA_COMPENSATING, data={"reason": "deadline"}
+        return (
+            "compensate",
+            "compensate (timed out)",
+            lambda: begin_compensation(run, saga, event=EventType.SAGA_COMPENSATING, data={"reason": "deadline"}),
         )
     if run.status == RunStatus.COMPENSATING:
         lost = [
@@ -130,7 +147,7 @@ def _plan(run: SagaRun, saga: type[Saga], now: datetime, *, force: bool) -> tupl
             )
         ]
         names = ", ".join(s.name for s in lost) or "none lost"
-        return f"move compensation on ({names})", lambda: _move_compensation_on(run, saga, lost)
+        return "move_compensation", f"move compensation on ({names})", lambda: _move_compensation_on(run, saga, lost)
     return None
 
 
@@ -199,11 +216,12 @@ def run_redrive(
         except UnknownSaga as exc:
             if not dry_run:
                 _park(run, "", str(exc))
+                metrics.redriven(run.saga_name, "park")
             return Redrive(str(run.pk), "park (saga version not in this code)")
         plan = _plan(run, saga, now, force=force)
         if plan is None:
             return Redrive(str(run.pk), "")
-        action, act = plan
+        kind, action, act = plan
         if dry_run:
             return Redrive(str(run.pk), action)
         append_event(
@@ -214,6 +232,7 @@ def run_redrive(
             run_fields={"parked_reason": ""},
         )
         act()
+        metrics.redriven(run.saga_name, kind)
     logger.warning("saga run %s re-driven by %s: %s", run_id, actor, action)
     return Redrive(str(run_id), action)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from sagas import engine
+from sagas import engine, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import (
     DefinitionChanged,
@@ -149,6 +149,7 @@ def _create_run(
         },
         created_at=now,
     )
+    metrics.run_started(saga.name)
     dispatch_on_commit(run.pk, engine.forward_canvas(saga, str(run.pk), saga.steps))
     if run.deadline is not None:
         dispatch_on_commit(run.pk, engine.deadline_check(str(run.pk)), countdown=deadline_check_delay(run))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
+from sagas import metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.models import SagaRun, SagaStepRun
@@ -109,11 +110,12 @@ def _abandon(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:
     advance_compensation(run, saga)
 
 
-def step_succeed(*, run_id: RunId, step: str, output: Any) -> bool:
+def step_succeed(*, run_id: RunId, step: str, output: Any, seconds: float | None = None) -> bool:
     """Store a step's output and mark it succeeded; True if the run goes on to its next step.
 
     A step that succeeds after its run stopped executing (cancelled, timed out) is recorded all the
-    same, and undone: the run does not come back to life.
+    same, and undone: the run does not come back to life. ``seconds``: how long the successful attempt
+    took (the step duration metric).
     """
     with transaction.atomic():
         run = lock_run(run_id)
@@ -130,6 +132,8 @@ def step_succeed(*, run_id: RunId, step: str, output: Any) -> bool:
             data={"attempt": step_run.attempts, "late": run.status != RunStatus.EXECUTING},
             fields={"output": output, "error": None, "finished_at": timezone.now()},
         )
+        if seconds is not None:
+            metrics.step_succeeded(run.saga_name, step, seconds)
         if run.status == RunStatus.COMPENSATING:
             advance_compensation(run, saga_for(run))
         return run.status == RunStatus.EXECUTING
@@ -171,6 +175,7 @@ def record_retry(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any], ret
         step=step_run.name,
         data={"error": failure_summary(error), "retry_in": retry_in},
     )
+    metrics.attempt_failed(run.saga_name, step_run.name, kind="action", error=error, retried=True)
 
 
 def fail_step(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any]) -> None:
@@ -184,6 +189,7 @@ def fail_step(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any]) -> Non
         fields={**log_failure(step_run, "action", error, None), "finished_at": timezone.now()},
         run_fields=None if run.error else {"error": {"step": step_run.name, **failure_summary(error)}},
     )
+    metrics.attempt_failed(run.saga_name, step_run.name, kind="action", error=error, retried=False)
     logger.warning("saga run %s: step %s failed: %s", run.pk, step_run.name, error["message"])
 
 

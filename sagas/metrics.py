@@ -1,0 +1,209 @@
+"""Prometheus metrics of the framework: declared once here, counted by the services when their transaction commits.
+
+Labels name sagas, steps, outcomes, failure classes and re-drive actions: bounded sets fixed by the code. Never a
+run id, a payload value or an error message: each distinct label value is a new time series.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn workers, Celery's prefork pool), every process writes its counts to
+files in that directory and ``sagas.views.metrics_view`` adds up the files of all processes. Only counters and
+histograms are kept in files: the one gauge, runs awaiting a person, is counted in the database at scrape time, so no
+file goes stale and no ``mark_process_dead`` hook is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from django.db import DatabaseError, transaction
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, values
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from sagas.states import AWAITING_PERSON_STATES, TERMINAL_RUN_STATES
+
+logger = logging.getLogger("sagas")
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# The statuses a run is counted as finished in: final, or failed (stopped for a person).
+OUTCOMES = TERMINAL_RUN_STATES | AWAITING_PERSON_STATES
+
+# Steps call other services: from milliseconds up to the longest step timeouts.
+STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+def multiprocess_dir() -> str | None:
+    """The directory every process writes its counts to, or None: each process keeps its own."""
+    return os.environ.get(MULTIPROC_DIR_ENV) or None
+
+
+_process_names: dict[int, str] = {}
+
+
+def _process_name() -> str:
+    """This process's part of the multiprocess file names: its pid and a random tag, drawn again after a fork.
+
+    prometheus-client names the files by pid alone. Containers sharing the directory (web, worker and beat in
+    docker-compose.yml) each number their pids from 1, so a web and a worker process would write one file and
+    corrupt each other's counts. The only rule the library sets is that live processes get distinct names.
+    """
+    pid = os.getpid()
+    return _process_names.setdefault(pid, f"{pid}-{secrets.token_hex(4)}")
+
+
+if multiprocess_dir():
+    # Before any metric below has a child: children are created on first use, with the class set here.
+    values.ValueClass = values.MultiProcessValue(process_identifier=_process_name)  # type: ignore[no-untyped-call]
+
+RUNS_STARTED = Counter("sagas_runs_started", "Saga runs started (stored, steps dispatched).", ["saga"])
+RUNS_FINISHED = Counter(
+    "sagas_runs_finished",
+    "Runs that reached an outcome: completed, compensated, cancelled, or failed (awaiting a person). A failed run "
+    "that a person retries or resolves counts again under its next outcome.",
+    ["saga", "outcome"],
+)
+STEP_DURATION = Histogram(
+    "sagas_step_duration_seconds",
+    "Duration of the successful attempt of a step: the call of its action.",
+    ["saga", "step"],
+    buckets=STEP_BUCKETS,
+)
+ATTEMPT_FAILURES = Counter(
+    "sagas_attempt_failures",
+    'Failed attempts of step actions (kind="action") and compensations (kind="compensation") by failure class; '
+    'retried="true" for those tried again (retries), "false" where the policy gave up.',
+    ["saga", "step", "kind", "failure_class", "retried"],
+)
+COMPENSATION_FAILURES = Counter(
+    "sagas_compensation_failures",
+    "Compensations that gave up: the step is compensation_failed and its run waits for a person.",
+    ["saga", "step"],
+)
+REDRIVES = Counter(
+    "sagas_redrives",
+    "Runs re-driven from their rows after they stopped moving (by the reaper, saga_recover or an operator's retry "
+    "of a stuck run), by what was done.",
+    ["saga", "action"],
+)
+
+
+def _on_commit(count: Callable[[], None]) -> None:
+    # Counted only once the change is committed: a rolled-back transition counts nothing. robust: a count that
+    # cannot be written (say, a missing directory) is logged, never raised into a caller whose work committed.
+    transaction.on_commit(count, robust=True)
+
+
+def run_started(saga: str) -> None:
+    def count_run_started() -> None:
+        RUNS_STARTED.labels(saga=saga).inc()
+
+    _on_commit(count_run_started)
+
+
+def run_finished(saga: str, outcome: str) -> None:
+    """A run moved to ``outcome``; statuses that are not an outcome (executing, compensating...) count nothing."""
+    if outcome not in OUTCOMES:
+        return
+
+    def count_run_finished() -> None:
+        RUNS_FINISHED.labels(saga=saga, outcome=str(outcome)).inc()
+
+    _on_commit(count_run_finished)
+
+
+def step_succeeded(saga: str, step: str, seconds: float) -> None:
+    def observe_step_duration() -> None:
+        STEP_DURATION.labels(saga=saga, step=step).observe(seconds)
+
+    _on_commit(observe_step_duration)
+
+
+def attempt_failed(saga: str, step: str, *, kind: str, error: Mapping[str, Any], retried: bool) -> None:
+    """A failed attempt of a step's action or compensation (``kind``), tried again or not; ``error`` is the
+    attempt's failure record (``sagas.retry.describe_failure``), of which only the failure class is used."""
+    failure_class = str(error.get("class") or "unknown")
+
+    def count_attempt_failure() -> None:
+        labels = {"saga": saga, "step": step, "kind": kind, "failure_class": failure_class}
+        ATTEMPT_FAILURES.labels(**labels, retried="true" if retried else "false").inc()
+
+    _on_commit(count_attempt_failure)
+
+
+def compensation_gave_up(saga: str, step: str) -> None:
+    def count_compensation_failure() -> None:
+        COMPENSATION_FAILURES.labels(saga=saga, step=step).inc()
+
+    _on_commit(count_compensation_failure)
+
+
+def redriven(saga: str, action: str) -> None:
+    """A stuck run was moved on; ``action`` is a fixed word for what was done (``publish``, ``complete``...)."""
+
+    def count_redrive() -> None:
+        REDRIVES.labels(saga=saga, action=action).inc()
+
+    _on_commit(count_redrive)
+
+
+class AwaitingPersonCollector:
+    """``sagas_runs_awaiting_person``: runs stopped for a person, by saga, counted in the database at each scrape.
+
+    A gauge kept in process memory would drift from the rows (a run resolved by hand, a process restarted), so it is
+    one grouped COUNT query instead. Every registered saga is listed, at 0 when none of its runs waits.
+    """
+
+    def describe(self) -> Iterator[Metric]:
+        # Registering the collector must not query the database.
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        from django.db.models import Count
+
+        from sagas.registry import all_sagas
+        from sagas.selectors import awaiting_person
+
+        try:
+            rows = awaiting_person().order_by().values_list("saga_name").annotate(runs=Count("pk"))
+            waiting: dict[str, int] = {name: 0 for name in (saga.name for saga in all_sagas())}
+            waiting.update(dict(rows))
+        except DatabaseError:
+            logger.exception("metrics: could not count the saga runs awaiting a person; the gauge is left out")
+            return
+        family = self._family()
+        for saga, runs in sorted(waiting.items()):
+            family.add_metric([saga], runs)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "sagas_runs_awaiting_person",
+            "Runs that stopped (failed) because a compensation gave up: a person must retry or resolve them.",
+            labels=["saga"],
+        )
+
+
+class _Forward:
+    """What another registry collects, served through a per-scrape registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.registry.collect())
+
+
+def scrape_registry() -> CollectorRegistry:
+    """What one scrape serves: the counts of every process (or of this one), and the gauge read from the database."""
+    registry = CollectorRegistry()
+    directory = multiprocess_dir()
+    if directory:
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_Forward(REGISTRY))
+    registry.register(AwaitingPersonCollector())
+    return registry

@@ -1,0 +1,99 @@
+"""What the services count, only once committed; the gauge read at scrape time; who may read /metrics."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from django.test import Client
+from django.utils import timezone
+
+from participants.checkout.sagas import PlaceOrder
+from sagas import recovery, services
+from sagas.models import SagaRun
+from sagas.states import RunStatus, StepStatus
+from tests.factories import SagaRunFactory
+from tests.metrics import scrape
+
+SAGA = PlaceOrder.name
+ALL_SUCCEEDED = {step.name: StepStatus.SUCCEEDED for step in PlaceOrder.steps}
+
+
+def completed_runs(client: Client) -> float:
+    return scrape(client).value("sagas_runs_finished_total", saga=SAGA, outcome="completed")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_transition_counts_nothing(client: Client) -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses=ALL_SUCCEEDED)
+    before = completed_runs(client)
+
+    def complete_then_fail() -> None:
+        with transaction.atomic():
+            assert services.run_complete(run_id=run.pk)
+            raise RuntimeError("the surrounding transaction fails after the run completed")
+
+    with pytest.raises(RuntimeError, match="surrounding transaction"):
+        complete_then_fail()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.EXECUTING
+    assert completed_runs(client) == before
+    assert services.run_complete(run_id=run.pk)  # committed this time
+    assert completed_runs(client) == before + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_start_counts_once_and_a_repeated_key_counts_nothing(client: Client) -> None:
+    before = scrape(client).value("sagas_runs_started_total", saga=SAGA)
+    PlaceOrder.start({"customer_email": "a@example.com"}, idempotency_key="metrics-once")
+    PlaceOrder.start({"customer_email": "a@example.com"}, idempotency_key="metrics-once")
+    assert scrape(client).value("sagas_runs_started_total", saga=SAGA) == before + 1
+
+
+@pytest.mark.django_db
+def test_a_reaper_redrive_counts_by_action_without_the_run(client: Client, django_capture_on_commit_callbacks) -> None:
+    run = SagaRunFactory(status=RunStatus.PENDING)
+    SagaRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+    before = scrape(client)
+    with django_capture_on_commit_callbacks(execute=True):
+        (outcome,) = recovery.reap()
+    assert outcome.action == "publish the steps again (dispatch lost)"
+    after = scrape(client)
+    assert after.changes(before, "sagas_redrives_total") == {frozenset({"saga": SAGA, "action": "publish"}.items()): 1}
+    assert str(run.pk) not in after.text
+
+
+@pytest.mark.django_db
+def test_awaiting_a_person_is_counted_in_the_database_at_each_scrape(client: Client) -> None:
+    assert scrape(client).value("sagas_runs_awaiting_person", saga=SAGA) == 0  # listed before any run failed
+    first, _ = SagaRunFactory(status=RunStatus.FAILED), SagaRunFactory(status=RunStatus.FAILED)
+    SagaRunFactory(status=RunStatus.COMPENSATED)
+    assert scrape(client).value("sagas_runs_awaiting_person", saga=SAGA) == 2
+    SagaRun.objects.filter(pk=first.pk).update(status=RunStatus.COMPENSATED)  # resolved, say
+    assert scrape(client).value("sagas_runs_awaiting_person", saga=SAGA) == 1
+
+
+@pytest.mark.django_db
+def test_metrics_are_served_to_every_address_by_default(client: Client) -> None:
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("address", "status"),
+    [("10.1.2.3", 200), ("127.0.0.1", 200), ("::ffff:10.0.0.7", 200), ("192.168.1.1", 403), ("2001:db8::1", 403)],
+)
+def test_metrics_are_refused_outside_the_allowed_networks(client: Client, settings, address: str, status: int) -> None:
+    settings.SAGAS = {**settings.SAGAS, "METRICS_ALLOWED_IPS": ["10.0.0.0/8", "127.0.0.1"]}
+    assert client.get("/metrics", REMOTE_ADDR=address).status_code == status
+
+
+@pytest.mark.parametrize("allowed", ["10.0.0.0/8", ["10.0.0.0/8", "the office"]])
+def test_a_malformed_allow_list_is_a_configuration_error(client: Client, settings, allowed: object) -> None:
+    settings.SAGAS = {**settings.SAGAS, "METRICS_ALLOWED_IPS": allowed}
+    client.raise_request_exception = True
+    with pytest.raises(ImproperlyConfigured, match="METRICS_ALLOWED_IPS"):
+        client.get("/metrics")
