@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -106,6 +107,12 @@ def prepare(config: Config, supervisor: Supervisor) -> tuple[Shop, str | None]:
     # Every process of the demo, and the batch this process sends, use their own queue, so a demo never
     # takes another process's messages (or the other way round) on a shared Redis.
     os.environ["CELERY_TASK_DEFAULT_QUEUE"] = config.queue
+    # The web, the worker and this process count into one directory, so /metrics shows all of them; it
+    # starts empty with every demo (all its writers are the demo's own processes).
+    metrics_dir = DEMO_DIR / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     broker_url, private = ensure_redis(supervisor)
 
     import django
@@ -201,6 +208,7 @@ def run(config: Config, supervisor: Supervisor) -> int:
     )
     print("\n".join(lines))
     ok = all_settled and all(run.as_expected for run in runs)
+    print(f"metrics:      {config.web_url}/metrics")
     print("\nevery run reached its expected status" if ok else "\nSOME RUNS DID NOT REACH THEIR EXPECTED STATUS")
     if config.once:
         return 0 if ok else 1
