@@ -135,11 +135,18 @@ class Saga:
         raise KeyError(f"Saga {cls.name!r} v{cls.version} has no step {name!r}.")
 
     @classmethod
+    def is_graph(cls) -> bool:
+        """Whether the steps form an explicit dependency graph (some step declares ``depends_on``): its
+        steps run as soon as their dependencies succeed, independent ones in parallel. Otherwise they
+        run one after another, in the order declared."""
+        return any(step.depends_on for step in cls.steps)
+
+    @classmethod
     def dependencies(cls) -> dict[str, frozenset[str]]:
         """Each step's direct dependencies: its ``depends_on`` when any step of the saga declares one (an
         explicit graph, where a step without ``depends_on`` depends on nothing), else the step declared
         before it (a plain sequence)."""
-        explicit = any(step.depends_on for step in cls.steps)
+        explicit = cls.is_graph()
         previous: list[str] = []
         graph = {}
         for step in cls.steps:
@@ -209,6 +216,23 @@ def _default_saga_name(cls: type[Saga]) -> str:
     return f"{app_config.label}.{cls.__name__}"
 
 
+def _cycle_through(steps: Sequence[Step], start: str) -> list[str]:
+    """A dependency path from ``start`` back to itself (as names), or [] when there is none."""
+    depends_on = {step.name: step.depends_on for step in steps if isinstance(step, Step)}
+
+    def walk(name: str, path: list[str]) -> list[str]:
+        for dependency in depends_on.get(name, ()):
+            if dependency == start:
+                return [*path, dependency]
+            if dependency not in path and dependency in depends_on:
+                found = walk(dependency, [*path, dependency])
+                if found:
+                    return found
+        return []
+
+    return walk(start, [start])
+
+
 def _validate(cls: type[Saga]) -> None:
     """Refuse a badly declared saga, listing every problem with the saga and step it concerns."""
     where = f"Saga {cls.__qualname__} ({cls.name!r})"
@@ -227,6 +251,7 @@ def _validate(cls: type[Saga]) -> None:
         problems.append(f"{where}: searchable must be a list of payload keys, got {cls.searchable!r}")
     names = [step.name for step in cls.steps if isinstance(step, Step)]
     seen: set[str] = set()
+    cycles: set[frozenset[str]] = set()
     for step in cls.steps:
         if not isinstance(step, Step):
             problems.append(f"{where}: steps must be sagas.Step objects, got {step!r}")
@@ -235,9 +260,17 @@ def _validate(cls: type[Saga]) -> None:
         problems += [f"{at}: {problem}" for problem in step.problems()]
         if step.name in seen:
             problems.append(f"{where}: two steps are named {step.name!r}; step names must be unique, pass name='...'")
+        if len(set(step.depends_on)) != len(step.depends_on):
+            problems.append(f"{at}: depends_on names a step twice: {list(step.depends_on)!r}")
         for dependency in step.depends_on:
-            if dependency == step.name:
+            if not isinstance(dependency, str):
+                problems.append(f"{at}: depends_on must name steps, got {dependency!r}")
+            elif dependency == step.name:
                 problems.append(f"{at}: depends on itself")
+            elif dependency in names and (cycle := _cycle_through(cls.steps, step.name)):
+                if frozenset(cycle) not in cycles:  # say each cycle once, from its first step
+                    cycles.add(frozenset(cycle))
+                    problems.append(f"{at}: its dependencies form a cycle: {' -> '.join(cycle)}")
             elif dependency not in seen:
                 where_it_is = (
                     "declared after it; declare dependencies first"

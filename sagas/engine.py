@@ -55,20 +55,41 @@ def compensation_task_id(run_id: str, step: str, round_: int, attempt: int) -> s
     return f"{run_id}:{step}:compensate:{round_}.{attempt}"
 
 
+def step_task(saga: type[Saga], run_id: str, step: Step, attempt: int) -> Signature:
+    """One attempt of a forward step, with the errback that reports its failure."""
+    return _task(
+        step_task_name(saga.name, step.name),
+        run_id,
+        step.name,
+        task_id=step_task_id(run_id, step.name, attempt),
+        **_time_limits(step),
+    ).on_error(_task(ON_STEP_FAILURE, run_id, step.name))
+
+
 def forward_canvas(saga: type[Saga], run_id: str, steps: Sequence[Step], first_attempt: int = 1) -> Signature:
-    """``chain(step..., finish_run)``; every step carries the errback that reports its failure. The first
-    step's task is its attempt ``first_attempt``; the others have not run yet."""
-    tasks = [
-        _task(
-            step_task_name(saga.name, step.name),
-            run_id,
-            step.name,
-            task_id=step_task_id(run_id, step.name, first_attempt if index == 0 else 1),
-            **_time_limits(step),
-        ).on_error(_task(ON_STEP_FAILURE, run_id, step.name))
-        for index, step in enumerate(steps)
-    ]
+    """``chain(step..., finish_run)`` for a saga whose steps form a sequence; every step carries the errback
+    that reports its failure. The first step's task is its attempt ``first_attempt``; the others have not
+    run yet."""
+    tasks = [step_task(saga, run_id, step, first_attempt if index == 0 else 1) for index, step in enumerate(steps)]
     return chain(*tasks, _task(FINISH_RUN, run_id, task_id=f"{run_id}:finish"))
+
+
+def start_canvases(saga: type[Saga], run_id: str, step: Step, attempt: int) -> Signature:
+    """What to publish to (re)start ``step`` at ``attempt``.
+
+    A sequence runs as one chain from that step to the end. In a graph each step is a task of its own:
+    the run's tables start a step once every step it depends on has succeeded (fan-in by our rows, not by
+    a chord counter in the result backend), so parallel branches are separate messages.
+    """
+    if saga.is_graph():
+        return step_task(saga, run_id, step, attempt)
+    return forward_canvas(saga, run_id, saga.steps[saga.steps.index(step) :], first_attempt=attempt)
+
+
+def ready_steps(saga: type[Saga], succeeded: set[str], pending: set[str]) -> list[str]:
+    """The pending steps whose dependencies have all succeeded, in declaration order."""
+    dependencies = saga.dependencies()
+    return [s.name for s in saga.steps if s.name in pending and dependencies[s.name] <= succeeded]
 
 
 def compensation_task(saga: type[Saga], run_id: str, step: str, task_id: str) -> Signature:

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from sagas import metrics
+from sagas import engine, metrics
 from sagas.exceptions import InvalidTransition, RunNotFound
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.registry import get_saga
@@ -185,6 +185,13 @@ def dispatch_on_commit(run_id: RunId, canvas: Signature, **options: Any) -> None
 
     publish.canvas = canvas  # type: ignore[attr-defined]  # what it publishes, for logs and tests
     transaction.on_commit(publish)
+
+
+def publish_step(run: SagaRun, saga: type[Saga], step: str, *, attempt: int, **options: Any) -> None:
+    """Publish attempt ``attempt`` of a forward step once the transaction commits: in a sequence, the chain
+    from that step to the end; in a graph, that step alone (the rows start the steps after it)."""
+    canvas = engine.start_canvases(saga, str(run.pk), saga.step(step), attempt)
+    dispatch_on_commit(run.pk, canvas, **options)
 
 
 def failure_entry(kind: str, error: dict[str, Any], retry_in: float | None) -> dict[str, Any]:

@@ -98,22 +98,22 @@ def advance_compensation(run: SagaRun, saga: type[Saga]) -> str | None:
     if run.status != RunStatus.COMPENSATING:
         return None
     steps = list(run.steps.all())
+    if any(s.status == StepStatus.RUNNING for s in steps):
+        # Steps in flight (parallel branches, or the step a cancel interrupted) finish or time out first:
+        # one that succeeds must be undone too, in its place in the order.
+        return None
     by_name = {step_run.name: step_run for step_run in steps}
-    # A step still running may yet succeed and need undoing: it takes its place in the stages as if it
-    # completed last, so the steps it depends on wait for it.
-    owed = [s for s in steps if s.status in (*FORWARD_DONE, StepStatus.RUNNING) and has_compensation(saga, s.name)]
-    owed.sort(key=lambda s: (s.status == StepStatus.RUNNING, s.finished_at or run.created_at, s.index))
+    owed = [s for s in steps if s.status in FORWARD_DONE and has_compensation(saga, s.name)]
+    owed.sort(key=lambda s: (s.finished_at or run.created_at, s.index))
     for number, stage in enumerate(engine.compensation_stages(saga, [s.name for s in owed])):
         waiting = False
         for name in stage:
             step_run = by_name[name]
             if step_run.status == StepStatus.SUCCEEDED:
                 _schedule(run, saga, step_run, stage=number)
-            waiting = waiting or step_run.status in (StepStatus.COMPENSATING, StepStatus.RUNNING)
+            waiting = waiting or step_run.status == StepStatus.COMPENSATING
         if waiting:
             return None
-    if any(s.status == StepStatus.RUNNING for s in steps):
-        return None  # a step still running may yet succeed, and then it must be undone too
     return _end_compensation(run, [s.name for s in steps if s.status == StepStatus.COMPENSATION_FAILED])
 
 

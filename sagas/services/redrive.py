@@ -27,6 +27,7 @@ from sagas.services._core import (
     logger,
     move_run,
     past_deadline,
+    publish_step,
     saga_for,
 )
 from sagas.services.compensation import (
@@ -35,8 +36,7 @@ from sagas.services.compensation import (
     next_compensation_task_id,
     time_out,
 )
-from sagas.services.runs import run_complete_locked
-from sagas.services.steps import fail_step
+from sagas.services.steps import fail_step, run_complete_locked
 from sagas.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, EventType, RunStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -105,32 +105,9 @@ def _plan(
     if run.status in (RunStatus.PENDING, RunStatus.EXECUTING) and past_deadline(run):
         return "time_out", "time out: deadline passed", lambda: _time_out(run, saga)
     if run.status == RunStatus.PENDING:
-        return "publish", "publish the steps again (dispatch lost)", lambda: _publish_from(run, saga, steps[0])
+        return "publish", "publish the steps again (dispatch lost)", lambda: _publish_start(run, saga, steps)
     if run.status == RunStatus.EXECUTING:
-        current = next((s for s in steps if s.status != StepStatus.SUCCEEDED), None)
-        if current is None:
-            return "complete", "complete (finish message lost)", lambda: run_complete_locked(run)
-        if current.status == StepStatus.FAILED:
-            return (
-                "compensate",
-                f"compensate (errback of {current.name} lost)",
-                lambda: _compensate_failed(run, saga, current),
-            )
-        if current.status == StepStatus.PENDING:
-            return (
-                "publish",
-                f"publish step {current.name} again (message lost)",
-                lambda: _publish_from(run, saga, current),
-            )
-        if current.status == StepStatus.RUNNING and (
-            force or _attempt_lost(run, current, saga.step(current.name), now, compensation=False)
-        ):
-            return (
-                "rerun_step",
-                f"run step {current.name} again (attempt lost)",
-                lambda: _publish_from(run, saga, current),
-            )
-        return None
+        return _plan_executing(run, saga, steps, now, force=force)
     if run.status == RunStatus.TIMEOUT:
         return (
             "compensate",
@@ -151,15 +128,59 @@ def _plan(
     return None
 
 
+def _plan_executing(
+    run: SagaRun, saga: type[Saga], steps: list[SagaStepRun], now: datetime, *, force: bool
+) -> tuple[str, str, Callable[[], object]] | None:
+    """An executing run: complete it, compensate its failed step, or publish again the steps whose message
+    (or whose fan-in, in a graph) was lost and the attempts that vanished."""
+    if all(s.status == StepStatus.SUCCEEDED for s in steps):
+        return "complete", "complete (finish message lost)", lambda: run_complete_locked(run)
+    failed = next((s for s in steps if s.status == StepStatus.FAILED), None)
+    if failed is not None:
+        return (
+            "compensate",
+            f"compensate (errback of {failed.name} lost)",
+            lambda: _compensate_failed(run, saga, failed),
+        )
+    succeeded = {s.name for s in steps if s.status == StepStatus.SUCCEEDED}
+    pending = {s.name for s in steps if s.status == StepStatus.PENDING}
+    # In a sequence only the first unfinished step can be ready; in a graph, any step whose
+    # dependencies all succeeded (the lost fan-in of a join) and any branch whose attempt vanished.
+    ready = [s for s in steps if s.name in engine.ready_steps(saga, succeeded, pending)]
+    lost = [
+        s
+        for s in steps
+        if s.status == StepStatus.RUNNING
+        and (force or _attempt_lost(run, s, saga.step(s.name), now, compensation=False))
+    ]
+    if not saga.is_graph():
+        ready, lost = ready[:1], lost[:1]
+    if not ready and not lost:
+        return None
+    what = [f"publish step {s.name} again (message lost)" for s in ready]
+    what += [f"run step {s.name} again (attempt lost)" for s in lost]
+
+    def publish() -> None:
+        for step_run in ready:
+            publish_step(run, saga, step_run.name, attempt=1)
+        for step_run in lost:
+            publish_step(run, saga, step_run.name, attempt=step_run.attempts + 1)
+
+    return ("publish" if ready else "rerun_step"), "; ".join(what), publish
+
+
 def _time_out(run: SagaRun, saga: type[Saga]) -> None:
     if run.status == RunStatus.PENDING:
         move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING, fields={"started_at": timezone.now()})
     time_out(run, saga)
 
 
-def _publish_from(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:
-    canvas = engine.forward_canvas(saga, str(run.pk), saga.steps[step_run.index :], first_attempt=step_run.attempts + 1)
-    dispatch_on_commit(run.pk, canvas)
+def _publish_start(run: SagaRun, saga: type[Saga], steps: list[SagaStepRun]) -> None:
+    """A pending run whose first publish was lost: its first step (a sequence), or every step that depends
+    on nothing (a graph)."""
+    first = [s for s in steps if not saga.dependencies()[s.name]]
+    for step_run in first if saga.is_graph() else first[:1]:
+        publish_step(run, saga, step_run.name, attempt=step_run.attempts + 1)
 
 
 def _compensate_failed(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:

@@ -29,12 +29,13 @@ from sagas.services._core import (
     logger,
     move_run,
     past_deadline,
+    publish_step,
     saga_for,
     step_row,
 )
 from sagas.services.compensation import advance_compensation, begin_compensation, time_out
 from sagas.services.context import failure_recorded, unrecorded_failure
-from sagas.services.steps import fail_step, record_retry
+from sagas.services.steps import fail_step, record_retry, run_complete_locked
 from sagas.states import EventType, RunStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -150,7 +151,13 @@ def _create_run(
         created_at=now,
     )
     metrics.run_started(saga.name)
-    dispatch_on_commit(run.pk, engine.forward_canvas(saga, str(run.pk), saga.steps))
+    if saga.is_graph():
+        # The steps that depend on nothing start together; each success starts the steps it unblocks.
+        roots = [s for s in saga.steps if not s.depends_on]
+        for step in roots:
+            dispatch_on_commit(run.pk, engine.step_task(saga, str(run.pk), step, 1))
+    else:
+        dispatch_on_commit(run.pk, engine.forward_canvas(saga, str(run.pk), saga.steps))
     if run.deadline is not None:
         dispatch_on_commit(run.pk, engine.deadline_check(str(run.pk)), countdown=deadline_check_delay(run))
     return run
@@ -168,21 +175,6 @@ def run_complete(*, run_id: RunId) -> bool:
     """Mark an executing run completed when all its steps succeeded; False if it was not ready."""
     with transaction.atomic():
         return run_complete_locked(lock_run(run_id))
-
-
-def run_complete_locked(run: SagaRun) -> bool:
-    if run.status != RunStatus.EXECUTING:
-        return False
-    if run.steps.exclude(status=StepStatus.SUCCEEDED).exists():
-        return False
-    move_run(
-        run,
-        RunStatus.COMPLETED,
-        event=EventType.SAGA_COMPLETED,
-        causation=last_event(run, EventType.STEP_SUCCEEDED),
-        fields={"finished_at": timezone.now()},
-    )
-    return True
 
 
 def run_on_step_failure(*, run_id: RunId, step: str) -> None:
@@ -236,9 +228,7 @@ def _unrecorded_failure(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -
     if run.status == RunStatus.EXECUTING and not past_deadline(run) and policy.should_retry(exc, attempt):
         delay = policy.delay(attempt, exc)
         record_retry(run, step_run, error, delay)
-        remaining = saga.steps[step_run.index :]
-        canvas = engine.forward_canvas(saga, str(run.pk), remaining, first_attempt=attempt + 1)
-        dispatch_on_commit(run.pk, canvas, countdown=delay)
+        publish_step(run, saga, step_run.name, attempt=attempt + 1, countdown=delay)
         return True
     fail_step(run, step_run, error)
     return False

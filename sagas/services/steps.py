@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import metrics
+from sagas import engine, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.models import SagaRun, SagaStepRun
@@ -16,12 +16,14 @@ from sagas.retry import describe_failure, failure_summary
 from sagas.services._core import (
     RunId,
     append_event,
+    last_event,
     lock_run,
     log_failure,
     logger,
     move_run,
     move_step,
     past_deadline,
+    publish_step,
     saga_for,
     step_row,
 )
@@ -47,14 +49,14 @@ def step_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
             return Claim(ClaimOutcome.STOP)
         if step_run.status == StepStatus.SUCCEEDED:
             return Claim(ClaimOutcome.DONE if run.status == RunStatus.EXECUTING else ClaimOutcome.STOP)
-        if run.steps.filter(index__lt=step_run.index).exclude(status=StepStatus.SUCCEEDED).exists():
-            # A stale or stray message: steps run in order, and an earlier one has not succeeded.
-            logger.warning("saga run %s: step %s arrived before the steps it follows; dropping it", run.pk, step)
-            return Claim(ClaimOutcome.STOP)
         try:
             saga = saga_for(run)
         except UnknownSaga as exc:
             return _claim_without_class(run, step_run, exc)
+        if run.steps.filter(name__in=saga.dependencies()[step]).exclude(status=StepStatus.SUCCEEDED).exists():
+            # A stale or stray message: a step starts only once every step it depends on has succeeded.
+            logger.warning("saga run %s: step %s arrived before the steps it follows; dropping it", run.pk, step)
+            return Claim(ClaimOutcome.STOP)
         if run.status == RunStatus.PENDING:
             move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING, fields={"started_at": timezone.now()})
         if run.status == RunStatus.EXECUTING and past_deadline(run):
@@ -136,7 +138,43 @@ def step_succeed(*, run_id: RunId, step: str, output: Any, seconds: float | None
             metrics.step_succeeded(run.saga_name, step, seconds)
         if run.status == RunStatus.COMPENSATING:
             advance_compensation(run, saga_for(run))
+        elif run.status == RunStatus.EXECUTING:
+            saga = saga_for(run)
+            if saga.is_graph():
+                _start_unblocked(run, saga, step)
         return run.status == RunStatus.EXECUTING
+
+
+def _start_unblocked(run: SagaRun, saga: type[Saga], succeeded_step: str) -> None:
+    """Fan-in owned by the rows (caller holds the run lock): start the steps that ``succeeded_step`` was the
+    last dependency of, or complete the run when every step has succeeded. Each sibling's success takes
+    the lock in turn, so exactly one of them sees a join step ready and publishes it."""
+    statuses = dict(run.steps.values_list("name", "status"))
+    succeeded = {name for name, status in statuses.items() if status == StepStatus.SUCCEEDED}
+    if len(succeeded) == len(statuses):
+        run_complete_locked(run)
+        return
+    pending = {name for name, status in statuses.items() if status == StepStatus.PENDING}
+    dependencies = saga.dependencies()
+    for name in engine.ready_steps(saga, succeeded, pending):
+        if succeeded_step in dependencies[name]:
+            publish_step(run, saga, name, attempt=1)
+
+
+def run_complete_locked(run: SagaRun) -> bool:
+    """Mark a locked executing run completed when all its steps succeeded; False if it was not ready."""
+    if run.status != RunStatus.EXECUTING:
+        return False
+    if run.steps.exclude(status=StepStatus.SUCCEEDED).exists():
+        return False
+    move_run(
+        run,
+        RunStatus.COMPLETED,
+        event=EventType.SAGA_COMPLETED,
+        causation=last_event(run, EventType.STEP_SUCCEEDED),
+        fields={"finished_at": timezone.now()},
+    )
+    return True
 
 
 class AttemptOutcome(StrEnum):

@@ -21,8 +21,8 @@ from sagas.models import SagaEvent, SagaRun
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.faults.conftest import FaultLab, gate_name
 from tests.faults.invariants import check_transfers
-from tests.testapp.models import Call, Switch
-from tests.testapp.sagas import Transfer
+from tests.testapp.models import Call, Switch, calls_of
+from tests.testapp.sagas import Diamond, Transfer
 from tests.worker import wait_until
 
 AMOUNT = 250
@@ -258,3 +258,23 @@ def test_a_poison_message_ends_as_a_failure_not_a_loop(lab: FaultLab, bank: dict
     assert debit.error["code"] == "attempts_lost"
     assert debit.attempts == Transfer.step("debit").retry.max_attempts
     check_transfers([run], bank)
+
+
+def test_a_lost_fan_in_is_completed_by_the_reaper(lab: FaultLab, tmp_path: Path) -> None:
+    """The last branch to succeed commits and then fails to publish the join (what a lost chord callback is
+    to a chord): the rows say the join is ready, and the reaper starts it."""
+    lab.start_worker(
+        SAGAS_FAULT_LOSE_PUBLISH=engine.step_task_name(Diamond.name, "join"),
+        SAGAS_FAULT_MARKER=str(tmp_path / "lost"),
+    )
+    run = Diamond.start({"branch_sleep": 0.2})
+    wait_until(lambda: (tmp_path / "lost").exists(), lab.workers[0], "the join's publish to be lost")
+    time.sleep(1)
+    assert run.steps.get(name="join").status == StepStatus.PENDING  # nothing else would ever start it
+
+    (run,) = lab.settle([run])
+
+    assert run.status == RunStatus.COMPLETED
+    redriven = SagaEvent.objects.get(run=run, type=EventType.SAGA_REDRIVEN)
+    assert redriven.data["action"] == "publish step join again (message lost)"
+    assert all(calls_of(run, name) == 1 for name in ("screen", "north", "east", "west", "join", "last"))

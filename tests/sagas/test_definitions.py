@@ -95,6 +95,18 @@ def test_every_problem_is_listed_at_once(declared: list) -> None:
         ([sagas.Step(act, depends_on=["other"]), sagas.Step(other)], "declared after it"),
         ([sagas.Step(act, depends_on=["missing"])], "not a step of this saga"),
         ([sagas.Step(act, depends_on=["act"])], "step 'act': depends on itself"),
+        (
+            [
+                sagas.Step(act, depends_on=["undo"]),
+                sagas.Step(other, depends_on=["act"]),
+                sagas.Step(undo, depends_on=["other"]),
+            ],
+            r"Saga Bad \('tests.bad'\), step 'act': its dependencies form a cycle: act -> undo -> other -> act\.$",
+        ),
+        (
+            [sagas.Step(act), sagas.Step(other, depends_on=["act", "act"])],
+            "step 'other': depends_on names a step twice",
+        ),
         ([], "declares no steps"),
         (["act"], "must be sagas.Step objects"),
     ],
@@ -186,3 +198,20 @@ def test_declared_dependencies_make_an_explicit_graph(declared: list) -> None:
     assert ancestors["last"] == {"act", "other", "undo"}
     assert "other" not in ancestors["undo"]
     assert "undo" not in ancestors["other"]
+
+
+def test_a_cycle_is_reported_once_naming_every_step_in_it(declared: list) -> None:
+    steps = [sagas.Step(act, depends_on=["other"]), sagas.Step(other, depends_on=["act"]), sagas.Step(undo)]
+    with pytest.raises(sagas.InvalidDefinition) as refused:
+        declare(declared, "Loop", steps, name="tests.loop")
+    assert (
+        str(refused.value)
+        == "Saga Loop ('tests.loop'), step 'act': its dependencies form a cycle: act -> other -> act."
+    )
+
+
+def test_only_a_declared_graph_runs_steps_in_parallel(declared: list) -> None:
+    sequence = declare(declared, "Seq", [sagas.Step(act), sagas.Step(other)], name="tests.seq")
+    graph = declare(declared, "Graph", [sagas.Step(act), sagas.Step(other, depends_on=["act"])], name="tests.graph")
+    assert not sequence.is_graph()
+    assert graph.is_graph()

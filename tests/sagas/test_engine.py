@@ -165,3 +165,31 @@ def test_the_compensation_order_example_of_the_failure_handling_guide() -> None:
     finally:
         registry.unregister(cls)
     assert stages == [["book_hotel"], ["charge"], ["book_car", "book_flight"], ["check_fraud"]]
+
+
+def test_a_graph_step_is_published_alone_with_its_errback(fan_out: type[sagas.Saga]) -> None:
+    task = engine.start_canvases(fan_out, "r", fan_out.step("hotel"), 2)
+    assert task.task == "saga.tests.engine_fan_out.hotel"
+    assert task.args == ("r", "hotel")
+    assert task.options["task_id"] == "r:hotel:2"
+    assert [e.task for e in task.options["link_error"]] == ["sagas.on_step_failure"]
+    assert not task.options.get("chain")
+
+
+def test_a_sequence_step_is_published_as_the_chain_to_the_end() -> None:
+    canvas = engine.start_canvases(PlaceOrder, "r", PlaceOrder.step("charge_payment"), 3)
+    assert [t.task.rsplit(".", 1)[-1] for t in canvas.tasks] == [
+        "charge_payment",
+        "schedule_shipment",
+        "send_confirmation",
+        "finish_run",
+    ]
+    assert canvas.tasks[0].options["task_id"] == "r:charge_payment:3"
+
+
+def test_ready_steps_are_the_pending_ones_whose_dependencies_all_succeeded(fan_out: type[sagas.Saga]) -> None:
+    every = {"check", "flight", "hotel", "car", "pay"}
+    assert engine.ready_steps(fan_out, set(), every) == ["check"]
+    assert engine.ready_steps(fan_out, {"check"}, every - {"check"}) == ["flight", "hotel", "car"]
+    assert engine.ready_steps(fan_out, {"check", "flight", "hotel"}, {"car", "pay"}) == ["car"]
+    assert engine.ready_steps(fan_out, {"check", "flight", "hotel", "car"}, {"pay"}) == ["pay"]

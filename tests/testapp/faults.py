@@ -7,15 +7,19 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from celery.canvas import Signature
 from celery.signals import task_postrun
 
 KILL_AFTER = "SAGAS_FAULT_KILL_AFTER"  # a task name: kill the process once that task has returned
 MARKER = "SAGAS_FAULT_MARKER"  # a file that says the kill happened (so the redelivery is not killed too)
+LOSE_PUBLISH = "SAGAS_FAULT_LOSE_PUBLISH"  # a task name: the first publish of it fails, as if the broker hiccuped
 
 
 def install() -> None:
     if os.environ.get(KILL_AFTER):
         task_postrun.connect(_kill_after_commit, weak=False)
+    if os.environ.get(LOSE_PUBLISH):
+        _lose_first_publish()
 
 
 def _kill_after_commit(sender: Any = None, **kwargs: Any) -> None:
@@ -28,3 +32,21 @@ def _kill_after_commit(sender: Any = None, **kwargs: Any) -> None:
     except FileExistsError:
         return
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _lose_first_publish() -> None:
+    """Make the first publish of a task raise, as a broker that drops the connection would: the framework
+    logs it and the message never exists; only the database knows what should have been sent."""
+    apply_async = Signature.apply_async
+
+    def failing_once(self: Signature, *args: Any, **kwargs: Any) -> Any:
+        if self.task == os.environ[LOSE_PUBLISH]:
+            try:
+                Path(os.environ[MARKER]).touch(exist_ok=False)
+            except FileExistsError:
+                pass
+            else:
+                raise ConnectionError(f"injected fault: the publish of {self.task} was lost")
+        return apply_async(self, *args, **kwargs)
+
+    Signature.apply_async = failing_once  # type: ignore[method-assign]

@@ -318,3 +318,32 @@ class Transfer(sagas.Saga):
         sagas.Step(credit, undo_credit, timeout=10, retry=TRANSFER_RETRY, compensation_retry=TRANSFER_RETRY),
         sagas.Step(confirm, timeout=10, retry=TRANSFER_RETRY),
     ]
+
+
+# --- parallel steps: a graph with a fan-out and a fan-in ---
+
+
+def branch(ctx: sagas.StepContext) -> dict:
+    """A parallel branch: takes `branch_sleep` seconds, then refuses if it is the payload's `fail_branch`."""
+    _call("branch", ctx)
+    deadline = time.monotonic() + float(ctx.payload.get("branch_sleep", 0))
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+    if ctx.payload.get("fail_branch") == ctx.step:
+        raise sagas.StepFailed(f"branch {ctx.step} refused", code="refused")
+    return {ctx.step: "done"}
+
+
+class Diamond(sagas.Saga):
+    """`screen`, then `north`, `east` and `west` in parallel, then `join` once all three succeeded, then
+    `last`. North compensates first (priority 2); east and west together."""
+
+    name = "tests.diamond"
+    steps = [
+        sagas.Step(record, undo, name="screen"),
+        sagas.Step(branch, undo, name="north", depends_on=["screen"], priority=2),
+        sagas.Step(branch, undo, name="east", depends_on=["screen"], priority=1),
+        sagas.Step(branch, undo, name="west", depends_on=["screen"], priority=1),
+        sagas.Step(record, undo, name="join", depends_on=["north", "east", "west"]),
+        sagas.Step(record, name="last", depends_on=["join"]),
+    ]
