@@ -1,6 +1,7 @@
 """Saga orchestration for Django + Celery: declare steps with compensations, start runs, operate them."""
 
 from sagas.definitions import Saga, Step, StepContext
+from sagas.eventlog import RunState, rebuild
 from sagas.exceptions import (
     CircuitOpen,
     DefinitionChanged,
@@ -29,6 +30,7 @@ __all__ = [
     "RateLimited",
     "RetryPolicy",
     "RunNotFound",
+    "RunState",
     "Saga",
     "SagaError",
     "Step",
@@ -38,6 +40,7 @@ __all__ = [
     "UnknownSaga",
     "cancel",
     "get_saga",
+    "rebuild",
     "resolve",
     "retry",
 ]

@@ -23,6 +23,9 @@ DEFAULTS: dict[str, Any] = {
         "backoff_max": 300.0,
         "jitter": True,
     },
+    # Every this many events a run's folded state is stored as a snapshot (sagas.rebuild starts from the
+    # latest one); 0 turns snapshots off.
+    "SNAPSHOT_EVERY": 100,
     # Seconds between a step's soft time limit (its `timeout`) and the hard limit that kills it.
     "TIME_LIMIT_GRACE": 5,
     # Queue for every saga task; None uses Celery's routing (task_routes, then the default queue).

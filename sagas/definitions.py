@@ -51,7 +51,7 @@ class Step:
     timeout: float | None = None  # seconds; becomes the task's soft time limit
     retry: RetryPolicy | None = None  # None: SAGAS["DEFAULT_RETRY"]
     compensation_retry: RetryPolicy | None = None  # None: SAGAS["DEFAULT_COMPENSATION_RETRY"]
-    depends_on: tuple[str, ...] = field(default=())
+    depends_on: Sequence[str] = field(default=())  # names of earlier steps; stored as a tuple
     priority: int = 0  # higher compensates first among completed steps
 
     def __post_init__(self) -> None:

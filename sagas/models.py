@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.db import models
 from django.utils import timezone
@@ -180,6 +181,13 @@ class SagaEvent(models.Model):
     actor = models.CharField(
         "actor", max_length=150, blank=True, default="", help_text="The person or process behind an operator action."
     )
+    correlation_id = models.CharField(
+        "correlation id",
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="The run's correlation id: ties every event of the run to the request that started it.",
+    )
     causation = models.ForeignKey(
         "self",
         on_delete=models.RESTRICT,
@@ -196,7 +204,36 @@ class SagaEvent(models.Model):
         verbose_name_plural = "saga events"
         ordering = ["run", "seq"]
         constraints = [models.UniqueConstraint(fields=["run", "seq"], name="sagas_event_run_seq")]
-        indexes = [models.Index(fields=["type", "created_at"], name="sagas_event_type_created")]
+        indexes = [
+            models.Index(fields=["type", "created_at"], name="sagas_event_type_created"),
+            models.Index(fields=["correlation_id"], name="sagas_event_correlation"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.type}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Append-only: an event is written once. (On PostgreSQL a trigger refuses UPDATE as well.)
+        if not self._state.adding:
+            raise ValueError(f"Saga events are append-only; event #{self.seq} of run {self.run_id} cannot be changed.")
+        super().save(*args, **kwargs)
+
+
+class SagaSnapshot(models.Model):
+    """The folded state of a run after its event ``seq``: rebuilding starts here instead of at event 1."""
+
+    run = models.ForeignKey(
+        SagaRun, on_delete=models.CASCADE, related_name="snapshots", verbose_name="run", help_text="The saga run."
+    )
+    seq = models.PositiveIntegerField("seq", help_text="The last event folded into this state.")
+    state = models.JSONField("state", help_text="The run and step state after that event (sagas.eventlog).")
+    created_at = models.DateTimeField("created at", default=timezone.now, help_text="When it was taken.")
+
+    class Meta:
+        verbose_name = "saga snapshot"
+        verbose_name_plural = "saga snapshots"
+        ordering = ["run", "-seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="sagas_snapshot_run_seq")]
+
+    def __str__(self) -> str:
+        return f"snapshot of {self.run_id} at #{self.seq}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
 
 
@@ -61,6 +63,31 @@ AWAITING_PERSON_STATES = frozenset({RunStatus.FAILED})
 # Runs that something should still be moving: the reaper looks at these when they stop moving.
 ACTIVE_RUN_STATES = frozenset({RunStatus.PENDING, RunStatus.EXECUTING, RunStatus.TIMEOUT, RunStatus.COMPENSATING})
 UNDONE_STEP_STATES = frozenset({StepStatus.COMPENSATED, StepStatus.RESOLVED})
+
+
+FINISHED_RUN_STATES = frozenset({RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.CANCELLED, RunStatus.FAILED})
+
+
+def stamp_run(source: str, target: str, now: datetime) -> dict[str, datetime | None]:
+    """The timestamps a run transition sets: when execution began, when the run last came to rest."""
+    if target == RunStatus.EXECUTING:
+        return {"started_at": now}
+    if target in FINISHED_RUN_STATES:
+        return {"finished_at": now}
+    if source == RunStatus.FAILED:  # a person sent it back to compensating: it is no longer finished
+        return {"finished_at": None}
+    return {}
+
+
+def stamp_step(target: str, started_at: datetime | None, now: datetime) -> dict[str, datetime | None]:
+    """The timestamps a step transition sets: its first attempt, its outcome, its undoing."""
+    if target == StepStatus.RUNNING:
+        return {"started_at": started_at or now}
+    if target in (StepStatus.SUCCEEDED, StepStatus.FAILED):
+        return {"finished_at": now}
+    if target in (StepStatus.COMPENSATED, StepStatus.RESOLVED):
+        return {"compensated_at": now}
+    return {}
 
 
 def run_sources(target: str) -> frozenset[str]:

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import connection
 
 from sagaproject.celery import app as celery_app
+from tests import rebuild_check
 from tests.worker import WorkerProcess
 
 if TYPE_CHECKING:
@@ -49,6 +50,38 @@ def worker(saga_worker: WorkerProcess, transactional_db) -> Iterator[WorkerProce
     reset_breakers()
     yield saga_worker
     saga_worker.wait_idle()
+
+
+DATABASE_FIXTURES = {"db", "transactional_db", "live_server"}
+
+
+@pytest.fixture(autouse=True)
+def _every_run_rebuilds_from_its_events(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the database, and before its data is flushed or rolled back, every run the
+    framework wrote must fold from its events to exactly its stored rows (sagas.eventlog)."""
+    if not (request.node.get_closest_marker("django_db") or DATABASE_FIXTURES & set(request.fixturenames)):
+        yield
+        return
+    # Set up the database first, so it is torn down after this check.
+    request.getfixturevalue("_django_db_helper")
+    yield
+    django_db_blocker = request.getfixturevalue("django_db_blocker")
+    with django_db_blocker.unblock():
+        if "saga_worker" in request.fixturenames:
+            request.getfixturevalue("saga_worker").wait_idle()
+        rebuild_check.TALLY.tests += 1
+        mismatches = rebuild_check.check_every_run()
+    assert not mismatches, "stored rows differ from the runs rebuilt from their events:\n" + "\n".join(mismatches)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    tally = rebuild_check.TALLY
+    if tally.tests:
+        terminalreporter.write_line(
+            f"event log: {tally.runs} runs ({tally.events} events, {tally.snapshots} snapshots) written by the "
+            f"framework in {tally.tests} tests rebuilt from their events equal to their rows; "
+            f"{tally.planted} runs planted by tests skipped; {len(tally.mismatches)} mismatches"
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -36,6 +36,8 @@ SAGAS = {
     "KEY_PREFIX": os.environ["CELERY_TASK_DEFAULT_QUEUE"],
     # The test services' breakers open and recover quickly; the example services keep the defaults.
     "BREAKERS": {"svc-x": {"failure_threshold": 3, "window": 60, "recovery_timeout": 3, "half_open_max_calls": 1}},
+    # Snapshots often, so the rebuild check after every test (tests/rebuild_check.py) compares many of them.
+    "SNAPSHOT_EVERY": 7,
 }
 
 # The fault suite drops errbacks by routing them to a queue no worker consumes.

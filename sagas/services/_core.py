@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from celery.canvas import Signature
@@ -12,12 +13,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from sagas import engine, metrics
+from sagas import engine, eventlog, metrics
 from sagas.exceptions import InvalidTransition, RunNotFound
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.registry import get_saga
 from sagas.retry import failure_summary
-from sagas.states import RUN_TRANSITIONS, STEP_TRANSITIONS, StepStatus
+from sagas.states import RUN_TRANSITIONS, STEP_TRANSITIONS, StepStatus, stamp_run, stamp_step
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
@@ -55,13 +56,15 @@ def append_event(
     causation: SagaEvent | None = None,
     run_fields: dict[str, Any] | None = None,
     expect_status: str | None = None,
+    at: datetime | None = None,
 ) -> SagaEvent:
     """Record an event, bumping the run's lock_version (the event's seq) and updated_at.
 
     ``run_fields`` are other run columns written by the same UPDATE; with ``expect_status`` that UPDATE is
-    guarded by the run's status. The caller holds the run lock.
+    guarded by the run's status. ``causation``: the event this one follows from; by default the step's
+    latest event for a step event, else the run's latest event. The caller holds the run lock.
     """
-    now = timezone.now()
+    now = at or timezone.now()
     seq = run.lock_version + 1
     updates = {"lock_version": seq, "updated_at": now, **(run_fields or {})}
     rows = SagaRun.objects.filter(pk=run.pk, **({"status": expect_status} if expect_status else {}))
@@ -70,16 +73,26 @@ def append_event(
         raise InvalidTransition(f"Saga run {run.pk} is no longer {expect_status!r}; someone else moved it.")
     for field, value in updates.items():
         setattr(run, field, value)
-    return SagaEvent.objects.create(
+    if causation is None and seq > 1:
+        causation = _default_cause(run, step, before=seq)
+    event = SagaEvent.objects.create(
         run_id=run.pk,
         seq=seq,
         type=type,
         step=step,
         data=data or {},
         actor=actor,
+        correlation_id=run.correlation_id,
         causation=causation,
         created_at=now,
     )
+    eventlog.after_append(run, event)
+    return event
+
+
+def _default_cause(run: SagaRun, step: str, *, before: int) -> SagaEvent | None:
+    events = SagaEvent.objects.filter(run_id=run.pk, seq__lt=before).order_by("-seq")
+    return (events.filter(step=step).first() if step else None) or events.first()
 
 
 def move_run(
@@ -92,18 +105,24 @@ def move_run(
     causation: SagaEvent | None = None,
     fields: dict[str, Any] | None = None,
 ) -> SagaEvent:
-    """Move a locked run to status ``to`` by a guarded update and append ``event``."""
+    """Move a locked run to status ``to`` by a guarded update and append ``event``.
+
+    The transition's timestamps (started_at, finished_at) are stamped by ``stamp_run``, from the event's
+    own time; ``fields`` are other columns the transition sets (an error), recorded in the event too.
+    """
     source = run.status
     if to not in RUN_TRANSITIONS[source]:
         raise InvalidTransition(f"Saga run {run.pk} cannot go from {source!r} to {to!r}.")
+    now = timezone.now()
     recorded = append_event(
         run,
         event,
-        data={"from": source, "to": to, **(data or {})},
+        data={"from": source, "to": to, **(data or {}), **({"set": fields} if fields else {})},
         actor=actor,
         causation=causation,
-        run_fields={"status": to, **(fields or {})},
+        run_fields={"status": to, **stamp_run(source, to, now), **(fields or {})},
         expect_status=source,
+        at=now,
     )
     metrics.run_finished(run.saga_name, to)  # counts only outcomes (completed, compensated, cancelled, failed)
     logger.info("saga %s %s: %s -> %s", run.saga_name, run.pk, source, to)
@@ -126,12 +145,13 @@ def move_step(
     """Move a step of a locked run to status ``to`` by a guarded update and append ``event``.
 
     ``increment`` names a counter column (attempts) to add one to in the same UPDATE; ``run_fields``
-    are run columns to write along with the event.
+    are run columns to write along with the event. Timestamps come from ``stamp_step``.
     """
     source = step_run.status
     if to not in STEP_TRANSITIONS[source]:
         raise InvalidTransition(f"Step {step_run.name!r} of saga run {run.pk} cannot go from {source!r} to {to!r}.")
-    updates: dict[str, Any] = {"status": to, **(fields or {})}
+    now = timezone.now()
+    updates: dict[str, Any] = {"status": to, **stamp_step(to, step_run.started_at, now), **(fields or {})}
     if increment:
         updates[increment] = F(increment) + 1
     if SagaStepRun.objects.filter(pk=step_run.pk, status=source).update(**updates) != 1:
@@ -148,6 +168,7 @@ def move_step(
         actor=actor,
         causation=causation,
         run_fields=run_fields,
+        at=now,
     )
 
 
@@ -204,10 +225,19 @@ def failure_entry(kind: str, error: dict[str, Any], retry_in: float | None) -> d
     }
 
 
-def log_failure(step_run: SagaStepRun, kind: str, error: dict[str, Any], retry_in: float | None) -> dict[str, Any]:
-    """Column values recording a failed attempt on the step (written by the caller's UPDATE)."""
-    step_run.failures = [*step_run.failures, failure_entry(kind, error, retry_in)]
-    return {"error": error, "failures": step_run.failures}
+def log_failure(
+    step_run: SagaStepRun, kind: str, error: dict[str, Any], retry_in: float | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A failed attempt: the step's column values (written by the caller's UPDATE) and the event data that
+    records the same (the whole error, traceback included, so the step can be rebuilt from its events)."""
+    entry = failure_entry(kind, error, retry_in)
+    step_run.failures = [*step_run.failures, entry]
+    return {"error": error, "failures": step_run.failures}, {"error": error, "failure": entry, "retry_in": retry_in}
+
+
+def run_error(step: str, error: dict[str, Any]) -> dict[str, Any]:
+    """The run's error when ``step`` is the first to fail for good."""
+    return {"step": step, **failure_summary(error)}
 
 
 def past_deadline(run: SagaRun) -> bool:

@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from sagas import engine, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
-from sagas.retry import describe_failure, failure_summary
+from sagas.retry import describe_failure
 from sagas.services._core import (
     FORWARD_DONE,
     RunId,
@@ -128,15 +127,22 @@ def next_compensation_task_id(run: SagaRun, step_run: SagaStepRun) -> str:
     )
 
 
-def _schedule(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, *, stage: int | None) -> None:
+def _schedule(
+    run: SagaRun, saga: type[Saga], step_run: SagaStepRun, *, stage: int | None, fresh_budget: bool = False
+) -> None:
+    if fresh_budget:  # an operator's retry: the compensation gets its whole attempt budget again
+        step_run.compensation_attempts = 0
     task_id = next_compensation_task_id(run, step_run)
+    fields: dict[str, Any] = {"compensation_task_id": task_id}
+    if fresh_budget:
+        fields["compensation_attempts"] = 0
     move_step(
         run,
         step_run,
         StepStatus.COMPENSATING,
         event=EventType.COMPENSATION_SCHEDULED,
-        data={"stage": stage, "task_id": task_id},
-        fields={"compensation_task_id": task_id},
+        data={"stage": stage, "task_id": task_id, "fresh_budget": fresh_budget},
+        fields=fields,
     )
     dispatch_on_commit(run.pk, engine.compensation_task(saga, str(run.pk), step_run.name, task_id))
 
@@ -173,13 +179,10 @@ def run_on_compensation_failure(*, run_id: RunId, step: str) -> None:
 
 def schedule_retry(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:
     """Schedule a failed compensation again, with a fresh attempt budget (caller holds the lock)."""
-    step_run.compensation_attempts = 0
-    SagaStepRun.objects.filter(pk=step_run.pk).update(compensation_attempts=0)
-    _schedule(run, saga, step_run, stage=None)
+    _schedule(run, saga, step_run, stage=None, fresh_budget=True)
 
 
 def _end_compensation(run: SagaRun, gave_up: list[str]) -> str:
-    finished = {"finished_at": timezone.now()}
     if gave_up:
         move_run(
             run,
@@ -187,7 +190,6 @@ def _end_compensation(run: SagaRun, gave_up: list[str]) -> str:
             event=EventType.SAGA_FAILED,
             data={"compensation_failed": gave_up},
             causation=last_event(run, EventType.COMPENSATION_FAILED),
-            fields=finished,
         )
         logger.error("saga run %s failed: compensation of %s gave up; a person must act", run.pk, gave_up)
         return RunStatus.FAILED
@@ -196,7 +198,6 @@ def _end_compensation(run: SagaRun, gave_up: list[str]) -> str:
         RunStatus.COMPENSATED,
         event=EventType.SAGA_COMPENSATED,
         causation=last_event(run, EventType.COMPENSATION_SUCCEEDED),
-        fields=finished,
     )
     return RunStatus.COMPENSATED
 
@@ -250,7 +251,6 @@ def compensation_succeed(*, run_id: RunId, step: str) -> None:
             StepStatus.COMPENSATED,
             event=EventType.COMPENSATION_SUCCEEDED,
             data={"attempt": step_run.compensation_attempts},
-            fields={"compensated_at": timezone.now()},
         )
         advance_compensation(run, saga_for(run))
 
@@ -272,24 +272,16 @@ def compensation_fail_attempt(*, run_id: RunId, step: str, error: dict[str, Any]
 
 
 def _record_retry(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any], retry_in: float) -> None:
-    SagaStepRun.objects.filter(pk=step_run.pk).update(**log_failure(step_run, "compensation", error, retry_in))
-    append_event(
-        run,
-        EventType.COMPENSATION_ATTEMPT_FAILED,
-        step=step_run.name,
-        data={"error": failure_summary(error), "retry_in": retry_in},
-    )
+    fields, data = log_failure(step_run, "compensation", error, retry_in)
+    SagaStepRun.objects.filter(pk=step_run.pk).update(**fields)
+    append_event(run, EventType.COMPENSATION_ATTEMPT_FAILED, step=step_run.name, data=data)
     metrics.attempt_failed(run.saga_name, step_run.name, kind="compensation", error=error, retried=True)
 
 
 def _give_up(run: SagaRun, saga: type[Saga] | None, step_run: SagaStepRun, error: dict[str, Any]) -> None:
+    fields, data = log_failure(step_run, "compensation", error, None)
     move_step(
-        run,
-        step_run,
-        StepStatus.COMPENSATION_FAILED,
-        event=EventType.COMPENSATION_FAILED,
-        data={"error": failure_summary(error)},
-        fields=log_failure(step_run, "compensation", error, None),
+        run, step_run, StepStatus.COMPENSATION_FAILED, event=EventType.COMPENSATION_FAILED, data=data, fields=fields
     )
     metrics.attempt_failed(run.saga_name, step_run.name, kind="compensation", error=error, retried=False)
     metrics.compensation_gave_up(run.saga_name, step_run.name)

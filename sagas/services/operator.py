@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.db import transaction
-from django.utils import timezone
 
 from sagas.exceptions import InvalidTransition
 from sagas.models import SagaRun
@@ -38,7 +37,6 @@ def run_cancel(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaR
                 event=EventType.SAGA_CANCELLED,
                 data={"reason": reason},
                 actor=who,
-                fields={"finished_at": timezone.now()},
             )
             for step_run in run.steps.filter(status=StepStatus.PENDING).order_by("index"):
                 move_step(run, step_run, StepStatus.SKIPPED, event=EventType.STEP_SKIPPED, causation=cancelled)
@@ -84,7 +82,6 @@ def run_retry(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaRu
                 event=EventType.SAGA_RETRIED,
                 data={"reason": reason, "steps": [s.name for s in failed]},
                 actor=who,
-                fields={"finished_at": None},
             )
             for step_run in failed:
                 schedule_retry(run, saga, step_run)
@@ -120,7 +117,6 @@ def run_resolve(*, run_id: RunId, step: str, reason: str, actor: str | None = No
             event=EventType.COMPENSATION_RESOLVED,
             data={"reason": reason},
             actor=_actor(actor),
-            fields={"compensated_at": timezone.now()},
         )
         if not any(s.status == StepStatus.COMPENSATION_FAILED for s in steps.values()):
             move_run(
@@ -130,7 +126,6 @@ def run_resolve(*, run_id: RunId, step: str, reason: str, actor: str | None = No
                 data={"reason": reason, "resolved": True},
                 actor=_actor(actor),
                 causation=resolved,
-                fields={"finished_at": timezone.now()},
             )
     logger.info("saga run %s: step %s resolved by %s: %s", run.pk, step, _actor(actor), reason)
     return run

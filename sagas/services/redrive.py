@@ -171,7 +171,7 @@ def _plan_executing(
 
 def _time_out(run: SagaRun, saga: type[Saga]) -> None:
     if run.status == RunStatus.PENDING:
-        move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING, fields={"started_at": timezone.now()})
+        move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
     time_out(run, saga)
 
 

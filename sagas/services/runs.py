@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from sagas import engine, metrics
+from sagas import engine, eventlog, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import (
     DefinitionChanged,
@@ -137,19 +137,26 @@ def _create_run(
     SagaStepRun.objects.bulk_create(
         SagaStepRun(run=run, name=step.name, index=index) for index, step in enumerate(saga.steps)
     )
-    SagaEvent.objects.create(
+    started = SagaEvent.objects.create(
         run=run,
         seq=1,
         type=EventType.SAGA_STARTED,
+        # Everything the run row holds from the start, so the run can be rebuilt from its events alone.
         data={
             "saga": saga.name,
             "version": saga.version,
+            "definition": definition.pk,
             "idempotency_key": idempotency_key,
             "correlation_id": run.correlation_id,
+            "payload": payload,
+            "search_text": run.search_text,
+            "deadline": run.deadline.isoformat() if run.deadline else None,
             "steps": [step.name for step in saga.steps],
         },
+        correlation_id=run.correlation_id,
         created_at=now,
     )
+    eventlog.after_append(run, started)
     metrics.run_started(saga.name)
     if saga.is_graph():
         # The steps that depend on nothing start together; each success starts the steps it unblocks.
@@ -244,7 +251,6 @@ def _fail_without_class(run: SagaRun, exc: UnknownSaga) -> None:
             RunStatus.FAILED,
             event=EventType.SAGA_FAILED,
             data={"reason": str(exc)},
-            fields={"finished_at": timezone.now()},
         )
 
 
@@ -270,6 +276,6 @@ def run_check_deadline(*, run_id: RunId) -> bool:
             _fail_without_class(run, exc)
             return True
         if run.status == RunStatus.PENDING:
-            move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING, fields={"started_at": timezone.now()})
+            move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
         time_out(run, saga)
         return True

@@ -6,13 +6,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from sagas import engine, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.models import SagaRun, SagaStepRun
-from sagas.retry import describe_failure, failure_summary
+from sagas.retry import describe_failure
 from sagas.services._core import (
     RunId,
     append_event,
@@ -24,6 +23,7 @@ from sagas.services._core import (
     move_step,
     past_deadline,
     publish_step,
+    run_error,
     saga_for,
     step_row,
 )
@@ -58,7 +58,7 @@ def step_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
             logger.warning("saga run %s: step %s arrived before the steps it follows; dropping it", run.pk, step)
             return Claim(ClaimOutcome.STOP)
         if run.status == RunStatus.PENDING:
-            move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING, fields={"started_at": timezone.now()})
+            move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
         if run.status == RunStatus.EXECUTING and past_deadline(run):
             time_out(run, saga)  # no step starts after the deadline
         if run.status != RunStatus.EXECUTING:
@@ -79,7 +79,7 @@ def step_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
             StepStatus.RUNNING,
             event=EventType.STEP_STARTED,
             data={"attempt": step_run.attempts + 1, "task_id": task_id},
-            fields={"task_id": task_id, "started_at": step_run.started_at or timezone.now()},
+            fields={"task_id": task_id},
             increment="attempts",
         )
         return Claim(ClaimOutcome.RUN, saga=saga, context=step_context(run, step_run, compensation=False))
@@ -88,7 +88,7 @@ def step_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
 def _claim_without_class(run: SagaRun, step_run: SagaStepRun, exc: UnknownSaga) -> Claim:
     """The run's saga version is not in this process's code: the step fails, naming what to do."""
     if run.status == RunStatus.PENDING:
-        move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING, fields={"started_at": timezone.now()})
+        move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
     if run.status != RunStatus.EXECUTING or step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING):
         return Claim(ClaimOutcome.STOP)
     error = describe_failure(exc, attempt=step_run.attempts + 1)
@@ -131,8 +131,8 @@ def step_succeed(*, run_id: RunId, step: str, output: Any, seconds: float | None
             step_run,
             StepStatus.SUCCEEDED,
             event=EventType.STEP_SUCCEEDED,
-            data={"attempt": step_run.attempts, "late": run.status != RunStatus.EXECUTING},
-            fields={"output": output, "error": None, "finished_at": timezone.now()},
+            data={"attempt": step_run.attempts, "late": run.status != RunStatus.EXECUTING, "output": output},
+            fields={"output": output, "error": None},
         )
         if seconds is not None:
             metrics.step_succeeded(run.saga_name, step, seconds)
@@ -172,7 +172,6 @@ def run_complete_locked(run: SagaRun) -> bool:
         RunStatus.COMPLETED,
         event=EventType.SAGA_COMPLETED,
         causation=last_event(run, EventType.STEP_SUCCEEDED),
-        fields={"finished_at": timezone.now()},
     )
     return True
 
@@ -206,26 +205,23 @@ def step_fail_attempt(*, run_id: RunId, step: str, error: dict[str, Any], retry_
 
 def record_retry(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any], retry_in: float) -> None:
     """Record a failed attempt that will be tried again after ``retry_in`` seconds (caller holds the lock)."""
-    SagaStepRun.objects.filter(pk=step_run.pk).update(**log_failure(step_run, "action", error, retry_in))
-    append_event(
-        run,
-        EventType.STEP_ATTEMPT_FAILED,
-        step=step_run.name,
-        data={"error": failure_summary(error), "retry_in": retry_in},
-    )
+    fields, data = log_failure(step_run, "action", error, retry_in)
+    SagaStepRun.objects.filter(pk=step_run.pk).update(**fields)
+    append_event(run, EventType.STEP_ATTEMPT_FAILED, step=step_run.name, data=data)
     metrics.attempt_failed(run.saga_name, step_run.name, kind="action", error=error, retried=True)
 
 
 def fail_step(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any]) -> None:
     """Mark a step failed for good (caller holds the lock); the first failure becomes the run's error."""
+    fields, data = log_failure(step_run, "action", error, None)
     move_step(
         run,
         step_run,
         StepStatus.FAILED,
         event=EventType.STEP_FAILED,
-        data={"error": failure_summary(error)},
-        fields={**log_failure(step_run, "action", error, None), "finished_at": timezone.now()},
-        run_fields=None if run.error else {"error": {"step": step_run.name, **failure_summary(error)}},
+        data=data,
+        fields=fields,
+        run_fields=None if run.error else {"error": run_error(step_run.name, error)},
     )
     metrics.attempt_failed(run.saga_name, step_run.name, kind="action", error=error, retried=False)
     logger.warning("saga run %s: step %s failed: %s", run.pk, step_run.name, error["message"])

@@ -149,7 +149,7 @@ def test_cancel_of_an_executing_run_stops_it_and_undoes_in_order(django_capture_
     cancelled = SagaEvent.objects.get(type=EventType.SAGA_CANCELLED)
     assert (cancelled.actor, cancelled.data) == (
         "erin",
-        {"from": "executing", "to": "compensating", "reason": "fraud suspected"},
+        {"from": "executing", "to": "compensating", "reason": "fraud suspected", "set": {"error": run.error}},
     )
     assert publishes(callbacks) == []
 

@@ -14,6 +14,7 @@ import sagas
 from sagas import recovery, services
 from sagas.models import SagaEvent, SagaRun
 from sagas.states import EventType, RunStatus, StepStatus
+from tests import history
 from tests.factories import SagaRunFactory
 from tests.metrics import publishes
 
@@ -23,8 +24,7 @@ LONG_AGO = timedelta(hours=1)
 
 
 def make_stale(run: SagaRun, age: timedelta = LONG_AGO) -> None:
-    SagaRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - age)
-    SagaEvent.objects.filter(run=run).update(created_at=timezone.now() - age)
+    history.make_stale(run, age)
 
 
 def redriven(run: SagaRun) -> list[SagaEvent]:

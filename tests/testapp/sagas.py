@@ -347,3 +347,13 @@ class Diamond(sagas.Saga):
         sagas.Step(record, undo, name="join", depends_on=["north", "east", "west"]),
         sagas.Step(record, name="last", depends_on=["join"]),
     ]
+
+
+class LongRetries(sagas.Saga):
+    """A step that may fail hundreds of times without waiting: a run with a long event log."""
+
+    name = "tests.long_retries"
+    steps = [
+        sagas.Step(record, undo, name="first"),
+        sagas.Step(flaky, undo, retry=sagas.RetryPolicy(max_attempts=600, backoff=0, jitter=False)),
+    ]

@@ -1,0 +1,239 @@
+"""Event sourcing: fold a run's events into its state, snapshot it every N events, rebuild it from the log."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sagas.conf import sagas_settings
+from sagas.exceptions import RunNotFound
+from sagas.retry import failure_summary
+from sagas.states import EventType, RunStatus, StepStatus, stamp_run, stamp_step
+
+if TYPE_CHECKING:
+    from sagas.models import SagaEvent, SagaRun
+
+# Columns of SagaRun / SagaStepRun that a fold reproduces (everything but keys and the search text's index).
+RUN_FIELDS = (
+    "saga_name",
+    "version",
+    "definition_id",
+    "status",
+    "payload",
+    "idempotency_key",
+    "search_text",
+    "correlation_id",
+    "error",
+    "deadline",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "parked_reason",
+    "lock_version",
+)
+STEP_FIELDS = (
+    "index",
+    "status",
+    "attempts",
+    "compensation_attempts",
+    "output",
+    "error",
+    "failures",
+    "task_id",
+    "compensation_task_id",
+    "started_at",
+    "finished_at",
+    "compensated_at",
+)
+TIMESTAMPS = {"deadline", "created_at", "started_at", "finished_at", "updated_at", "compensated_at"}
+FAILURES = {
+    EventType.STEP_ATTEMPT_FAILED,
+    EventType.STEP_FAILED,
+    EventType.COMPENSATION_ATTEMPT_FAILED,
+    EventType.COMPENSATION_FAILED,
+}
+
+
+@dataclass
+class StepState:
+    """A step as its events tell it."""
+
+    index: int
+    status: str = StepStatus.PENDING
+    attempts: int = 0
+    compensation_attempts: int = 0
+    output: Any = None
+    error: dict[str, Any] | None = None
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    task_id: str = ""
+    compensation_task_id: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    compensated_at: datetime | None = None
+
+
+@dataclass
+class RunState:
+    """A run as its events tell it: what ``sagas.rebuild`` returns."""
+
+    id: uuid.UUID
+    saga_name: str = ""
+    version: int = 0
+    definition_id: int | None = None
+    status: str = RunStatus.PENDING
+    payload: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    search_text: str = ""
+    correlation_id: str = ""
+    error: dict[str, Any] | None = None
+    deadline: datetime | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime | None = None
+    parked_reason: str = ""
+    lock_version: int = 0
+    steps: dict[str, StepState] = field(default_factory=dict)
+    folded: int = 0  # events folded by the rebuild that produced this state (after its snapshot, if any)
+    snapshot_seq: int = 0  # the snapshot the rebuild started from (0: none)
+
+    def apply(self, event: SagaEvent) -> None:
+        """Fold one event into the state (events must come in ``seq`` order)."""
+        if event.seq != self.lock_version + 1:
+            raise ValueError(f"Run {self.id}: event #{event.seq} follows #{self.lock_version}; the log has a gap.")
+        data, at = event.data, event.created_at
+        self.lock_version, self.updated_at = event.seq, at
+        if event.type == EventType.SAGA_STARTED:
+            self._start(data, at)
+        elif event.step:
+            self._apply_to_step(self.steps[event.step], event.type, event.step, data, at)
+        elif "to" in data:  # a run transition (move_run): its status, stamps and the columns it set
+            self.status = data["to"]
+            for name, value in stamp_run(data["from"], data["to"], at).items():
+                setattr(self, name, value)
+            for name, value in data.get("set", {}).items():
+                setattr(self, name, value)
+        elif event.type == EventType.SAGA_REDRIVEN:
+            self.parked_reason = ""
+        elif event.type == EventType.SAGA_PARKED:
+            self.parked_reason = data["reason"]
+        self.folded += 1
+
+    def _start(self, data: dict[str, Any], at: datetime) -> None:
+        self.saga_name, self.version, self.definition_id = data["saga"], data["version"], data["definition"]
+        self.payload, self.idempotency_key = data["payload"], data["idempotency_key"]
+        self.search_text, self.correlation_id = data["search_text"], data["correlation_id"]
+        self.deadline = datetime.fromisoformat(data["deadline"]) if data["deadline"] else None
+        self.created_at = at
+        self.steps = {name: StepState(index=index) for index, name in enumerate(data["steps"])}
+
+    def _apply_to_step(self, step: StepState, type: str, name: str, data: dict[str, Any], at: datetime) -> None:
+        if "to" in data:
+            step.status = data["to"]
+            for column, value in stamp_step(data["to"], step.started_at, at).items():
+                setattr(step, column, value)
+        if type == EventType.STEP_STARTED:
+            step.attempts += 1
+            step.task_id = data.get("task_id", step.task_id)
+        elif type == EventType.STEP_SUCCEEDED:
+            step.output, step.error = data["output"], None
+        elif type == EventType.COMPENSATION_SCHEDULED:
+            step.compensation_task_id = data["task_id"]
+            if data.get("fresh_budget"):
+                step.compensation_attempts = 0
+        elif type == EventType.COMPENSATION_STARTED:
+            step.compensation_attempts += 1
+            step.compensation_task_id = data["task_id"]
+        if type in FAILURES:
+            step.error = data["error"]
+            step.failures = [*step.failures, data["failure"]]
+        if type == EventType.STEP_FAILED and self.error is None:
+            self.error = {"step": name, **failure_summary(data["error"])}  # the first step to fail for good
+
+    def differences(self, run: SagaRun) -> list[str]:
+        """Where the stored rows of ``run`` disagree with this state; empty when they match."""
+        found = [
+            f"run.{name}: rebuilt {getattr(self, name)!r}, stored {getattr(run, name)!r}"
+            for name in RUN_FIELDS
+            if getattr(self, name) != getattr(run, name)
+        ]
+        rows = {step.name: step for step in run.steps.all()}
+        if set(rows) != set(self.steps):
+            found.append(f"steps: rebuilt {sorted(self.steps)}, stored {sorted(rows)}")
+        for name in set(rows) & set(self.steps):
+            found += [
+                f"step {name}.{column}: rebuilt {getattr(self.steps[name], column)!r}, "
+                f"stored {getattr(rows[name], column)!r}"
+                for column in STEP_FIELDS
+                if getattr(self.steps[name], column) != getattr(rows[name], column)
+            ]
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        state = {name: _dump(getattr(self, name)) for name in RUN_FIELDS}
+        state["steps"] = {
+            name: {column: _dump(value) for column, value in asdict(step).items()} for name, step in self.steps.items()
+        }
+        return state
+
+    @classmethod
+    def from_json(cls, run_id: uuid.UUID, state: dict[str, Any]) -> RunState:
+        loaded = cls(id=run_id, **{name: _load(name, state[name]) for name in RUN_FIELDS})
+        loaded.steps = {
+            name: StepState(**{f.name: _load(f.name, values[f.name]) for f in fields(StepState)})
+            for name, values in state["steps"].items()
+        }
+        return loaded
+
+
+def _dump(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _load(name: str, value: Any) -> Any:
+    return datetime.fromisoformat(value) if name in TIMESTAMPS and value is not None else value
+
+
+def fold(run_id: uuid.UUID, events: Iterable[SagaEvent], start: RunState | None = None) -> RunState:
+    """The state after ``events`` (in seq order), from ``start`` (a snapshot) or from nothing."""
+    state = start or RunState(id=run_id)
+    for event in events:
+        state.apply(event)
+    return state
+
+
+def rebuild(run_id: uuid.UUID | str) -> RunState:
+    """A run's state folded from its event log alone: the latest snapshot, then the events after it.
+
+    Compare it with the stored rows with ``state.differences(run)``.
+    """
+    from sagas.models import SagaEvent, SagaSnapshot
+
+    try:
+        key = run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
+    except ValueError as exc:
+        raise RunNotFound(f"No saga run with id {run_id!r}.") from exc
+    snapshot = SagaSnapshot.objects.filter(run_id=key).order_by("-seq").first()
+    events = SagaEvent.objects.filter(run_id=key).order_by("seq")
+    if snapshot is None:
+        if not events.exists():
+            raise RunNotFound(f"No saga run with id {run_id!r} has any event.")
+        return fold(key, events)
+    start = RunState.from_json(key, snapshot.state)
+    start.snapshot_seq = snapshot.seq
+    return fold(key, events.filter(seq__gt=snapshot.seq), start)
+
+
+def after_append(run: SagaRun, event: SagaEvent) -> None:
+    """Called in the transaction of every appended event: every ``SNAPSHOT_EVERY`` events, store the folded
+    state, so a rebuild of a long run folds at most that many events."""
+    every = sagas_settings.SNAPSHOT_EVERY
+    if every and event.seq % every == 0:
+        from sagas.models import SagaSnapshot
+
+        state = rebuild(run.pk)
+        SagaSnapshot.objects.create(run_id=run.pk, seq=event.seq, state=state.to_json())
