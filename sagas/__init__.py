@@ -1,5 +1,6 @@
 """Saga orchestration for Django + Celery: declare steps with compensations, start runs, operate them."""
 
+from sagas.choreography import SagaMessage, on
 from sagas.definitions import Saga, Step, StepContext
 from sagas.eventlog import RunState, rebuild
 from sagas.exceptions import (
@@ -33,6 +34,7 @@ __all__ = [
     "RunState",
     "Saga",
     "SagaError",
+    "SagaMessage",
     "Step",
     "StepContext",
     "StepFailed",
@@ -40,6 +42,7 @@ __all__ = [
     "UnknownSaga",
     "cancel",
     "get_saga",
+    "on",
     "rebuild",
     "resolve",
     "retry",

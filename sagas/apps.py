@@ -1,4 +1,4 @@
-"""App config: registers saga tasks, autodiscovers ``sagas.py`` modules and syncs definitions on migrate."""
+"""App config: registers saga tasks, autodiscovers ``sagas.py`` and ``receivers.py`` modules, syncs definitions."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class SagasConfig(AppConfig):
 
         # Web and worker processes both run this, so both know every saga of every installed app.
         autodiscover_modules("sagas")
+        autodiscover_modules("receivers")  # @sagas.on receivers of saga messages
         post_migrate.connect(sync_definitions, sender=self)
         post_migrate.connect(install_reaper, sender=self)
         worker_init.connect(refuse_pools_without_time_limits, weak=False)

@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     # Every this many events a run's folded state is stored as a snapshot (sagas.rebuild starts from the
     # latest one); 0 turns snapshots off.
     "SNAPSHOT_EVERY": 100,
+    # The reaper relays outbox messages still unpublished this many seconds after they were written.
+    "OUTBOX_RELAY_AFTER": 10,
     # Seconds between a step's soft time limit (its `timeout`) and the hard limit that kills it.
     "TIME_LIMIT_GRACE": 5,
     # Queue for every saga task; None uses Celery's routing (task_routes, then the default queue).

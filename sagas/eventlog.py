@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -15,6 +16,8 @@ from sagas.states import EventType, RunStatus, StepStatus, stamp_run, stamp_step
 
 if TYPE_CHECKING:
     from sagas.models import SagaEvent, SagaRun
+
+logger = logging.getLogger("sagas")
 
 # Columns of SagaRun / SagaStepRun that a fold reproduces (everything but keys and the search text's index).
 RUN_FIELDS = (
@@ -56,6 +59,11 @@ FAILURES = {
     EventType.COMPENSATION_ATTEMPT_FAILED,
     EventType.COMPENSATION_FAILED,
 }
+
+
+class UnfoldableLog(ValueError):
+    """A run's events cannot be folded into a state: a gap, or a log that did not start with SagaStarted
+    (a run written by something other than the framework's services)."""
 
 
 @dataclass
@@ -104,7 +112,11 @@ class RunState:
     def apply(self, event: SagaEvent) -> None:
         """Fold one event into the state (events must come in ``seq`` order)."""
         if event.seq != self.lock_version + 1:
-            raise ValueError(f"Run {self.id}: event #{event.seq} follows #{self.lock_version}; the log has a gap.")
+            raise UnfoldableLog(f"Run {self.id}: event #{event.seq} follows #{self.lock_version}; the log has a gap.")
+        if (event.seq == 1) != (event.type == EventType.SAGA_STARTED):
+            raise UnfoldableLog(f"Run {self.id}: its log must begin with SagaStarted, and only there (#{event.seq}).")
+        if event.step and event.step not in self.steps:
+            raise UnfoldableLog(f"Run {self.id}: event #{event.seq} names step {event.step!r}, which it never had.")
         data, at = event.data, event.created_at
         self.lock_version, self.updated_at = event.seq, at
         if event.type == EventType.SAGA_STARTED:
@@ -229,11 +241,20 @@ def rebuild(run_id: uuid.UUID | str) -> RunState:
 
 
 def after_append(run: SagaRun, event: SagaEvent) -> None:
-    """Called in the transaction of every appended event: every ``SNAPSHOT_EVERY`` events, store the folded
-    state, so a rebuild of a long run folds at most that many events."""
+    """Called in the transaction of every appended event: announce it in the outbox if anyone listens, and
+    every ``SNAPSHOT_EVERY`` events store the folded state, so a rebuild of a long run folds at most that
+    many events."""
+    from sagas import outbox
+
+    outbox.record(run, event)
     every = sagas_settings.SNAPSHOT_EVERY
     if every and event.seq % every == 0:
         from sagas.models import SagaSnapshot
 
-        state = rebuild(run.pk)
+        try:
+            state = rebuild(run.pk)
+        except UnfoldableLog as exc:
+            # The run goes on; only its rebuild is impossible. Say so once per skipped snapshot.
+            logger.warning("no snapshot of saga run %s at #%d: %s", run.pk, event.seq, exc)
+            return
         SagaSnapshot.objects.create(run_id=run.pk, seq=event.seq, state=state.to_json())

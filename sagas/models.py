@@ -237,3 +237,66 @@ class SagaSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"snapshot of {self.run_id} at #{self.seq}"
+
+
+class SagaOutbox(models.Model):
+    """A lifecycle message of a run, written with the change it announces and relayed to receivers."""
+
+    id = models.UUIDField(
+        "id", primary_key=True, default=uuid.uuid4, editable=False, help_text="The message id receivers dedupe on."
+    )
+    run = models.ForeignKey(
+        SagaRun, on_delete=models.CASCADE, related_name="outbox", verbose_name="run", help_text="The saga run."
+    )
+    event = models.OneToOneField(
+        SagaEvent,
+        on_delete=models.CASCADE,
+        related_name="outbox_message",
+        verbose_name="event",
+        help_text="The event this message announces.",
+    )
+    topic = models.CharField("topic", max_length=255, help_text="e.g. orders.place_order.completed")
+    message = models.JSONField("message", help_text="What receivers get (sagas.SagaMessage).")
+    created_at = models.DateTimeField("created at", default=timezone.now, help_text="When it was written.")
+    published_at = models.DateTimeField(
+        "published at", null=True, blank=True, help_text="When it was handed to the broker for every receiver."
+    )
+    attempts = models.PositiveIntegerField(
+        "failed publishes", default=0, help_text="Times publishing it failed (the broker was unreachable)."
+    )
+
+    class Meta:
+        verbose_name = "outbox message"
+        verbose_name_plural = "outbox messages"
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["created_at"], condition=models.Q(published_at__isnull=True), name="sagas_outbox_unpublished"
+            ),
+            models.Index(fields=["topic", "created_at"], name="sagas_outbox_topic_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic} {self.id}"
+
+
+class SagaReceipt(models.Model):
+    """A receiver got a message: written in the receiver's own transaction, so its effect happens once."""
+
+    receiver = models.CharField("receiver", max_length=255, help_text="The receiver's name.")
+    message_id = models.UUIDField("message id", help_text="The outbox message received.")
+    received_at = models.DateTimeField("received at", default=timezone.now, help_text="First delivery.")
+    duplicates = models.PositiveIntegerField(
+        "duplicates", default=0, help_text="Later deliveries of the same message, skipped."
+    )
+
+    class Meta:
+        verbose_name = "receipt"
+        verbose_name_plural = "receipts"
+        ordering = ["-received_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["receiver", "message_id"], name="sagas_receipt_receiver_message")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.receiver} got {self.message_id}"

@@ -1,7 +1,8 @@
 """The reaper: finds runs that stopped moving and re-drives each from its database state.
 
 It runs every SAGAS["REAPER_INTERVAL"] seconds as the periodic task ``sagas.reap`` on django-celery-beat's
-database scheduler, and as ``manage.py saga_recover``. With nothing stuck it costs one indexed query.
+database scheduler, and as ``manage.py saga_recover``. With nothing stuck it costs two indexed queries (runs,
+outbox).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime
 from django.db.models import Q
 from django.utils import timezone
 
+from sagas import outbox
 from sagas.conf import sagas_settings
 from sagas.models import SagaRun
 from sagas.services.redrive import Redrive, lease, run_redrive
@@ -34,7 +36,10 @@ def stuck_run_ids(now: datetime | None = None) -> list[str]:
 
 
 def reap(*, dry_run: bool = False, actor: str = "reaper") -> list[Redrive]:
-    """Re-drive every stuck run (or, with ``dry_run``, say what would be done); the runs acted on."""
+    """Re-drive every stuck run (or, with ``dry_run``, say what would be done); the runs acted on. Also
+    relays the outbox messages a crash left unpublished."""
+    if not dry_run:
+        outbox.relay_stuck()
     done = []
     for run_id in stuck_run_ids():
         outcome = run_redrive(run_id=run_id, actor=actor, dry_run=dry_run)

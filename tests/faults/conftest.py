@@ -169,10 +169,11 @@ class FaultLab:
 
 @pytest.fixture
 def lab(transactional_db, tmp_path: Path, settings) -> Iterator[FaultLab]:
-    """A fault lab for one test; the reaper's lease is short so recovery shows within seconds."""
+    """A fault lab for one test; the reaper's lease (and the outbox's grace) is short so recovery shows within
+    seconds."""
     if REDIS_SERVER is None:
         pytest.fail("redis-server is not installed; the fault suite starts private brokers with it")
-    settings.SAGAS = {**settings.SAGAS, "LEASE_SECONDS": 2}
+    settings.SAGAS = {**settings.SAGAS, "LEASE_SECONDS": 2, "OUTBOX_RELAY_AFTER": 1}
     lab = FaultLab(tmp_path)
     with publishing_to(lab.redis.url):
         try:

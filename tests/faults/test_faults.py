@@ -12,16 +12,17 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from django.db import connection
 
 import sagas
 from sagaproject.celery import app as celery_app
 from sagas import engine, recovery
-from sagas.models import SagaEvent, SagaRun
+from sagas.models import SagaEvent, SagaOutbox, SagaReceipt, SagaRun
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.faults.conftest import FaultLab, gate_name
 from tests.faults.invariants import check_transfers
-from tests.testapp.models import Call, Switch, calls_of
+from tests.testapp.models import Call, Effect, Switch, calls_of
 from tests.testapp.sagas import Diamond, Transfer
 from tests.worker import wait_until
 
@@ -278,3 +279,30 @@ def test_a_lost_fan_in_is_completed_by_the_reaper(lab: FaultLab, tmp_path: Path)
     redriven = SagaEvent.objects.get(run=run, type=EventType.SAGA_REDRIVEN)
     assert redriven.data["action"] == "publish step join again (message lost)"
     assert all(calls_of(run, name) == 1 for name in ("screen", "north", "east", "west", "join", "last"))
+
+
+@pytest.mark.parametrize(("when", "deliveries"), [("before", 1), ("after", 2)])
+def test_a_worker_killed_around_the_relay_still_delivers_the_message_with_one_effect(
+    lab: FaultLab, bank: dict, tmp_path: Path, when: str, deliveries: int
+) -> None:
+    """Killed between the commit and the relay, the message waits in the outbox for the reaper. Killed after
+    publishing but before marking it published, the reaper publishes it again: the receiver gets it twice
+    and its receipt skips the second."""
+    lab.start_worker(
+        SAGAS_FAULT_KILL_AT_RELAY=f"tests.transfer.completed {when}",
+        SAGAS_FAULT_MARKER=str(tmp_path / "killed"),
+    )
+    (run,) = lab.settle([transfer()])
+    assert run.status == RunStatus.COMPLETED
+    assert (tmp_path / "killed").exists()
+    message = SagaOutbox.objects.get(run=run, topic="tests.transfer.completed")
+    receipt = SagaReceipt.objects.filter(receiver="tests.transfer_ledger", message_id=message.pk)
+
+    def delivered() -> bool:
+        recovery.reap()  # as beat would: relays what the killed process left unpublished
+        return receipt.exists() and receipt.get().duplicates == deliveries - 1
+
+    wait_until(delivered, lab.workers[0], f"{deliveries} deliveries of the message")
+    assert SagaOutbox.objects.get(pk=message.pk).published_at is not None
+    assert Effect.objects.get(key=f"transfer completed:{message.pk}").calls == 1  # the effect, exactly once
+    check_transfers([run], bank)

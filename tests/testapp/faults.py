@@ -20,6 +20,8 @@ def install() -> None:
         task_postrun.connect(_kill_after_commit, weak=False)
     if os.environ.get(LOSE_PUBLISH):
         _lose_first_publish()
+    if os.environ.get(KILL_AT_RELAY):
+        _kill_at_relay()
 
 
 def _kill_after_commit(sender: Any = None, **kwargs: Any) -> None:
@@ -50,3 +52,35 @@ def _lose_first_publish() -> None:
         return apply_async(self, *args, **kwargs)
 
     Signature.apply_async = failing_once  # type: ignore[method-assign]
+
+
+KILL_AT_RELAY = "SAGAS_FAULT_KILL_AT_RELAY"  # "<topic> before|after": kill the process around that message's publish
+
+
+def _kill_at_relay() -> None:
+    """Kill the process once, when the outbox relays a message of the topic: before it is published (a crash
+    between commit and relay) or after it is published but before it is marked so (the reaper publishes it
+    again: a duplicate)."""
+    from sagas import outbox
+
+    topic, when = os.environ[KILL_AT_RELAY].split()
+    publish = outbox._publish
+
+    def publish_then_maybe_die(message: Any) -> bool:
+        due = message.topic == topic and _first_time()
+        if due and when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        published = publish(message)
+        if due and when == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return published
+
+    outbox._publish = publish_then_maybe_die
+
+
+def _first_time() -> bool:
+    try:
+        Path(os.environ[MARKER]).touch(exist_ok=False)
+    except FileExistsError:
+        return False
+    return True

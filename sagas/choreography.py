@@ -1,0 +1,162 @@
+"""Receivers of saga lifecycle messages: ``@sagas.on(pattern)`` makes a function a Celery task of its own,
+delivered at least once from the outbox and deduplicated by message id, so its effect happens once."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+from celery import Task, shared_task
+from django.db import transaction
+
+from sagas.exceptions import InvalidDefinition
+from sagas.retry import RetryPolicy
+
+logger = logging.getLogger("sagas")
+
+RECEIVER_TASK_PREFIX = "sagas.receiver."
+RECEIVER_NAME = re.compile(r"^[A-Za-z0-9_.]+$")
+# Receivers that declare no policy: retried patiently (a receiver is off the saga's critical path).
+DEFAULT_RECEIVER_RETRY = RetryPolicy(max_attempts=10, backoff=1.0, multiplier=2.0, backoff_max=300.0)
+
+
+@dataclass(frozen=True, slots=True)
+class SagaMessage:
+    """What a receiver gets: one lifecycle event of a saga run, as it was when it happened.
+
+    Topics: ``<saga>.started``, ``<saga>.step.<step>.completed``, ``<saga>.step.<step>.failed``,
+    ``<saga>.completed``, ``<saga>.compensated``, ``<saga>.failed``, ``<saga>.cancelled``.
+    """
+
+    id: str  # unique per message: receivers are deduplicated on it
+    topic: str
+    saga_name: str
+    run_id: str
+    correlation_id: str
+    step: str  # "" for the run's own events
+    status: str  # the run's status after the event
+    payload: dict[str, Any]  # the run's start payload
+    results: dict[str, Any]  # step name -> output of every completed step
+    error: dict[str, Any] | None  # the run's error (or the failed step's, for a step failure)
+    occurred_at: str  # ISO 8601
+    event_seq: int  # the event's position in the run's log
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SagaMessage:
+        return cls(**data)
+
+
+ReceiverFunction = Callable[[SagaMessage], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Receiver:
+    pattern: str
+    name: str
+    function: ReceiverFunction
+    retry: RetryPolicy
+
+    @property
+    def task_name(self) -> str:
+        return f"{RECEIVER_TASK_PREFIX}{self.name}"
+
+    def wants(self, topic: str) -> bool:
+        return fnmatchcase(topic, self.pattern)
+
+
+_receivers: dict[str, Receiver] = {}
+
+
+def on(
+    pattern: str, *, name: str | None = None, retry: RetryPolicy | None = None
+) -> Callable[[ReceiverFunction], ReceiverFunction]:
+    """Register the decorated function as a receiver of the saga messages whose topic matches ``pattern``
+    (fnmatch: ``*`` matches anything, dots included).
+
+    The function runs in a Celery task of its own (``sagas.receiver.<name>``), inside one transaction with
+    the receipt that deduplicates it: redelivered messages are skipped, and an exception rolls its effects
+    back and retries it per ``retry``. It never delays or fails the saga that sent the message.
+    """
+    if not isinstance(pattern, str) or not pattern:
+        raise InvalidDefinition(
+            f"sagas.on needs a topic pattern such as 'orders.place_order.completed', got {pattern!r}."
+        )
+    if retry is not None and (not isinstance(retry, RetryPolicy) or retry.problems()):
+        raise InvalidDefinition(f"Receiver of {pattern!r}: retry must be a valid sagas.RetryPolicy, got {retry!r}.")
+
+    def register(function: ReceiverFunction) -> ReceiverFunction:
+        receiver_name = name or f"{function.__module__}.{function.__qualname__}"
+        if not RECEIVER_NAME.match(receiver_name):
+            raise InvalidDefinition(f"Receiver name {receiver_name!r}: use letters, digits, '_' and '.'.")
+        existing = _receivers.get(receiver_name)
+        if existing is not None and existing.function.__module__ != function.__module__:
+            raise InvalidDefinition(f"Two receivers are named {receiver_name!r}; pass name='...' to one of them.")
+        receiver = Receiver(pattern, receiver_name, function, retry or DEFAULT_RECEIVER_RETRY)
+        _receivers[receiver_name] = receiver
+        _register_task(receiver)
+        return function
+
+    return register
+
+
+def receivers_of(topic: str) -> list[Receiver]:
+    """The receivers whose pattern matches ``topic``."""
+    return [receiver for receiver in _receivers.values() if receiver.wants(topic)]
+
+
+def all_receivers() -> list[Receiver]:
+    return sorted(_receivers.values(), key=lambda receiver: receiver.name)
+
+
+def _register_task(receiver: Receiver) -> None:
+    from sagas.tasks import SagaTask
+
+    def deliver(self: Task, message: dict[str, Any]) -> None:
+        receive(self, receiver, SagaMessage.from_json(message))
+
+    deliver.__doc__ = f"Delivers saga messages matching {receiver.pattern!r} to {receiver.name}."
+    shared_task(name=receiver.task_name, bind=True, base=SagaTask)(deliver)
+
+
+def receive(task: Task, receiver: Receiver, message: SagaMessage) -> None:
+    """Call the receiver once per message id: its effects and the receipt commit together."""
+    from sagas.models import SagaReceipt
+
+    try:
+        with transaction.atomic():
+            receipt, created = SagaReceipt.objects.get_or_create(receiver=receiver.name, message_id=message.id)
+            if not created:
+                SagaReceipt.objects.filter(pk=receipt.pk).update(duplicates=receipt.duplicates + 1)
+                logger.info("receiver %s: message %s (%s) already received", receiver.name, message.id, message.topic)
+                return
+            receiver.function(message)
+    except Exception as exc:
+        attempt = task.request.retries + 1
+        if receiver.retry.should_retry(exc, attempt):
+            delay = receiver.retry.delay(attempt, exc)
+            logger.warning(
+                "receiver %s failed on message %s (%s), attempt %d; retrying in %.1fs: %s",
+                receiver.name,
+                message.id,
+                message.topic,
+                attempt,
+                delay,
+                exc,
+            )
+            raise task.retry(countdown=delay, exc=exc) from exc
+        logger.error(
+            "receiver %s gave up on message %s (%s) after %d attempts: %s",
+            receiver.name,
+            message.id,
+            message.topic,
+            attempt,
+            exc,
+        )
+        raise

@@ -1,0 +1,143 @@
+"""The transactional outbox: lifecycle messages stored with the state change, relayed to receivers on commit.
+
+A message is written in the transaction of the event it announces, only when some receiver's pattern
+matches its topic. After commit it is published to each receiver's task and marked published; a process
+that dies in between leaves it unpublished, and the reaper relays it (at least once; receivers dedupe).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+from django.utils import timezone
+
+from sagas import choreography
+from sagas.conf import sagas_settings
+from sagas.states import EventType, RunStatus, StepStatus
+
+if TYPE_CHECKING:
+    from sagas.models import SagaEvent, SagaOutbox, SagaRun
+
+logger = logging.getLogger("sagas")
+
+RUN_TOPICS: dict[str, str] = {
+    EventType.SAGA_STARTED: "started",
+    EventType.SAGA_COMPLETED: "completed",
+    EventType.SAGA_COMPENSATED: "compensated",
+    EventType.SAGA_FAILED: "failed",
+}
+STEP_TOPICS: dict[str, str] = {EventType.STEP_SUCCEEDED: "completed", EventType.STEP_FAILED: "failed"}
+DONE_STEP_STATES = (
+    StepStatus.SUCCEEDED,
+    StepStatus.COMPENSATING,
+    StepStatus.COMPENSATED,
+    StepStatus.COMPENSATION_FAILED,
+    StepStatus.RESOLVED,
+)
+
+
+def topic_of(run: SagaRun, event: SagaEvent) -> str | None:
+    """The topic an event is announced under, or None for events that are not part of the lifecycle."""
+    if event.type in RUN_TOPICS:
+        return f"{run.saga_name}.{RUN_TOPICS[event.type]}"
+    if event.type == EventType.SAGA_CANCELLED and event.data.get("to") == RunStatus.CANCELLED:
+        return f"{run.saga_name}.cancelled"
+    if event.type in STEP_TOPICS:
+        return f"{run.saga_name}.step.{event.step}.{STEP_TOPICS[event.type]}"
+    return None
+
+
+def record(run: SagaRun, event: SagaEvent) -> None:
+    """In the event's transaction: store its message if anyone listens, and relay it after commit."""
+    topic = topic_of(run, event)
+    if topic is None or not choreography.receivers_of(topic):
+        return
+    from sagas.models import SagaOutbox
+
+    results = dict(run.steps.filter(status__in=DONE_STEP_STATES).values_list("name", "output"))
+    error = event.data.get("error") if event.step else run.error
+    message = SagaOutbox(run_id=run.pk, event=event, topic=topic, created_at=event.created_at)
+    message.message = choreography.SagaMessage(
+        id=str(message.id),
+        topic=topic,
+        saga_name=run.saga_name,
+        run_id=str(run.pk),
+        correlation_id=run.correlation_id,
+        step=event.step,
+        status=run.status,
+        payload=run.payload,
+        results=results,
+        error={key: value for key, value in error.items() if key != "traceback"} if error else None,
+        occurred_at=event.created_at.isoformat(),
+        event_seq=event.seq,
+    ).to_json()
+    message.save(force_insert=True)
+    transaction.on_commit(lambda: relay([message.pk]), robust=True)
+
+
+def relay(ids: list[uuid.UUID]) -> int:
+    """Publish unpublished messages (by id) to their receivers and mark them published; how many were.
+
+    Each message is locked while it is published (SKIP LOCKED), so the on-commit relay and the reaper
+    rarely both publish one; when they do, receivers dedupe.
+    """
+    from sagas.models import SagaOutbox
+
+    published = 0
+    for message_id in ids:
+        with transaction.atomic():
+            message = (
+                SagaOutbox.objects.select_for_update(skip_locked=True)
+                .filter(pk=message_id, published_at__isnull=True)
+                .first()
+            )
+            if message is None:
+                continue
+            if _publish(message):
+                SagaOutbox.objects.filter(pk=message.pk).update(published_at=timezone.now())
+                published += 1
+            else:
+                SagaOutbox.objects.filter(pk=message.pk).update(attempts=message.attempts + 1)
+    return published
+
+
+def _publish(message: SagaOutbox) -> bool:
+    from celery import current_app
+
+    options = {"queue": sagas_settings.QUEUE} if sagas_settings.QUEUE else {}
+    try:
+        for receiver in choreography.receivers_of(message.topic):
+            current_app.send_task(
+                receiver.task_name,
+                args=[message.message],
+                task_id=f"{message.pk}:{receiver.name}",
+                **options,
+            )
+    except Exception:
+        # The state change is committed; only the announcement waits. The reaper tries again.
+        logger.exception("could not publish saga message %s (%s); the reaper will relay it", message.pk, message.topic)
+        return False
+    return True
+
+
+def unpublished_ids() -> list[uuid.UUID]:
+    """Messages still unpublished ``OUTBOX_RELAY_AFTER`` seconds after they were written: one indexed query."""
+    from sagas.models import SagaOutbox
+
+    cutoff = timezone.now() - timedelta(seconds=sagas_settings.OUTBOX_RELAY_AFTER)
+    stale = SagaOutbox.objects.filter(published_at__isnull=True, created_at__lt=cutoff).order_by("created_at")
+    return list(stale.values_list("pk", flat=True)[: sagas_settings.REAPER_BATCH])
+
+
+def relay_stuck() -> int:
+    """The reaper's part: relay every message a crash or a broker outage left unpublished."""
+    ids = unpublished_ids()
+    if not ids:
+        return 0
+    published = relay(ids)
+    logger.warning("reaper relayed %d of %d unpublished saga message(s)", published, len(ids))
+    return published

@@ -1,0 +1,93 @@
+"""The outbox: lifecycle messages written with the change they announce, relayed after commit or by the reaper."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+import sagas
+from sagas import choreography, recovery
+from sagas.models import SagaOutbox
+from tests.testapp.sagas import Diamond, Gated
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_message_is_written_only_when_a_receiver_listens(django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks():
+        diamond = Diamond.start({})
+        gated = Gated.start({})
+
+    assert list(SagaOutbox.objects.filter(run=diamond).values_list("topic", flat=True)) == ["tests.diamond.started"]
+    assert not SagaOutbox.objects.filter(run=gated).exists()  # nobody listens to tests.gated.started
+    message = SagaOutbox.objects.get(run=diamond).message
+    assert message["run_id"] == str(diamond.pk)
+    assert message["correlation_id"] == diamond.correlation_id
+    assert (message["status"], message["step"], message["event_seq"]) == ("pending", "", 1)
+
+
+def test_a_rolled_back_change_announces_nothing(django_capture_on_commit_callbacks) -> None:
+    def start_then_fail() -> None:
+        with transaction.atomic():
+            Diamond.start({})
+            raise RuntimeError("the caller's transaction fails")
+
+    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(RuntimeError):
+        start_then_fail()
+
+    assert not SagaOutbox.objects.exists()
+    assert callbacks == []
+
+
+def test_after_commit_the_message_is_published_and_marked(django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        run = Diamond.start({})
+
+    message = SagaOutbox.objects.get(run=run)
+    assert message.published_at is not None
+    assert message.attempts == 0
+
+
+def test_the_reaper_relays_a_message_a_crash_left_unpublished(django_capture_on_commit_callbacks, settings) -> None:
+    with django_capture_on_commit_callbacks():  # committed, but the process died before the relay ran
+        run = Diamond.start({})
+    SagaOutbox.objects.filter(run=run).update(created_at=timezone.now() - timedelta(minutes=5))
+
+    recovery.reap()
+
+    assert SagaOutbox.objects.get(run=run).published_at is not None
+
+
+def test_a_fresh_unpublished_message_is_left_to_its_own_relay(django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks():
+        run = Diamond.start({})
+
+    recovery.reap()
+
+    assert SagaOutbox.objects.get(run=run).published_at is None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "kwargs", "message"),
+    [
+        ("", {}, "needs a topic pattern"),
+        ("a.b", {"retry": sagas.RetryPolicy(max_attempts=0)}, "retry must be a valid sagas.RetryPolicy"),
+        ("a.b", {"name": "has spaces"}, "use letters, digits"),
+    ],
+)
+def test_bad_receivers_are_refused_with_what_to_fix(pattern: str, kwargs: dict, message: str) -> None:
+    with pytest.raises(sagas.InvalidDefinition, match=message):
+        sagas.on(pattern, **kwargs)(lambda message: None)
+
+
+def test_receivers_match_topics_by_pattern() -> None:
+    names = {receiver.name for receiver in choreography.receivers_of("tests.diamond.step.north.completed")}
+    assert "tests.diamond_ledger" in names
+    assert "tests.transfer_ledger" not in names
+    assert {r.name for r in choreography.receivers_of("orders.place_order.completed")} >= {
+        "participants.loyalty.receivers.award_points",
+        "participants.analytics.receivers.count_completed",
+    }
