@@ -50,6 +50,13 @@ INSTALLED_APPS = [
     "participants.shipping",
     "participants.notifications",
     "participants.checkout",
+    "participants.loyalty",
+    "participants.analytics",
+    "participants.fraud",
+    "participants.airline",
+    "participants.hotels",
+    "participants.cars",
+    "participants.travel",
 ]
 
 MIDDLEWARE = [

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import factory
+from django.db import models
+from django.utils import timezone
 from factory.django import DjangoModelFactory
 
+from participants.airline.models import Flight, HoldStatus, SeatHold
+from participants.analytics.models import CountedMessage, Outcome, SagaOutcomeCount
+from participants.cars.models import CarClass, CarRental, RentalStatus
 from participants.checkout.sagas import PlaceOrder
+from participants.fraud.models import BlockedTraveller, Screening, Verdict
+from participants.hotels.models import BookingStatus, Hotel, RoomBooking
 from participants.inventory.models import Reservation, ReservationLine, ReservationStatus, StockItem
+from participants.loyalty.models import LoyaltyAccount, PointsEntry
 from participants.notifications.models import Notification, NotificationStatus, Suppression
 from participants.orders.models import Order, OrderLine, OrderStatus
 from participants.payments.models import Account, CardStatus, Payment, PaymentStatus, Refund
@@ -163,7 +172,8 @@ class SagaRunFactory(DjangoModelFactory[SagaRun]):
     version = factory.SelfAttribute("definition.version")
     status = RunStatus.PENDING
     payload = factory.LazyFunction(dict)
-    correlation_id = factory.Sequence(lambda n: f"corr-{n}")
+    # Planted state, not started by the framework: it has no event log to rebuild it from.
+    correlation_id = factory.Sequence(lambda n: f"factory-{n}")
     lock_version = 0
 
     @factory.post_generation
@@ -175,3 +185,146 @@ class SagaRunFactory(DjangoModelFactory[SagaRun]):
             SagaStepRun.objects.create(
                 run=run, name=step.name, index=index, status=statuses.get(step.name, StepStatus.PENDING)
             )
+
+
+# --- the travel booking services ---
+
+
+class BlockedTravellerFactory(DjangoModelFactory[BlockedTraveller]):
+    class Meta:
+        model = BlockedTraveller
+
+    email = factory.Sequence(lambda n: f"blocked{n}@example.com")
+    reason = "chargebacks"
+
+
+class ScreeningFactory(DjangoModelFactory[Screening]):
+    class Meta:
+        model = Screening
+
+    traveller_email = factory.Sequence(lambda n: f"traveller{n}@example.com")
+    amount = Decimal("500.00")
+    verdict = Verdict.APPROVED
+    idempotency_key = factory.Sequence(lambda n: f"screening-{n}")
+
+
+class FlightFactory(DjangoModelFactory[Flight]):
+    class Meta:
+        model = Flight
+        django_get_or_create = ("number",)
+
+    number = factory.Sequence(lambda n: f"KL{1000 + n}")
+    departs_on = factory.LazyFunction(lambda: timezone.localdate() + timedelta(days=30))
+    seats_total = 100
+    seats_held = 0
+    response_ms = 0
+
+
+class SeatHoldFactory(DjangoModelFactory[SeatHold]):
+    class Meta:
+        model = SeatHold
+
+    flight = factory.SubFactory(FlightFactory)
+    traveller_email = factory.Sequence(lambda n: f"traveller{n}@example.com")
+    status = HoldStatus.HELD
+    idempotency_key = factory.Sequence(lambda n: f"seat-hold-{n}")
+    started_at = factory.LazyFunction(timezone.now)
+    finished_at = factory.LazyFunction(timezone.now)
+
+
+class HotelFactory(DjangoModelFactory[Hotel]):
+    class Meta:
+        model = Hotel
+
+    name = factory.Sequence(lambda n: f"Hotel {n}")
+    city = "Lisbon"
+    rooms_total = 20
+    rooms_booked = 0
+    response_ms = 0
+
+
+class RoomBookingFactory(DjangoModelFactory[RoomBooking]):
+    class Meta:
+        model = RoomBooking
+
+    hotel = factory.SubFactory(HotelFactory)
+    traveller_email = factory.Sequence(lambda n: f"traveller{n}@example.com")
+    nights = 3
+    status = BookingStatus.BOOKED
+    idempotency_key = factory.Sequence(lambda n: f"room-booking-{n}")
+    started_at = factory.LazyFunction(timezone.now)
+    finished_at = factory.LazyFunction(timezone.now)
+
+
+class CarClassFactory(DjangoModelFactory[CarClass]):
+    class Meta:
+        model = CarClass
+
+    name = factory.Sequence(lambda n: f"Compact {n}")
+    city = "Lisbon"
+    cars_total = 10
+    cars_rented = 0
+    response_ms = 0
+
+
+class CarRentalFactory(DjangoModelFactory[CarRental]):
+    class Meta:
+        model = CarRental
+
+    car_class = factory.SubFactory(CarClassFactory)
+    traveller_email = factory.Sequence(lambda n: f"traveller{n}@example.com")
+    days = 3
+    status = RentalStatus.RENTED
+    idempotency_key = factory.Sequence(lambda n: f"car-rental-{n}")
+    started_at = factory.LazyFunction(timezone.now)
+    finished_at = factory.LazyFunction(timezone.now)
+
+
+# --- the choreography services: loyalty and analytics ---
+
+
+class LoyaltyAccountFactory(DjangoModelFactory[LoyaltyAccount]):
+    class Meta:
+        model = LoyaltyAccount
+        django_get_or_create = ("customer_email",)
+
+    customer_email = factory.Sequence(lambda n: f"member{n}@example.com")
+    points = 0
+    service_down = False
+
+
+class PointsEntryFactory(DjangoModelFactory[PointsEntry]):
+    """An entry whose points are already on its account (the factory adds them, as an award would)."""
+
+    class Meta:
+        model = PointsEntry
+
+    account = factory.SubFactory(LoyaltyAccountFactory)
+    points = 20
+    reason = factory.Sequence(lambda n: f"order {n + 1}")
+    idempotency_key = factory.Sequence(lambda n: f"points-{n}")
+
+    @classmethod
+    def _create(cls, model_class: type[PointsEntry], *args: object, **kwargs: object) -> PointsEntry:
+        entry = super()._create(model_class, *args, **kwargs)
+        LoyaltyAccount.objects.filter(pk=entry.account_id).update(points=models.F("points") + entry.points)
+        return entry
+
+
+class SagaOutcomeCountFactory(DjangoModelFactory[SagaOutcomeCount]):
+    class Meta:
+        model = SagaOutcomeCount
+        django_get_or_create = ("saga_name", "outcome", "day")
+
+    saga_name = PlaceOrder.name
+    outcome = Outcome.COMPLETED
+    day = factory.LazyFunction(lambda: timezone.now().date())
+    count = 1
+
+
+class CountedMessageFactory(DjangoModelFactory[CountedMessage]):
+    class Meta:
+        model = CountedMessage
+
+    idempotency_key = factory.Sequence(lambda n: f"message-{n}")
+    outcome_count = factory.SubFactory(SagaOutcomeCountFactory)

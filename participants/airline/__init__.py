@@ -1,0 +1,1 @@
+"""The airline service: holds seats on flights for travellers and releases them."""

@@ -1,0 +1,1 @@
+"""The fraud service: screens a traveller against the blocked list before anything is booked."""

@@ -1,0 +1,1 @@
+"""The hotels service: books rooms for travellers and cancels those bookings."""

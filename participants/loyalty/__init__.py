@@ -1,0 +1,1 @@
+"""The loyalty service: awards customers points for their completed orders."""
