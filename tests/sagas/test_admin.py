@@ -280,3 +280,29 @@ def test_definitions_are_listed_with_their_steps(admin_client, failed_run) -> No
     page = admin_client.get(reverse("admin:sagas_sagadefinition_change", args=[definition.pk]))
     assert page.status_code == 200
     assert definition.spec_hash in page.content.decode()
+
+
+def test_outbox_lists_unpublished_messages_and_an_operator_relays_them(
+    admin_client, django_capture_on_commit_callbacks
+) -> None:
+    from sagas.models import SagaOutbox
+    from tests.testapp.sagas import Diamond
+
+    with django_capture_on_commit_callbacks():  # the relay never ran
+        run = Diamond.start({})
+    changelist = reverse("admin:sagas_sagaoutbox_changelist")
+    response = admin_client.get(changelist, {"published": "no"})
+    assert response.status_code == 200
+    assert "tests.diamond.started" in response.content.decode()
+
+    response = admin_client.post(
+        changelist,
+        {"action": "relay_now", "_selected_action": [str(m.pk) for m in SagaOutbox.objects.filter(run=run)]},
+        follow=True,
+    )
+
+    assert "Relayed 1 of 1 unpublished message(s)." in response.content.decode()
+    assert SagaOutbox.objects.get(run=run).published_at is not None
+    detail = admin_client.get(reverse("admin:sagas_sagaoutbox_change", args=[SagaOutbox.objects.get(run=run).pk]))
+    assert detail.status_code == 200
+    assert admin_client.get(reverse("admin:sagas_sagareceipt_changelist")).status_code == 200
