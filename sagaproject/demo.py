@@ -1,4 +1,4 @@
-"""`make demo`: start Redis, web, worker, beat and Flower, play a batch of PlaceOrder sagas and print a summary."""
+"""`make demo`: start Redis, web, worker, beat and Flower, play a batch of demo sagas and print a summary."""
 
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ def play_batch(config: Config, supervisor: Supervisor, worker: Child, shop: Shop
 
     tag = time.strftime("%Y%m%d-%H%M%S")
     runs = demo_batch.start_batch(shop, tag)
-    print(f"started {len(runs)} PlaceOrder runs (idempotency keys demo-{tag}-*); waiting for them to settle ...")
+    print(f"started {len(runs)} PlaceOrder and BookTrip runs (keys demo-{tag}-*); waiting for them to settle ...")
     settled = 0
 
     def report(run: DemoRun) -> None:

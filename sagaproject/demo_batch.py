@@ -1,20 +1,26 @@
-"""The demo's data and its batch of PlaceOrder runs, one per outcome the framework handles (used by demo.py)."""
+"""The demo's data and its batch of PlaceOrder and BookTrip runs, one per outcome the framework handles."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+import sagas
+from participants.airline.models import Flight
+from participants.cars.models import CarClass
 from participants.checkout.sagas import PlaceOrder
+from participants.hotels.models import Hotel
 from participants.inventory.models import StockItem
 from participants.payments.models import Account, CardStatus
 from participants.shipping.models import DeliveryZone
+from participants.travel.sagas import BookTrip
 from sagas.models import SagaRun
 from sagas.states import RunStatus, StepStatus
 
@@ -34,7 +40,9 @@ STOCK = {
 }
 PRICES = {"DEMO-MUG": "9.50", "DEMO-TEE": "20.00", "DEMO-LAMP": "45.00"}
 # Accounts are topped up to this before every batch, so earlier demos never make a charge fail.
-MIN_BALANCE = Decimal("1000.00")
+MIN_BALANCE = Decimal("5000.00")
+# The travel suppliers answer after this long, so the admin shows flight, hotel and car booked in parallel.
+SUPPLIER_MS = 300
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,10 @@ class Shop:
     ok_account: int
     declined_account: int
     gateway_down_account: int
+    flight: str = ""  # flight number
+    hotel: int = 0
+    cars: int = 0  # a car class with cars to rent
+    no_cars: int = 0  # a car class with none left
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,7 @@ class Scenario:
     title: str
     expected: str
     payload: dict[str, Any]
+    saga: type[sagas.Saga] = PlaceOrder
 
 
 @dataclass
@@ -89,12 +102,26 @@ def seed() -> Shop:
     DeliveryZone.objects.update_or_create(country="NL", defaults={"active": True})
     # Someone may have added ZZ in the admin; the unserviceable scenarios need it not to deliver.
     DeliveryZone.objects.filter(country=UNSERVICEABLE["country"]).update(active=False)
+    flight, _ = Flight.objects.update_or_create(
+        number="DEMO1", defaults={"departs_on": date.today() + timedelta(days=30), "seats_total": 10_000}
+    )
+    Flight.objects.filter(pk=flight.pk).update(response_ms=SUPPLIER_MS)
+    hotel, _ = Hotel.objects.get_or_create(name="Demo hotel", city="Lisbon", defaults={"rooms_total": 10_000})
+    cars, _ = CarClass.objects.get_or_create(name="Demo compact", city="Lisbon", defaults={"cars_total": 10_000})
+    no_cars, _ = CarClass.objects.get_or_create(name="Demo convertible (none left)", city="Lisbon")
+    Hotel.objects.filter(pk=hotel.pk).update(response_ms=SUPPLIER_MS)
+    CarClass.objects.filter(pk__in=[cars.pk, no_cars.pk]).update(response_ms=SUPPLIER_MS)
+    CarClass.objects.filter(pk=no_cars.pk, cars_rented=0).update(cars_total=0)
     return Shop(
         ok_account=_account("demo-ok@example.com", "Ada (demo, card OK)"),
         declined_account=_account("demo-declined@example.com", "Bob (demo, card declined)", declined=True),
         gateway_down_account=_account(
             "demo-gateway-down@example.com", "Cy (demo, refund gateway down)", refund_gateway_down=True
         ),
+        flight=flight.number,
+        hotel=hotel.pk,
+        cars=cars.pk,
+        no_cars=no_cars.pk,
     )
 
 
@@ -117,6 +144,17 @@ def scenarios(shop: Shop) -> list[Scenario]:
             "account_id": account,
             "lines": [{"sku": sku, "quantity": qty, "unit_price": PRICES[sku]} for sku, qty in lines.items()],
             "shipping_address": dict(address),
+        }
+
+    def trip(account: int, car_class: int) -> dict[str, Any]:
+        return {
+            "traveller_email": "traveller@example.com",
+            "account_id": account,
+            "flight_number": shop.flight,
+            "hotel_id": shop.hotel,
+            "nights": 3,
+            "car_class_id": car_class,
+            "amount": "1250.00",
         }
 
     ok, declined, gateway_down = shop.ok_account, shop.declined_account, shop.gateway_down_account
@@ -148,13 +186,21 @@ def scenarios(shop: Shop) -> list[Scenario]:
             RunStatus.FAILED,
             order(gateway_down, {"DEMO-TEE": 1}, UNSERVICEABLE),
         ),
+        # BookTrip: flight, hotel and car in parallel after the fraud check; payment once all three hold.
+        Scenario("trip", "trip: flight + hotel + car", RunStatus.COMPLETED, trip(ok, shop.cars), BookTrip),
+        # The car branch fails: the flight is released first (priority 2), then the hotel.
+        Scenario("trip-no-car", "trip: no car left", RunStatus.COMPENSATED, trip(ok, shop.no_cars), BookTrip),
+        # The card is declined after all three are booked: hotel and car are undone together.
+        Scenario("trip-declined", "trip: card declined", RunStatus.COMPENSATED, trip(declined, shop.cars), BookTrip),
     ]
 
 
 def start_batch(shop: Shop, tag: str) -> list[DemoRun]:
     """Start one run per scenario; ``tag`` makes the idempotency keys unique to this demo."""
     return [
-        DemoRun(scenario, str(PlaceOrder.start(scenario.payload, idempotency_key=f"demo-{tag}-{scenario.slug}").pk))
+        DemoRun(
+            scenario, str(scenario.saga.start(scenario.payload, idempotency_key=f"demo-{tag}-{scenario.slug}").pk)
+        )
         for scenario in scenarios(shop)
     ]
 
