@@ -6,11 +6,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.db.models import Q
 
 from sagas import engine, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
-from sagas.models import SagaRun, SagaStepRun
+from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.retry import describe_failure
 from sagas.services._core import (
     RunId,
@@ -81,8 +82,20 @@ def step_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
             data={"attempt": step_run.attempts + 1, "task_id": task_id},
             fields={"task_id": task_id},
             increment="attempts",
+            causation=_cause_of_attempt(run, step, saga.dependencies()[step]),
         )
         return Claim(ClaimOutcome.RUN, saga=saga, context=step_context(run, step_run, compensation=False))
+
+
+def _cause_of_attempt(run: SagaRun, step: str, dependencies: frozenset[str]) -> SagaEvent | None:
+    """What an attempt follows from: the step's own last event (a failed attempt, for a retry), else the
+    success of its last dependency, the run starting to execute, or a re-drive, whichever came last."""
+    causes = (
+        Q(step=step)
+        | Q(type=EventType.STEP_SUCCEEDED, step__in=dependencies)
+        | Q(type__in=[EventType.SAGA_EXECUTING, EventType.SAGA_REDRIVEN])
+    )
+    return SagaEvent.objects.filter(causes, run_id=run.pk).order_by("-seq").first()
 
 
 def _claim_without_class(run: SagaRun, step_run: SagaStepRun, exc: UnknownSaga) -> Claim:

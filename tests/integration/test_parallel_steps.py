@@ -46,7 +46,14 @@ def test_branches_overlap_and_the_join_starts_after_the_last_of_them(worker: Wor
     assert steps["last"].started_at >= steps["join"].finished_at
     assert all(calls_of(run, name) == 1 for name in steps)
     # The join was started by exactly one of its dependencies' successes, however close they finished.
-    assert len(events(run, EventType.STEP_STARTED)) == len(steps)
+    started = events(run, EventType.STEP_STARTED)
+    assert len(started) == len(steps)
+    # Each step's first attempt is caused by the success of its last dependency.
+    causes = {e.step: (e.causation.type, e.causation.step) for e in started if e.causation is not None}
+    assert all(causes[branch] == (EventType.STEP_SUCCEEDED, "screen") for branch in BRANCHES)
+    assert causes["join"][0] == EventType.STEP_SUCCEEDED
+    assert causes["join"][1] in BRANCHES
+    assert causes["last"] == (EventType.STEP_SUCCEEDED, "join")
 
 
 def test_a_failed_branch_waits_for_its_siblings_then_undoes_every_succeeded_step_once(
