@@ -370,3 +370,45 @@ def test_saga_health_alerts_exit_1_and_name_the_failing_step() -> None:
 def test_saga_health_refuses_a_window_that_is_not_positive() -> None:
     error, _ = run_failing("saga_health", "--hours", "0")
     assert error.returncode == 2
+
+
+# --- saga_rebuild ---
+
+
+def _completed_run(django_capture_on_commit_callbacks) -> SagaRun:
+    from sagas import runner, services
+    from tests.testapp.sagas import Flaky
+
+    with django_capture_on_commit_callbacks():
+        run = Flaky.start({"fail_times": 1})
+    for step, attempt in (("first", 1), ("flaky", 1), ("flaky", 2)):
+        runner.execute_step(run_id=str(run.pk), step=step, task_id=f"{run.pk}:{step}:{attempt}")
+    services.run_complete(run_id=run.pk)  # the chain's finish task
+    return SagaRun.objects.get(pk=run.pk)
+
+
+def test_saga_rebuild_says_the_rows_agree_with_the_log(django_capture_on_commit_callbacks) -> None:
+    run = _completed_run(django_capture_on_commit_callbacks)
+
+    out = run_command("saga_rebuild", str(run.pk))
+    assert "flaky: succeeded, 2 attempt(s)" in out
+    assert "The stored rows agree with the event log." in out
+    data = json.loads(run_command("saga_rebuild", str(run.pk), "--json"))
+    assert data["differences"] == []
+    assert data["state"]["status"] == RunStatus.COMPLETED
+
+
+def test_saga_rebuild_exits_1_naming_each_difference(django_capture_on_commit_callbacks) -> None:
+    run = _completed_run(django_capture_on_commit_callbacks)
+    SagaRun.objects.filter(pk=run.pk).update(status=RunStatus.FAILED)
+
+    error, out = run_failing("saga_rebuild", str(run.pk))
+
+    assert error.returncode == 1
+    assert "run.status: rebuilt 'completed', stored 'failed'" in out
+    SagaRun.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED)  # the session check rebuilds it too
+
+
+def test_saga_rebuild_of_a_bad_id_exits_2() -> None:
+    error, _ = run_failing("saga_rebuild", "not-a-uuid")
+    assert error.returncode == 2
