@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: install demo test test-fast test-faults chaos lint typecheck worker web clean
+.PHONY: install demo test test-fast test-faults chaos bench-rebuild lint typecheck worker web clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test-faults: install
 # The full chaos soak: 1,000 runs for 5 minutes while workers are killed (`make test` runs a short one).
 chaos: install
 	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
+
+# Rebuild of a 1,000-event run from its latest snapshot versus a fold of its whole log.
+bench-rebuild: install
+	$(BIN)/python -m bench.rebuild $(REBUILD_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -13,6 +13,7 @@ from typing import Any
 from celery import Task, shared_task
 from django.db import transaction
 
+from sagas import metrics
 from sagas.exceptions import InvalidDefinition
 from sagas.retry import RetryPolicy
 
@@ -134,12 +135,15 @@ def receive(task: Task, receiver: Receiver, message: SagaMessage) -> None:
             receipt, created = SagaReceipt.objects.get_or_create(receiver=receiver.name, message_id=message.id)
             if not created:
                 SagaReceipt.objects.filter(pk=receipt.pk).update(duplicates=receipt.duplicates + 1)
-                logger.info("receiver %s: message %s (%s) already received", receiver.name, message.id, message.topic)
-                return
-            receiver.function(message)
+                outcome = "duplicate"
+            else:
+                receiver.function(message)
+                outcome = "received"
     except Exception as exc:
         attempt = task.request.retries + 1
-        if receiver.retry.should_retry(exc, attempt):
+        retried = receiver.retry.should_retry(exc, attempt)
+        metrics.receiver_delivery(receiver.name, "retried" if retried else "gave_up")
+        if retried:
             delay = receiver.retry.delay(attempt, exc)
             logger.warning(
                 "receiver %s failed on message %s (%s), attempt %d; retrying in %.1fs: %s",
@@ -160,3 +164,6 @@ def receive(task: Task, receiver: Receiver, message: SagaMessage) -> None:
             exc,
         )
         raise
+    metrics.receiver_delivery(receiver.name, outcome)
+    if outcome == "duplicate":
+        logger.info("receiver %s: message %s (%s) already received", receiver.name, message.id, message.topic)

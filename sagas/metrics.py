@@ -88,6 +88,17 @@ REDRIVES = Counter(
     "of a stuck run), by what was done.",
     ["saga", "action"],
 )
+RECEIVER_DELIVERIES = Counter(
+    "sagas_receiver_deliveries",
+    'Saga messages delivered to receivers (@sagas.on), by what became of each delivery: "received" (the effect '
+    'committed), "duplicate" (already received, skipped), "retried" (it failed and will be tried again), "gave_up".',
+    ["receiver", "outcome"],
+)
+
+
+def receiver_delivery(receiver: str, outcome: str) -> None:
+    """Counted at once: a delivery's outcome is known after its transaction ended."""
+    RECEIVER_DELIVERIES.labels(receiver=receiver, outcome=outcome).inc()
 
 
 def _on_commit(count: Callable[[], None]) -> None:
@@ -187,6 +198,32 @@ class AwaitingPersonCollector:
         )
 
 
+class OutboxBacklogCollector:
+    """``sagas_outbox_unpublished``: outbox messages not yet handed to the broker, counted at each scrape. Rising
+    means the relay fails (a broker outage) or the reaper is not running."""
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        from sagas.models import SagaOutbox
+
+        try:
+            count = SagaOutbox.objects.filter(published_at__isnull=True).count()
+        except DatabaseError:
+            logger.exception("metrics: could not count the unpublished outbox messages; the gauge is left out")
+            return
+        family = self._family()
+        family.add_metric([], count)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "sagas_outbox_unpublished", "Saga messages written to the outbox but not yet published to receivers."
+        )
+
+
 class _Forward:
     """What another registry collects, served through a per-scrape registry."""
 
@@ -206,4 +243,5 @@ def scrape_registry() -> CollectorRegistry:
     else:
         registry.register(_Forward(REGISTRY))
     registry.register(AwaitingPersonCollector())
+    registry.register(OutboxBacklogCollector())
     return registry

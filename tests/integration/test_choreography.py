@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.test import Client
+
 from participants.analytics.models import SagaOutcomeCount
 from participants.checkout.sagas import PlaceOrder
 from participants.loyalty.models import LoyaltyAccount
 from sagas.models import SagaEvent, SagaOutbox, SagaReceipt, SagaRun
 from sagas.states import EventType, RunStatus
 from tests.integration.conftest import Shop
+from tests.metrics import scrape
 from tests.testapp.models import Effect, Switch
 from tests.testapp.sagas import Diamond, Flaky
 from tests.worker import WorkerProcess, wait_for_run, wait_until
@@ -37,7 +40,8 @@ def test_every_lifecycle_message_reaches_its_receiver_once(worker: WorkerProcess
     assert set(completed["results"]) == {"screen", "north", "east", "west", "join", "last"}
 
 
-def test_a_failing_receiver_is_retried_and_never_changes_the_saga(worker: WorkerProcess) -> None:
+def test_a_failing_receiver_is_retried_and_never_changes_the_saga(worker: WorkerProcess, client: Client) -> None:
+    before = scrape(client)
     Switch.objects.create(name="ledger-down", on=True)
     run = wait_for_run(Flaky.start({}), worker)
     assert run.status == RunStatus.COMPLETED
@@ -60,6 +64,9 @@ def test_a_failing_receiver_is_retried_and_never_changes_the_saga(worker: Worker
     )
     assert Effect.objects.get(key=f"flaky completed:{message.pk}").calls == 1
     assert SagaRun.objects.get(pk=run.pk).lock_version == run.lock_version
+    deliveries = scrape(client).changes(before, "sagas_receiver_deliveries_total")
+    assert deliveries[frozenset({("receiver", "tests.moody_ledger"), ("outcome", "received")})] == 1
+    assert deliveries[frozenset({("receiver", "tests.moody_ledger"), ("outcome", "retried")})] >= 1
 
 
 def test_a_completed_order_earns_points_and_is_counted_by_choreography(shop: Shop, worker: WorkerProcess) -> None:

@@ -16,7 +16,7 @@ from tests.worker import WorkerProcess, wait_for_run
 
 SAGA = PlaceOrder.name
 UNSERVICEABLE = {"country": "ZZ", "city": "Nowhere", "line1": "1 Road", "postal_code": "0000"}
-LABELS = {"saga", "step", "kind", "failure_class", "retried", "outcome", "action", "le"}
+LABELS = {"saga", "step", "kind", "failure_class", "retried", "outcome", "action", "receiver", "le"}
 
 
 def labels(**values: str) -> frozenset[tuple[str, str]]:

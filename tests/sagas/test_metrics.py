@@ -97,3 +97,19 @@ def test_a_malformed_allow_list_is_a_configuration_error(client: Client, setting
     client.raise_request_exception = True
     with pytest.raises(ImproperlyConfigured, match="METRICS_ALLOWED_IPS"):
         client.get("/metrics")
+
+
+@pytest.mark.django_db
+def test_unpublished_outbox_messages_are_counted_at_each_scrape(
+    client: Client, django_capture_on_commit_callbacks
+) -> None:
+    from sagas import outbox
+    from sagas.models import SagaOutbox
+    from tests.testapp.sagas import Diamond
+
+    assert scrape(client).value("sagas_outbox_unpublished") == 0
+    with django_capture_on_commit_callbacks():  # the relay has not run
+        run = Diamond.start({})
+    assert scrape(client).value("sagas_outbox_unpublished") == 1
+    outbox.relay(list(SagaOutbox.objects.filter(run=run).values_list("pk", flat=True)))
+    assert scrape(client).value("sagas_outbox_unpublished") == 0
