@@ -74,6 +74,15 @@ def _every_run_rebuilds_from_its_events(request: pytest.FixtureRequest) -> Itera
     assert not mismatches, "stored rows differ from the runs rebuilt from their events:\n" + "\n".join(mismatches)
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The session-end check: database tests ran, so framework runs must have been rebuilt and compared."""
+    tally = rebuild_check.TALLY
+    worker_tests_ran = tally.tests and any("worker" in item.keywords for item in session.items)
+    if worker_tests_ran and not tally.runs and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print("\nevent log check: tests with a worker ran, yet no framework-written run was rebuilt")
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     tally = rebuild_check.TALLY
     if tally.tests:
