@@ -65,13 +65,22 @@ class WorkerProcess:
         raise RuntimeError(f"celery worker did not answer a ping in {WORKER_START_TIMEOUT}s:\n{self.log_tail()}")
 
     def wait_idle(self, timeout: float = 30.0) -> None:
-        """Wait until the worker runs no task, so a test's database flush never races a task's transaction."""
+        """Wait until the worker runs no task, holds none and none waits in its queue, twice in a row, so a
+        test's database flush never races a task's transaction. (A run that settled still sends messages:
+        the outbox relays its outcome to receivers, which run as tasks of their own.)"""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            replies = celery_app.control.inspect(destination=[self.hostname], timeout=1.0).active() or {}
-            if replies and not replies.get(self.hostname):
-                return
+        quiet = 0
+        while time.monotonic() < deadline and quiet < 2:
+            quiet = quiet + 1 if self._idle() else 0
             time.sleep(0.1)
+
+    def _idle(self) -> bool:
+        inspect = celery_app.control.inspect(destination=[self.hostname], timeout=1.0)
+        active, reserved = inspect.active(), inspect.reserved()
+        if not active or active.get(self.hostname) or (reserved or {}).get(self.hostname):
+            return False  # no answer (busy or gone), or busy
+        with celery_app.connection_for_write() as conn:
+            return not conn.default_channel.client.llen(self.queue)
 
     def log_tail(self, lines: int = 60) -> str:
         if not self._log.closed:
