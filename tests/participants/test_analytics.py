@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
-from django.contrib import admin
-from django.test import Client, RequestFactory
-from django.urls import reverse
 
 from participants.analytics.errors import AnalyticsError, InvalidOutcome
 from participants.analytics.models import CountedMessage, Outcome, SagaOutcomeCount
@@ -195,31 +192,3 @@ def test_concurrent_counts_with_the_same_key_for_two_outcomes_count_once(run_con
     assert len({result.pk for result in results}) == 1
     assert count_of() + count_of(outcome="failed") == 1
     assert conserved()
-
-
-# --- admin ---
-
-
-@pytest.mark.django_db
-def test_count_and_message_pages_render(admin_client: Client) -> None:
-    counted = CountedMessageFactory.create()
-
-    for url in [
-        reverse("admin:analytics_sagaoutcomecount_changelist"),
-        reverse("admin:analytics_sagaoutcomecount_change", args=[counted.outcome_count_id]),
-        reverse("admin:analytics_countedmessage_changelist"),
-        reverse("admin:analytics_countedmessage_change", args=[counted.pk]),
-    ]:
-        assert admin_client.get(url).status_code == 200, url
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize("model", [SagaOutcomeCount, CountedMessage])
-def test_counts_cannot_be_added_changed_or_deleted(model: Any, rf: RequestFactory, admin_user: Any) -> None:
-    model_admin = admin.site.get_model_admin(model)
-    request = rf.get("/")
-    request.user = admin_user
-
-    assert not model_admin.has_add_permission(request)
-    assert not model_admin.has_change_permission(request)
-    assert not model_admin.has_delete_permission(request)

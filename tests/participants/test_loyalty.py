@@ -345,29 +345,8 @@ def test_operator_opens_an_account_ahead_of_its_first_award_to_switch_the_servic
 
 
 @pytest.mark.django_db
-def test_account_and_entry_pages_render(admin_client: Client) -> None:
-    entry = PointsEntryFactory.create()
-
-    for url in [
-        reverse("admin:loyalty_loyaltyaccount_changelist"),
-        reverse("admin:loyalty_loyaltyaccount_change", args=[entry.account_id]),
-        reverse("admin:loyalty_loyaltyaccount_add"),
-        reverse("admin:loyalty_pointsentry_changelist"),
-        reverse("admin:loyalty_pointsentry_change", args=[entry.pk]),
-    ]:
-        assert admin_client.get(url).status_code == 200, url
-
-
-@pytest.mark.django_db
-def test_entries_cannot_be_added_changed_or_deleted_and_accounts_cannot_be_deleted(
-    rf: RequestFactory, admin_user: Any
-) -> None:
+def test_accounts_cannot_be_deleted(rf: RequestFactory, admin_user: Any) -> None:
     request = rf.get("/")
     request.user = admin_user
-    entries = admin.site.get_model_admin(PointsEntry)
-    accounts = admin.site.get_model_admin(LoyaltyAccount)
 
-    assert not entries.has_add_permission(request)
-    assert not entries.has_change_permission(request)
-    assert not entries.has_delete_permission(request)
-    assert not accounts.has_delete_permission(request)
+    assert not admin.site.get_model_admin(LoyaltyAccount).has_delete_permission(request)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import uuid
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -19,7 +17,6 @@ from participants.fraud.models import Screening, Verdict
 from participants.hotels.models import BookingStatus, Hotel, RoomBooking
 from participants.notifications.models import Notification
 from participants.payments.models import Account, CardStatus, Payment
-from participants.travel import sagas as travel_sagas
 from participants.travel.sagas import (
     BookTrip,
     book_hotel,
@@ -34,7 +31,6 @@ from participants.travel.sagas import (
     send_itinerary,
 )
 from tests import factories
-from tests.participants.test_boundaries import imported_modules
 
 if TYPE_CHECKING:
     from tests.conftest import RunConcurrently
@@ -152,31 +148,6 @@ def test_book_trip_charge_retries_and_refunds_harder() -> None:
     assert charge.timeout == 30
     assert charge.retry == sagas.RetryPolicy(max_attempts=3, backoff=0.5, backoff_max=5.0)
     assert charge.compensation_retry == sagas.RetryPolicy(max_attempts=4, backoff=0.5, backoff_max=5.0)
-
-
-@pytest.mark.parametrize("app", ["fraud", "airline", "hotels", "cars"])
-def test_travel_service_imports_neither_other_services_nor_the_saga_framework(app: str) -> None:
-    foreign = {
-        module
-        for module in imported_modules(app)
-        if module.split(".")[0] == "sagas"
-        or (module.startswith("participants") and not module.startswith(f"participants.{app}"))
-    }
-
-    assert foreign == set()
-
-
-def test_the_orchestrator_uses_only_the_services_and_errors_of_participants() -> None:
-    tree = ast.parse(Path(travel_sagas.__file__).read_text())
-    used = {
-        f"{node.module}.{alias.name}"
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("participants.")
-        for alias in node.names
-    }
-
-    assert used, "the orchestrator imports no participant"
-    assert all(name.rsplit(".", 1)[-1] in {"services", "errors"} for name in used), used
 
 
 # --- the step functions, called as the framework would ---

@@ -1,15 +1,10 @@
-"""Tests of the travel services' admin: bookings are read-only, inventory and the blocked list are the operators'."""
+"""Tests of the travel services' admin: inventory and the blocked list are the operators' to edit."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from django.apps import apps
-from django.contrib import admin
 from django.db import models
-from django.test import Client, RequestFactory
-from django.urls import reverse
+from django.test import Client
 
 from participants.airline.models import Flight
 from participants.airline.services import seat_hold
@@ -19,13 +14,7 @@ from participants.fraud.models import BlockedTraveller
 from participants.hotels.models import Hotel
 from participants.hotels.services import room_book
 from tests import factories
-
-SERVICES = {"fraud", "airline", "hotels", "cars"}
-READ_ONLY = ["fraud.Screening", "airline.SeatHold", "hotels.RoomBooking", "cars.CarRental"]
-
-
-def admin_url(model: type[models.Model], view: str, *args: Any) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+from tests.participants.test_admin import admin_url
 
 
 def list_edit(model: type[models.Model], pk: int, **fields: str) -> dict[str, str]:
@@ -37,46 +26,6 @@ def list_edit(model: type[models.Model], pk: int, **fields: str) -> dict[str, st
         **{f"form-0-{name}": value for name, value in fields.items()},
         "_save": "Save",
     }
-
-
-@pytest.fixture
-def every_row() -> None:
-    factories.BlockedTravellerFactory.create()
-    factories.ScreeningFactory.create()
-    factories.SeatHoldFactory.create()
-    factories.RoomBookingFactory.create()
-    factories.CarRentalFactory.create()
-
-
-def test_every_model_of_the_travel_services_is_registered() -> None:
-    models_of_services = [model for model in apps.get_models() if model._meta.app_label in SERVICES]
-
-    assert len(models_of_services) == 8
-    assert all(admin.site.is_registered(model) for model in models_of_services)
-
-
-@pytest.mark.django_db
-@pytest.mark.usefixtures("every_row")
-def test_every_changelist_and_change_page_renders(admin_client: Client) -> None:
-    for model in [model for model in apps.get_models() if model._meta.app_label in SERVICES]:
-        assert admin_client.get(admin_url(model, "changelist")).status_code == 200, model
-        row = model._default_manager.first()
-        assert row is not None, model
-        assert admin_client.get(admin_url(model, "change", row.pk)).status_code == 200, model
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize("label", READ_ONLY)
-def test_rows_the_services_write_cannot_be_added_changed_or_deleted(
-    label: str, rf: RequestFactory, admin_user: Any
-) -> None:
-    model_admin = admin.site.get_model_admin(apps.get_model(label))
-    request = rf.get("/")
-    request.user = admin_user
-
-    assert not model_admin.has_add_permission(request)
-    assert not model_admin.has_change_permission(request)
-    assert not model_admin.has_delete_permission(request)
 
 
 @pytest.mark.django_db
