@@ -59,7 +59,7 @@ ReceiverFunction = Callable[[SagaMessage], None]
 
 @dataclass(frozen=True, slots=True)
 class Receiver:
-    pattern: str
+    patterns: tuple[str, ...]
     name: str
     function: ReceiverFunction
     retry: RetryPolicy
@@ -68,29 +68,36 @@ class Receiver:
     def task_name(self) -> str:
         return f"{RECEIVER_TASK_PREFIX}{self.name}"
 
-    def wants(self, topic: str) -> bool:
-        return fnmatchcase(topic, self.pattern)
+    def wants(self, topic: str, *, step: bool = False) -> bool:
+        """Whether ``topic`` matches one of the patterns. A step's message (``step``) matches only a pattern
+        that names steps (has a ``step`` word), so ``*.completed`` means runs that completed, not steps."""
+        return any(
+            fnmatchcase(topic, pattern) and (not step or "step" in pattern.split("."))
+            for pattern in self.patterns
+        )
 
 
 _receivers: dict[str, Receiver] = {}
 
 
 def on(
-    pattern: str, *, name: str | None = None, retry: RetryPolicy | None = None
+    *patterns: str, name: str | None = None, retry: RetryPolicy | None = None
 ) -> Callable[[ReceiverFunction], ReceiverFunction]:
-    """Register the decorated function as a receiver of the saga messages whose topic matches ``pattern``
-    (fnmatch: ``*`` matches anything, dots included).
+    """Register the decorated function as a receiver of the saga messages whose topic matches one of
+    ``patterns`` (fnmatch: ``*`` matches anything, dots included). Step messages
+    (``<saga>.step.<step>.completed``) go only to patterns with a ``step`` word (``orders.*.step.*``), so
+    ``*.completed`` receives runs that completed.
 
     The function runs in a Celery task of its own (``sagas.receiver.<name>``), inside one transaction with
     the receipt that deduplicates it: redelivered messages are skipped, and an exception rolls its effects
     back and retries it per ``retry``. It never delays or fails the saga that sent the message.
     """
-    if not isinstance(pattern, str) or not pattern:
+    if not patterns or not all(isinstance(pattern, str) and pattern for pattern in patterns):
         raise InvalidDefinition(
-            f"sagas.on needs a topic pattern such as 'orders.place_order.completed', got {pattern!r}."
+            f"sagas.on needs topic patterns such as 'orders.place_order.completed', got {patterns!r}."
         )
     if retry is not None and (not isinstance(retry, RetryPolicy) or retry.problems()):
-        raise InvalidDefinition(f"Receiver of {pattern!r}: retry must be a valid sagas.RetryPolicy, got {retry!r}.")
+        raise InvalidDefinition(f"Receiver of {patterns!r}: retry must be a valid sagas.RetryPolicy, got {retry!r}.")
 
     def register(function: ReceiverFunction) -> ReceiverFunction:
         receiver_name = name or f"{function.__module__}.{function.__qualname__}"
@@ -99,7 +106,7 @@ def on(
         existing = _receivers.get(receiver_name)
         if existing is not None and existing.function.__module__ != function.__module__:
             raise InvalidDefinition(f"Two receivers are named {receiver_name!r}; pass name='...' to one of them.")
-        receiver = Receiver(pattern, receiver_name, function, retry or DEFAULT_RECEIVER_RETRY)
+        receiver = Receiver(tuple(patterns), receiver_name, function, retry or DEFAULT_RECEIVER_RETRY)
         _receivers[receiver_name] = receiver
         _register_task(receiver)
         return function
@@ -107,9 +114,9 @@ def on(
     return register
 
 
-def receivers_of(topic: str) -> list[Receiver]:
-    """The receivers whose pattern matches ``topic``."""
-    return [receiver for receiver in _receivers.values() if receiver.wants(topic)]
+def receivers_of(topic: str, *, step: bool = False) -> list[Receiver]:
+    """The receivers a message of ``topic`` goes to (``step``: it is a step's message)."""
+    return [receiver for receiver in _receivers.values() if receiver.wants(topic, step=step)]
 
 
 def all_receivers() -> list[Receiver]:
@@ -122,7 +129,7 @@ def _register_task(receiver: Receiver) -> None:
     def deliver(self: Task, message: dict[str, Any]) -> None:
         receive(self, receiver, SagaMessage.from_json(message))
 
-    deliver.__doc__ = f"Delivers saga messages matching {receiver.pattern!r} to {receiver.name}."
+    deliver.__doc__ = f"Delivers saga messages matching {', '.join(receiver.patterns)} to {receiver.name}."
     shared_task(name=receiver.task_name, bind=True, base=SagaTask)(deliver)
 
 

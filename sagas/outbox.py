@@ -54,7 +54,7 @@ def topic_of(run: SagaRun, event: SagaEvent) -> str | None:
 def record(run: SagaRun, event: SagaEvent) -> None:
     """In the event's transaction: store its message if anyone listens, and relay it after commit."""
     topic = topic_of(run, event)
-    if topic is None or not choreography.receivers_of(topic):
+    if topic is None or not choreography.receivers_of(topic, step=bool(event.step)):
         return
     from sagas.models import SagaOutbox
 
@@ -110,7 +110,7 @@ def _publish(message: SagaOutbox) -> bool:
 
     options = {"queue": sagas_settings.QUEUE} if sagas_settings.QUEUE else {}
     try:
-        for receiver in choreography.receivers_of(message.topic):
+        for receiver in choreography.receivers_of(message.topic, step=bool(message.message.get("step"))):
             current_app.send_task(
                 receiver.task_name,
                 args=[message.message],

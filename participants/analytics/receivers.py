@@ -7,9 +7,6 @@ from participants.analytics import services as analytics
 
 
 def _count(message: sagas.SagaMessage) -> None:
-    # fnmatch's "*" matches dots too, so "*.completed" also gets "<saga>.step.<step>.completed".
-    if message.step:
-        return
     analytics.outcome_count(
         saga_name=message.saga_name,
         outcome=message.topic.rsplit(".", 1)[-1],

@@ -73,7 +73,7 @@ def test_a_fresh_unpublished_message_is_left_to_its_own_relay(django_capture_on_
 @pytest.mark.parametrize(
     ("pattern", "kwargs", "message"),
     [
-        ("", {}, "needs a topic pattern"),
+        ("", {}, "needs topic patterns"),
         ("a.b", {"retry": sagas.RetryPolicy(max_attempts=0)}, "retry must be a valid sagas.RetryPolicy"),
         ("a.b", {"name": "has spaces"}, "use letters, digits"),
     ],
@@ -83,11 +83,23 @@ def test_bad_receivers_are_refused_with_what_to_fix(pattern: str, kwargs: dict, 
         sagas.on(pattern, **kwargs)(lambda message: None)
 
 
-def test_receivers_match_topics_by_pattern() -> None:
-    names = {receiver.name for receiver in choreography.receivers_of("tests.diamond.step.north.completed")}
-    assert "tests.diamond_ledger" in names
-    assert "tests.transfer_ledger" not in names
+def test_receivers_match_topics_by_pattern_and_step_messages_only_patterns_that_name_steps() -> None:
+    step_receivers = {r.name for r in choreography.receivers_of("tests.diamond.step.north.completed", step=True)}
+    assert "tests.diamond_ledger" in step_receivers  # its patterns include tests.diamond.step.*
+    assert "tests.transfer_ledger" not in step_receivers
+    assert "participants.analytics.receivers.count_completed" not in step_receivers  # "*.completed": runs only
     assert {r.name for r in choreography.receivers_of("orders.place_order.completed")} >= {
         "participants.loyalty.receivers.award_points",
         "participants.analytics.receivers.count_completed",
     }
+
+
+def test_a_step_nobody_listens_to_writes_no_message(django_capture_on_commit_callbacks) -> None:
+    from sagas import runner
+    from tests.testapp.sagas import Flaky
+
+    with django_capture_on_commit_callbacks():
+        run = Flaky.start({})
+        runner.execute_step(run_id=str(run.pk), step="first", task_id=f"{run.pk}:first:1")
+
+    assert not SagaOutbox.objects.filter(run=run).exists()  # analytics' "*.completed" is about runs

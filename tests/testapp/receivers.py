@@ -14,7 +14,7 @@ def _effect(kind: str, message: sagas.SagaMessage, key: str = "") -> None:
     Effect.objects.filter(pk=effect.pk).update(calls=effect.calls + 1)
 
 
-@sagas.on("tests.diamond.*", name="tests.diamond_ledger")
+@sagas.on("tests.diamond.*", "tests.diamond.step.*", name="tests.diamond_ledger")
 def diamond_ledger(message: sagas.SagaMessage) -> None:
     """Every lifecycle message of a Diamond run, keyed by run and topic."""
     _effect("diamond message", message, key=f"{message.run_id} {message.topic}")
