@@ -57,6 +57,7 @@ def append_event(
     run_fields: dict[str, Any] | None = None,
     expect_status: str | None = None,
     at: datetime | None = None,
+    causation_id: int | None = None,
 ) -> SagaEvent:
     """Record an event, bumping the run's lock_version (the event's seq) and updated_at.
 
@@ -73,8 +74,10 @@ def append_event(
         raise InvalidTransition(f"Saga run {run.pk} is no longer {expect_status!r}; someone else moved it.")
     for field, value in updates.items():
         setattr(run, field, value)
-    if causation is None and seq > 1:
-        causation = _default_cause(run, step, before=seq)
+    if causation is not None:
+        causation_id = causation.pk
+    elif causation_id is None and seq > 1:
+        causation_id = _default_cause_id(run, step, before=seq)
     event = SagaEvent.objects.create(
         run_id=run.pk,
         seq=seq,
@@ -83,16 +86,21 @@ def append_event(
         data=data or {},
         actor=actor,
         correlation_id=run.correlation_id,
-        causation=causation,
+        causation_id=causation_id,
         created_at=now,
     )
     eventlog.after_append(run, event)
     return event
 
 
-def _default_cause(run: SagaRun, step: str, *, before: int) -> SagaEvent | None:
-    events = SagaEvent.objects.filter(run_id=run.pk, seq__lt=before).order_by("-seq")
-    return (events.filter(step=step).first() if step else None) or events.first()
+def _default_cause_id(run: SagaRun, step: str, *, before: int) -> int | None:
+    """The step's latest event for a step event, else the run's latest event: one query."""
+    events = SagaEvent.objects.filter(run_id=run.pk, seq__lt=before)
+    if step:
+        found = events.filter(step=step).order_by("-seq").values_list("pk", flat=True).first()
+        if found is not None:
+            return found
+    return events.filter(seq=before - 1).values_list("pk", flat=True).first()
 
 
 def move_run(
@@ -141,6 +149,7 @@ def move_step(
     fields: dict[str, Any] | None = None,
     increment: str | None = None,
     run_fields: dict[str, Any] | None = None,
+    causation_id: int | None = None,
 ) -> SagaEvent:
     """Move a step of a locked run to status ``to`` by a guarded update and append ``event``.
 
@@ -169,6 +178,7 @@ def move_step(
         causation=causation,
         run_fields=run_fields,
         at=now,
+        causation_id=causation_id,
     )
 
 

@@ -33,11 +33,18 @@ class Claim:
     saga: type[Saga] | None = None
     context: StepContext | None = None
     error: dict[str, Any] | None = None
+    started_event_id: int | None = None  # the attempt's StepStarted: the cause of how the attempt ends
 
 
-def step_context(run: SagaRun, step_run: SagaStepRun, *, compensation: bool) -> StepContext:
-    """The context of one attempt: payload merged with the outputs of completed steps, and the key."""
-    results = dict(run.steps.filter(status__in=FORWARD_DONE).order_by("index").values_list("name", "output"))
+def step_context(
+    run: SagaRun, step_run: SagaStepRun, *, compensation: bool, steps: list[SagaStepRun] | None = None
+) -> StepContext:
+    """The context of one attempt: payload merged with the outputs of completed steps, and the key.
+    ``steps``: the run's step rows when the caller has them already (saves a query)."""
+    if steps is None:
+        results = dict(run.steps.filter(status__in=FORWARD_DONE).order_by("index").values_list("name", "output"))
+    else:
+        results = {s.name: s.output for s in sorted(steps, key=lambda s: s.index) if s.status in FORWARD_DONE}
     payload = dict(run.payload)
     for output in results.values():
         if isinstance(output, dict):

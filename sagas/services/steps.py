@@ -44,7 +44,8 @@ def step_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
         except RunNotFound:
             logger.warning("step %s: saga run %s does not exist; dropping the message", step, run_id)
             return Claim(ClaimOutcome.STOP)
-        step_run = step_row(run, step)
+        steps = list(run.steps.all())  # one query: the step, its dependencies and the outputs it is given
+        step_run = next((s for s in steps if s.name == step), None)
         if step_run is None:
             logger.warning("saga run %s has no step %r; dropping the message", run_id, step)
             return Claim(ClaimOutcome.STOP)
@@ -54,7 +55,8 @@ def step_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
             saga = saga_for(run)
         except UnknownSaga as exc:
             return _claim_without_class(run, step_run, exc)
-        if run.steps.filter(name__in=saga.dependencies()[step]).exclude(status=StepStatus.SUCCEEDED).exists():
+        dependencies = saga.dependencies()[step]
+        if any(s.name in dependencies and s.status != StepStatus.SUCCEEDED for s in steps):
             # A stale or stray message: a step starts only once every step it depends on has succeeded.
             logger.warning("saga run %s: step %s arrived before the steps it follows; dropping it", run.pk, step)
             return Claim(ClaimOutcome.STOP)
@@ -74,7 +76,7 @@ def step_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
             error = lost_attempts_error(step_run, step_run.attempts, "action")
             fail_step(run, step_run, error)
             return Claim(ClaimOutcome.GAVE_UP, error=error)
-        move_step(
+        started = move_step(
             run,
             step_run,
             StepStatus.RUNNING,
@@ -82,9 +84,10 @@ def step_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
             data={"attempt": step_run.attempts + 1, "task_id": task_id},
             fields={"task_id": task_id},
             increment="attempts",
-            causation=_cause_of_attempt(run, step, saga.dependencies()[step]),
+            causation=_cause_of_attempt(run, step, dependencies),
         )
-        return Claim(ClaimOutcome.RUN, saga=saga, context=step_context(run, step_run, compensation=False))
+        context = step_context(run, step_run, compensation=False, steps=steps)
+        return Claim(ClaimOutcome.RUN, saga=saga, context=context, started_event_id=started.pk)
 
 
 def _cause_of_attempt(run: SagaRun, step: str, dependencies: frozenset[str]) -> SagaEvent | None:
@@ -125,12 +128,14 @@ def _abandon(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:
     advance_compensation(run, saga)
 
 
-def step_succeed(*, run_id: RunId, step: str, output: Any, seconds: float | None = None) -> bool:
+def step_succeed(
+    *, run_id: RunId, step: str, output: Any, seconds: float | None = None, cause: int | None = None
+) -> bool:
     """Store a step's output and mark it succeeded; True if the run goes on to its next step.
 
     A step that succeeds after its run stopped executing (cancelled, timed out) is recorded all the
     same, and undone: the run does not come back to life. ``seconds``: how long the successful attempt
-    took (the step duration metric).
+    took (the step duration metric); ``cause``: the id of the attempt's StepStarted event, when known.
     """
     with transaction.atomic():
         run = lock_run(run_id)
@@ -146,6 +151,7 @@ def step_succeed(*, run_id: RunId, step: str, output: Any, seconds: float | None
             event=EventType.STEP_SUCCEEDED,
             data={"attempt": step_run.attempts, "late": run.status != RunStatus.EXECUTING, "output": output},
             fields={"output": output, "error": None},
+            causation_id=cause,
         )
         if seconds is not None:
             metrics.step_succeeded(run.saga_name, step, seconds)
