@@ -37,6 +37,16 @@ chaos: install
 bench-rebuild: install
 	$(BIN)/python -m bench.rebuild $(REBUILD_ARGS)
 
+# Throughput and latency of our sagas against bare Celery chains (and DBOS, when installed): see bench/README.md.
+.PHONY: bench bench-peers
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Installs the optional peers (DBOS Transact) into the venv, then runs the benchmark with them.
+bench-peers: install
+	$(BIN)/python -m pip install --quiet -r bench/requirements-peers.txt
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy sagas participants
