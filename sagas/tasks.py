@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Task, shared_task
 
-from sagas import engine, registry
+from sagas import connections, engine, registry
 from sagas.exceptions import StepFailed
 
 if TYPE_CHECKING:
@@ -28,6 +28,19 @@ class SagaTask(Task):
     throws = (StepFailed,)
     # Attempt budgets are the steps' RetryPolicy, counted in the database, not Celery's counter.
     max_retries = None
+    # A saga task's outcome lives in the run's tables: a result row per successful task would double the
+    # database writes of a step for nothing the admin does not show already. Failures and retries are still
+    # stored (with their tracebacks), so the result backend lists what went wrong.
+    ignore_result = True
+    store_errors_even_if_ignored = True
+
+    # Celery's Django fixup closes every connection around every task unless CELERY_DB_REUSE_MAX is set, and
+    # with it set checks none: these keep connections across tasks and still replace bad ones.
+    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        connections.before_task()
+
+    def after_return(self, *args: Any, **kwargs: Any) -> None:
+        connections.after_task()
 
 
 def _finish(task: Task, result: Any) -> None:
@@ -97,7 +110,8 @@ def on_compensation_failure(self: Task, run_id: str, step: str) -> None:
 
 @shared_task(name=engine.FINISH_RUN, bind=True, base=SagaTask)
 def finish_run(self: Task, run_id: str) -> None:
-    """Last link of the forward chain: the run is completed once every step succeeded."""
+    """The last link of forward chains published before the last step completed its run itself: completes
+    the run if it is still executing with every step succeeded (kept for messages already in queues)."""
     from sagas import services
 
     services.run_complete(run_id=run_id)
@@ -111,7 +125,7 @@ def check_deadline(self: Task, run_id: str) -> None:
     services.run_check_deadline(run_id=run_id)
 
 
-@shared_task(name="sagas.reap", bind=True, base=SagaTask, ignore_result=True)
+@shared_task(name="sagas.reap", bind=True, base=SagaTask)
 def reap(self: Task) -> int:
     """The periodic reaper: re-drive runs that stopped moving (see sagas.recovery)."""
     from sagas import recovery

@@ -47,11 +47,14 @@ class EventRow:
     summary: str
 
 
-def task_link(task_id: str) -> TaskLink | None:
+def task_link(task_id: str, *, failed: bool) -> TaskLink | None:
+    """Links of a step's task: Flower, and the result backend's rows, which only failed attempts have."""
     if not task_id:
         return None
     flower = str(sagas_settings.FLOWER_URL or "").rstrip("/")
-    result = reverse("admin:django_celery_results_taskresult_changelist") + "?" + urlencode({"q": task_id})
+    # Every attempt of a step shares the prefix "<run>:<step>:", so the search lists all its failed attempts.
+    query = urlencode({"q": task_id.rsplit(":", 1)[0] + ":"})
+    result = reverse("admin:django_celery_results_taskresult_changelist") + "?" + query if failed else ""
     return TaskLink(task_id, f"{flower}/task/{task_id}" if flower else "", result)
 
 
@@ -75,8 +78,10 @@ def step_rows(run: SagaRun, steps: list[SagaStepRun]) -> list[StepRow]:
                 failures=", ".join(f"{f['kind'][0]}{f['attempt']} {f['class']}" for f in step.failures) or "-",
                 error_message=f"{error.get('class', '')}: {error.get('message', '')}" if error else "",
                 traceback=error.get("traceback", "") if error else "",
-                task=task_link(step.task_id),
-                compensation_task=task_link(step.compensation_task_id),
+                task=task_link(step.task_id, failed=any(f["kind"] == "action" for f in step.failures)),
+                compensation_task=task_link(
+                    step.compensation_task_id, failed=any(f["kind"] == "compensation" for f in step.failures)
+                ),
                 output=pretty_json(masked(step.output)) if step.output is not None else None,
             )
         )

@@ -34,12 +34,10 @@ def test_place_order_completes_with_every_effect_once(shop: Shop, worker: Worker
     assert run.status == RunStatus.COMPLETED, run.error
     steps = list(run.steps.order_by("index"))
     assert [(s.name, s.status, s.attempts) for s in steps] == [(n, StepStatus.SUCCEEDED, 1) for n in STEPS]
-    # Deterministic task ids: each step row links to its Celery task, its TaskResult and its Flower page.
+    # Deterministic task ids: each step row links to its Celery task and its Flower page. A successful saga
+    # task stores no result: the run's tables hold its outcome (failed attempts are stored: test_retries).
     assert [s.task_id for s in steps] == [f"{run.pk}:{n}:1" for n in STEPS]
-    results = TaskResult.objects.filter(task_id__in=[s.task_id for s in steps])
-    assert set(results.values_list("task_name", "status")) == {
-        (f"saga.orders.place_order.{n}", "SUCCESS") for n in STEPS
-    }
+    assert not TaskResult.objects.filter(task_id__in=[s.task_id for s in steps]).exists()
     assert event_types(run) == [
         ("SagaStarted", ""),
         ("SagaExecuting", ""),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django_celery_results.models import TaskResult
+
 from sagas.states import RunStatus, StepStatus
 from tests.testapp.models import calls_of
 from tests.testapp.sagas import BadOutput, Flaky, NotRetried
@@ -19,6 +21,13 @@ def test_transient_failures_past_max_attempts_fail_the_step_and_compensate(worke
     assert run.steps.get(name="first").status == StepStatus.COMPENSATED
     assert calls_of(run, "first", ":compensate") == 1
     assert calls_of(run, "flaky", ":compensate") == 0  # a failed step made no change to undo
+    # Saga tasks store no result on success, but every failed attempt is in the result backend: three retried,
+    # the last one failed; the successful first step and its compensation left no row.
+    results = TaskResult.objects.filter(task_id__startswith=f"{run.pk}:").order_by("task_id")
+    assert list(results.values_list("task_id", "status")) == [
+        (f"{run.pk}:flaky:{attempt}", "RETRY" if attempt < 4 else "FAILURE") for attempt in range(1, 5)
+    ]
+    assert "flaky failure 4" in results.get(task_id=f"{run.pk}:flaky:4").traceback
 
 
 def test_unserialisable_output_fails_the_step_without_retry(worker: WorkerProcess) -> None:

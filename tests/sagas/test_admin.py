@@ -155,7 +155,9 @@ def test_run_page_shows_graph_steps_timeline_and_masked_payload(admin_client, fa
     assert "<details><summary>traceback</summary>" in content and "Traceback: boom" in content  # noqa: PT018
     assert "c1 transient, c2 transient" in content
     assert f"http://flower.example:5555/task/{failed_run.pk}:charge_payment:1" in content
-    assert "/admin/django_celery_results/taskresult/?q=" in content
+    # Only failed attempts have result rows (saga tasks store no result on success): the link says so.
+    failed_attempts = f"/admin/django_celery_results/taskresult/?q={failed_run.pk}%3Acharge_payment%3Acompensate%3A"
+    assert f'{failed_attempts}">failed attempts' in content
     assert content.index("SagaStarted") < content.index("StepFailed") < content.index("SagaFailed")
     assert "+1s" in content  # time between events
     assert "4111111111111111" not in content  # masked
