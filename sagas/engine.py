@@ -67,11 +67,12 @@ def step_task(saga: type[Saga], run_id: str, step: Step, attempt: int) -> Signat
 
 
 def forward_canvas(saga: type[Saga], run_id: str, steps: Sequence[Step], first_attempt: int = 1) -> Signature:
-    """``chain(step..., finish_run)`` for a saga whose steps form a sequence; every step carries the errback
-    that reports its failure. The first step's task is its attempt ``first_attempt``; the others have not
-    run yet."""
+    """``chain(step...)`` for a saga whose steps form a sequence; every step carries the errback that reports
+    its failure. The first step's task is its attempt ``first_attempt``; the others have not run yet. The
+    last step's success completes the run in its own transaction (``FINISH_RUN`` only serves chains
+    published by earlier versions)."""
     tasks = [step_task(saga, run_id, step, first_attempt if index == 0 else 1) for index, step in enumerate(steps)]
-    return chain(*tasks, _task(FINISH_RUN, run_id, task_id=f"{run_id}:finish"))
+    return chain(*tasks)
 
 
 def start_canvases(saga: type[Saga], run_id: str, step: Step, attempt: int) -> Signature:

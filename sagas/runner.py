@@ -59,7 +59,16 @@ def execute_step(*, run_id: str, step: str, task_id: str) -> Result:
             next_id = engine.step_task_id(run_id, step, claim.context.attempt + 1)
             return Result(Outcome.RETRY, delay=delay or 0.0, exc=exc, retry_task_id=next_id)
         return Result(Outcome.FAILED if answer is AttemptOutcome.FAILED else Outcome.STOP, exc=exc)
-    if services.step_succeed(run_id=run_id, step=step, output=output, seconds=seconds, cause=claim.started_event_id):
+    recorded = services.step_succeed(
+        run_id=run_id,
+        step=step,
+        output=output,
+        seconds=seconds,
+        cause=claim.started_event_id,
+        step_id=claim.step_id,
+        attempt=claim.context.attempt,
+    )
+    if recorded:
         return Result(Outcome.CONTINUE)
     return Result(Outcome.STOP)
 

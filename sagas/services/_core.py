@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery.canvas import Signature
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -18,6 +18,7 @@ from sagas.exceptions import InvalidTransition, RunNotFound
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.registry import get_saga
 from sagas.retry import failure_summary
+from sagas.services import _statement
 from sagas.states import RUN_TRANSITIONS, STEP_TRANSITIONS, StepStatus, stamp_run, stamp_step
 
 if TYPE_CHECKING:
@@ -46,6 +47,21 @@ def lock_run(run_id: RunId) -> SagaRun:
         raise RunNotFound(f"No saga run with id {run_id!r}.") from exc
 
 
+def lock_run_with_steps(run_id: RunId) -> tuple[SagaRun, list[SagaStepRun]]:
+    """``lock_run`` and the run's step rows in one query: each step joined to its run, locking the run row."""
+    try:
+        rows = SagaStepRun.objects.filter(run__pk=run_id).select_related("run").select_for_update(of=("run",))
+        steps = list(rows.order_by("index"))
+    except ValidationError as exc:
+        raise RunNotFound(f"No saga run with id {run_id!r}.") from exc
+    if not steps:
+        return lock_run(run_id), []  # RunNotFound, unless a run without steps
+    run = steps[0].run
+    for step in steps:
+        step.run = run
+    return run, steps
+
+
 def append_event(
     run: SagaRun,
     type: str,
@@ -58,39 +74,84 @@ def append_event(
     expect_status: str | None = None,
     at: datetime | None = None,
     causation_id: int | None = None,
+    causation_query: _statement.EventIds | None = None,
+    step_change: _statement.StepChange | None = None,
 ) -> SagaEvent:
     """Record an event, bumping the run's lock_version (the event's seq) and updated_at.
 
     ``run_fields`` are other run columns written by the same UPDATE; with ``expect_status`` that UPDATE is
-    guarded by the run's status. ``causation``: the event this one follows from; by default the step's
-    latest event for a step event, else the run's latest event. The caller holds the run lock.
+    guarded by the run's status. ``causation``: the event this one follows from (or its id, or a query of
+    event ids whose first row it is); by default the step's latest event for a step event, else the run's
+    latest event. ``step_change``: a step's guarded UPDATE that goes with the event. The caller holds the
+    run lock. On PostgreSQL all of it is one statement.
     """
     now = at or timezone.now()
-    seq = run.lock_version + 1
-    updates = {"lock_version": seq, "updated_at": now, **(run_fields or {})}
-    rows = SagaRun.objects.filter(pk=run.pk, **({"status": expect_status} if expect_status else {}))
-    # The guard: zero rows means another writer moved the run first.
-    if rows.update(**updates) != 1:
-        raise InvalidTransition(f"Saga run {run.pk} is no longer {expect_status!r}; someone else moved it.")
-    for field, value in updates.items():
-        setattr(run, field, value)
+    updates = {"updated_at": now, **(run_fields or {})}
+    event = SagaEvent(
+        run_id=run.pk, type=type, step=step, data=data or {}, actor=actor, correlation_id=run.correlation_id,
+        created_at=now,
+    )  # fmt: skip
     if causation is not None:
         causation_id = causation.pk
-    elif causation_id is None and seq > 1:
-        causation_id = _default_cause_id(run, step, before=seq)
-    event = SagaEvent.objects.create(
-        run_id=run.pk,
-        seq=seq,
-        type=type,
-        step=step,
-        data=data or {},
-        actor=actor,
-        correlation_id=run.correlation_id,
-        causation_id=causation_id,
-        created_at=now,
-    )
+    if _statement.supported():
+        cause = _statement.Cause(id=causation_id, query=causation_query)
+        try:
+            written = _statement.write(
+                run.pk,
+                run_values=updates,
+                expect_status=expect_status,
+                step=step_change,
+                event={name: getattr(event, name) for name in _statement.EVENT_COLUMNS},
+                cause=cause,
+            )
+        except _statement.GuardFailed:
+            raise _guard_failure(run, expect_status, step_change, step) from None
+        for name in ("lock_version", *updates):
+            setattr(run, name, written.run[name])
+        event.pk, event.seq, event.causation_id = written.event_id, run.lock_version, written.causation_id
+        event._state.adding, event._state.db = False, connection.alias
+    else:
+        if step_change is not None:
+            _update_step(run, step, step_change)
+        if causation_id is None and causation_query is not None:
+            row = next(iter(causation_query), None)  # a query of {"pk": id} rows, sliced to the first
+            causation_id = row["pk"] if row else None
+        seq = run.lock_version + 1
+        updates["lock_version"] = seq
+        rows = SagaRun.objects.filter(pk=run.pk, **({"status": expect_status} if expect_status else {}))
+        # The guard: zero rows means another writer moved the run first.
+        if rows.update(**updates) != 1:
+            raise _guard_failure(run, expect_status, None, step)
+        for name, value in updates.items():
+            setattr(run, name, value)
+        if causation_id is None and seq > 1:
+            causation_id = _default_cause_id(run, step, before=seq)
+        event.seq, event.causation_id = seq, causation_id
+        event.save(force_insert=True)
     eventlog.after_append(run, event)
     return event
+
+
+def _update_step(run: SagaRun, step: str, change: _statement.StepChange) -> None:
+    updates: dict[str, Any] = dict(change.values)
+    if change.increment:
+        updates[change.increment] = F(change.increment) + 1
+    rows = SagaStepRun.objects.filter(pk=change.pk, status=change.source)
+    if change.attempts is not None:
+        rows = rows.filter(attempts=change.attempts)
+    if rows.update(**updates) != 1:
+        raise InvalidTransition(f"Step {step!r} of saga run {run.pk} is no longer {change.source!r}.")
+
+
+def _guard_failure(
+    run: SagaRun, expect_status: str | None, step_change: _statement.StepChange | None, step: str
+) -> InvalidTransition:
+    """Which guard of a write did not hold (the run's status or the step's), in words."""
+    if step_change is not None:
+        current = SagaRun.objects.filter(pk=run.pk).values_list("status", flat=True).first()
+        if expect_status is None or current == expect_status:
+            return InvalidTransition(f"Step {step!r} of saga run {run.pk} is no longer {step_change.source!r}.")
+    return InvalidTransition(f"Saga run {run.pk} is no longer {expect_status!r}; someone else moved it.")
 
 
 def _default_cause_id(run: SagaRun, step: str, *, before: int) -> int | None:
@@ -150,6 +211,7 @@ def move_step(
     increment: str | None = None,
     run_fields: dict[str, Any] | None = None,
     causation_id: int | None = None,
+    causation_query: _statement.EventIds | None = None,
 ) -> SagaEvent:
     """Move a step of a locked run to status ``to`` by a guarded update and append ``event``.
 
@@ -161,15 +223,7 @@ def move_step(
         raise InvalidTransition(f"Step {step_run.name!r} of saga run {run.pk} cannot go from {source!r} to {to!r}.")
     now = timezone.now()
     updates: dict[str, Any] = {"status": to, **stamp_step(to, step_run.started_at, now), **(fields or {})}
-    if increment:
-        updates[increment] = F(increment) + 1
-    if SagaStepRun.objects.filter(pk=step_run.pk, status=source).update(**updates) != 1:
-        raise InvalidTransition(f"Step {step_run.name!r} of saga run {run.pk} is no longer {source!r}.")
-    if increment:
-        updates[increment] = getattr(step_run, increment) + 1
-    for field, value in updates.items():
-        setattr(step_run, field, value)
-    return append_event(
+    recorded = append_event(
         run,
         event,
         step=step_run.name,
@@ -179,7 +233,14 @@ def move_step(
         run_fields=run_fields,
         at=now,
         causation_id=causation_id,
+        causation_query=causation_query,
+        step_change=_statement.StepChange(step_run.pk, source, updates, increment),
     )
+    if increment:
+        updates[increment] = getattr(step_run, increment) + 1
+    for name, value in updates.items():
+        setattr(step_run, name, value)
+    return recorded
 
 
 def last_event(run: SagaRun, type: str, step: str = "") -> SagaEvent | None:

@@ -34,6 +34,7 @@ class Claim:
     context: StepContext | None = None
     error: dict[str, Any] | None = None
     started_event_id: int | None = None  # the attempt's StepStarted: the cause of how the attempt ends
+    step_id: int | None = None  # the claimed step row: its outcome is recorded by a write guarded on it
 
 
 def step_context(

@@ -7,17 +7,20 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models import Q
+from django.utils import timezone
 
-from sagas import engine, metrics
+from sagas import engine, eventlog, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.retry import describe_failure
+from sagas.services import _statement
 from sagas.services._core import (
     RunId,
     append_event,
     last_event,
     lock_run,
+    lock_run_with_steps,
     log_failure,
     logger,
     move_run,
@@ -30,7 +33,7 @@ from sagas.services._core import (
 )
 from sagas.services.compensation import advance_compensation, time_out
 from sagas.services.context import Claim, ClaimOutcome, lost_attempts_error, step_context
-from sagas.states import EventType, RunStatus, StepStatus
+from sagas.states import EventType, RunStatus, StepStatus, stamp_step
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
@@ -40,11 +43,11 @@ def step_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
     """Claim a step for one attempt, or say why its message must not run it."""
     with transaction.atomic():
         try:
-            run = lock_run(run_id)
+            # One query: the run, locked, and its steps (this one, its dependencies, the outputs it is given).
+            run, steps = lock_run_with_steps(run_id)
         except RunNotFound:
             logger.warning("step %s: saga run %s does not exist; dropping the message", step, run_id)
             return Claim(ClaimOutcome.STOP)
-        steps = list(run.steps.all())  # one query: the step, its dependencies and the outputs it is given
         step_run = next((s for s in steps if s.name == step), None)
         if step_run is None:
             logger.warning("saga run %s has no step %r; dropping the message", run_id, step)
@@ -84,21 +87,22 @@ def step_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
             data={"attempt": step_run.attempts + 1, "task_id": task_id},
             fields={"task_id": task_id},
             increment="attempts",
-            causation=_cause_of_attempt(run, step, dependencies),
+            causation_query=_cause_of_attempt(run, step, dependencies),
         )
         context = step_context(run, step_run, compensation=False, steps=steps)
-        return Claim(ClaimOutcome.RUN, saga=saga, context=context, started_event_id=started.pk)
+        return Claim(ClaimOutcome.RUN, saga=saga, context=context, started_event_id=started.pk, step_id=step_run.pk)
 
 
-def _cause_of_attempt(run: SagaRun, step: str, dependencies: frozenset[str]) -> SagaEvent | None:
+def _cause_of_attempt(run: SagaRun, step: str, dependencies: frozenset[str]) -> _statement.EventIds:
     """What an attempt follows from: the step's own last event (a failed attempt, for a retry), else the
-    success of its last dependency, the run starting to execute, or a re-drive, whichever came last."""
+    success of its last dependency, the run starting to execute, or a re-drive, whichever came last. A query,
+    sent as part of the StepStarted event's INSERT."""
     causes = (
         Q(step=step)
         | Q(type=EventType.STEP_SUCCEEDED, step__in=dependencies)
         | Q(type__in=[EventType.SAGA_EXECUTING, EventType.SAGA_REDRIVEN])
     )
-    return SagaEvent.objects.filter(causes, run_id=run.pk).order_by("-seq").first()
+    return SagaEvent.objects.filter(causes, run_id=run.pk).order_by("-seq").values("pk")[:1]
 
 
 def _claim_without_class(run: SagaRun, step_run: SagaStepRun, exc: UnknownSaga) -> Claim:
@@ -129,14 +133,30 @@ def _abandon(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:
 
 
 def step_succeed(
-    *, run_id: RunId, step: str, output: Any, seconds: float | None = None, cause: int | None = None
+    *,
+    run_id: RunId,
+    step: str,
+    output: Any,
+    seconds: float | None = None,
+    cause: int | None = None,
+    step_id: int | None = None,
+    attempt: int | None = None,
 ) -> bool:
-    """Store a step's output and mark it succeeded; True if the run goes on to its next step.
+    """Store a step's output and mark it succeeded; True if the run goes on to its next step (or this success
+    completed it), False when the chain must stop here.
 
     A step that succeeds after its run stopped executing (cancelled, timed out) is recorded all the
     same, and undone: the run does not come back to life. ``seconds``: how long the successful attempt
-    took (the step duration metric); ``cause``: the id of the attempt's StepStarted event, when known.
+    took (the step duration metric); ``cause``: the id of the attempt's StepStarted event, when known;
+    ``step_id`` and ``attempt``: the step row and attempt the claim handed out, when known (then, while the
+    run executes and nobody else moved the step, one statement records it all).
     """
+    if step_id is not None and attempt is not None and _statement.supported():
+        try:
+            with transaction.atomic():
+                return _succeed_claimed(run_id, step, output, seconds, cause, step_id, attempt)
+        except _statement.GuardFailed:
+            pass  # the run stopped executing or the step moved since the claim: the general path decides
     with transaction.atomic():
         run = lock_run(run_id)
         step_run = step_row(run, step)
@@ -144,7 +164,7 @@ def step_succeed(
             # A duplicate attempt finished after the first one recorded the result.
             done = step_run is not None and step_run.status == StepStatus.SUCCEEDED
             return done and run.status == RunStatus.EXECUTING
-        move_step(
+        succeeded = move_step(
             run,
             step_run,
             StepStatus.SUCCEEDED,
@@ -161,7 +181,49 @@ def step_succeed(
             saga = saga_for(run)
             if saga.is_graph():
                 _start_unblocked(run, saga, step)
-        return run.status == RunStatus.EXECUTING
+            elif not run.steps.exclude(status=StepStatus.SUCCEEDED).exists():
+                _complete(run, succeeded)
+        return run.status in (RunStatus.EXECUTING, RunStatus.COMPLETED)
+
+
+def _succeed_claimed(
+    run_id: RunId, step: str, output: Any, seconds: float | None, cause: int | None, step_id: int, attempt: int
+) -> bool:
+    """The success path of an executing run: the run's and step's guarded UPDATEs, the StepSucceeded event and
+    the count of steps still to go in one statement (GuardFailed when the run or step moved since the claim).
+    The same columns and event as ``move_step`` writes."""
+    now = timezone.now()
+    data = {"from": StepStatus.RUNNING, "to": StepStatus.SUCCEEDED, "attempt": attempt, "late": False, "output": output}
+    values = {"status": StepStatus.SUCCEEDED, **stamp_step(StepStatus.SUCCEEDED, None, now), "output": output}
+    written = _statement.write(
+        run_id,
+        run_values={"updated_at": now},
+        expect_status=RunStatus.EXECUTING,
+        step=_statement.StepChange(step_id, StepStatus.RUNNING, {**values, "error": None}, attempts=attempt),
+        event={"type": EventType.STEP_SUCCEEDED, "step": step, "data": data, "actor": "", "created_at": now},
+        cause=_statement.Cause(id=cause),
+        count_unfinished=True,
+    )
+    run = _statement.run_from(written.run)
+    event = SagaEvent(
+        pk=written.event_id, run_id=run.pk, seq=run.lock_version, correlation_id=run.correlation_id,
+        causation_id=written.causation_id, type=EventType.STEP_SUCCEEDED, step=step, data=data, created_at=now,
+    )  # fmt: skip
+    event._state.adding = False
+    eventlog.after_append(run, event)
+    if seconds is not None:
+        metrics.step_succeeded(run.saga_name, step, seconds)
+    saga = saga_for(run)
+    if saga.is_graph():
+        _start_unblocked(run, saga, step)
+    elif written.others_unfinished == 0:
+        _complete(run, event)
+    return run.status in (RunStatus.EXECUTING, RunStatus.COMPLETED)
+
+
+def _complete(run: SagaRun, last_success: SagaEvent | None) -> None:
+    """Complete a locked executing run whose steps all succeeded."""
+    move_run(run, RunStatus.COMPLETED, event=EventType.SAGA_COMPLETED, causation=last_success)
 
 
 def _start_unblocked(run: SagaRun, saga: type[Saga], succeeded_step: str) -> None:
@@ -186,12 +248,7 @@ def run_complete_locked(run: SagaRun) -> bool:
         return False
     if run.steps.exclude(status=StepStatus.SUCCEEDED).exists():
         return False
-    move_run(
-        run,
-        RunStatus.COMPLETED,
-        event=EventType.SAGA_COMPLETED,
-        causation=last_event(run, EventType.STEP_SUCCEEDED),
-    )
+    _complete(run, last_event(run, EventType.STEP_SUCCEEDED))
     return True
 
 

@@ -376,14 +376,13 @@ def test_saga_health_refuses_a_window_that_is_not_positive() -> None:
 
 
 def _completed_run(django_capture_on_commit_callbacks) -> SagaRun:
-    from sagas import runner, services
+    from sagas import runner
     from tests.testapp.sagas import Flaky
 
     with django_capture_on_commit_callbacks():
         run = Flaky.start({"fail_times": 1})
     for step, attempt in (("first", 1), ("flaky", 1), ("flaky", 2)):
         runner.execute_step(run_id=str(run.pk), step=step, task_id=f"{run.pk}:{step}:{attempt}")
-    services.run_complete(run_id=run.pk)  # the chain's finish task
     return SagaRun.objects.get(pk=run.pk)
 
 

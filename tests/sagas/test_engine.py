@@ -56,10 +56,10 @@ def fan_out() -> Iterator[type[sagas.Saga]]:
     registry.unregister(cls)
 
 
-def test_forward_chain_names_each_step_after_the_saga_and_ends_with_finish() -> None:
+def test_forward_chain_names_each_step_after_the_saga_and_the_last_step_ends_it() -> None:
     canvas = engine.forward_canvas(PlaceOrder, "run-1", PlaceOrder.steps)
     names = [task.task for task in canvas.tasks]
-    assert names == [f"saga.orders.place_order.{step.name}" for step in PlaceOrder.steps] + ["sagas.finish_run"]
+    assert names == [f"saga.orders.place_order.{step.name}" for step in PlaceOrder.steps]
 
 
 def test_step_signatures_carry_ids_only_and_ignore_the_previous_result() -> None:
@@ -69,17 +69,15 @@ def test_step_signatures_carry_ids_only_and_ignore_the_previous_result() -> None
         assert tuple(task.args) == ("run-1", step.name)
 
 
-def test_every_step_but_not_finish_carries_an_errback_naming_it() -> None:
+def test_every_step_carries_an_errback_naming_it() -> None:
     canvas = engine.forward_canvas(PlaceOrder, "run-1", PlaceOrder.steps)
-    *steps, finish = canvas.tasks
-    for task, step in zip(steps, PlaceOrder.steps, strict=True):
+    for task, step in zip(canvas.tasks, PlaceOrder.steps, strict=True):
         (errback,) = task.options["link_error"]
         assert (errback["task"], tuple(errback["args"]), errback["immutable"]) == (
             "sagas.on_step_failure",
             ("run-1", step.name),
             True,
         )
-    assert "link_error" not in finish.options
 
 
 def test_a_step_timeout_becomes_soft_and_hard_time_limits(prioritised: type[sagas.Saga], settings) -> None:
@@ -140,7 +138,7 @@ def test_a_compensation_task_is_one_signature_with_the_step_limits(prioritised: 
 def test_step_task_ids_are_the_run_step_and_attempt() -> None:
     canvas = engine.forward_canvas(PlaceOrder, "run-1", PlaceOrder.steps[2:], first_attempt=3)
     ids = [task.options["task_id"] for task in canvas.tasks]
-    assert ids == ["run-1:charge_payment:3", "run-1:schedule_shipment:1", "run-1:send_confirmation:1", "run-1:finish"]
+    assert ids == ["run-1:charge_payment:3", "run-1:schedule_shipment:1", "run-1:send_confirmation:1"]
 
 
 def test_the_queue_setting_routes_every_saga_task(settings) -> None:
@@ -182,7 +180,6 @@ def test_a_sequence_step_is_published_as_the_chain_to_the_end() -> None:
         "charge_payment",
         "schedule_shipment",
         "send_confirmation",
-        "finish_run",
     ]
     assert canvas.tasks[0].options["task_id"] == "r:charge_payment:3"
 

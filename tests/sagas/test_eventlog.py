@@ -6,7 +6,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 
 import sagas
-from sagas import runner, services
+from sagas import runner
 from sagas.models import SagaEvent, SagaRun, SagaSnapshot
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.testapp.sagas import Flaky, LongRetries
@@ -24,7 +24,6 @@ def flaky_run_with_attempts(
     for attempt in range(1, attempts + 1):
         result = runner.execute_step(run_id=str(run.pk), step="flaky", task_id=f"{run.pk}:flaky:{attempt}")
         assert result.outcome == ("continue" if attempt == attempts else "retry")
-    services.run_complete(run_id=run.pk)
     return SagaRun.objects.get(pk=run.pk)
 
 

@@ -1,0 +1,98 @@
+"""What a saga costs the database on its success path, counted statement by statement: a regression here is a
+regression of `make bench` (see bench/README.md), caught without timing anything."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+import sagas
+from sagas import choreography, registry, runner
+from sagas.models import SagaEvent, SagaRun
+from sagas.states import RunStatus, StepStatus
+
+pytestmark = pytest.mark.django_db(transaction=True)  # real transactions: no savepoints in the counts
+
+
+def noop(ctx: sagas.StepContext) -> dict[str, int]:
+    return {ctx.step: ctx.attempt}
+
+
+def undo(ctx: sagas.StepContext) -> None:
+    return None
+
+
+@pytest.fixture
+def three_steps(settings, monkeypatch) -> Iterator[type[sagas.Saga]]:
+    # Snapshots and subscribers add their own writes (counted by their own tests): none here.
+    settings.SAGAS = {**settings.SAGAS, "SNAPSHOT_EVERY": 0}
+    monkeypatch.setattr(choreography, "receivers_of", lambda topic, step=False: [])
+    steps = [sagas.Step(noop, undo, name="a"), sagas.Step(noop, undo, name="b"), sagas.Step(noop, name="c")]
+    cls = type("Counted", (sagas.Saga,), {"__module__": __name__, "name": "tests.counted", "steps": steps})
+    yield cls
+    registry.unregister(cls)
+
+
+def statements(captured: CaptureQueriesContext) -> list[str]:
+    return [query["sql"].split(None, 1)[0].upper() for query in captured.captured_queries]
+
+
+def test_a_step_costs_three_statements_in_two_transactions(three_steps, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks():
+        run = three_steps.start({"order": 1})
+    counts = {}
+    for step in ("a", "b", "c"):
+        with CaptureQueriesContext(connection) as captured:
+            result = runner.execute_step(run_id=str(run.pk), step=step, task_id=f"{run.pk}:{step}:1")
+        assert result.outcome == runner.Outcome.CONTINUE
+        counts[step] = statements(captured)
+
+    # Two transactions. The claim: the run locked with its steps (one SELECT), the step's guarded UPDATE with
+    # its StepStarted (one WITH); the success: the run's and step's UPDATEs with StepSucceeded (one WITH). The
+    # first step also moves the run to executing, the last one completes it.
+    assert counts == {
+        "a": ["BEGIN", "SELECT", "WITH", "WITH", "COMMIT", "BEGIN", "WITH", "COMMIT"],
+        "b": ["BEGIN", "SELECT", "WITH", "COMMIT", "BEGIN", "WITH", "COMMIT"],
+        "c": ["BEGIN", "SELECT", "WITH", "COMMIT", "BEGIN", "WITH", "WITH", "COMMIT"],
+    }
+    run = SagaRun.objects.get(pk=run.pk)
+    assert run.status == RunStatus.COMPLETED
+    assert set(run.steps.values_list("status", "attempts")) == {(StepStatus.SUCCEEDED, 1)}
+    assert run.steps.get(name="c").output == {"c": 1}
+    events = list(SagaEvent.objects.filter(run=run).order_by("seq").values_list("seq", "type", "step"))
+    assert events == [
+        (1, "SagaStarted", ""),
+        (2, "SagaExecuting", ""),
+        (3, "StepStarted", "a"),
+        (4, "StepSucceeded", "a"),
+        (5, "StepStarted", "b"),
+        (6, "StepSucceeded", "b"),
+        (7, "StepStarted", "c"),
+        (8, "StepSucceeded", "c"),
+        (9, "SagaCompleted", ""),
+    ]
+    assert run.lock_version == 9
+
+
+def test_each_event_of_the_one_statement_path_names_its_cause(three_steps, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks():
+        run = three_steps.start({})
+    for step in ("a", "b", "c"):
+        runner.execute_step(run_id=str(run.pk), step=step, task_id=f"{run.pk}:{step}:1")
+    events = {e.seq: e for e in SagaEvent.objects.filter(run=run)}
+    causes = {seq: events[seq].causation_id and next(s for s, e in events.items() if e.pk == events[seq].causation_id)
+              for seq in events}  # fmt: skip
+    # Executing follows the start; an attempt follows the step before it; a success follows its attempt;
+    # the completion follows the last success.
+    assert causes == {1: None, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6, 8: 7, 9: 8}
+
+
+def test_the_start_costs_four_statements(three_steps, django_capture_on_commit_callbacks):
+    three_steps.start({})  # the definition row is stored once
+    with django_capture_on_commit_callbacks(), CaptureQueriesContext(connection) as captured:
+        three_steps.start({"order": 2})
+    # The definition checked; then one transaction: the run, its steps (one bulk INSERT) and SagaStarted.
+    assert statements(captured) == ["SELECT", "BEGIN", "INSERT", "INSERT", "INSERT", "COMMIT"]
