@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def process_tree(root: int) -> list[int]:
@@ -35,6 +36,29 @@ def rss_bytes(pids: Sequence[int]) -> int:
         with contextlib.suppress(OSError, ValueError, IndexError):
             total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
     return total
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time ``pids`` and their exited children used so far (Linux /proc). A process that
+    exited counts in its parent's children's time once reaped (PostgreSQL's backends in the postmaster's, pool
+    processes in the worker's), so give whole process trees."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime (stat 14-17)
+    return ticks / CLOCK_TICKS
+
+
+def pids_named(name: str) -> list[int]:
+    """Every process whose command name is ``name`` (e.g. every PostgreSQL backend: ``postgres``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == name:
+                    found.append(int(entry.name))
+    return found
 
 
 class RssSampler:

@@ -94,6 +94,10 @@ def summarise(results: dict[str, Any], *, config: dict[str, Any], dbos_skipped: 
             "harness_cpu_pct": [
                 100 * w["harness_cpu_s"] / w["seconds"] if w["seconds"] else float("nan") for w in windows
             ],
+            **{
+                f"cpu_ms_{name}": [w.get("cpu_ms_per_run", {}).get(name, float("nan")) for w in windows]
+                for name in ("workers", "postgres", "redis")
+            },
         }
         variants[name] = {
             **meta,
@@ -207,6 +211,11 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"{name} {v['figures']['harness_cpu_pct']['median']:.0f}" for name, v in summary["variants"].items()
         )
     )
+    print("CPU per run, ms (its workers / every PostgreSQL process / the Redis server): " + ", ".join(
+        f"{name} {f['cpu_ms_workers']['median']:.1f} / {f['cpu_ms_postgres']['median']:.1f} / "
+        f"{f['cpu_ms_redis']['median']:.1f}"
+        for name, f in ((name, v["figures"]) for name, v in summary["variants"].items())
+    ))  # fmt: skip
     detailed = False
     for name, variant in summary["variants"].items():
         if not name.startswith(("saga", "dbos")):

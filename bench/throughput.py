@@ -83,6 +83,7 @@ class Window:
     redis_raw_total: int
     rss_peak: int
     harness_cpu_s: float  # CPU time of this process (submitting and polling) during the window
+    cpu_ms_per_run: dict[str, float] = field(default_factory=dict)  # workers, postgres, redis: CPU per run
     per_step: dict[str, float] = field(default_factory=dict)
 
 
@@ -227,9 +228,19 @@ class Bench:
         change = {k: v - (self.own[k] - own[k]) for k, v in change.items()}
         return {k: v / self.config.idle_probe for k, v in change.items() if v > 0}
 
+    def cpu(self, system: str) -> dict[str, float]:
+        """CPU seconds used so far by the system's workers, every PostgreSQL process and the Redis server."""
+        workers = [pid for root in self.worker_pids(system) for pid in probes.process_tree(root)]
+        return {
+            "workers": probes.cpu_seconds(workers),
+            "postgres": probes.cpu_seconds(probes.pids_named("postgres")),
+            "redis": probes.cpu_seconds(probes.pids_named("redis-server")),
+        }
+
     def window(self, variant: Variant, number: int) -> Window:
         config = self.config
         idle = self.idle_rate()
+        cpu_before = self.cpu(variant.system)
         redis_before, own_before = self.redis_snapshot(), Counter(self.own)
         workers_before = counting.read_all(self.counts_dir, variant.system)
         client_before = counting.COUNTER.snapshot()
@@ -238,6 +249,7 @@ class Bench:
         done, lost = self.drive(variant, config.runs, config.inflight, config.timeout(config.runs))
         time.sleep(config.settle)
         rss_peak = self.sampler.peak(variant.system)
+        cpu_after = self.cpu(variant.system)
         sql = report.diff_counts(counting.read_all(self.counts_dir, variant.system), workers_before)
         start_label = f"{variant.name} start"
         sql.update(report.diff_counts(counting.COUNTER.snapshot(), client_before, only=start_label))
@@ -268,6 +280,9 @@ class Bench:
             redis_raw_total=sum(raw.values()),
             rss_peak=rss_peak,
             harness_cpu_s=round(cpu, 2),
+            cpu_ms_per_run={
+                name: round((cpu_after[name] - cpu_before[name]) * 1000 / max(1, len(done)), 2) for name in cpu_after
+            },
             per_step=report.per_step(sql, redis, runs=len(done), steps=variant.steps),
         )
 
