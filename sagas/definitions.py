@@ -53,6 +53,10 @@ class Step:
     compensation_retry: RetryPolicy | None = None  # None: SAGAS["DEFAULT_COMPENSATION_RETRY"]
     depends_on: Sequence[str] = field(default=())  # names of earlier steps; stored as a tuple
     priority: int = 0  # higher compensates first among completed steps
+    # A step without a compensation says why: it cannot be undone (a pivot, such as telling the customer: only
+    # after every compensable step), or it changes nothing (a check). sagas.testing.assert_compensable asks.
+    irreversible: bool = False
+    read_only: bool = False
 
     def __post_init__(self) -> None:
         # Only normalise here; what is wrong is reported by problems(), when the saga class is defined,
@@ -86,6 +90,14 @@ class Step:
             problems.append(f"priority must be an int, got {self.priority!r}")
         if self.service is not None and (not isinstance(self.service, str) or not SERVICE_NAME.match(self.service)):
             problems.append(f"service must be a name of letters, digits, '.', '_' or '-', got {self.service!r}")
+        for flag in ("irreversible", "read_only"):
+            value = getattr(self, flag)
+            if not isinstance(value, bool):
+                problems.append(f"{flag} must be True or False, got {value!r}")
+            elif value and self.compensation is not None:
+                problems.append(f"{flag}=True says the step has nothing to compensate, yet it has a compensation")
+        if self.irreversible is True and self.read_only is True:
+            problems.append("a step is irreversible (its effect stays) or read_only (it has none), not both")
         return problems
 
     def to_spec(self, index: int) -> dict[str, Any]:
@@ -100,6 +112,9 @@ class Step:
             "compensation_retry": self.compensation_retry.to_spec() if self.compensation_retry else None,
             "depends_on": list(self.depends_on),
             "priority": self.priority,
+            # Only when set: a spec without them keeps the hash it had before they existed.
+            **({"irreversible": True} if self.irreversible is True else {}),
+            **({"read_only": True} if self.read_only is True else {}),
         }
 
 
@@ -279,5 +294,23 @@ def _validate(cls: type[Saga]) -> None:
                 )
                 problems.append(f"{at}: depends on {dependency!r}, which is {where_it_is}")
         seen.add(step.name)
+    if not problems:
+        problems += _pivot_problems(cls, where)
     if problems:
         raise InvalidDefinition("\n".join(problems) + ".")
+
+
+def _pivot_problems(cls: type[Saga], where: str) -> list[str]:
+    """An irreversible step is a pivot: every compensable step must have succeeded before it starts (be one of
+    its ancestors), or a failure after the pivot would undo some steps while the pivot's effect stays."""
+    ancestors = cls.ancestors()
+    compensable = [step.name for step in cls.steps if step.compensation is not None]
+    problems = []
+    for step in cls.steps:
+        if step.irreversible is True and (late := [name for name in compensable if name not in ancestors[step.name]]):
+            problems.append(
+                f"{where}, step {step.name!r}: irreversible=True makes it a pivot, so every compensable step must "
+                f"come before it (be among the steps it depends on), but {', '.join(map(repr, late))} "
+                f"{'does' if len(late) == 1 else 'do'} not"
+            )
+    return problems

@@ -111,7 +111,7 @@ class PlaceOrder(sagas.Saga):
     ``shipping_address`` ({country, city, line1, postal_code})."""
 
     name = "orders.place_order"
-    version = 1
+    version = 2  # 2: the confirmation is declared irreversible (the steps run as in 1)
     timeout = 300
     searchable = ("customer_email", "account_id")
     steps = [
@@ -128,5 +128,5 @@ class PlaceOrder(sagas.Saga):
         ),
         sagas.Step(schedule_shipment, cancel_shipment, service="shipping"),
         # The pivot: once the customer is told, nothing is undone.
-        sagas.Step(send_confirmation, service="notifications"),
+        sagas.Step(send_confirmation, service="notifications", irreversible=True),
     ]

@@ -136,12 +136,12 @@ class BookTrip(sagas.Saga):
     car together."""
 
     name = "travel.book_trip"
-    version = 1
+    version = 2  # 2: the screening is declared read-only and the itinerary irreversible (the steps run as in 1)
     timeout = 300
     searchable = ("traveller_email", "account_id")
     steps = [
         # Read-only: a screening needs no compensation.
-        sagas.Step(check_fraud, service="fraud"),
+        sagas.Step(check_fraud, service="fraud", read_only=True),
         sagas.Step(reserve_flight, cancel_flight, service="airline", depends_on=("check_fraud",), priority=2),
         sagas.Step(book_hotel, cancel_hotel, service="hotels", depends_on=("check_fraud",), priority=1),
         sagas.Step(rent_car, return_car, service="cars", depends_on=("check_fraud",), priority=1),
@@ -156,5 +156,5 @@ class BookTrip(sagas.Saga):
             compensation_retry=sagas.RetryPolicy(max_attempts=4, backoff=0.5, backoff_max=5.0),
         ),
         # The pivot: once the traveller has the itinerary, nothing is undone.
-        sagas.Step(send_itinerary, service="notifications", depends_on=("charge_payment",)),
+        sagas.Step(send_itinerary, service="notifications", depends_on=("charge_payment",), irreversible=True),
     ]

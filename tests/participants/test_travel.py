@@ -95,7 +95,7 @@ def in_use() -> dict[str, int]:
 
 def test_book_trip_is_registered_under_its_name() -> None:
     assert sagas.get_saga("travel.book_trip") is BookTrip
-    assert (BookTrip.version, BookTrip.timeout) == (1, 300)
+    assert (BookTrip.version, BookTrip.timeout) == (2, 300)
     assert tuple(BookTrip.searchable) == ("traveller_email", "account_id")
 
 

@@ -82,7 +82,7 @@ def test_runs_list_shows_saga_status_current_step_and_attempts(admin_client, fai
     assert response.status_code == 200
     content = response.content.decode()
     assert str(failed_run.pk)[:8] in content
-    assert "orders.place_order v1" in content
+    assert f"orders.place_order v{PlaceOrder.version}" in content
     assert 'class="saga-badge saga-failed"' in content
     assert "charge_payment" in content and "saga-compensation_failed" in content  # noqa: PT018
     assert "1 + 2 undo" in content

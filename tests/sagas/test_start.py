@@ -31,7 +31,7 @@ def test_start_stores_a_pending_run_with_its_steps_and_dispatches_on_commit(
     assert (run.status, run.saga_name, run.version, run.payload) == (
         RunStatus.PENDING,
         "orders.place_order",
-        1,
+        2,
         {"order": 1},
     )
     assert run.correlation_id == "req-9"
