@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 from celery.signals import task_unknown, worker_init
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 from django.utils.module_loading import autodiscover_modules
+
+# Set by sagas.testing's SagaWorker for the worker it starts: {"alias": "name of the test database"}.
+DATABASES_VARIABLE = "SAGAS_TESTING_DATABASES"
 
 
 class SagasConfig(AppConfig):
@@ -18,6 +23,10 @@ class SagasConfig(AppConfig):
     def ready(self) -> None:
         from sagas import checks, tasks  # noqa: F401  registers checks, and saga tasks as saga classes appear
 
+        if os.environ.get(DATABASES_VARIABLE):
+            # A worker that sagas.testing started: it works on the test databases of the suite that started it.
+            use_test_databases(json.loads(os.environ[DATABASES_VARIABLE]))
+
         # Web and worker processes both run this, so both know every saga of every installed app.
         autodiscover_modules("sagas")
         autodiscover_modules("receivers")  # @sagas.on receivers of saga messages
@@ -25,6 +34,17 @@ class SagasConfig(AppConfig):
         post_migrate.connect(install_reaper, sender=self)
         worker_init.connect(refuse_pools_without_time_limits, weak=False)
         task_unknown.connect(park_runs_of_unknown_tasks, weak=False)
+
+
+def use_test_databases(names: dict[str, str]) -> None:
+    """Point each database alias at the test database of that name, before anything connects."""
+    from django.conf import settings
+    from django.db import connections
+
+    for alias, name in names.items():
+        if alias in settings.DATABASES:
+            settings.DATABASES[alias]["NAME"] = name
+            connections.settings[alias]["NAME"] = name
 
 
 def refuse_pools_without_time_limits(sender: Any = None, **kwargs: Any) -> None:

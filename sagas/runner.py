@@ -16,6 +16,7 @@ from sagas.exceptions import AttemptsExhausted, CircuitOpen
 from sagas.jsonsafe import json_copy
 from sagas.retry import RetryPolicy, describe_failure
 from sagas.services import AttemptOutcome, ClaimOutcome
+from sagas.testing import faults
 
 
 class Outcome(StrEnum):
@@ -48,6 +49,8 @@ def execute_step(*, run_id: str, step: str, task_id: str) -> Result:
     policy = declared.retry or sagas_settings.default_retry
     started = time.monotonic()
     try:
+        if faults.ACTIVE:  # a worker started by sagas.testing: failures a test planned for this run
+            faults.inject(claim.context)
         raw = call_guarded(declared.action, claim.context, declared.service)
         seconds = time.monotonic() - started
         output = json_copy(raw, what=f"output of step {step!r}")

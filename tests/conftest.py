@@ -12,8 +12,10 @@ from django.conf import settings
 from django.db import connection
 
 from sagaproject.celery import app as celery_app
+from sagas.testing.worker import SagaWorker
 from tests import rebuild_check
-from tests.worker import WorkerProcess
+
+pytest_plugins = ["sagas.testing.pytest_plugin"]
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Shop
@@ -23,33 +25,22 @@ UNCONSUMED_QUEUE = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-nobody"
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "saga_worker" in getattr(item, "fixturenames", ()):
+        if "saga_worker_process" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.worker)
 
 
-@pytest.fixture(scope="session")
-def saga_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[WorkerProcess]:
-    """One real worker for the whole session, on the test database and this session's queue."""
-    with django_db_blocker.unblock():
-        worker = WorkerProcess(tmp_path_factory.mktemp("worker") / "worker.log")
-    try:
-        worker.wait_ready()
-        yield worker
-    finally:
-        worker.stop()
-        with celery_app.connection_for_write() as conn:
-            conn.default_channel.client.delete(worker.queue)
+# The session's real worker is sagas.testing's (`saga_worker_process`, the app named in pyproject.toml's
+# sagas_celery_app), as a project's own suite would use it.
 
 
 @pytest.fixture
-def worker(saga_worker: WorkerProcess, transactional_db) -> Iterator[WorkerProcess]:
+def worker(saga_worker: SagaWorker) -> SagaWorker:
     """The session's worker, for a test whose writes the worker must see (committed transactions).
 
     Every such test starts with closed circuit breakers: one test's failures must not slow the next.
     """
     reset_breakers()
-    yield saga_worker
-    saga_worker.wait_idle()
+    return saga_worker
 
 
 DATABASE_FIXTURES = {"db", "transactional_db", "live_server"}
@@ -67,8 +58,8 @@ def _every_run_rebuilds_from_its_events(request: pytest.FixtureRequest) -> Itera
     yield
     django_db_blocker = request.getfixturevalue("django_db_blocker")
     with django_db_blocker.unblock():
-        if "saga_worker" in request.fixturenames:
-            request.getfixturevalue("saga_worker").wait_idle()
+        if "saga_worker_process" in request.fixturenames:
+            request.getfixturevalue("saga_worker_process").wait_idle()
         rebuild_check.TALLY.tests += 1
         mismatches = rebuild_check.check_every_run()
     assert not mismatches, "stored rows differ from the runs rebuilt from their events:\n" + "\n".join(mismatches)
@@ -97,7 +88,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def _messages_without_a_worker_go_nowhere(request: pytest.FixtureRequest, settings) -> None:
     """A test without a worker of its own may still publish (a reaper re-drive, say). Those messages go to a
     queue nobody consumes: the session's worker must not run them while the test's data is being flushed."""
-    if {"saga_worker", "worker", "lab"} & set(request.fixturenames):
+    if {"saga_worker_process", "lab"} & set(request.fixturenames):
         return
     settings.SAGAS = {**settings.SAGAS, "QUEUE": UNCONSUMED_QUEUE}
 
@@ -160,7 +151,7 @@ def run_concurrently() -> RunConcurrently:
 
 
 @pytest.fixture
-def shop(worker: WorkerProcess) -> Shop:
+def shop(worker: SagaWorker) -> Shop:
     """A small shop (stock, an account, a delivery zone) for PlaceOrder runs on the real worker."""
     from tests.integration.conftest import Shop
 

@@ -1,0 +1,51 @@
+"""pytest fixtures for a project's saga tests; load with ``pytest_plugins = ["sagas.testing.pytest_plugin"]``
+in the root conftest.py (needs pytest-django)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import current_app
+
+from sagas.testing.runs import current_worker
+from sagas.testing.worker import SagaWorker
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini("sagas_celery_app", "the Celery app the test worker runs (celery -A ...)", default="")
+    parser.addini("sagas_worker_concurrency", "pool processes of the test worker", default="2")
+
+
+@pytest.fixture(scope="session")
+def saga_worker_process(
+    request: pytest.FixtureRequest,
+    django_db_setup: None,
+    django_db_blocker: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[SagaWorker]:
+    """One real Celery worker (prefork) for the session, on the test database and the test's queues."""
+    app = str(request.config.getini("sagas_celery_app")) or None
+    concurrency = int(str(request.config.getini("sagas_worker_concurrency")))
+    with django_db_blocker.unblock():
+        worker = SagaWorker(
+            tmp_path_factory.mktemp("saga-worker") / "worker.log", app=app, concurrency=concurrency
+        )
+    current_worker.append(worker)
+    try:
+        worker.wait_ready()
+        yield worker
+    finally:
+        current_worker.remove(worker)
+        worker.stop()
+        with current_app.connection_for_write() as conn:
+            conn.default_channel.client.delete(*worker.queues)
+
+
+@pytest.fixture
+def saga_worker(saga_worker_process: SagaWorker, transactional_db: None) -> Iterator[SagaWorker]:
+    """The session's worker, for a test whose runs it executes: the test's writes are committed (so the worker
+    sees them), and the test ends only once the worker is idle (so the flush never races a task)."""
+    yield saga_worker_process
+    saga_worker_process.wait_idle()
