@@ -43,6 +43,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_results",
     "django_celery_beat",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
     "sagas",
     "participants.orders",
     "participants.inventory",
@@ -176,6 +179,35 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_DB_REUSE_MAX = int(env("CELERY_DB_REUSE_MAX", "1000"))
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
+
+# --- The REST API (sagas.api, mounted at /api/): token or session login, its schema at /api/schema/ ---
+REST_FRAMEWORK = {
+    # Token first: a request without credentials is answered 401 with a `WWW-Authenticate: Token` challenge.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Saga runs API",
+    "VERSION": "1.0.0",
+    "DESCRIPTION": (
+        "Start sagas, read their runs (steps and event log, secrets masked), and retry, cancel or resolve them "
+        "as an operator. Authenticate with a token (`Authorization: Token <key>`) or an admin session; each "
+        "endpoint requires one of the saga run permissions the admin uses."
+    ),
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get their own components, so required fields and lengths are documented as enforced.
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Three status enums share field names; name their components after what they are.
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "sagas.states.RunStatus",
+        "StepStatusEnum": "sagas.states.StepStatus",
+        "EventTypeEnum": "sagas.states.EventType",
+    },
+}
 
 # --- The saga framework (every key and its default is listed in sagas/conf.py) ---
 SAGAS: dict[str, object] = {

@@ -79,6 +79,13 @@ def test_get_saga_finds_autodiscovered_sagas() -> None:
     assert sagas.get_saga("orders.place_order") is PlaceOrder
 
 
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
@@ -87,6 +94,10 @@ def test_get_saga_finds_autodiscovered_sagas() -> None:
         ({"ratio": float("nan")}, "not JSON-serialisable"),
         ([1, 2], "must be a dict"),
         ("order", "must be a dict"),
+        # What jsonb refuses, and what no page could show (the admin masks payloads recursively):
+        ({"note": "a\x00b"}, "NUL characters"),
+        ({"name": "\ud800"}, "unpaired surrogate"),
+        ({"deep": nested(150)}, "deeper than 100"),
     ],
 )
 def test_payload_that_is_not_json_is_refused_and_writes_nothing(

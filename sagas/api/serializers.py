@@ -1,0 +1,192 @@
+"""What the API reads (start, operator actions, list filters) and what it answers (runs, steps, events, errors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from sagas.exceptions import InvalidPayload
+from sagas.jsonsafe import json_copy
+from sagas.masking import masked
+from sagas.models import SagaEvent, SagaRun, SagaStepRun
+from sagas.states import RunStatus
+
+# --- answers ---
+
+
+@extend_schema_field(OpenApiTypes.ANY)
+class MaskedJSONField(serializers.JSONField):
+    """A stored JSON value with the values under secret keys (SAGAS["MASKED_KEYS"]) masked, as the admin shows it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(read_only=True, **kwargs)
+
+    def to_representation(self, value: Any) -> Any:
+        return masked(value)
+
+
+@extend_schema_field(OpenApiTypes.OBJECT)
+class MaskedObjectField(MaskedJSONField):
+    """A stored JSON object, masked."""
+
+
+class StepSerializer(serializers.ModelSerializer[SagaStepRun]):
+    output = MaskedJSONField(allow_null=True, help_text="What the action returned, secrets masked.")
+    error = MaskedObjectField(allow_null=True, help_text="The last failure of the action or compensation.")
+
+    class Meta:
+        model = SagaStepRun
+        fields = [
+            "name",
+            "index",
+            "status",
+            "attempts",
+            "compensation_attempts",
+            "output",
+            "error",
+            "started_at",
+            "finished_at",
+            "compensated_at",
+        ]
+        read_only_fields = fields
+
+
+class EventSerializer(serializers.ModelSerializer[SagaEvent]):
+    # A field named like the serializer's `data` property: DRF takes declared fields off the class.
+    data = MaskedObjectField(help_text="Details: statuses, attempt, error, reason; secrets masked.")  # type: ignore[assignment]
+    causation_seq = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="The seq of the event this one follows from, if any."
+    )
+
+    class Meta:
+        model = SagaEvent
+        fields = ["seq", "type", "step", "data", "actor", "created_at", "causation_seq"]
+        read_only_fields = fields
+
+
+class RunSerializer(serializers.ModelSerializer[SagaRun]):
+    payload = MaskedObjectField(help_text="The payload the saga was started with, secrets masked.")
+    error = MaskedObjectField(allow_null=True, help_text="The failure that made the saga compensate or stop.")
+
+    class Meta:
+        model = SagaRun
+        fields = [
+            "id",
+            "saga_name",
+            "version",
+            "status",
+            "payload",
+            "idempotency_key",
+            "correlation_id",
+            "error",
+            "parked_reason",
+            "deadline",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class RunDetailSerializer(RunSerializer):
+    steps = StepSerializer(many=True, read_only=True, help_text="The steps in saga order.")
+    events = EventSerializer(many=True, read_only=True, help_text="The run's event log, oldest first.")
+
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "steps", "events"]
+        read_only_fields = fields
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    detail = serializers.CharField(help_text="What went wrong, and what to do about it.")
+
+
+# --- requests ---
+
+
+class TextField(serializers.CharField):
+    """A JSON string: DRF's CharField would also take a number and store its digits, which the schema forbids."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StartRunSerializer(serializers.Serializer[Any]):
+    payload = serializers.DictField(
+        help_text="The saga's input, a JSON object (ids, strings, numbers, lists and objects).",
+        error_messages={"not_a_dict": 'The payload must be a JSON object, not a "{input_type}".'},
+    )
+    idempotency_key = TextField(
+        required=False,
+        max_length=255,
+        trim_whitespace=False,
+        help_text="Starting again with this key returns the run it started (200) instead of a new one; "
+        "with another payload it is refused (409).",
+    )
+    correlation_id = TextField(
+        required=False,
+        max_length=255,
+        trim_whitespace=False,
+        help_text="Ties the run and its events to the request that started it; defaults to the run's id.",
+    )
+
+    def validate_payload(self, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json_copy(value, what="payload")  # what start() checks too: JSON, not too deep, text jsonb takes
+        except InvalidPayload as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+        return value
+
+
+class ReasonSerializer(serializers.Serializer[Any]):
+    # Not trimmed before the length check, so the limit is the one the schema states; the reason is
+    # recorded stripped (sagas.services.operator).
+    reason = TextField(
+        max_length=1000,
+        trim_whitespace=False,
+        help_text="Why, for the audit trail: recorded with your username in the run's event log.",
+    )
+
+    def validate_reason(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("This field may not be blank.")
+        return value
+
+
+class ResolveSerializer(ReasonSerializer):
+    step = TextField(
+        max_length=100, trim_whitespace=False, help_text="The name of the step whose compensation you did by hand."
+    )
+
+
+class RunFilterSerializer(serializers.Serializer[Any]):
+    """The list's filters. DRF reads an empty query value of an optional field as absent, so ``?status=`` (as
+    a form sends it) filters nothing; the schema says so with ``allowEmptyValue``."""
+
+    status = serializers.ChoiceField(
+        choices=RunStatus.choices,
+        required=False,
+        help_text="Only runs in this status.",
+        error_messages={
+            "invalid_choice": '"{input}" is not a run status; use one of: ' + ", ".join(RunStatus.values) + "."
+        },
+    )
+    saga = serializers.CharField(
+        required=False, max_length=200, trim_whitespace=False, help_text="Only runs of this saga (its name)."
+    )
+    idempotency_key = serializers.CharField(
+        required=False, max_length=255, trim_whitespace=False, help_text="The run started with this key."
+    )
+    correlation_id = serializers.CharField(
+        required=False, max_length=255, trim_whitespace=False, help_text="Only runs with this correlation id."
+    )
+    created_after = serializers.DateTimeField(
+        required=False, help_text="Only runs created at or after this ISO 8601 time."
+    )
+    created_before = serializers.DateTimeField(required=False, help_text="Only runs created before this ISO 8601 time.")

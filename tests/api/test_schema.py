@@ -1,0 +1,139 @@
+"""The OpenAPI schema tells the truth: schemathesis sends every operation generated requests, valid and invalid,
+as a superuser, and every answer is a documented 4xx or a 2xx that matches the schema, never a 500."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+import schemathesis
+from django.core.handlers.wsgi import WSGIHandler
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rest_framework.authtoken.models import Token
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    ignored_auth,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from sagas.states import RunStatus, StepStatus
+from tests.factories import COMPENSATION_FAILED, SagaRunFactory
+
+EXAMPLES = 25  # per operation and generation mode
+CHECKS = [
+    not_a_server_error,
+    ignored_auth,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+# Invalid input must be refused.
+NEGATIVE_CHECKS = [*CHECKS, negative_data_rejection]
+
+
+def test_the_schema_documents_every_endpoint(client: Any) -> None:
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+
+    operations = {
+        op["operationId"]: (path, method) for path, item in schema["paths"].items() for method, op in item.items()
+    }
+    assert operations == {
+        "start_run": ("/api/sagas/{name}/runs/", "post"),
+        "list_runs": ("/api/runs/", "get"),
+        "get_run": ("/api/runs/{run_id}/", "get"),
+        "retry_run": ("/api/runs/{run_id}/retry/", "post"),
+        "cancel_run": ("/api/runs/{run_id}/cancel/", "post"),
+        "resolve_run": ("/api/runs/{run_id}/resolve/", "post"),
+    }
+    start = schema["paths"]["/api/sagas/{name}/runs/"]["post"]
+    assert set(start["responses"]) == {"200", "201", "400", "401", "403", "404", "409", "413"}
+    assert "orders.place_order" in start["parameters"][0]["schema"]["enum"]
+    assert schema["components"]["schemas"]["StartRunRequest"]["required"] == ["payload"]
+    assert set(schema["components"]["securitySchemes"]) == {"tokenAuth", "cookieAuth"}
+
+
+Calls = Counter[tuple[str, str, int]]  # (operation, generation mode, status class) -> requests
+
+
+def runs_in_every_state() -> dict[str, str]:
+    """A run in each state an action can meet (status -> id), so generated requests get past the 404 of a
+    random id; new ones for each operation, so one operation's successes leave the next something to act on."""
+    return {
+        status: str(SagaRunFactory(status=status, step_statuses=steps).pk)
+        for status, steps in [
+            (RunStatus.PENDING, {}),
+            (RunStatus.EXECUTING, {"create_order": StepStatus.SUCCEEDED}),
+            (RunStatus.FAILED, COMPENSATION_FAILED),
+            (RunStatus.COMPLETED, {name: StepStatus.SUCCEEDED for name in COMPENSATION_FAILED}),
+        ]
+    }
+
+
+def strategies(operation: Any, mode: GenerationMode, headers: dict[str, str]) -> list[Any]:
+    """Requests for ``operation``: as generated, and on existing runs (resolving, the step that can be resolved)."""
+    found = [operation.as_strategy(generation_mode=mode, headers=headers)]
+    if "{run_id}" not in operation.path:
+        return found
+    runs = runs_in_every_state()
+    found += [
+        operation.as_strategy(generation_mode=mode, headers=headers, path_parameters={"run_id": run_id})
+        for run_id in runs.values()
+    ]
+    if operation.path.endswith("/resolve/") and mode == GenerationMode.POSITIVE:
+        body = {"step": "charge_payment", "reason": "refunded by hand"}
+        found.append(
+            operation.as_strategy(headers=headers, path_parameters={"run_id": runs[RunStatus.FAILED]}, body=body)
+        )
+    return found
+
+
+def fuzz(operation: Any, mode: GenerationMode, headers: dict[str, str], calls: Calls) -> None:
+    """Send up to ``EXAMPLES`` requests generated for ``operation`` in ``mode``; each answer must pass the checks."""
+    checks = CHECKS if mode == GenerationMode.POSITIVE else NEGATIVE_CHECKS
+
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=True,  # the same requests on every run
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=st.one_of(strategies(operation, mode, headers)))
+    def call(case: schemathesis.Case) -> None:
+        response = case.call(headers=headers)
+        case.validate_response(response, checks=checks, headers=headers)
+        calls[(operation.label, mode.value, response.status_code // 100)] += 1
+
+    call()
+
+
+# The requests go through Django's WSGI handler as a server calls it, so each request runs as in production
+# (its own transactions, publishing on commit to the queue nobody consumes); hence committed data, flushed after.
+@pytest.mark.django_db(transaction=True)
+def test_every_operation_answers_generated_requests_as_its_schema_says(make_user: Any) -> None:
+    user = make_user(superuser=True, username="fuzzer")
+    headers = {"Authorization": f"Token {Token.objects.create(user=user).key}"}
+    schema = schemathesis.openapi.from_wsgi("/api/schema/", WSGIHandler())
+    operations = [result.ok() for result in schema.get_all_operations()]
+    calls: Calls = Counter()
+
+    for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            fuzz(operation, mode, headers, calls)
+
+    assert len(operations) == 6
+    for operation in operations:
+        for mode in ("positive", "negative"):
+            sent = sum(n for (label, m, _), n in calls.items() if (label, m) == (operation.label, mode))
+            assert sent >= EXAMPLES // 2, f"only {sent} {mode} requests to {operation.label}: {calls}"
+        # Valid requests got through to the operation's work at least once, not only to its refusals.
+        assert calls[(operation.label, "positive", 2)] >= 1, f"{operation.label} never answered 2xx: {calls}"
+    print(f"schemathesis: {sum(calls.values())} requests to {len(operations)} operations: {sorted(calls.items())}")

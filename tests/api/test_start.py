@@ -1,0 +1,210 @@
+"""POST /api/sagas/{name}/runs/: a new run (201), the same run again (200), and every refusal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from participants.checkout.sagas import PlaceOrder
+from sagas.models import SagaEvent, SagaRun
+from sagas.states import EventType, RunStatus, StepStatus
+from tests.factories import order_payload
+from tests.metrics import publishes
+
+pytestmark = pytest.mark.django_db
+
+URL = f"/api/sagas/{PlaceOrder.name}/runs/"
+
+
+@pytest.fixture
+def api(api_as: Any) -> APIClient:
+    return api_as("add", username="shopfront")
+
+
+def test_start_stores_a_pending_run_and_answers_201_with_it_and_its_location(
+    api: APIClient, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = api.post(
+            URL, {"payload": order_payload(), "idempotency_key": "order-1", "correlation_id": "req-7"}, format="json"
+        )
+
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    run = SagaRun.objects.get()
+    assert response["Location"] == f"http://testserver/api/runs/{run.pk}/"
+    assert (body["id"], body["saga_name"], body["version"], body["status"]) == (
+        str(run.pk),
+        PlaceOrder.name,
+        PlaceOrder.version,
+        RunStatus.PENDING,
+    )
+    assert (body["payload"], body["idempotency_key"], body["correlation_id"]) == (order_payload(), "order-1", "req-7")
+    assert [(s["name"], s["status"], s["attempts"]) for s in body["steps"]] == [
+        (step.name, StepStatus.PENDING, 0) for step in PlaceOrder.steps
+    ]
+    assert [(e["seq"], e["type"], e["causation_seq"]) for e in body["events"]] == [(1, EventType.SAGA_STARTED, None)]
+    # The steps are published when the request's transaction commits, as Saga.start does.
+    assert publishes(callbacks)
+
+
+def test_the_same_idempotency_key_and_payload_answers_200_with_the_same_run_and_starts_nothing(
+    api: APIClient, django_capture_on_commit_callbacks: Any
+) -> None:
+    first = api.post(URL, {"payload": order_payload(), "idempotency_key": "order-2"}, format="json")
+    with django_capture_on_commit_callbacks() as callbacks:
+        again = api.post(URL, {"payload": order_payload(), "idempotency_key": "order-2"}, format="json")
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert again["Location"] == first["Location"]
+    assert SagaRun.objects.count() == 1
+    assert not publishes(callbacks)
+
+
+def test_the_same_idempotency_key_with_another_payload_is_a_409_that_says_so(api: APIClient) -> None:
+    api.post(URL, {"payload": order_payload(), "idempotency_key": "order-3"}, format="json")
+    response = api.post(
+        URL, {"payload": order_payload(customer_email="bob@example.com"), "idempotency_key": "order-3"}, format="json"
+    )
+
+    assert response.status_code == 409
+    assert "already started run" in response.json()["detail"]
+    assert "Use a new key" in response.json()["detail"]
+    assert SagaRun.objects.count() == 1
+
+
+def test_an_idempotency_key_used_by_another_saga_is_a_409(api: APIClient) -> None:
+    api.post(URL, {"payload": {}, "idempotency_key": "shared"}, format="json")
+    body = {"payload": {}, "idempotency_key": "shared"}
+    response = api.post("/api/sagas/travel.book_trip/runs/", body, format="json")
+
+    assert response.status_code == 409
+    assert "'orders.place_order' run" in response.json()["detail"]
+
+
+def test_a_correlation_id_defaults_to_the_run_id(api: APIClient) -> None:
+    body = api.post(URL, {"payload": {}}, format="json").json()
+    assert body["correlation_id"] == body["id"]
+    assert body["idempotency_key"] is None
+
+
+def test_an_unknown_saga_name_is_a_404_that_lists_the_known_ones(api: APIClient) -> None:
+    response = api.post("/api/sagas/orders.place_ordr/runs/", {"payload": {}}, format="json")
+
+    assert response.status_code == 404
+    assert "No saga named 'orders.place_ordr'" in response.json()["detail"]
+    assert PlaceOrder.name in response.json()["detail"]
+    assert not SagaRun.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "errors"),
+    [
+        ({}, {"payload": ["This field is required."]}),
+        ({"payload": [1, 2]}, {"payload": ['The payload must be a JSON object, not a "list".']}),
+        ({"payload": "order 7"}, {"payload": ['The payload must be a JSON object, not a "str".']}),
+        ({"payload": None}, {"payload": ["This field may not be null."]}),
+        ({"payload": {}, "idempotency_key": ""}, {"idempotency_key": ["This field may not be blank."]}),
+        (
+            {"payload": {}, "idempotency_key": "k" * 256},
+            {"idempotency_key": ["Ensure this field has no more than 255 characters."]},
+        ),
+        ({"payload": {}, "idempotency_key": None}, {"idempotency_key": ["This field may not be null."]}),
+        ({"payload": {}, "idempotency_key": 1042}, {"idempotency_key": ["Not a valid string."]}),
+        ({"payload": {}, "correlation_id": ["a"]}, {"correlation_id": ["Not a valid string."]}),
+        ({"payload": {}, "correlation_id": "req\x00"}, {"correlation_id": ["Null characters are not allowed."]}),
+        (
+            {"payload": {"note": "a\x00b"}},
+            {"payload": ["Text in the payload may not contain NUL characters (\\u0000)."]},
+        ),
+        (
+            {"payload": {"lines": [{"sku\x00": 1}]}},
+            {"payload": ["Text in the payload may not contain NUL characters (\\u0000)."]},
+        ),
+    ],
+)
+def test_bad_input_is_a_400_with_field_errors_and_stores_nothing(
+    api: APIClient, body: dict[str, Any], errors: dict[str, list[str]]
+) -> None:
+    response = api.post(URL, body, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == errors
+    assert not SagaRun.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('{"payload": {"amount": 1e400}}', "is not JSON-serialisable"),  # parses as infinity
+        ('{"payload": {"note": "\\ud800"}}', "unpaired surrogate"),
+        # Parsed, but too deep to show: masking the payload for the answer (and the admin) would recurse.
+        ('{"payload": {"a": ' + "[" * 101 + "]" * 101 + "}}", "nested deeper than 100 levels"),
+    ],
+)
+def test_a_payload_that_should_not_be_stored_is_a_400(api: APIClient, raw: str, message: str) -> None:
+    response = api.post(URL, raw, content_type="application/json")
+
+    assert response.status_code == 400
+    assert message in response.json()["payload"][0]
+    assert not SagaRun.objects.exists()
+
+
+def test_a_payload_nested_100_levels_deep_is_stored_and_shown(api: APIClient) -> None:
+    raw = '{"payload": {"a": ' + "[" * 100 + "]" * 100 + "}}"
+    assert api.post(URL, raw, content_type="application/json").status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("raw", "detail"),
+    [
+        ('{"payload": ', "JSON parse error"),
+        ('{"payload": {"amount": NaN}}', "JSON parse error"),
+        ("[" * 100_000, "JSON parse error - the body is nested too deeply."),
+    ],
+)
+def test_a_body_that_is_not_json_is_a_400(api: APIClient, raw: str, detail: str) -> None:
+    response = api.post(URL, raw, content_type="application/json")
+
+    assert response.status_code == 400
+    assert detail in response.json()["detail"]
+
+
+def test_a_body_that_is_not_a_json_object_is_a_400(api: APIClient) -> None:
+    response = api.post(URL, [{"payload": {}}], format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"non_field_errors": ["Invalid data. Expected a dictionary, but got list."]}
+
+
+def test_a_form_body_is_refused_with_415(api: APIClient) -> None:
+    response = api.post(URL, {"payload": "{}"})  # multipart, as a form posts
+
+    assert response.status_code == 415
+    assert "Unsupported media type" in response.json()["detail"]
+
+
+def test_a_body_over_the_upload_limit_is_a_413(api: APIClient, settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = api.post(URL, {"payload": {"note": "x" * 1000}}, format="json")
+
+    assert response.status_code == 413
+    assert "larger than 1000 bytes" in response.json()["detail"]
+    assert not SagaRun.objects.exists()
+
+
+def test_starting_needs_the_add_permission(api_as: Any) -> None:
+    response = api_as("view", "retry", "cancel", "resolve", username="looker").post(URL, {"payload": {}}, format="json")
+
+    assert response.status_code == 403
+    assert "'looker' lacks the permission 'sagas.add_sagarun'" in response.json()["detail"]
+    assert not SagaRun.objects.exists()
+
+
+def test_the_saga_started_event_is_in_the_log(api: APIClient) -> None:
+    run_id = api.post(URL, {"payload": {"order": 1}}, format="json").json()["id"]
+    event = SagaEvent.objects.get(run_id=run_id)
+    assert (event.type, event.data["payload"]) == (EventType.SAGA_STARTED, {"order": 1})
