@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import factory
 from django.db import models
@@ -25,7 +26,31 @@ from participants.shipping.models import DeliveryZone, Shipment, ShipmentStatus
 from sagas.models import SagaDefinition, SagaRun, SagaStepRun
 from sagas.states import RunStatus, StepStatus
 
+# The step statuses of a PlaceOrder run whose payment refund gave up: failed, waiting for a person.
+COMPENSATION_FAILED = {
+    "create_order": StepStatus.COMPENSATED,
+    "reserve_stock": StepStatus.COMPENSATED,
+    "charge_payment": StepStatus.COMPENSATION_FAILED,
+    "schedule_shipment": StepStatus.FAILED,
+    "send_confirmation": StepStatus.SKIPPED,
+}
+
 ADDRESS = {"country": "NL", "city": "Amsterdam", "line1": "Damrak 1", "postal_code": "1012 LG"}
+
+
+def order_payload(account_id: int = 1, **overrides: Any) -> dict[str, Any]:
+    """What a shop sends to start PlaceOrder: two lines (mug, tee), delivered to ADDRESS."""
+    payload = {
+        "customer_email": "ada@example.com",
+        "account_id": account_id,
+        "lines": [
+            {"sku": "mug", "quantity": 2, "unit_price": "9.50"},
+            {"sku": "tee", "quantity": 1, "unit_price": "20.00"},
+        ],
+        "shipping_address": dict(ADDRESS),
+    }
+    payload.update(overrides)
+    return payload
 
 
 class OrderFactory(DjangoModelFactory[Order]):

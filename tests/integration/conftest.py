@@ -10,9 +10,7 @@ from participants.notifications.models import Notification
 from participants.orders.models import Order, OrderStatus
 from participants.payments.models import Account, Payment, Refund
 from participants.shipping.models import Shipment, ShipmentStatus
-from tests.factories import AccountFactory, DeliveryZoneFactory, StockItemFactory
-
-ADDRESS = {"country": "NL", "city": "Amsterdam", "line1": "Damrak 1", "postal_code": "1012 LG"}
+from tests.factories import AccountFactory, DeliveryZoneFactory, StockItemFactory, order_payload
 
 
 class Shop:
@@ -23,17 +21,7 @@ class Shop:
         DeliveryZoneFactory(country="NL")
 
     def payload(self, **overrides: Any) -> dict[str, Any]:
-        payload = {
-            "customer_email": "ada@example.com",
-            "account_id": self.account.pk,
-            "lines": [
-                {"sku": "mug", "quantity": 2, "unit_price": "9.50"},
-                {"sku": "tee", "quantity": 1, "unit_price": "20.00"},
-            ],
-            "shipping_address": dict(ADDRESS),
-        }
-        payload.update(overrides)
-        return payload
+        return order_payload(**{"account_id": self.account.pk, **overrides})
 
 
 def ledger() -> dict[str, Any]:

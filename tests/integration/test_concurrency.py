@@ -12,8 +12,7 @@ from participants.orders.models import Order, OrderStatus
 from participants.payments.models import Account, CardStatus, Payment, Refund
 from sagas.models import SagaRun
 from sagas.states import RunStatus, StepStatus
-from tests.factories import AccountFactory, DeliveryZoneFactory, StockItemFactory
-from tests.integration.conftest import ADDRESS
+from tests.factories import ADDRESS, AccountFactory, DeliveryZoneFactory, StockItemFactory
 from tests.worker import SETTLED, WorkerProcess, wait_until
 
 RUNS = 200

@@ -23,19 +23,12 @@ from sagas.masking import MASK
 from sagas.models import SagaEvent, SagaRun
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.conftest import reset_breakers
-from tests.factories import SagaRunFactory
+from tests.factories import COMPENSATION_FAILED, SagaRunFactory
 
 pytestmark = pytest.mark.django_db
 
 ROOT = Path(__file__).resolve().parents[2]
 
-COMPENSATION_FAILED = {
-    "create_order": StepStatus.COMPENSATED,
-    "reserve_stock": StepStatus.COMPENSATED,
-    "charge_payment": StepStatus.COMPENSATION_FAILED,
-    "schedule_shipment": StepStatus.FAILED,
-    "send_confirmation": StepStatus.SKIPPED,
-}
 
 
 def run_command(*args: str, **options: Any) -> str:

@@ -10,18 +10,11 @@ import sagas
 from sagas import services
 from sagas.models import SagaEvent
 from sagas.states import EventType, RunStatus, StepStatus
-from tests.factories import SagaRunFactory
+from tests.factories import COMPENSATION_FAILED, SagaRunFactory
 from tests.metrics import publishes
 
 pytestmark = pytest.mark.django_db
 
-COMPENSATION_FAILED = {
-    "create_order": StepStatus.COMPENSATED,
-    "reserve_stock": StepStatus.COMPENSATED,
-    "charge_payment": StepStatus.COMPENSATION_FAILED,
-    "schedule_shipment": StepStatus.FAILED,
-    "send_confirmation": StepStatus.SKIPPED,
-}
 
 
 @pytest.mark.parametrize(
