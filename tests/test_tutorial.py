@@ -1,0 +1,113 @@
+"""docs/tutorial.md followed literally in a new Django project in a temporary directory: its files written as
+shown, its commands run, and its tests passing on a real worker started by sagas.testing's fixture."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TUTORIAL = ROOT / "docs" / "tutorial.md"
+BLOCK = re.compile(r"<!-- (file|append): (?P<path>\S+) -->\n```\w*\n(?P<body>.*?)```", re.DOTALL)
+CONSOLE = re.compile(r"```console\n(?P<body>.*?)```", re.DOTALL)
+
+pytestmark = pytest.mark.worker  # the tutorial's own tests start a worker
+
+
+def tutorial_files() -> list[tuple[str, str, str]]:
+    return [(m.group(1), m.group("path"), m.group("body")) for m in BLOCK.finditer(TUTORIAL.read_text())]
+
+
+def tutorial_commands() -> list[str]:
+    commands = []
+    for block in CONSOLE.finditer(TUTORIAL.read_text()):
+        commands += [line[2:].split("  #")[0].strip() for line in block.group("body").splitlines() if line[:2] == "$ "]
+    return commands
+
+
+def test_the_tutorial_has_what_this_test_follows() -> None:
+    assert [path for _, path, _ in tutorial_files()] == [
+        "shopsite/celery.py", "shopsite/__init__.py", "shopsite/settings.py", "shop/models.py", "shop/sagas.py",
+        "pyproject.toml", "conftest.py", "shop/tests.py",
+    ]  # fmt: skip
+    assert tutorial_commands()[0] == "django-admin startproject shopsite ."
+
+
+def build_wheel(tmp_path: Path) -> Path:
+    """The framework as a user installs it: a wheel built from a copy of the package (not this checkout)."""
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copytree(ROOT / "sagas", source / "sagas", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    wheels = tmp_path / "wheels"
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)], cwd=tmp_path)
+    (wheel,) = wheels.glob("django_celery_sagas-*.whl")
+    return wheel
+
+
+def run(argv: list[str] | str, *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    done = subprocess.run(
+        argv, cwd=cwd, env=env, shell=isinstance(argv, str), capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, f"{argv} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+def test_the_tutorial_gives_a_saga_that_completes_on_a_real_worker(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    site = tmp_path / "site-packages"  # where `pip install` puts the framework; the rest is this venv's
+    database = f"tutorial_{uuid.uuid4().hex[:8]}"
+    queue = f"tutorial-{uuid.uuid4().hex[:8]}"
+    own = ("DJANGO_", "CELERY_", "SAGAS_", "TEST_", "PROMETHEUS_")  # this suite's settings, not the new project's
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(own)},
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(site),  # not this checkout: the framework must come from the installed wheel
+        "SHOP_DB": database,
+        "SHOP_QUEUE": queue,
+        "REDIS_URL": "redis://127.0.0.1:6379/15",
+    }
+    files = tutorial_files()
+    written = 0
+    output = ""
+    try:
+        for command in tutorial_commands():
+            if command.startswith("pip install django-celery-sagas"):
+                run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                     str(build_wheel(tmp_path))], cwd=project)  # fmt: skip
+            elif command.startswith("createdb"):
+                run(command.replace(" shop", f" {database}"), cwd=project, env=env)
+            elif command.startswith("celery -A shopsite worker"):
+                continue  # a long-running process: the tests below start their own, through the fixture
+            elif command.startswith("pytest "):
+                # The tutorial's tests: their worker is started by sagas.testing's fixture.
+                pytest_command = command.replace("pytest ", "python -m pytest -p no:cacheprovider -q ")
+                output = run(pytest_command, cwd=project, env=env)
+            else:
+                run(command, cwd=project, env=env)
+            if command.startswith("python manage.py startapp"):
+                # The tutorial's files, once the project and app they go into exist.
+                for kind, path, body in files:
+                    target = project / path
+                    if kind == "append":
+                        target.write_text(target.read_text() + "\n" + body)
+                    else:
+                        target.write_text(body)
+                    written += 1
+        assert written == len(files)
+        assert "4 passed" in output, output
+    finally:
+        subprocess.run(
+            ["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", database],
+            capture_output=True,
+            check=False,
+        )
