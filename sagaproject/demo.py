@@ -209,6 +209,7 @@ def run(config: Config, supervisor: Supervisor) -> int:
     print("\n".join(lines))
     ok = all_settled and all(run.as_expected for run in runs)
     print(f"metrics:      {config.web_url}/metrics")
+    print(f"REST API:     {config.web_url}/api/docs/   (token: manage.py drf_create_token {demo_batch.ADMIN_USERNAME})")
     print("\nevery run reached its expected status" if ok else "\nSOME RUNS DID NOT REACH THEIR EXPECTED STATUS")
     if config.once:
         return 0 if ok else 1

@@ -47,3 +47,4 @@ def test_demo_once_plays_every_scenario_and_exits_zero(tmp_path: Path) -> None:
     assert "charge_payment: card_declined" in out
     assert "schedule_shipment: unserviceable_address" in out
     assert "awaits a person" in out
+    assert "/api/docs/" in out  # where the REST API is
