@@ -19,6 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 import sagas
+from sagas import services
 from sagas.api.errors import api_exception
 from sagas.api.parsers import JSONBodyParser
 from sagas.api.permissions import HasModelPermission
@@ -147,15 +148,18 @@ class StartRunView(SagaAPIView):
         except sagas.UnknownSaga as exc:
             raise NotFound(str(exc)) from None
         data = validated(StartRunSerializer, request.data)
-        key = data.get("idempotency_key")
-        # Whether this request created the run: start() answers an existing run the same way. Two first
-        # requests racing with one key may both be told 201; both get the same run.
-        existed = key is not None and SagaRun.objects.filter(idempotency_key=key).exists()
-        run = saga.start(data["payload"], idempotency_key=key, correlation_id=data.get("correlation_id"))
+        # The service says whether this request stored the run: of two first requests racing with one key,
+        # one is told 201 and the other 200, for the same run.
+        run, created = services.run_start_or_existing(
+            saga=saga,
+            payload=data["payload"],
+            idempotency_key=data.get("idempotency_key"),
+            correlation_id=data.get("correlation_id"),
+        )
         location = request.build_absolute_uri(reverse("sagas-api:run-detail", args=[run.pk]))
         return Response(
             RunDetailSerializer(run_with_history(run.pk)).data,
-            status=status.HTTP_200_OK if existed else status.HTTP_201_CREATED,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
             headers={"Location": location},
         )
 

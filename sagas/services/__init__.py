@@ -15,6 +15,7 @@ from sagas.services.runs import (
     run_complete,
     run_on_step_failure,
     run_start,
+    run_start_or_existing,
 )
 from sagas.services.steps import AttemptOutcome, record_breaker_change, step_claim, step_fail_attempt, step_succeed
 
@@ -37,6 +38,7 @@ __all__ = [
     "run_resolve",
     "run_retry",
     "run_start",
+    "run_start_or_existing",
     "saga_for",
     "step_claim",
     "step_fail_attempt",

@@ -70,6 +70,21 @@ def run_start(
     correlation_id: str | None = None,
 ) -> SagaRun:
     """Store a pending run with its steps and SagaStarted event in one transaction; dispatch on commit."""
+    run, _ = run_start_or_existing(
+        saga=saga, payload=payload, idempotency_key=idempotency_key, correlation_id=correlation_id
+    )
+    return run
+
+
+def run_start_or_existing(
+    *,
+    saga: type[Saga],
+    payload: Mapping[str, Any] | None,
+    idempotency_key: str | None = None,
+    correlation_id: str | None = None,
+) -> tuple[SagaRun, bool]:
+    """``run_start``, and whether this call stored the run (False: the idempotency key's existing run, also
+    when another process stored it between our check and our insert)."""
     if payload is None:
         payload = {}
     if not isinstance(payload, Mapping):
@@ -81,7 +96,7 @@ def run_start(
     if idempotency_key is not None:
         existing = _existing_run(saga, stored, idempotency_key)
         if existing is not None:
-            return existing
+            return existing, False
     definition = definition_sync(saga=saga)
     try:
         with transaction.atomic():
@@ -91,8 +106,8 @@ def run_start(
         existing = _existing_run(saga, stored, idempotency_key) if idempotency_key else None
         if existing is None:
             raise
-        return existing
-    return run
+        return existing, False
+    return run, True
 
 
 def _existing_run(saga: type[Saga], payload: dict[str, Any], key: str) -> SagaRun | None:

@@ -124,3 +124,21 @@ def test_changed_steps_under_the_same_version_are_refused_with_bump_version() ->
     with pytest.raises(sagas.DefinitionChanged, match="Bump `version`"):
         PlaceOrder.start({})
     assert not SagaRun.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_of_two_racing_starts_with_one_key_exactly_one_says_it_stored_the_run(run_concurrently) -> None:
+    from sagas import services
+
+    payload = {"customer_email": "ada@example.com", "account_id": 1, "lines": []}
+    PlaceOrder.start({"warm": "up"})  # the definition row exists: both racers go straight to the insert
+
+    def start() -> tuple[SagaRun, bool]:
+        return services.run_start_or_existing(saga=PlaceOrder, payload=payload, idempotency_key="race-1")
+
+    results = run_concurrently(start, start)
+
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sorted(created for _, created in results) == [False, True]
+    assert results[0][0].pk == results[1][0].pk
+    assert SagaRun.objects.filter(idempotency_key="race-1").count() == 1
