@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery.canvas import Signature
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -101,15 +101,14 @@ def append_event(
                 run_values=updates,
                 expect_status=expect_status,
                 step=step_change,
-                event={name: getattr(event, name) for name in _statement.EVENT_COLUMNS},
+                event=_statement.event_columns(event),
                 cause=cause,
             )
         except _statement.GuardFailed:
             raise _guard_failure(run, expect_status, step_change, step) from None
         for name in ("lock_version", *updates):
             setattr(run, name, written.run[name])
-        event.pk, event.seq, event.causation_id = written.event_id, run.lock_version, written.causation_id
-        event._state.adding, event._state.db = False, connection.alias
+        _statement.stored_event(written, event)
     else:
         if step_change is not None:
             _update_step(run, step, step_change)

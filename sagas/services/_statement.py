@@ -184,6 +184,18 @@ def _run_columns(raw: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def event_columns(event: SagaEvent) -> dict[str, Any]:
+    """The values ``write`` inserts from an unsaved event (run_id, seq and correlation_id come from the run row)."""
+    return {name: getattr(event, name) for name in EVENT_COLUMNS}
+
+
+def stored_event(written: Written, event: SagaEvent) -> SagaEvent:
+    """``event`` as ``write`` stored it: its id, its seq (the run's new lock_version) and its cause."""
+    event.pk, event.seq, event.causation_id = written.event_id, written.run["lock_version"], written.causation_id
+    event._state.adding, event._state.db = False, connection.alias
+    return event
+
+
 def run_from(values: dict[str, Any]) -> SagaRun:
     """A SagaRun instance of the row ``write`` returned, as if loaded from the database."""
     names = [f.attname for f in SagaRun._meta.concrete_fields]

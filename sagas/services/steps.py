@@ -181,8 +181,8 @@ def step_succeed(
             saga = saga_for(run)
             if saga.is_graph():
                 _start_unblocked(run, saga, step)
-            elif not run.steps.exclude(status=StepStatus.SUCCEEDED).exists():
-                _complete(run, succeeded)
+            else:
+                run_complete_locked(run, last_success=succeeded)
         return run.status in (RunStatus.EXECUTING, RunStatus.COMPLETED)
 
 
@@ -195,22 +195,19 @@ def _succeed_claimed(
     now = timezone.now()
     data = {"from": StepStatus.RUNNING, "to": StepStatus.SUCCEEDED, "attempt": attempt, "late": False, "output": output}
     values = {"status": StepStatus.SUCCEEDED, **stamp_step(StepStatus.SUCCEEDED, None, now), "output": output}
+    event = SagaEvent(run_id=run_id, type=EventType.STEP_SUCCEEDED, step=step, data=data, created_at=now)
     written = _statement.write(
         run_id,
         run_values={"updated_at": now},
         expect_status=RunStatus.EXECUTING,
         step=_statement.StepChange(step_id, StepStatus.RUNNING, {**values, "error": None}, attempts=attempt),
-        event={"type": EventType.STEP_SUCCEEDED, "step": step, "data": data, "actor": "", "created_at": now},
+        event=_statement.event_columns(event),
         cause=_statement.Cause(id=cause),
         count_unfinished=True,
     )
     run = _statement.run_from(written.run)
-    event = SagaEvent(
-        pk=written.event_id, run_id=run.pk, seq=run.lock_version, correlation_id=run.correlation_id,
-        causation_id=written.causation_id, type=EventType.STEP_SUCCEEDED, step=step, data=data, created_at=now,
-    )  # fmt: skip
-    event._state.adding = False
-    eventlog.after_append(run, event)
+    event.correlation_id = run.correlation_id
+    eventlog.after_append(run, _statement.stored_event(written, event))
     if seconds is not None:
         metrics.step_succeeded(run.saga_name, step, seconds)
     saga = saga_for(run)
@@ -242,13 +239,14 @@ def _start_unblocked(run: SagaRun, saga: type[Saga], succeeded_step: str) -> Non
             publish_step(run, saga, name, attempt=1)
 
 
-def run_complete_locked(run: SagaRun) -> bool:
-    """Mark a locked executing run completed when all its steps succeeded; False if it was not ready."""
+def run_complete_locked(run: SagaRun, *, last_success: SagaEvent | None = None) -> bool:
+    """Mark a locked executing run completed when all its steps succeeded; False if it was not ready.
+    ``last_success``: the StepSucceeded it follows from, when the caller just wrote it (else looked up)."""
     if run.status != RunStatus.EXECUTING:
         return False
     if run.steps.exclude(status=StepStatus.SUCCEEDED).exists():
         return False
-    _complete(run, last_event(run, EventType.STEP_SUCCEEDED))
+    _complete(run, last_success or last_event(run, EventType.STEP_SUCCEEDED))
     return True
 
 
