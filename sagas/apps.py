@@ -11,8 +11,10 @@ from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 from django.utils.module_loading import autodiscover_modules
 
-# Set by sagas.testing's SagaWorker for the worker it starts: {"alias": "name of the test database"}.
+# Set by sagas.testing's SagaWorker for the worker it starts: {"alias": "name of the test database"}, read here;
+# and "1" in the second, read by the runner, which then applies the failures run_saga planned.
 DATABASES_VARIABLE = "SAGAS_TESTING_DATABASES"
+FAULTS_VARIABLE = "SAGAS_TESTING_FAULTS"
 
 
 class SagasConfig(AppConfig):

@@ -3,6 +3,7 @@ circuit breaker, record the result."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,13 +11,17 @@ from enum import StrEnum
 from typing import Any
 
 from sagas import breakers, engine, services
+from sagas.apps import FAULTS_VARIABLE
 from sagas.conf import sagas_settings
 from sagas.definitions import StepContext, StepFunction
 from sagas.exceptions import AttemptsExhausted, CircuitOpen
 from sagas.jsonsafe import json_copy
 from sagas.retry import RetryPolicy, describe_failure
 from sagas.services import AttemptOutcome, ClaimOutcome
-from sagas.testing import faults
+
+# Only a worker that sagas.testing started applies the failures a test planned; no other process loads the
+# testing package, and the check is read once per process.
+INJECT_PLANNED_FAULTS = os.environ.get(FAULTS_VARIABLE) == "1"
 
 
 class Outcome(StrEnum):
@@ -49,7 +54,9 @@ def execute_step(*, run_id: str, step: str, task_id: str) -> Result:
     policy = declared.retry or sagas_settings.default_retry
     started = time.monotonic()
     try:
-        if faults.ACTIVE:  # a worker started by sagas.testing: failures a test planned for this run
+        if INJECT_PLANNED_FAULTS:
+            from sagas.testing import faults
+
             faults.inject(claim.context)
         raw = call_guarded(declared.action, claim.context, declared.service)
         seconds = time.monotonic() - started

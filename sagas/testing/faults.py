@@ -1,9 +1,8 @@
 """Failures run_saga plans for a run and the worker's runner injects into its steps: a business refusal, N
-transient failures, or a timeout on every attempt. Active only in workers started by SagaWorker."""
+transient failures, or a timeout on every attempt. Used only in workers started by SagaWorker (sagas.runner)."""
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Mapping
@@ -16,8 +15,6 @@ from sagas.conf import sagas_settings
 from sagas.definitions import Saga, StepContext
 from sagas.exceptions import StepFailed, TransientError
 
-# Read once per process: a production worker never looks a plan up.
-ACTIVE = os.environ.get("SAGAS_TESTING_FAULTS") == "1"
 PLAN_SECONDS = 3600  # a plan outlives any test run that uses it
 KINDS = re.compile(r"^(business|timeout|transient:(?P<times>[1-9][0-9]*))$")
 

@@ -16,14 +16,12 @@ from celery import current_app
 from django.conf import settings
 from django.db import connections
 
-from sagas.apps import DATABASES_VARIABLE
+from sagas.apps import DATABASES_VARIABLE, FAULTS_VARIABLE
 from sagas.conf import sagas_settings
 
 # Generous: only keeps a broken worker from hanging a suite, measures nothing.
 START_TIMEOUT = 90.0
 
-# Set for the worker it starts; the sagas app reads the first when Django starts there, the runner the second.
-FAULTS_VARIABLE = "SAGAS_TESTING_FAULTS"  # "1": the runner applies the failures run_saga planned
 
 
 def test_queues() -> list[str]:
