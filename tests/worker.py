@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import connection
 
 from sagas.models import SagaRun
+from sagas.testing import runs
 from sagas.testing.runs import SETTLED
 from sagas.testing.worker import SagaWorker
 
@@ -46,14 +47,7 @@ def wait_for_run(
 ) -> SagaRun:
     """Poll the database until the run reaches one of ``statuses``; fail with the worker log if not."""
     run_id = run.pk if isinstance(run, SagaRun) else run
-    deadline = time.monotonic() + timeout
-    while True:
-        current = SagaRun.objects.get(pk=run_id)
-        if current.status in statuses:
-            return current
-        if time.monotonic() > deadline:
-            pytest.fail(f"run {run_id} is still {current.status} after {timeout}s.\n{worker.log_tail()}")
-        time.sleep(0.05)
+    return runs.wait_for_run(run_id, statuses=statuses, timeout=timeout, worker=worker)
 
 
 def wait_until(predicate: Callable[[], bool], worker: SagaWorker, what: str, timeout: float = RUN_TIMEOUT) -> None:

@@ -45,6 +45,23 @@ class SagaOutcome:
         return [(event.type, event.step) for event in self.events]
 
 
+def wait_for_run(
+    run_id: Any, *, statuses: frozenset[str] = SETTLED, timeout: float = RUN_TIMEOUT, worker: SagaWorker | None = None
+) -> SagaRun:
+    """Poll the run until its status is one of ``statuses``; AssertionError with the end of the worker's log
+    (``worker``, else the saga_worker fixture's) if it is not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = SagaRun.objects.get(pk=run_id)
+        if current.status in statuses:
+            return current
+        if time.monotonic() > deadline:
+            worker = worker or (current_worker[-1] if current_worker else None)
+            log = worker.log_tail() if worker else "(no saga_worker fixture: is one running?)"
+            raise AssertionError(f"saga run {run_id} is still {current.status} after {timeout}s. Worker log:\n{log}")
+        time.sleep(0.05)
+
+
 def run_saga(
     saga: type[Saga],
     payload: Mapping[str, Any] | None = None,
@@ -65,15 +82,7 @@ def run_saga(
     with transaction.atomic():  # published when this commits: after the plan is where the worker looks
         run = saga.start(payload, idempotency_key=idempotency_key)
         faults.plan(run.pk, plan)
-    deadline = time.monotonic() + timeout
-    while True:
-        current = SagaRun.objects.get(pk=run.pk)
-        if current.status in SETTLED:
-            break
-        if time.monotonic() > deadline:
-            log = current_worker[-1].log_tail() if current_worker else "(no saga_worker fixture: is one running?)"
-            raise AssertionError(f"saga run {run.pk} is still {current.status} after {timeout}s. Worker log:\n{log}")
-        time.sleep(0.05)
+    current = wait_for_run(run.pk, timeout=timeout)
     return SagaOutcome(
         run=current,
         steps=list(current.steps.order_by("index")),
