@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import uuid
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -39,6 +40,9 @@ class BreakerSettings:
     window: float = 60.0
     recovery_timeout: float = 30.0  # seconds an open breaker waits before letting probes through
     half_open_max_calls: int = 1  # probes allowed at once while half-open
+    # Calls refused by the breaker come back when it may let them through, each at a random moment within
+    # this many seconds after that, so the waiters of one service do not all arrive at once.
+    retry_spread: float = 5.0
 
     def problems(self) -> list[str]:
         problems = []
@@ -50,7 +54,14 @@ class BreakerSettings:
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 problems.append(f"{name} must be a positive number of seconds, got {value!r}")
+        if not isinstance(self.retry_spread, int | float) or self.retry_spread < 0:
+            problems.append(f"retry_spread must be a number of seconds >= 0, got {self.retry_spread!r}")
         return problems
+
+    def refusal_delay(self, wait: float, rng: random.Random | None = None) -> float:
+        """When a refused call comes back: once the breaker may let it through (``wait`` seconds), plus a
+        random share of ``retry_spread``."""
+        return round(max(wait, 0.0) + (rng or random).uniform(0, self.retry_spread), 3)
 
 
 BREAKER_FIELDS = frozenset(f.name for f in fields(BreakerSettings))
@@ -89,7 +100,9 @@ if state == 'half_open' then
   -- a probe whose worker died never reports back: it stops counting after the recovery timeout
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tostring(now - recovery))
   if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[2]) then
-    return {'deny', tostring(recovery), state, change}
+    -- busy probing: come back when the oldest probe has reported, or stopped counting at the latest
+    local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+    return {'deny', tostring(tonumber(oldest[2]) + recovery - now), state, change}
   end
   redis.call('ZADD', KEYS[3], tostring(now), ARGV[3])
   redis.call('EXPIRE', KEYS[3], math.ceil(recovery * 2))
@@ -150,7 +163,8 @@ return {h[1] or 'closed', redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS
 
 @dataclass(frozen=True, slots=True)
 class Permit:
-    """The breaker's answer to one call: go ahead (perhaps as a probe), or wait ``wait`` seconds."""
+    """The breaker's answer to one call: go ahead (perhaps as a probe), or wait ``wait`` seconds: until an
+    open breaker lets a probe through, or until the probe of a half-open one stops counting."""
 
     allowed: bool
     probe: bool

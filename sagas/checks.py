@@ -71,6 +71,9 @@ def check_sagas_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
             breaker_settings(service)
         except (ImproperlyConfigured, TypeError) as exc:
             errors.append(Error(str(exc), id="sagas.E003"))
+    wait = sagas_settings.CIRCUIT_WAIT
+    if not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0:
+        errors.append(Error(f"SAGAS['CIRCUIT_WAIT'] must be a number of seconds >= 0, got {wait!r}.", id="sagas.E002"))
     return errors
 
 

@@ -39,7 +39,11 @@ DEFAULTS: dict[str, Any] = {
         "window": 60.0,
         "recovery_timeout": 30.0,  # an open breaker lets probes through after this many seconds
         "half_open_max_calls": 1,  # probes at once while half-open
+        "retry_spread": 5.0,  # refused calls come back spread at random over this many seconds
     },
+    # Seconds a forward step waits for its service's open circuit before it fails with circuit_open (the run
+    # compensates); Step(circuit_wait=...) overrides it. Compensations wait for their circuit without limit.
+    "CIRCUIT_WAIT": 300.0,
     # Per-service changes to BREAKER, e.g. {"payments": {"failure_threshold": 3}}.
     "BREAKERS": {},
     # Redis that holds breaker state; None: the REDIS_URL setting, else the broker if it is Redis.

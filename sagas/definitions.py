@@ -49,6 +49,9 @@ class Step:
     name: str = ""
     service: str | None = None  # the remote service it calls (for logs, breakers, the admin)
     timeout: float | None = None  # seconds; becomes the task's soft time limit
+    # Seconds the action waits for its service's open circuit before failing with circuit_open (None:
+    # SAGAS["CIRCUIT_WAIT"]). Refused calls are not attempts; a compensation waits for its circuit without limit.
+    circuit_wait: float | None = None
     retry: RetryPolicy | None = None  # None: SAGAS["DEFAULT_RETRY"]
     compensation_retry: RetryPolicy | None = None  # None: SAGAS["DEFAULT_COMPENSATION_RETRY"]
     depends_on: Sequence[str] = field(default=())  # names of earlier steps; stored as a tuple
@@ -80,6 +83,9 @@ class Step:
             not isinstance(self.timeout, int | float) or isinstance(self.timeout, bool) or self.timeout <= 0
         ):
             problems.append(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+        wait = self.circuit_wait
+        if wait is not None and (not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0):
+            problems.append(f"circuit_wait must be a number of seconds >= 0, got {self.circuit_wait!r}")
         for attr in ("retry", "compensation_retry"):
             policy = getattr(self, attr)
             if policy is not None and not isinstance(policy, RetryPolicy):
@@ -115,6 +121,7 @@ class Step:
             # Only when set: a spec without them keeps the hash it had before they existed.
             **({"irreversible": True} if self.irreversible is True else {}),
             **({"read_only": True} if self.read_only is True else {}),
+            **({"circuit_wait": self.circuit_wait} if self.circuit_wait is not None else {}),
         }
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 from sagas.conf import sagas_settings
 from sagas.models import SagaRun, SagaStepRun
 from sagas.registry import get_saga
-from sagas.selectors import humanize_seconds
+from sagas.selectors import circuit_call, humanize_seconds
 from sagas.states import ACTIVE_RUN_STATES, EventType, RunStatus, StepStatus
 
 
@@ -56,6 +56,7 @@ def diagnose(run: SagaRun, *, now: datetime | None = None, check_workers: bool =
     findings += _exhausted_compensations(run, steps)
     if run.status in ACTIVE_RUN_STATES:
         findings += _over_timeout(run, steps, saga, now)
+        findings += _circuit_waits(run, steps, saga, now)
         findings += _open_breakers(steps, saga)
         findings += _stale(run, now)
         if check_workers:
@@ -92,8 +93,8 @@ def _limit(step: SagaStepRun, saga: Any) -> float | None:
 def _over_timeout(run: SagaRun, steps: list[SagaStepRun], saga: Any, now: datetime) -> list[Finding]:
     found = []
     for step in steps:
-        if step.status not in (StepStatus.RUNNING, StepStatus.COMPENSATING):
-            continue
+        if step.status not in (StepStatus.RUNNING, StepStatus.COMPENSATING) or step.circuit_waiting_since:
+            continue  # not running, or not called yet: waiting for its circuit (see _circuit_waits)
         kinds = [EventType.STEP_STARTED] if step.status == StepStatus.RUNNING else [EventType.COMPENSATION_STARTED]
         started = (
             run.events.filter(type__in=kinds, step=step.name).order_by("-seq").values_list("created_at", flat=True)
@@ -113,6 +114,37 @@ def _over_timeout(run: SagaRun, steps: list[SagaStepRun], saga: Any, now: dateti
                     "it, and the reaper runs it again once its hard limit and the lease have passed.",
                 )
             )
+    return found
+
+
+def _circuit_waits(run: SagaRun, steps: list[SagaStepRun], saga: Any, now: datetime) -> list[Finding]:
+    """Steps whose action or compensation the service's open breaker keeps refusing: not attempts, they wait."""
+    found = []
+    for step in steps:
+        if step.circuit_waiting_since is None:
+            continue
+        declared = saga.step(step.name) if saga is not None else None
+        service = declared.service if declared is not None else "?"
+        waited = (now - step.circuit_waiting_since).total_seconds()
+        what = circuit_call(step)
+        summary = (
+            f"The {what} of step {step.name!r} is waiting on an open circuit: the breaker of service {service!r} "
+            f"refused it {step.circuit_refusals} time(s); it has waited {humanize_seconds(waited)}."
+        )
+        if what == "compensation":
+            summary += " A compensation waits without limit and spends no attempt while it does."
+        else:
+            limit = declared.circuit_wait if declared is not None and declared.circuit_wait is not None else None
+            limit = float(limit if limit is not None else sagas_settings.CIRCUIT_WAIT)
+            summary += f" It fails with circuit_open once it has waited {humanize_seconds(limit)} (circuit_wait)."
+        found.append(
+            Finding(
+                "circuit_wait",
+                summary,
+                f"Check {service}; once it is healthy the breaker's next probe closes it, or "
+                f"`manage.py saga_breakers --reset {service}` lets calls through at once.",
+            )
+        )
     return found
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound
 from sagas.retry import failure_summary
-from sagas.states import EventType, RunStatus, StepStatus, stamp_run, stamp_step
+from sagas.states import BREAKER_EVENTS, EventType, RunStatus, StepStatus, stamp_run, stamp_step
 
 if TYPE_CHECKING:
     from sagas.models import SagaEvent, SagaRun
@@ -51,8 +51,18 @@ STEP_FIELDS = (
     "started_at",
     "finished_at",
     "compensated_at",
+    "circuit_refusals",
+    "circuit_waiting_since",
 )
-TIMESTAMPS = {"deadline", "created_at", "started_at", "finished_at", "updated_at", "compensated_at"}
+TIMESTAMPS = {
+    "deadline",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "compensated_at",
+    "circuit_waiting_since",
+}
 FAILURES = {
     EventType.STEP_ATTEMPT_FAILED,
     EventType.STEP_FAILED,
@@ -82,6 +92,8 @@ class StepState:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     compensated_at: datetime | None = None
+    circuit_refusals: int = 0
+    circuit_waiting_since: datetime | None = None
 
 
 @dataclass
@@ -144,10 +156,17 @@ class RunState:
         self.steps = {name: StepState(index=index) for index, name in enumerate(data["steps"])}
 
     def _apply_to_step(self, step: StepState, type: str, name: str, data: dict[str, Any], at: datetime) -> None:
+        if type in BREAKER_EVENTS:
+            return  # the service's breaker moved; the step did not
         if "to" in data:
             step.status = data["to"]
+            step.circuit_waiting_since = None  # any transition ends a wait on the circuit
             for column, value in stamp_step(data["to"], step.started_at, at).items():
                 setattr(step, column, value)
+        if type == EventType.CIRCUIT_REFUSED:
+            step.circuit_refusals += 1
+            step.circuit_waiting_since = datetime.fromisoformat(data["waiting_since"])
+            step.failures = [*step.failures, data["failure"]]
         if type == EventType.STEP_STARTED:
             step.attempts += 1
             step.task_id = data.get("task_id", step.task_id)
@@ -195,8 +214,9 @@ class RunState:
     @classmethod
     def from_json(cls, run_id: uuid.UUID, state: dict[str, Any]) -> RunState:
         loaded = cls(id=run_id, **{name: _load(name, state[name]) for name in RUN_FIELDS})
+        # A snapshot taken before a column existed lacks it: the column's default is what the fold had then.
         loaded.steps = {
-            name: StepState(**{f.name: _load(f.name, values[f.name]) for f in fields(StepState)})
+            name: StepState(**{f.name: _load(f.name, values[f.name]) for f in fields(StepState) if f.name in values})
             for name, values in state["steps"].items()
         }
         return loaded

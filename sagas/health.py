@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from sagas.conf import sagas_settings
 from sagas.models import SagaRun, SagaStepRun
-from sagas.selectors import awaiting_person, humanize_seconds, stuck
+from sagas.selectors import awaiting_person, circuit_call, humanize_seconds, stuck, waiting_on_circuit
 from sagas.states import RunStatus, StepStatus
 
 FINISHED = (RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.FAILED, RunStatus.CANCELLED)
@@ -40,6 +40,8 @@ class HealthReport:
     failures_by_step: list[dict[str, Any]] = field(default_factory=list)
     failures_by_class: dict[str, int] = field(default_factory=dict)
     breakers: list[dict[str, Any]] = field(default_factory=list)
+    # Steps whose action or compensation waits for an open circuit breaker, longest wait first.
+    circuit_waits: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -92,6 +94,7 @@ def health_report(*, window_hours: float | None = None, now: datetime | None = N
     )
     _failures(report, since)
     report.breakers = _breakers()
+    report.circuit_waits = _circuit_waits(now)
     report.alerts = _alerts(report, now)
     return report
 
@@ -112,8 +115,28 @@ def _failures(report: HealthReport, since: datetime) -> None:
     classes: Counter[str] = Counter()
     attempts = SagaStepRun.objects.filter(run__created_at__gte=since).exclude(failures=[])
     for failures in attempts.values_list("failures", flat=True).iterator():
-        classes.update(f.get("class", "unknown") for f in failures)
+        # A call the breaker refused was not an attempt (see circuit_waits).
+        classes.update(f.get("class", "unknown") for f in failures if f.get("kind") != "circuit_open")
     report.failures_by_class = dict(classes.most_common())
+
+
+def _circuit_waits(now: datetime, limit: int = 100) -> list[dict[str, Any]]:
+    waits = []
+    for step in waiting_on_circuit().select_related("run").order_by("circuit_waiting_since")[:limit]:
+        since = step.circuit_waiting_since
+        assert since is not None  # the selector's filter
+        waits.append(
+            {
+                "run": str(step.run_id),
+                "saga": step.run.saga_name,
+                "step": step.name,
+                "call": circuit_call(step),
+                "since": since.isoformat(),
+                "seconds": round((now - since).total_seconds(), 1),
+                "refusals": step.circuit_refusals,
+            }
+        )
+    return waits
 
 
 def _breakers() -> list[dict[str, Any]]:

@@ -88,6 +88,12 @@ REDRIVES = Counter(
     "of a stuck run), by what was done.",
     ["saga", "action"],
 )
+CIRCUIT_REFUSALS = Counter(
+    "sagas_circuit_refusals",
+    'Calls of step actions (kind="action") and compensations (kind="compensation") that an open circuit breaker '
+    "refused: not attempts, they spend no retry budget; the call is asked again once the breaker may let it through.",
+    ["saga", "step", "kind"],
+)
 RECEIVER_DELIVERIES = Counter(
     "sagas_receiver_deliveries",
     'Saga messages delivered to receivers (@sagas.on), by what became of each delivery: "received" (the effect '
@@ -142,6 +148,15 @@ def attempt_failed(saga: str, step: str, *, kind: str, error: Mapping[str, Any],
         ATTEMPT_FAILURES.labels(**labels, retried="true" if retried else "false").inc()
 
     _on_commit(count_attempt_failure)
+
+
+def circuit_refused(saga: str, step: str, kind: str) -> None:
+    """A call of a step's action or compensation (``kind``) refused by its service's open breaker."""
+
+    def count_circuit_refusal() -> None:
+        CIRCUIT_REFUSALS.labels(saga=saga, step=step, kind=kind).inc()
+
+    _on_commit(count_circuit_refusal)
 
 
 def compensation_gave_up(saga: str, step: str) -> None:
@@ -224,6 +239,59 @@ class OutboxBacklogCollector:
         )
 
 
+class CircuitWaitCollector:
+    """``sagas_circuit_waiting_steps`` and ``sagas_circuit_wait_longest_seconds``: steps whose action or
+    compensation waits for an open circuit breaker, and the longest such wait, by kind, read at each scrape."""
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        from django.db.models import Count, Min
+        from django.utils import timezone
+
+        from sagas.selectors import waiting_on_circuit
+        from sagas.states import StepStatus
+
+        try:
+            rows = (
+                waiting_on_circuit()
+                .order_by()
+                .values_list("status")
+                .annotate(steps=Count("pk"), since=Min("circuit_waiting_since"))
+            )
+            waits = {"action": (0, None), "compensation": (0, None)}
+            for status, steps, since in rows:
+                kind = "compensation" if status == StepStatus.COMPENSATING else "action"
+                count, earliest = waits[kind]
+                waits[kind] = (count + steps, since if earliest is None or since < earliest else earliest)
+        except DatabaseError:
+            logger.exception("metrics: could not count the steps waiting on a circuit; the gauges are left out")
+            return
+        now = timezone.now()
+        waiting, longest = self._families()
+        for kind, (count, earliest) in sorted(waits.items()):
+            waiting.add_metric([kind], count)
+            longest.add_metric([kind], (now - earliest).total_seconds() if earliest else 0.0)
+        yield waiting
+        yield longest
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "sagas_circuit_waiting_steps",
+                "Steps of active runs whose action or compensation waits for its service's open circuit breaker.",
+                labels=["kind"],
+            ),
+            GaugeMetricFamily(
+                "sagas_circuit_wait_longest_seconds",
+                "How long the longest current wait on an open circuit breaker has lasted (0: none waits).",
+                labels=["kind"],
+            ),
+        )
+
+
 class _Forward:
     """What another registry collects, served through a per-scrape registry."""
 
@@ -244,4 +312,5 @@ def scrape_registry() -> CollectorRegistry:
         registry.register(_Forward(REGISTRY))
     registry.register(AwaitingPersonCollector())
     registry.register(OutboxBacklogCollector())
+    registry.register(CircuitWaitCollector())
     return registry

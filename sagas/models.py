@@ -159,6 +159,17 @@ class SagaStepRun(models.Model):
     compensated_at = models.DateTimeField(
         "compensated at", null=True, blank=True, help_text="The compensation succeeded or was resolved."
     )
+    circuit_refusals = models.PositiveIntegerField(
+        "circuit refusals",
+        default=0,
+        help_text="Calls the service's open circuit breaker refused: not attempts, they spend no retry budget.",
+    )
+    circuit_waiting_since = models.DateTimeField(
+        "waiting on circuit since",
+        null=True,
+        blank=True,
+        help_text="Set while the step (or its compensation) waits for its service's circuit breaker to let it call.",
+    )
 
     class Meta:
         verbose_name = "saga step"

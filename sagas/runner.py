@@ -18,6 +18,7 @@ from sagas.exceptions import AttemptsExhausted, CircuitOpen
 from sagas.jsonsafe import json_copy
 from sagas.retry import RetryPolicy, describe_failure
 from sagas.services import AttemptOutcome, ClaimOutcome
+from sagas.services.context import Claim
 
 # Only a worker that sagas.testing started applies the failures a test planned; no other process loads the
 # testing package, and the check is read once per process.
@@ -46,8 +47,11 @@ def execute_step(*, run_id: str, step: str, task_id: str) -> Result:
         return Result(Outcome.CONTINUE)
     if claim.outcome is ClaimOutcome.STOP:
         return Result(Outcome.STOP)
+    if claim.outcome is ClaimOutcome.WAIT:
+        return _wait_for_circuit(claim, task_id)
     if claim.outcome is ClaimOutcome.GAVE_UP:
-        return Result(Outcome.FAILED, exc=AttemptsExhausted(claim.error["message"] if claim.error else step))
+        message = claim.error["message"] if claim.error else step
+        return Result(Outcome.FAILED, exc=_refused(claim) if claim.gate.refused else AttemptsExhausted(message))
     assert claim.saga is not None
     assert claim.context is not None
     declared = claim.saga.step(step)
@@ -57,8 +61,8 @@ def execute_step(*, run_id: str, step: str, task_id: str) -> Result:
         if INJECT_PLANNED_FAULTS:
             from sagas.testing import faults
 
-            faults.inject(claim.context)
-        raw = call_guarded(declared.action, claim.context, declared.service)
+            _without_calling(claim, faults.inject)
+        raw = call_admitted(declared.action, claim)
         seconds = time.monotonic() - started
         output = json_copy(raw, what=f"output of step {step!r}")
     except Exception as exc:  # anything the action raised is a failed attempt, classified by the policy
@@ -87,6 +91,8 @@ def execute_compensation(*, run_id: str, step: str, task_id: str) -> Result:
     """One attempt of a compensation. A compensation that gives up does not stop the others: the run's
     tables schedule what comes next, and the run ends ``failed`` once every other compensation has run."""
     claim = services.compensation_claim(run_id=run_id, step=step, task_id=task_id)
+    if claim.outcome is ClaimOutcome.WAIT:
+        return _wait_for_circuit(claim, task_id)
     if claim.outcome is not ClaimOutcome.RUN:
         return Result(Outcome.STOP)
     assert claim.saga is not None
@@ -95,7 +101,7 @@ def execute_compensation(*, run_id: str, step: str, task_id: str) -> Result:
     assert declared.compensation is not None
     policy = declared.compensation_retry or sagas_settings.default_compensation_retry
     try:
-        call_guarded(declared.compensation, claim.context, declared.service)
+        call_admitted(declared.compensation, claim)
     except Exception as exc:
         error = describe_failure(exc, attempt=claim.context.attempt)
         delay = _retry_delay(policy, exc, claim.context.attempt)
@@ -112,33 +118,38 @@ def _retry_delay(policy: RetryPolicy, exc: Exception, attempt: int) -> float | N
     return policy.delay(attempt, exc) if policy.should_retry(exc, attempt) else None
 
 
-def call_guarded(function: StepFunction, ctx: StepContext, service: str | None) -> Any:
-    """Call a step's function; when it names a service, only if that service's breaker lets it through,
-    and report the outcome to the breaker."""
-    breaker = breakers.for_service(service) if service else None
-    if breaker is None:
-        return function(ctx)
-    assert service is not None
-    report = _reporter(ctx, service)
-    permit = breaker.acquire()
-    report(permit.change)
-    if not permit.allowed:
-        raise CircuitOpen(service, retry_after=permit.wait)
+def _refused(claim: Claim) -> CircuitOpen:
+    assert claim.gate.service is not None
+    assert claim.gate.permit is not None
+    return CircuitOpen(claim.gate.service, retry_after=claim.gate.permit.wait)
+
+
+def _wait_for_circuit(claim: Claim, task_id: str) -> Result:
+    """The breaker refused the call and the claim recorded it: publish the same attempt again (same task id:
+    no attempt was used) once the breaker may let it through."""
+    return Result(Outcome.RETRY, delay=claim.delay, exc=_refused(claim), retry_task_id=task_id)
+
+
+def _without_calling(claim: Claim, before: Callable[[StepContext], None]) -> None:
+    """Run ``before`` (a planned failure of the test toolkit) ahead of the call: if it raises, the service
+    was never called, so the breaker's permit is handed back without a verdict."""
+    assert claim.context is not None
+    try:
+        before(claim.context)
+    except Exception:
+        claim.gate.report(claim.context.saga_id, claim.context.step, "neutral")
+        raise
+
+
+def call_admitted(function: StepFunction, claim: Claim) -> Any:
+    """Call a step's function with the permit its claim got from the service's breaker, and report the
+    outcome to the breaker (a change of the breaker's state goes to the run's log)."""
+    assert claim.context is not None
+    ctx = claim.context
     try:
         result = function(ctx)
     except Exception as exc:
-        report(breaker.record(permit, breakers.outcome_of(exc)))
+        claim.gate.report(ctx.saga_id, ctx.step, breakers.outcome_of(exc))
         raise
-    report(breaker.record(permit, "success"))
+    claim.gate.report(ctx.saga_id, ctx.step, "success")
     return result
-
-
-def _reporter(ctx: StepContext, service: str) -> Callable[[tuple[str, str] | None], None]:
-    def report(change: tuple[str, str] | None) -> None:
-        if change is not None:
-            before, after = change
-            services.record_breaker_change(
-                run_id=ctx.saga_id, step=ctx.step, service=service, before=before, after=after
-            )
-
-    return report

@@ -34,6 +34,19 @@ def stuck(runs: QuerySet[SagaRun] | None = None, now: datetime | None = None) ->
     )
 
 
+def waiting_on_circuit(steps: QuerySet[SagaStepRun] | None = None) -> QuerySet[SagaStepRun]:
+    """Steps of active runs whose action or compensation waits for its service's open circuit breaker: a
+    forward step at most its circuit_wait, a compensation until the breaker lets it through."""
+    return (steps if steps is not None else SagaStepRun.objects.all()).filter(
+        circuit_waiting_since__isnull=False, run__status__in=ACTIVE_RUN_STATES
+    )
+
+
+def circuit_call(step: SagaStepRun) -> str:
+    """What of a step waits on its circuit: its "compensation", else its "action"."""
+    return "compensation" if step.status == StepStatus.COMPENSATING else "action"
+
+
 def run_duration(run: SagaRun, now: datetime | None = None) -> timedelta:
     """From start to the end (or until now, for a run still going)."""
     return (run.finished_at or now or timezone.now()) - run.created_at

@@ -42,7 +42,8 @@ RUN_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 STEP_TRANSITIONS: dict[str, frozenset[str]] = {
-    StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.SKIPPED}),
+    # pending -> failed: a step whose circuit stayed open past its circuit_wait fails without ever starting.
+    StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.SKIPPED, StepStatus.FAILED}),
     # running -> running: a redelivered message (the worker died mid-step) claims the step again.
     StepStatus.RUNNING: frozenset({StepStatus.RUNNING, StepStatus.SUCCEEDED, StepStatus.FAILED}),
     StepStatus.SUCCEEDED: frozenset({StepStatus.COMPENSATING}),
@@ -128,3 +129,8 @@ class EventType(models.TextChoices):
     BREAKER_OPENED = "BreakerOpened"
     BREAKER_HALF_OPENED = "BreakerHalfOpened"
     BREAKER_CLOSED = "BreakerClosed"
+    CIRCUIT_REFUSED = "CircuitRefused"  # a call the service's open breaker refused: not an attempt
+
+
+# Events that report a service's breaker moving: their "from"/"to" are the breaker's states, not the step's.
+BREAKER_EVENTS = frozenset({EventType.BREAKER_OPENED, EventType.BREAKER_HALF_OPENED, EventType.BREAKER_CLOSED})

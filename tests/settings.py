@@ -35,7 +35,16 @@ SAGAS = {
     # Breaker keys of this session only (the queue name is per session and shared with its workers).
     "KEY_PREFIX": os.environ["CELERY_TASK_DEFAULT_QUEUE"],
     # The test services' breakers open and recover quickly; the example services keep the defaults.
-    "BREAKERS": {"svc-x": {"failure_threshold": 3, "window": 60, "recovery_timeout": 3, "half_open_max_calls": 1}},
+    "BREAKERS": {
+        "svc-x": {
+            "failure_threshold": 3,
+            "window": 60,
+            "recovery_timeout": 3,
+            "half_open_max_calls": 1,
+            "retry_spread": 0.5,
+        },
+        "svc-y": {"failure_threshold": 3, "window": 60, "recovery_timeout": 1, "retry_spread": 0.5},
+    },
     # Snapshots often, so the rebuild check after every test (tests/rebuild_check.py) compares many of them.
     "SNAPSHOT_EVERY": 7,
 }

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from sagas.admin.common import pretty_json
@@ -17,7 +18,8 @@ from sagas.diagnose import Finding, diagnose
 from sagas.masking import masked
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.registry import get_saga
-from sagas.selectors import humanize_seconds, step_duration
+from sagas.selectors import circuit_call, humanize_seconds, step_duration
+from sagas.services.circuit import REFUSAL
 
 
 @dataclass
@@ -33,6 +35,7 @@ class StepRow:
     service: str
     duration: str
     failures: str
+    circuit: str  # "" unless the service's breaker ever refused the step: its wait, or how often it was refused
     error_message: str
     traceback: str
     task: TaskLink | None
@@ -75,7 +78,11 @@ def step_rows(run: SagaRun, steps: list[SagaStepRun]) -> list[StepRow]:
                 step=step,
                 service=service,
                 duration=humanize_seconds(duration.total_seconds()) if duration else "-",
-                failures=", ".join(f"{f['kind'][0]}{f['attempt']} {f['class']}" for f in step.failures) or "-",
+                failures=", ".join(
+                    f"{f['kind'][0]}{f['attempt']} {f['class']}" for f in step.failures if f["kind"] != REFUSAL
+                )
+                or "-",
+                circuit=_circuit(step),
                 error_message=f"{error.get('class', '')}: {error.get('message', '')}" if error else "",
                 traceback=error.get("traceback", "") if error else "",
                 task=task_link(step.task_id, failed=any(f["kind"] == "action" for f in step.failures)),
@@ -86,6 +93,19 @@ def step_rows(run: SagaRun, steps: list[SagaStepRun]) -> list[StepRow]:
             )
         )
     return rows
+
+
+def _circuit(step: SagaStepRun) -> str:
+    """What the step's open circuit did to it: refusals are no attempts, so they are told apart."""
+    if step.circuit_waiting_since is not None:
+        waited = humanize_seconds((timezone.now() - step.circuit_waiting_since).total_seconds())
+        return (
+            f"{circuit_call(step)} waiting on an open circuit for {waited} "
+            f"(since {step.circuit_waiting_since:%Y-%m-%d %H:%M:%S}), refused {step.circuit_refusals}x"
+        )
+    if step.circuit_refusals:
+        return f"refused {step.circuit_refusals}x by an open circuit"
+    return ""
 
 
 def _summary(event: SagaEvent) -> str:

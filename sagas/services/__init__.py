@@ -1,6 +1,7 @@
 """The only writers of run and step state (ARCHITECTURE §6.3): each change is a guarded update plus an event."""
 
 from sagas.services._core import saga_for
+from sagas.services.circuit import record_breaker_change
 from sagas.services.compensation import (
     compensation_claim,
     compensation_fail_attempt,
@@ -17,7 +18,7 @@ from sagas.services.runs import (
     run_start,
     run_start_or_existing,
 )
-from sagas.services.steps import AttemptOutcome, record_breaker_change, step_claim, step_fail_attempt, step_succeed
+from sagas.services.steps import AttemptOutcome, step_claim, step_fail_attempt, step_succeed
 
 __all__ = [
     "AttemptOutcome",

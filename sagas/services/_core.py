@@ -221,7 +221,13 @@ def move_step(
     if to not in STEP_TRANSITIONS[source]:
         raise InvalidTransition(f"Step {step_run.name!r} of saga run {run.pk} cannot go from {source!r} to {to!r}.")
     now = timezone.now()
-    updates: dict[str, Any] = {"status": to, **stamp_step(to, step_run.started_at, now), **(fields or {})}
+    # Any transition ends a wait on the service's circuit (the fold clears it on every transition too).
+    updates: dict[str, Any] = {
+        "status": to,
+        **stamp_step(to, step_run.started_at, now),
+        "circuit_waiting_since": None,
+        **(fields or {}),
+    }
     recorded = append_event(
         run,
         event,

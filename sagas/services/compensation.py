@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from sagas import engine, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.retry import describe_failure
+from sagas.services import circuit
 from sagas.services._core import (
     FORWARD_DONE,
     RunId,
@@ -226,6 +228,13 @@ def compensation_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
             error = lost_attempts_error(step_run, step_run.compensation_attempts, "compensation")
             _give_up(run, saga, step_run, error)
             return Claim(ClaimOutcome.GAVE_UP, error=error)
+        # A compensation must run in the end: it waits for its circuit without limit, and a refusal is not
+        # an attempt, so other runs' failures that hold the breaker open never spend its budget.
+        gate = circuit.ask(run, step, declared.service)
+        if gate.refused:
+            delay = gate.refusal_delay()
+            circuit.record_refusal(run, step_run, gate, call="compensation", retry_in=delay, now=timezone.now())
+            return Claim(ClaimOutcome.WAIT, gate=gate, delay=delay)
         move_step(
             run,
             step_run,
@@ -235,7 +244,7 @@ def compensation_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
             fields={"compensation_task_id": task_id},
             increment="compensation_attempts",
         )
-        return Claim(ClaimOutcome.RUN, saga=saga, context=step_context(run, step_run, compensation=True))
+        return Claim(ClaimOutcome.RUN, saga=saga, context=step_context(run, step_run, compensation=True), gate=gate)
 
 
 def compensation_succeed(*, run_id: RunId, step: str) -> None:

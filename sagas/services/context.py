@@ -14,6 +14,7 @@ from sagas.definitions import StepContext
 from sagas.exceptions import UnrecordedFailure
 from sagas.models import SagaRun, SagaStepRun
 from sagas.services._core import FORWARD_DONE, last_event
+from sagas.services.circuit import OPEN_GATE, Gate
 from sagas.states import EventType
 
 if TYPE_CHECKING:
@@ -24,7 +25,8 @@ class ClaimOutcome(StrEnum):
     RUN = "run"  # call the user's function with the claim's context
     DONE = "done"  # already done (a redelivery): skip the body, let the chain go on
     STOP = "stop"  # the run is no longer in a state for this: skip the body and stop the chain
-    GAVE_UP = "gave_up"  # the attempt budget was spent by attempts that never reported back
+    GAVE_UP = "gave_up"  # the attempt budget was spent by attempts that never reported back (or the circuit wait)
+    WAIT = "wait"  # the service's breaker refused the call: not an attempt; ask again after the claim's delay
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,8 @@ class Claim:
     error: dict[str, Any] | None = None
     started_event_id: int | None = None  # the attempt's StepStarted: the cause of how the attempt ends
     step_id: int | None = None  # the claimed step row: its outcome is recorded by a write guarded on it
+    gate: Gate = OPEN_GATE  # the breaker's permit for this attempt's call, reported back after it
+    delay: float = 0.0  # with WAIT: seconds until the breaker is asked again
 
 
 def step_context(

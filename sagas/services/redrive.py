@@ -88,12 +88,18 @@ def _attempt_lost(run: SagaRun, step_run: SagaStepRun, step: Step, now: datetime
     ).first()
     if started is not None and now - started < timedelta(seconds=_hard_limit(step)) + lease():
         return False
-    failures = [f for f in step_run.failures if f.get("kind") == kind]
+    return not _retry_due(step_run, kind, now)
+
+
+def _retry_due(step_run: SagaStepRun, kind: str, now: datetime) -> bool:
+    """Whether the step's ``kind`` ("action" or "compensation") has a retry still to come: its last failed
+    attempt, or the last call its breaker refused, scheduled one that is not yet a lease overdue."""
+    failures = [f for f in step_run.failures if f.get("kind") == kind or f.get("call") == kind]
     if failures and failures[-1].get("retry_in") is not None:
         due = datetime.fromisoformat(failures[-1]["at"]) + timedelta(seconds=failures[-1]["retry_in"])
         if now < due + lease():
-            return False
-    return True
+            return True
+    return False
 
 
 def _plan(
@@ -146,7 +152,10 @@ def _plan_executing(
     pending = {s.name for s in steps if s.status == StepStatus.PENDING}
     # In a sequence only the first unfinished step can be ready; in a graph, any step whose
     # dependencies all succeeded (the lost fan-in of a join) and any branch whose attempt vanished.
-    ready = [s for s in steps if s.name in engine.ready_steps(saga, succeeded, pending)]
+    # A pending step waiting for its service's circuit has its message: it asks the breaker again when due.
+    ready = [
+        s for s in steps if s.name in engine.ready_steps(saga, succeeded, pending) and not _retry_due(s, "action", now)
+    ]
     lost = [
         s
         for s in steps

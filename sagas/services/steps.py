@@ -14,7 +14,7 @@ from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.retry import describe_failure
-from sagas.services import _statement
+from sagas.services import _statement, circuit
 from sagas.services._core import (
     RunId,
     append_event,
@@ -36,7 +36,10 @@ from sagas.services.context import Claim, ClaimOutcome, lost_attempts_error, ste
 from sagas.states import EventType, RunStatus, StepStatus, stamp_step
 
 if TYPE_CHECKING:
-    from sagas.definitions import Saga
+    from sagas.definitions import Saga, Step
+
+# The shortest wait before asking a breaker again: asking sooner only records another refusal.
+MIN_CIRCUIT_DELAY = 0.1
 
 
 def step_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
@@ -74,11 +77,16 @@ def step_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
             return Claim(ClaimOutcome.STOP)
         if step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING):
             return Claim(ClaimOutcome.STOP)
-        policy = saga.step(step).retry or sagas_settings.default_retry
+        declared = saga.step(step)
+        policy = declared.retry or sagas_settings.default_retry
         if step_run.status == StepStatus.RUNNING and step_run.attempts >= policy.max_attempts:
             error = lost_attempts_error(step_run, step_run.attempts, "action")
             fail_step(run, step_run, error)
             return Claim(ClaimOutcome.GAVE_UP, error=error)
+        # Asked before the attempt is counted: a call the breaker refuses was never an attempt.
+        gate = circuit.ask(run, step, declared.service)
+        if gate.refused:
+            return _wait_for_circuit(run, step_run, declared, gate)
         started = move_step(
             run,
             step_run,
@@ -90,7 +98,32 @@ def step_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
             causation_query=_cause_of_attempt(run, step, dependencies),
         )
         context = step_context(run, step_run, compensation=False, steps=steps)
-        return Claim(ClaimOutcome.RUN, saga=saga, context=context, started_event_id=started.pk, step_id=step_run.pk)
+        return Claim(
+            ClaimOutcome.RUN, saga=saga, context=context, started_event_id=started.pk, step_id=step_run.pk, gate=gate
+        )
+
+
+def _wait_for_circuit(run: SagaRun, step_run: SagaStepRun, declared: Step, gate: circuit.Gate) -> Claim:
+    """The breaker refused the step's call: record the refusal and ask again later, within the step's
+    ``circuit_wait`` and the run's deadline; once the step has waited its ``circuit_wait``, it fails with
+    ``circuit_open`` and the run compensates. The caller holds the run lock."""
+    now = timezone.now()
+    limit = float(declared.circuit_wait if declared.circuit_wait is not None else sagas_settings.CIRCUIT_WAIT)
+    waited = circuit.waited(step_run, now)
+    if waited >= limit:
+        error = circuit.refusal_error(gate, step_run.attempts)
+        error["message"] = (
+            f"The circuit breaker of service {gate.service!r} stayed open: the step waited {waited:.1f}s for it "
+            f"(circuit_wait {limit:g}s) and was not called."
+        )
+        fail_step(run, step_run, error)
+        return Claim(ClaimOutcome.GAVE_UP, error=error, gate=gate)
+    delay = min(gate.refusal_delay(), limit - waited)
+    if run.deadline is not None:
+        delay = min(delay, (run.deadline - now).total_seconds())
+    delay = round(max(delay, MIN_CIRCUIT_DELAY), 3)
+    circuit.record_refusal(run, step_run, gate, call="action", retry_in=delay, now=now)
+    return Claim(ClaimOutcome.WAIT, gate=gate, delay=delay)
 
 
 def _cause_of_attempt(run: SagaRun, step: str, dependencies: frozenset[str]) -> _statement.EventIds:
@@ -194,7 +227,12 @@ def _succeed_claimed(
     The same columns and event as ``move_step`` writes."""
     now = timezone.now()
     data = {"from": StepStatus.RUNNING, "to": StepStatus.SUCCEEDED, "attempt": attempt, "late": False, "output": output}
-    values = {"status": StepStatus.SUCCEEDED, **stamp_step(StepStatus.SUCCEEDED, None, now), "output": output}
+    values = {
+        "status": StepStatus.SUCCEEDED,
+        **stamp_step(StepStatus.SUCCEEDED, None, now),
+        "output": output,
+        "circuit_waiting_since": None,
+    }
     event = SagaEvent(run_id=run_id, type=EventType.STEP_SUCCEEDED, step=step, data=data, created_at=now)
     written = _statement.write(
         run_id,
@@ -299,20 +337,3 @@ def fail_step(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any]) -> Non
     )
     metrics.attempt_failed(run.saga_name, step_run.name, kind="action", error=error, retried=False)
     logger.warning("saga run %s: step %s failed: %s", run.pk, step_run.name, error["message"])
-
-
-def record_breaker_change(*, run_id: RunId, step: str, service: str, before: str, after: str) -> None:
-    """Record in the run's log that this attempt moved the breaker of ``service``."""
-    event = {
-        "open": EventType.BREAKER_OPENED,
-        "half_open": EventType.BREAKER_HALF_OPENED,
-        "closed": EventType.BREAKER_CLOSED,
-    }[after]
-    with transaction.atomic():
-        try:
-            run = lock_run(run_id)
-        except RunNotFound:
-            return
-        append_event(run, event, step=step, data={"service": service, "from": before, "to": after})
-    log = logger.warning if after == "open" else logger.info
-    log("circuit breaker of service %s: %s -> %s (saga run %s, step %s)", service, before, after, run_id, step)

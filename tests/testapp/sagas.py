@@ -152,6 +152,64 @@ def call_x(ctx: sagas.StepContext) -> dict:
     return {"x": "ok"}
 
 
+def call_y(ctx: sagas.StepContext) -> dict:
+    """A call to service Y, which always answers."""
+    Call.objects.create(service="svc-y", key=ctx.idempotency_key, ok=True, started_at=timezone.now(), pid=os.getpid())
+    return {"y": "booked"}
+
+
+def undo_y(ctx: sagas.StepContext) -> None:
+    """Undo of a call to service Y: broken (the service fails it) for runs started with ``broken_undo``."""
+    broken = bool(ctx.payload.get("broken_undo"))
+    Call.objects.create(
+        service="svc-y", key=ctx.idempotency_key, ok=not broken, started_at=timezone.now(), pid=os.getpid()
+    )
+    if broken:
+        raise sagas.TransientError("svc-y cannot undo this booking")
+
+
+def refuse_after_gate(ctx: sagas.StepContext) -> None:
+    """Refuses; with a ``gate`` in the payload, only once the test opens it."""
+    deadline = time.monotonic() + 60
+    while "gate" in ctx.payload and not switch_on(ctx.payload["gate"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    raise sagas.StepFailed("no", code="refused")
+
+
+class UndoesY(sagas.Saga):
+    """Books at service Y, then is refused (when the payload's ``gate`` opens, if it names one): Y's booking is
+    undone (or, with ``broken_undo``, fails to be)."""
+
+    name = "tests.undoes_y"
+    steps = [
+        sagas.Step(
+            call_y,
+            undo_y,
+            name="book_y",
+            service="svc-y",
+            compensation_retry=sagas.RetryPolicy(max_attempts=3, backoff=0.1, backoff_max=0.3),
+        ),
+        sagas.Step(refuse_after_gate, name="refuse"),
+    ]
+
+
+class WaitsForY(sagas.Saga):
+    """A step that waits at most 2 s for service Y's circuit, after one that is undone when it gives up."""
+
+    name = "tests.waits_for_y"
+    steps = [
+        sagas.Step(record, undo, name="first"),
+        sagas.Step(call_y, undo_y, name="book_y", service="svc-y", circuit_wait=2),
+    ]
+
+
+class NoCircuitWait(sagas.Saga):
+    """A step that does not wait for service Y's circuit at all."""
+
+    name = "tests.no_circuit_wait"
+    steps = [sagas.Step(call_y, undo_y, name="book_y", service="svc-y", circuit_wait=0)]
+
+
 class UnknownErrors(sagas.Saga):
     name = "tests.unknown_errors"
     steps = [sagas.Step(record, undo, name="first"), sagas.Step(raise_unknown)]
