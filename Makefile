@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: install demo test test-fast test-faults chaos bench-rebuild lint typecheck worker web clean
+.PHONY: install machine demo test test-rabbitmq test-fast test-faults chaos bench-rebuild lint typecheck worker web clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,21 @@ install: $(STAMP)
 demo: install
 	$(BIN)/python -m sagaproject.demo
 
-test: install
+# Installs (as root, where missing) and starts what the suite needs: Chromium, Redis, PostgreSQL, RabbitMQ.
+machine:
+	bash scripts/setup-machine.sh
+
+test: install machine
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test-rabbitmq
+
+# The circuit-breaker scenarios again with RabbitMQ as the broker (Redis keeps the breakers): part of `make test`.
+RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672//
+test-rabbitmq: install
+	@$(BIN)/python -c 'import kombu, sys; kombu.Connection(sys.argv[1], connect_timeout=5).ensure_connection(max_retries=1)' \
+		'$(RABBITMQ_URL)' 2>/dev/null || { echo "RabbitMQ does not answer at $(RABBITMQ_URL): install and start it \
+	(Debian: apt-get install rabbitmq-server; service rabbitmq-server start), or set RABBITMQ_URL."; exit 1; }
+	TEST_BROKER_URL='$(RABBITMQ_URL)' $(BIN)/python -m pytest tests/integration/test_breakers.py
 
 # Tests that start no worker processes.
 test-fast: install

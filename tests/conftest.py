@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import connection
 
 from sagaproject.celery import app as celery_app
+from sagas.testing import queues
 from sagas.testing.worker import SagaWorker
 from tests import rebuild_check
 
@@ -97,7 +98,7 @@ def _messages_without_a_worker_go_nowhere(request: pytest.FixtureRequest, settin
 def _drop_the_unconsumed_queue() -> Iterator[None]:
     yield
     with celery_app.connection_for_write() as conn:
-        conn.default_channel.client.delete(UNCONSUMED_QUEUE)
+        queues.delete(conn, UNCONSUMED_QUEUE)
 
 
 def reset_breakers() -> None:

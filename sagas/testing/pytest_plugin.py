@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from celery import current_app
 
+from sagas.testing import queues
 from sagas.testing.runs import current_worker
 from sagas.testing.worker import SagaWorker
 
@@ -40,7 +41,7 @@ def saga_worker_process(
         current_worker.remove(worker)
         worker.stop()
         with current_app.connection_for_write() as conn:
-            conn.default_channel.client.delete(*worker.queues)
+            queues.delete(conn, *worker.queues)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from django.db import connections
 
 from sagas.apps import DATABASES_VARIABLE, FAULTS_VARIABLE
 from sagas.conf import sagas_settings
+from sagas.testing import queues
 
 # Generous: only keeps a broken worker from hanging a suite, measures nothing.
 START_TIMEOUT = 90.0
@@ -99,8 +100,7 @@ class SagaWorker:
         if not active or active.get(self.hostname) or (reserved or {}).get(self.hostname):
             return False  # no answer (busy or gone), or busy
         with current_app.connection_for_write() as conn:
-            client = conn.default_channel.client
-            return not any(client.llen(queue) for queue in self.queues)
+            return not any(queues.waiting(conn, queue) for queue in self.queues)
 
     def log_tail(self, lines: int = 60) -> str:
         if not self._log.closed:

@@ -8,10 +8,15 @@ import time
 from datetime import timedelta
 
 from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
 
 from sagas import breakers
+from sagas.diagnose import diagnose
+from sagas.health import health_report
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.states import EventType, RunStatus
+from tests.metrics import scrape
 from tests.testapp.models import Call, Switch
 from tests.testapp.sagas import CallsX, CallsXOnce, UndoesY, WaitsForY
 from tests.worker import WorkerProcess, wait_for_run, wait_until
@@ -101,7 +106,9 @@ def compensation_calls(run: SagaRun) -> list[Call]:
     return list(Call.objects.filter(service="svc-y", key=f"{run.pk}:book_y:compensate"))
 
 
-def test_a_compensation_refused_by_an_open_circuit_spends_no_attempt(worker: WorkerProcess) -> None:
+def test_a_compensation_refused_by_an_open_circuit_spends_no_attempt(
+    worker: WorkerProcess, admin_client: Client, client: Client
+) -> None:
     y = breakers.breaker_settings("svc-y")
     budget = UndoesY.steps[0].compensation_retry.max_attempts
     # A healthy run booked at Y and waits at a gate before it is refused.
@@ -112,7 +119,28 @@ def test_a_compensation_refused_by_an_open_circuit_spends_no_attempt(worker: Wor
     wait_until(lambda: breakers.for_service("svc-y").status()["state"] == "open", worker, "svc-y's breaker to open")
     # Now the healthy run needs its booking undone, while the breaker stays open for many recovery windows.
     Switch.objects.create(name="refuse", on=True)
-    hold_open("svc-y", budget * 2 * (y.recovery_timeout + y.retry_spread))
+    hold_open("svc-y", budget * (y.recovery_timeout + y.retry_spread))
+    # Meanwhile the console shows the compensation waiting on its circuit, and since when.
+    waiting = healthy.steps.get(name="book_y")
+    assert waiting.status == "compensating"
+    assert waiting.circuit_waiting_since is not None
+    [finding] = [f for f in diagnose(healthy, check_workers=False) if f.cause == "circuit_wait"]
+    assert "compensation of step 'book_y' is waiting on an open circuit" in finding.summary
+    assert "'svc-y'" in finding.summary
+    assert "waits without limit" in finding.summary
+    waits = [w for w in health_report().circuit_waits if w["run"] == str(healthy.pk)]
+    assert [(w["step"], w["call"], w["since"]) for w in waits] == [
+        ("book_y", "compensation", waiting.circuit_waiting_since.isoformat())
+    ]
+    page = admin_client.get(reverse("admin:sagas_health")).content.decode()
+    assert "Waiting on an open circuit" in page
+    assert str(healthy.pk)[:8] in page
+    run_page = admin_client.get(reverse("admin:sagas_sagarun_change", args=[healthy.pk])).content.decode()
+    assert "compensation waiting on an open circuit" in run_page
+    metrics = scrape(client)
+    assert metrics.value("sagas_circuit_waiting_steps", kind="compensation") >= 1
+    assert metrics.value("sagas_circuit_wait_longest_seconds", kind="compensation") > 0
+    hold_open("svc-y", budget * (y.recovery_timeout + y.retry_spread))
     healthy = wait_for_run(healthy, worker)
     for run in broken:
         wait_for_run(run, worker)
