@@ -126,11 +126,31 @@ def all_receivers() -> list[Receiver]:
 def _register_task(receiver: Receiver) -> None:
     from sagas.tasks import SagaTask
 
-    def deliver(self: Task, message: dict[str, Any]) -> None:
-        receive(self, receiver, SagaMessage.from_json(message))
+    def deliver(self: Task, message_id: str | dict[str, Any]) -> None:
+        message = load_message(message_id)
+        if message is None:
+            logger.warning("receiver %s: saga message %s is not in the outbox; skipped", receiver.name, message_id)
+            return
+        receive(self, receiver, message)
 
     deliver.__doc__ = f"Delivers saga messages matching {', '.join(receiver.patterns)} to {receiver.name}."
     shared_task(name=receiver.task_name, bind=True, base=SagaTask)(deliver)
+
+
+def load_message(reference: str | dict[str, Any]) -> SagaMessage | None:
+    """The message a receiver's task names by its outbox id: the task itself carries no payload, so no secret
+    travels through the broker, Flower or the result backend. (A task published before messages went by id
+    carried the whole message; only its id is read.)"""
+    from django.core.exceptions import ValidationError
+
+    from sagas.models import SagaOutbox
+
+    message_id = reference.get("id") if isinstance(reference, dict) else reference
+    try:
+        stored = SagaOutbox.objects.filter(pk=message_id).values_list("message", flat=True).first()
+    except ValidationError:  # not a message id at all
+        return None
+    return SagaMessage.from_json(stored) if stored is not None else None
 
 
 def receive(task: Task, receiver: Receiver, message: SagaMessage) -> None:

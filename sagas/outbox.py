@@ -113,7 +113,7 @@ def _publish(message: SagaOutbox) -> bool:
         for receiver in choreography.receivers_of(message.topic, step=bool(message.message.get("step"))):
             current_app.send_task(
                 receiver.task_name,
-                args=[message.message],
+                args=[str(message.pk)],  # the id only: the receiver loads the message (and its secrets) itself
                 task_id=f"{message.pk}:{receiver.name}",
                 **options,
             )

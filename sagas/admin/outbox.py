@@ -11,6 +11,7 @@ from django.utils.safestring import SafeString
 
 from sagas import outbox
 from sagas.admin.common import ReadOnlyAdminMixin, pretty_json
+from sagas.masking import masked
 from sagas.models import SagaOutbox, SagaReceipt
 
 OUTBOX_FIELDS = ("id", "topic", "run_link", "event", "created_at", "published_at", "attempts", "message_pretty")
@@ -49,7 +50,7 @@ class SagaOutboxAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="message")
     def message_pretty(self, obj: SagaOutbox) -> SafeString:
-        return pretty_json(obj.message)
+        return pretty_json(masked(obj.message))
 
     @admin.action(description="Relay the selected unpublished messages now", permissions=["retry"])
     def relay_now(self, request: HttpRequest, queryset: QuerySet[SagaOutbox]) -> None:

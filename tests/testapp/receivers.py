@@ -31,3 +31,9 @@ def moody_ledger(message: sagas.SagaMessage) -> None:
     _effect("flaky completed", message)
     if Switch.objects.filter(name="ledger-down", on=True).exists():
         raise sagas.TransientError("the ledger is down")
+
+
+@sagas.on("tests.secretive.completed", name="tests.broken_keeper", retry=sagas.RetryPolicy(max_attempts=1))
+def broken_keeper(message: sagas.SagaMessage) -> None:
+    """Receives a message full of secrets and gives up at once, so a failed delivery is on record."""
+    raise ValueError("the keeper is broken")

@@ -203,6 +203,13 @@ class WaitsForY(sagas.Saga):
     ]
 
 
+class Secretive(sagas.Saga):
+    """A saga whose payload carries secrets (keys in SAGAS["MASKED_KEYS"]); its receiver always fails."""
+
+    name = "tests.secretive"
+    steps = [sagas.Step(record, undo, name="charge")]
+
+
 class NoCircuitWait(sagas.Saga):
     """A step that does not wait for service Y's circuit at all."""
 

@@ -1,0 +1,95 @@
+"""No masked value leaves through choreography: not in the broker message of a receiver's task, not in the result
+backend row of a failed delivery, not in the admin, not in the API (a real worker, Redis, PostgreSQL)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from django.contrib.auth.models import Permission, User
+from django.test import Client, override_settings
+from django.urls import reverse
+from django_celery_results.models import TaskResult
+
+from sagaproject.celery import app as celery_app
+from sagas import choreography, outbox
+from sagas.models import SagaOutbox
+from sagas.states import RunStatus
+from sagas.testing import queues
+from tests.testapp.sagas import Secretive
+from tests.worker import WorkerProcess, wait_for_run, wait_until
+
+CARD = "4111111111111111"
+TOKEN = "tok-live-9f8e7d6c5b4a"
+SECRETS = (CARD, TOKEN)
+PAYLOAD = {"card_number": CARD, "auth_token": TOKEN, "customer": "ada"}
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text, f"{secret!r} leaked into {where}"
+
+
+def viewer() -> Client:
+    """A staff user who may only view runs and outbox messages."""
+    user = User.objects.create_user("viewer", password="pw", is_staff=True)
+    codenames = ["view_sagarun", "view_sagaoutbox", "view_taskresult"]
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_a_receivers_task_carries_the_message_id_only(worker: WorkerProcess) -> None:
+    run = wait_for_run(Secretive.start(PAYLOAD), worker)
+    assert run.status == RunStatus.COMPLETED
+    message = SagaOutbox.objects.get(run=run, topic="tests.secretive.completed")
+    assert message.message["payload"]["card_number"] == CARD  # the receiver still gets the whole message
+    task_id = f"{message.pk}:tests.broken_keeper"
+    wait_until(lambda: TaskResult.objects.filter(task_id=task_id, status="FAILURE").exists(), worker, "the failure")
+
+    # The result backend's row of the failed delivery: arguments, result and traceback.
+    result = TaskResult.objects.get(task_id=task_id)
+    assert str(message.pk) in result.task_args
+    for field in ("task_args", "task_kwargs", "result", "traceback"):
+        assert_no_secret(str(getattr(result, field) or ""), f"TaskResult.{field}")
+
+    # The broker message itself, published again to a queue nobody consumes and read raw from Redis.
+    parked = f"{worker.queues[0]}-secrets"
+    with override_settings(SAGAS={**_sagas_settings(), "QUEUE": parked}):
+        assert outbox._publish(message)
+    with celery_app.connection_for_write() as conn:
+        try:
+            raw = conn.default_channel.client.lrange(parked, 0, -1)
+            assert len(raw) == len(choreography.receivers_of(message.topic))
+            for envelope in raw:
+                body = base64.b64decode(json.loads(envelope)["body"]).decode()
+                assert json.loads(body)[0] == [str(message.pk)]  # (args, kwargs, options)
+                assert_no_secret(envelope.decode() + body, "the broker message")
+        finally:
+            queues.delete(conn, parked)
+
+    # The admin, for a user who may only look, and the API.
+    client = viewer()
+    pages = {
+        "outbox message": reverse("admin:sagas_sagaoutbox_change", args=[message.pk]),
+        "outbox list": reverse("admin:sagas_sagaoutbox_changelist"),
+        "task result": reverse("admin:django_celery_results_taskresult_change", args=[result.pk]),
+        "run page": reverse("admin:sagas_sagarun_change", args=[run.pk]),
+    }
+    for name, url in pages.items():
+        response = client.get(url)
+        assert response.status_code == 200, name
+        assert_no_secret(response.content.decode(), f"the admin's {name}")
+    outbox_page = client.get(pages["outbox message"]).content.decode()
+    assert "ada" in outbox_page  # what is not secret is shown
+    for url in (f"/api/runs/{run.pk}/", "/api/runs/"):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert_no_secret(response.content.decode(), f"the API's {url}")
+
+
+def _sagas_settings() -> dict[str, object]:
+    from django.conf import settings
+
+    return dict(settings.SAGAS)
