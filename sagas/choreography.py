@@ -20,7 +20,7 @@ from sagas.retry import RetryPolicy
 logger = logging.getLogger("sagas")
 
 RECEIVER_TASK_PREFIX = "sagas.receiver."
-RECEIVER_NAME = re.compile(r"^[A-Za-z0-9_.]+$")
+RECEIVER_NAME = re.compile(r"^[A-Za-z0-9_.]+\Z")
 # Receivers that declare no policy: retried patiently (a receiver is off the saga's critical path).
 DEFAULT_RECEIVER_RETRY = RetryPolicy(max_attempts=10, backoff=1.0, multiplier=2.0, backoff_max=300.0)
 

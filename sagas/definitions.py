@@ -12,14 +12,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sagas import registry
 from sagas.exceptions import InvalidDefinition
+from sagas.masking import is_masked_key
 from sagas.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from sagas.models import SagaRun
 
-STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SAGA_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
-SERVICE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# \Z, not $: "$" also matches before a trailing newline, which a name must not have.
+STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+SAGA_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*\Z")
+SERVICE_NAME = re.compile(r"^[A-Za-z0-9_.-]+\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +273,13 @@ def _validate(cls: type[Saga]) -> None:
         problems.append(f"{where} declares no steps; set abstract = True on a base class")
     if isinstance(cls.searchable, str) or not all(isinstance(key, str) for key in cls.searchable):
         problems.append(f"{where}: searchable must be a list of payload keys, got {cls.searchable!r}")
+    else:
+        secret = [key for key in cls.searchable if is_masked_key(key)]
+        if secret:
+            problems.append(
+                f"{where}: searchable keys {secret!r} are masked (SAGAS['MASKED_KEYS']): their values would be "
+                "stored in the run's search text in clear; search by another key"
+            )
     names = [step.name for step in cls.steps if isinstance(step, Step)]
     seen: set[str] = set()
     cycles: set[frozenset[str]] = set()

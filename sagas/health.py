@@ -16,6 +16,7 @@ from sagas.models import SagaRun, SagaStepRun
 from sagas.selectors import awaiting_person, circuit_call, humanize_seconds, stuck, waiting_on_circuit
 from sagas.states import RunStatus, StepStatus
 
+MAX_WINDOW_HOURS = 24 * 366  # the widest window a report covers: a year
 FINISHED = (RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 

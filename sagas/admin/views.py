@@ -3,21 +3,22 @@ recorded as a SagaEvent (actor, reason) and a Django LogEntry. Also the health p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
 import sagas
 from sagas.admin.forms import ReasonForm, ResolveForm
-from sagas.health import health_report
+from sagas.health import MAX_WINDOW_HOURS, health_report
 from sagas.models import SagaRun
 from sagas.selectors import stuck
 from sagas.states import RunStatus, StepStatus
@@ -90,7 +91,10 @@ def run_action_view(
     action = ACTIONS[action_name]
     if not model_admin.has_permission_to(request, action.name):
         raise PermissionDenied
-    run = get_object_or_404(SagaRun, pk=object_id)
+    try:
+        run = get_object_or_404(SagaRun, pk=object_id)
+    except ValidationError as exc:  # not a run id at all
+        raise Http404(f"No saga run with id {object_id!r}.") from exc
     steps = failed_compensations(run) if action.name == "resolve" else []
 
     def make_form(data: Any = None) -> ReasonForm:
@@ -176,13 +180,28 @@ def _apply_to_each(
         )
 
 
+def _window_hours(request: HttpRequest) -> float | None:
+    """The window asked for in ``?hours=``: a number of hours in (0, a year]; anything else (nan, inf, 1e10,
+    words) falls back to the default window, with a message."""
+    raw = request.GET.get("hours", "")
+    if not raw:
+        return None
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = math.nan
+    if math.isfinite(hours) and 0 < hours <= MAX_WINDOW_HOURS:
+        return hours
+    messages.warning(
+        request, f"hours must be a number above 0 and at most {MAX_WINDOW_HOURS}; showing the default window."
+    )
+    return None
+
+
 def health_view(model_admin: SagaRunAdmin, request: HttpRequest) -> HttpResponse:
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
-    try:
-        hours = float(request.GET.get("hours", "") or 0) or None
-    except ValueError:
-        hours = None
+    hours = _window_hours(request)
     report = health_report(window_hours=hours)
     context = {
         **model_admin.admin_site.each_context(request),

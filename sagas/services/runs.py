@@ -91,8 +91,8 @@ def run_start_or_existing(
         raise InvalidPayload(f"The payload of saga {saga.name!r} must be a dict, got {type(payload).__name__}.")
     stored: dict[str, Any] = json_copy(dict(payload), what=f"payload of saga {saga.name!r}")
     for label, value in (("idempotency_key", idempotency_key), ("correlation_id", correlation_id)):
-        if value is not None and (not isinstance(value, str) or not value or len(value) > 255):
-            raise InvalidPayload(f"{label} must be a non-empty string of at most 255 characters.")
+        if value is not None and (not isinstance(value, str) or not value or len(value) > 255 or "\x00" in value):
+            raise InvalidPayload(f"{label} must be a non-empty string of at most 255 characters, without NUL.")
     if idempotency_key is not None:
         existing = _existing_run(saga, stored, idempotency_key)
         if existing is not None:

@@ -16,7 +16,7 @@ from sagas.definitions import Saga, StepContext
 from sagas.exceptions import StepFailed, TransientError
 
 PLAN_SECONDS = 3600  # a plan outlives any test run that uses it
-KINDS = re.compile(r"^(business|timeout|transient:(?P<times>[1-9][0-9]*))$")
+KINDS = re.compile(r"^(business|timeout|transient:(?P<times>[1-9][0-9]*))\Z")
 
 
 class InjectedBusinessFailure(StepFailed):

@@ -110,11 +110,18 @@ def test_payload_that_is_not_json_is_refused_and_writes_nothing(
     assert callbacks == []
 
 
-@pytest.mark.parametrize("key", ["", 42, "x" * 256])
+@pytest.mark.parametrize("key", ["", 42, "x" * 256, "cart\x00-1"])
 def test_bad_idempotency_key_is_refused_and_writes_nothing(key: object) -> None:
     before = row_counts()
     with pytest.raises(sagas.InvalidPayload, match="idempotency_key"):
         PlaceOrder.start({}, idempotency_key=key)  # type: ignore[arg-type]
+    assert row_counts() == before
+
+
+def test_a_correlation_id_with_nul_is_refused_and_writes_nothing() -> None:
+    before = row_counts()
+    with pytest.raises(sagas.InvalidPayload, match=r"correlation_id.*without NUL"):
+        PlaceOrder.start({}, correlation_id="trace\x00x")
     assert row_counts() == before
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sagas.health import HealthReport, health_report
+from sagas.health import MAX_WINDOW_HOURS, HealthReport, health_report
 from sagas.management import cli
 from sagas.selectors import humanize_seconds
 
@@ -24,8 +25,11 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["hours"] is not None and options["hours"] <= 0:
-            raise CommandError(f"--hours must be above 0, not {options['hours']}.", returncode=cli.EXIT_BAD_INPUT)
+        hours = options["hours"]
+        if hours is not None and not (math.isfinite(hours) and 0 < hours <= MAX_WINDOW_HOURS):
+            raise CommandError(
+                f"--hours must be above 0 and at most {MAX_WINDOW_HOURS}, not {hours}.", returncode=cli.EXIT_BAD_INPUT
+            )
         report = health_report(window_hours=options["hours"])
         self.stdout.write(cli.dumps(report.as_json()) if options["json"] else _text(report))
         if report.alerts:
