@@ -71,11 +71,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy sagas participants
 
+# Development processes: debug settings (a fixed key, DEBUG on), stated here because the default is production.
 worker: install
-	$(BIN)/celery -A sagaproject worker -P prefork -c 2 -l INFO
+	DJANGO_DEBUG=1 $(BIN)/celery -A sagaproject worker -P prefork -c 2 -l INFO
 
 web: install
-	$(BIN)/python manage.py runserver 127.0.0.1:8000
+	DJANGO_DEBUG=1 $(BIN)/python manage.py runserver 127.0.0.1:8000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache staticfiles .demo .chaos

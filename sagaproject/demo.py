@@ -104,6 +104,8 @@ def prepare(config: Config, supervisor: Supervisor) -> tuple[Shop, str | None]:
     DEMO_DIR.mkdir(exist_ok=True)
     ensure_ports_free(config)
     os.environ["DJANGO_SETTINGS_MODULE"] = "sagaproject.settings"
+    # The demo runs the development settings, and says so (the settings' own default is production).
+    os.environ.setdefault("DJANGO_DEBUG", "1")
     # Every process of the demo, and the batch this process sends, use their own queue, so a demo never
     # takes another process's messages (or the other way round) on a shared Redis.
     os.environ["CELERY_TASK_DEFAULT_QUEUE"] = config.queue
@@ -129,7 +131,10 @@ def prepare(config: Config, supervisor: Supervisor) -> tuple[Shop, str | None]:
     where = db["NAME"] if db["ENGINE"].endswith("sqlite3") else f"{db['NAME']} on {db.get('HOST') or 'localhost'}"
     print(f"database: {db['ENGINE'].rsplit('.', 1)[-1]} {where}; migrating ...")
     call_command("migrate", interactive=False, verbosity=0)
-    demo_batch.ensure_admin()
+    try:
+        demo_batch.ensure_admin()
+    except demo_batch.ForeignDatabase as exc:
+        sys.exit(f"demo: {exc}")
     print(f"admin user: {demo_batch.ADMIN_USERNAME!r}, password {demo_batch.ADMIN_PASSWORD!r}")
     shop = demo_batch.seed()
     print(

@@ -7,8 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
@@ -24,6 +26,7 @@ from participants.travel.sagas import BookTrip
 from sagas.models import SagaRun
 from sagas.states import RunStatus, StepStatus
 
+DEMO_DATABASE = Path(__file__).resolve().parent.parent / "db.sqlite3"  # the settings' default database
 ADMIN_USERNAME = "admin"
 ADMIN_PASSWORD = "sagas-demo"
 # A run in one of these stays there until a person acts: what the demo waits for.
@@ -81,13 +84,31 @@ class DemoRun:
         return self.status == self.scenario.expected
 
 
+class ForeignDatabase(Exception):
+    """The demo was pointed at a database that is not its own, where it must not reset anyone's password."""
+
+
+def is_demo_database() -> bool:
+    """Whether the default database is the demo's own: the SQLite file db.sqlite3 in the project directory."""
+    db = settings.DATABASES["default"]
+    return str(db["ENGINE"]).endswith("sqlite3") and Path(str(db["NAME"])).resolve() == DEMO_DATABASE.resolve()
+
+
 def ensure_admin() -> None:
-    """Create the demo superuser, or give an existing ``admin`` the demo password and full rights again."""
+    """Create the demo superuser, or, in the demo's own database only, give an existing ``admin`` the demo
+    password and full rights again (anywhere else that would hand a known password to someone's real admin)."""
     user_model = get_user_model()
     user = user_model.objects.filter(username=ADMIN_USERNAME).first()
     if user is None:
         user_model.objects.create_superuser(ADMIN_USERNAME, "admin@example.com", ADMIN_PASSWORD)
         return
+    if not is_demo_database():
+        name = settings.DATABASES["default"]["NAME"]
+        raise ForeignDatabase(
+            f"User {ADMIN_USERNAME!r} already exists in database {name!r}, which is not the demo's own "
+            f"({DEMO_DATABASE}); the demo does not reset its password there. Unset DATABASE_URL to run the demo "
+            "on its own database."
+        )
     user.set_password(ADMIN_PASSWORD)
     user.is_active = user.is_staff = user.is_superuser = True
     user.save()

@@ -27,9 +27,10 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env(name, default).split(",") if item.strip()]
 
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
-# The fallback key only exists so `make demo` and the tests run without set-up; production
-# must set DJANGO_SECRET_KEY, and a non-debug process refuses to start without it.
+# Off unless asked for: a process started with no environment (`docker run` of the image) is a production one.
+# `make demo`, `make web`/`worker` and the tests set DJANGO_DEBUG=1 themselves.
+DEBUG = env_bool("DJANGO_DEBUG", False)
+# The fallback key exists only in debug mode; without it a process refuses to start until DJANGO_SECRET_KEY is set.
 SECRET_KEY = env("DJANGO_SECRET_KEY", "insecure-development-key" if DEBUG else None)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
@@ -146,6 +147,9 @@ if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+# HSTS and the redirect to HTTPS usually belong to the proxy in front; set these where Django must do them.
+SECURE_HSTS_SECONDS = int(env("DJANGO_HSTS_SECONDS", "0"))
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", False)
 
 # --- Celery (ARCHITECTURE §6.5): the database is the truth, messages are only triggers ---
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -5,6 +5,8 @@ import os
 import shutil
 import tempfile
 
+# The suite runs the development settings, explicitly (the project's default is production: DEBUG off, a key needed).
+os.environ.setdefault("DJANGO_DEBUG", "1")
 # Tests always run on PostgreSQL and real Redis, whatever DATABASE_URL a developer has exported.
 os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 os.environ["CELERY_BROKER_URL"] = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/14")
