@@ -47,6 +47,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our own static files, not a CDN on the admin's origin
+    "axes",
     "sagas",
     "participants.orders",
     "participants.inventory",
@@ -72,7 +74,30 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: locks out a user and address after too many failed logins.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# django-axes checks every login attempt first; the model backend then authenticates as usual.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_ENABLED = env_bool("AXES_ENABLED", True)
+AXES_FAILURE_LIMIT = int(env("AXES_FAILURE_LIMIT", "5"))  # failed logins of one user from one address
+AXES_COOLOFF_TIME = float(env("AXES_COOLOFF_HOURS", "1"))  # hours until a lockout lifts by itself
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Behind a proxy REMOTE_ADDR is the proxy's: name the header that carries the client's address there.
+AXES_IPWARE_META_PRECEDENCE_ORDER = env_list("AXES_IP_HEADERS", "REMOTE_ADDR")
+
+# Throttle counts of the API (and anything else cached). Set CACHE_URL (redis://...) so every web process shares
+# them; without it each process counts on its own.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL, "KEY_PREFIX": "sagas-web"}
+        if CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
 
 ROOT_URLCONF = "sagaproject.urls"
 WSGI_APPLICATION = "sagaproject.wsgi.application"
@@ -193,6 +218,15 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Requests per client: by user (token or session), else by address. 429 with Retry-After beyond them.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env("API_THROTTLE_ANON", "60/min"),
+        "user": env("API_THROTTLE_USER", "1200/min"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Saga runs API",
@@ -203,6 +237,11 @@ SPECTACULAR_SETTINGS = {
         "endpoint requires one of the saga run permissions the admin uses."
     ),
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and Swagger UI are for signed-in users (a token or an admin session), like the API itself.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Request bodies get their own components, so required fields and lengths are documented as enforced.
     "COMPONENT_SPLIT_REQUEST": True,
     # Three status enums share field names; name their components after what they are.
@@ -219,4 +258,6 @@ SAGAS: dict[str, object] = {
     "REAPER_INTERVAL": int(env("SAGAS_REAPER_INTERVAL", "15")),
     # Where the admin links each step's task: Flower as the browser reaches it.
     "FLOWER_URL": env("SAGAS_FLOWER_URL", "http://127.0.0.1:5555"),
+    # Who may read /metrics besides loopback: Prometheus sends `Authorization: Bearer <token>`.
+    "METRICS_TOKEN": os.environ.get("SAGAS_METRICS_TOKEN") or None,
 }

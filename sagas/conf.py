@@ -67,9 +67,10 @@ DEFAULTS: dict[str, Any] = {
     # Where the admin links a step's task id: Flower's task page ("" shows no link).
     "FLOWER_URL": "http://127.0.0.1:5555",
     # Who may read /metrics (sagas.views.metrics_view): a list of IP addresses and networks ("10.0.0.0/8"),
-    # matched against REMOTE_ADDR. None serves every address: scrapers usually reach the site from inside the
-    # network, and behind a proxy REMOTE_ADDR is the proxy's, so restrict the path there or list addresses here.
-    "METRICS_ALLOWED_IPS": None,
+    # matched against REMOTE_ADDR (behind a proxy, the proxy's); loopback only by default. None serves every address.
+    "METRICS_ALLOWED_IPS": ["127.0.0.1", "::1"],
+    # A scraper that presents `Authorization: Bearer <METRICS_TOKEN>` may read /metrics from any address.
+    "METRICS_TOKEN": None,
 }
 
 

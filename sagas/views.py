@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from collections.abc import Iterable
 
@@ -19,15 +20,28 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 @require_safe
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Every ``sagas_*`` metric, summed over all processes when ``PROMETHEUS_MULTIPROC_DIR`` is set, in the
-    Prometheus text format. Answers 403 to addresses outside ``SAGAS["METRICS_ALLOWED_IPS"]`` when that is set."""
+    Prometheus text format. Answers 403 unless the caller presents ``SAGAS["METRICS_TOKEN"]`` as a bearer token or
+    its address is in ``SAGAS["METRICS_ALLOWED_IPS"]`` (loopback by default; None: every address)."""
     allowed = sagas_settings.METRICS_ALLOWED_IPS
-    if allowed is not None and not address_allowed(request.META.get("REMOTE_ADDR", ""), networks(allowed)):
+    if not token_presented(request) and (
+        allowed is not None and not address_allowed(request.META.get("REMOTE_ADDR", ""), networks(allowed))
+    ):
         return HttpResponseForbidden(
-            "This address may not read the metrics: see SAGAS['METRICS_ALLOWED_IPS'].\n", content_type="text/plain"
+            "This address may not read the metrics: see SAGAS['METRICS_ALLOWED_IPS'] and SAGAS['METRICS_TOKEN'].\n",
+            content_type="text/plain",
         )
     # generate_latest writes the classic text format, version 0.0.4 (what prometheus-client's own handlers
     # send when the scraper does not ask for another).
     return HttpResponse(generate_latest(metrics.scrape_registry()), content_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+
+def token_presented(request: HttpRequest) -> bool:
+    """Whether the request carries ``Authorization: Bearer <SAGAS["METRICS_TOKEN"]>`` (compared in constant time)."""
+    token = sagas_settings.METRICS_TOKEN
+    if not token:
+        return False
+    scheme, _, presented = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), str(token).encode())
 
 
 def networks(entries: Iterable[str]) -> list[Network]:

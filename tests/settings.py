@@ -7,6 +7,9 @@ import tempfile
 
 # The suite runs the development settings, explicitly (the project's default is production: DEBUG off, a key needed).
 os.environ.setdefault("DJANGO_DEBUG", "1")
+# The schema fuzzer sends hundreds of requests as one user; tests of throttling set their own rates.
+os.environ.setdefault("API_THROTTLE_USER", "100000/min")
+os.environ.setdefault("API_THROTTLE_ANON", "100000/min")
 # Tests always run on PostgreSQL and real Redis, whatever DATABASE_URL a developer has exported.
 os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 os.environ["CELERY_BROKER_URL"] = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/14")

@@ -119,11 +119,36 @@ def test_a_session_without_the_permission_is_a_403(make_user: Any) -> None:
     assert client.get("/api/runs/").status_code == 403
 
 
-def test_the_schema_and_its_docs_are_served_to_anyone(client: Any) -> None:
+def test_the_schema_and_its_docs_are_for_signed_in_users_only(client: Any, make_user: Any) -> None:
+    assert client.get("/api/schema/", HTTP_ACCEPT="application/json").status_code == 401
+    assert client.get("/api/docs/").status_code == 401
+
+    client.force_login(make_user("view"))
     schema = client.get("/api/schema/", HTTP_ACCEPT="application/json")
     docs = client.get("/api/docs/")
-
     assert schema.status_code == 200
     assert schema.json()["info"]["title"] == "Saga runs API"
     assert docs.status_code == 200
-    assert b"swagger-ui" in docs.content
+    page = docs.content.decode()
+    assert "swagger-ui" in page
+    # Swagger UI comes from this site's static files (drf-spectacular-sidecar), never from a CDN.
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
+    assert "cdn" not in page.lower()
+    assert "//unpkg" not in page
+    assert "jsdelivr" not in page
+
+
+def test_the_api_throttles_a_client_that_sends_too_many_requests(make_user: Any, monkeypatch: Any) -> None:
+    from django.core.cache import cache
+    from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
+
+    # DRF reads the rates when its throttle classes are imported: the project's come from API_THROTTLE_*.
+    monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"user": "3/min", "anon": "2/min"})
+    monkeypatch.setattr(AnonRateThrottle, "THROTTLE_RATES", {"user": "3/min", "anon": "2/min"})
+    cache.clear()
+    client = APIClient()
+    client.force_login(make_user("view"))
+    answers = [client.get("/api/runs/").status_code for _ in range(4)]
+    assert answers == [200, 200, 200, 429]
+    assert client.get("/api/runs/").headers["Retry-After"]
+    cache.clear()

@@ -73,3 +73,18 @@ def test_a_searchable_key_that_is_masked_is_refused_at_definition() -> None:
 def test_saga_health_refuses_a_window_it_cannot_use(hours: str) -> None:
     with pytest.raises(CommandError, match="--hours must be above 0 and at most"):
         call_command("saga_health", "--hours", hours, stdout=io.StringIO())
+
+
+def test_admin_logins_are_locked_out_after_too_many_failures(client: Client, settings) -> None:
+    from django.contrib.auth.models import User
+
+    User.objects.create_superuser("ops", "ops@example.com", "right-password")
+    login = reverse("admin:login")
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        failed = client.post(login, {"username": "ops", "password": "guess"})
+        assert failed.status_code == 200  # the form again, with its error
+    assert client.post(login, {"username": "ops", "password": "guess"}).status_code == 429
+    # Locked out: even the right password is refused from this address until the cool-off passes.
+    assert client.post(login, {"username": "ops", "password": "right-password"}).status_code == 429
+    other_address = Client(REMOTE_ADDR="198.51.100.7")
+    assert other_address.post(login, {"username": "ops", "password": "right-password"}).status_code == 302

@@ -77,8 +77,29 @@ def test_awaiting_a_person_is_counted_in_the_database_at_each_scrape(client: Cli
 
 
 @pytest.mark.django_db
-def test_metrics_are_served_to_every_address_by_default(client: Client) -> None:
+@pytest.mark.django_db
+@pytest.mark.parametrize(("address", "status"), [("127.0.0.1", 200), ("::1", 200), ("203.0.113.9", 403)])
+def test_metrics_are_served_to_loopback_only_by_default(client: Client, address: str, status: int) -> None:
+    assert client.get("/metrics", REMOTE_ADDR=address).status_code == status
+
+
+@pytest.mark.django_db
+def test_metrics_can_be_opened_to_every_address(client: Client, settings) -> None:
+    settings.SAGAS = {**settings.SAGAS, "METRICS_ALLOWED_IPS": None}
     assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [("Bearer scrape-me", 200), ("bearer scrape-me", 200), ("Bearer wrong", 403), ("Token scrape-me", 403), ("", 403)],
+)
+def test_a_scraper_with_the_metrics_token_may_read_from_anywhere(
+    client: Client, settings, authorization: str, status: int
+) -> None:
+    settings.SAGAS = {**settings.SAGAS, "METRICS_TOKEN": "scrape-me"}
+    response = client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION=authorization)
+    assert response.status_code == status
 
 
 @pytest.mark.django_db
