@@ -64,12 +64,13 @@ bench-peers: install
 	$(BIN)/python -m pip install --quiet -r bench/requirements-peers.txt
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# mypy's Django plugin loads the settings: the development ones, as the other development targets do.
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy sagas participants
+	DJANGO_DEBUG=1 $(BIN)/mypy sagas participants
 
 typecheck: install
-	$(BIN)/mypy sagas participants
+	DJANGO_DEBUG=1 $(BIN)/mypy sagas participants
 
 # Development processes: debug settings (a fixed key, DEBUG on), stated here because the default is production.
 worker: install

@@ -145,7 +145,7 @@ def load_message(reference: str | dict[str, Any]) -> SagaMessage | None:
 
     from sagas.models import SagaOutbox
 
-    message_id = reference.get("id") if isinstance(reference, dict) else reference
+    message_id = str(reference.get("id", "")) if isinstance(reference, dict) else reference
     try:
         stored = SagaOutbox.objects.filter(pk=message_id).values_list("message", flat=True).first()
     except ValidationError:  # not a message id at all

@@ -23,6 +23,11 @@ DEFAULTS: dict[str, Any] = {
         "backoff_max": 300.0,
         "jitter": True,
     },
+    # The largest start payload, in bytes of compact JSON; a bigger one is refused (InvalidPayload, an API 400)
+    # before anything is written. Payloads carry ids and amounts: a document belongs in storage, its id here.
+    "MAX_PAYLOAD_BYTES": 256 * 1024,
+    # The admin's run page shows this many of a run's latest events, with links to the earlier ones.
+    "ADMIN_TIMELINE_EVENTS": 200,
     # Every this many events a run's folded state is stored as a snapshot (sagas.rebuild starts from the
     # latest one); 0 turns snapshots off.
     "SNAPSHOT_EVERY": 100,

@@ -138,10 +138,42 @@ def event_rows(events: list[SagaEvent]) -> list[EventRow]:
     return rows
 
 
-def run_page_context(run: SagaRun, *, check_workers: bool = False) -> dict[str, Any]:
-    """Everything the run's page shows, read with a fixed number of queries."""
+@dataclass
+class TimelinePage:
+    """Which of a run's events the page shows: at most SAGAS["ADMIN_TIMELINE_EVENTS"], the latest by default."""
+
+    first: int  # seq of the first event shown (0: none)
+    last: int
+    total: int  # events in the run's log (its lock_version: the seq of its latest event)
+    older: int | None  # ?events_before= for the page of earlier events, if any
+    newer: int | None  # ?events_before= for the page of later events, if any (None: the latest page)
+    latest: bool
+
+
+def timeline(run: SagaRun, events_before: int | None) -> tuple[list[SagaEvent], TimelinePage]:
+    """The events before seq ``events_before`` (None: the latest ones), one page of them, oldest first."""
+    size = max(1, int(sagas_settings.ADMIN_TIMELINE_EVENTS))
+    before = events_before if events_before is not None and 1 <= events_before <= run.lock_version else None
+    shown = run.events.order_by("-seq")
+    if before is not None:
+        shown = shown.filter(seq__lt=before)
+    events = list(reversed(shown[:size]))
+    first, last = (events[0].seq, events[-1].seq) if events else (0, 0)
+    newer = last + 1 + size if before is not None and last + 1 + size <= run.lock_version else None
+    return events, TimelinePage(
+        first=first,
+        last=last,
+        total=run.lock_version,
+        older=first if first > 1 else None,
+        newer=newer,
+        latest=before is None or last >= run.lock_version,
+    )
+
+
+def run_page_context(run: SagaRun, *, check_workers: bool = False, events_before: int | None = None) -> dict[str, Any]:
+    """Everything the run's page shows, read with a fixed number of queries, whatever the length of its log."""
     steps = list(run.steps.order_by("index"))
-    events = list(run.events.order_by("seq"))
+    events, page = timeline(run, events_before)
     try:
         saga = get_saga(run.saga_name, run.version)
     except LookupError:
@@ -153,6 +185,7 @@ def run_page_context(run: SagaRun, *, check_workers: bool = False) -> dict[str, 
         "graph": saga_graph_svg(saga, steps),
         "step_rows": step_rows(run, steps),
         "event_rows": event_rows(events),
+        "timeline": page,
         "findings": findings,
         "payload": pretty_json(masked(run.payload)),
         "error": pretty_json(masked(run.error)) if run.error else None,

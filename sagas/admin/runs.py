@@ -106,7 +106,8 @@ class SagaRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         run = self.get_object(request, object_id)
         context = dict(extra_context or {})
         if run is not None:
-            context.update(run_page_context(run))
+            before = request.GET.get("events_before", "")
+            context.update(run_page_context(run, events_before=int(before) if before.isdecimal() else None))
             context["actions_available"] = views.available_actions(self, request, run)
         return super().change_view(request, object_id, form_url, extra_context=context)
 

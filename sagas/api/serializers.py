@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -12,6 +13,7 @@ from sagas.exceptions import InvalidPayload
 from sagas.jsonsafe import json_copy
 from sagas.masking import masked
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
+from sagas.services.runs import check_payload_size
 from sagas.states import RunStatus
 
 # --- answers ---
@@ -68,7 +70,8 @@ class EventSerializer(serializers.ModelSerializer[SagaEvent]):
 
 
 class RunSerializer(serializers.ModelSerializer[SagaRun]):
-    payload = MaskedObjectField(help_text="The payload the saga was started with, secrets masked.")
+    """A run as a list shows it: without its payload, which may be large (read one run for it)."""
+
     error = MaskedObjectField(allow_null=True, help_text="The failure that made the saga compensate or stop.")
 
     class Meta:
@@ -78,7 +81,6 @@ class RunSerializer(serializers.ModelSerializer[SagaRun]):
             "saga_name",
             "version",
             "status",
-            "payload",
             "idempotency_key",
             "correlation_id",
             "error",
@@ -93,12 +95,32 @@ class RunSerializer(serializers.ModelSerializer[SagaRun]):
 
 
 class RunDetailSerializer(RunSerializer):
+    payload = MaskedObjectField(help_text="The payload the saga was started with, secrets masked.")
     steps = StepSerializer(many=True, read_only=True, help_text="The steps in saga order.")
-    events = EventSerializer(many=True, read_only=True, help_text="The run's event log, oldest first.")
+    events = EventSerializer(
+        many=True,
+        read_only=True,
+        source="latest_events",
+        help_text="The run's latest events (at most 100), oldest first; all of them, page by page, at `events_url`.",
+    )
+    events_total = serializers.IntegerField(
+        read_only=True, source="lock_version", help_text="How many events the run's log holds."
+    )
+    events_url = serializers.SerializerMethodField(help_text="Where the whole event log is read, page by page.")
 
     class Meta(RunSerializer.Meta):
-        fields = [*RunSerializer.Meta.fields, "steps", "events"]
+        fields = [*RunSerializer.Meta.fields, "payload", "steps", "events", "events_total", "events_url"]
         read_only_fields = fields
+
+    def get_events_url(self, run: SagaRun) -> str:
+        return reverse("sagas-api:run-events", args=[run.pk])
+
+
+class EventPageSerializer(serializers.Serializer[Any]):
+    results = EventSerializer(many=True, read_only=True, help_text="Events in seq order.")
+    next = serializers.CharField(
+        allow_null=True, read_only=True, help_text="The next page's URL (events after the last one here), or null."
+    )
 
 
 class ErrorSerializer(serializers.Serializer[Any]):
@@ -138,7 +160,8 @@ class StartRunSerializer(serializers.Serializer[Any]):
 
     def validate_payload(self, value: dict[str, Any]) -> dict[str, Any]:
         try:
-            json_copy(value, what="payload")  # what start() checks too: JSON, not too deep, text jsonb takes
+            copied = json_copy(value, what="payload")  # what start() checks too: JSON, not too deep, text jsonb takes
+            check_payload_size(str(self.context.get("saga_name", "")), copied)
         except InvalidPayload as exc:
             raise serializers.ValidationError(str(exc)) from exc
         return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar, overload
+from urllib.parse import urlencode
 
 from django.db.models import F, Prefetch, QuerySet
 from django.urls import reverse
@@ -25,6 +26,8 @@ from sagas.api.parsers import JSONBodyParser
 from sagas.api.permissions import HasModelPermission
 from sagas.api.serializers import (
     ErrorSerializer,
+    EventPageSerializer,
+    EventSerializer,
     ReasonSerializer,
     ResolveSerializer,
     RunDetailSerializer,
@@ -88,23 +91,33 @@ def parse_run_id(run_id: str) -> uuid.UUID:
         raise NotFound(f"No saga run with id {run_id!r}: a run id is a UUID.") from None
 
 
+# A run's answer carries this many of its latest events; the rest are read page by page (RunEventsView).
+LATEST_EVENTS = 100
+EVENTS_PAGE = 100
+EVENTS_PAGE_MAX = 1000
+
+
+def events_with_causes(run_id: uuid.UUID) -> QuerySet[SagaEvent]:
+    """A run's events, each with its cause's seq."""
+    return SagaEvent.objects.filter(run_id=run_id).annotate(causation_seq=F("causation__seq"))
+
+
 def run_with_history(run_id: uuid.UUID) -> SagaRun:
-    """The run with its steps and events (each event with its cause's seq) in three queries, or 404."""
-    events = SagaEvent.objects.annotate(causation_seq=F("causation__seq")).order_by("seq")
+    """The run with its steps and its latest events in three queries, or 404: one answer stays small whatever
+    the length of the log."""
     run = (
         SagaRun.objects.filter(pk=run_id)
-        .prefetch_related(
-            Prefetch("steps", queryset=SagaStepRun.objects.order_by("index")), Prefetch("events", queryset=events)
-        )
+        .prefetch_related(Prefetch("steps", queryset=SagaStepRun.objects.order_by("index")))
         .first()
     )
     if run is None:
         raise NotFound(f"No saga run with id {str(run_id)!r}.")
+    run.latest_events = list(reversed(events_with_causes(run.pk).order_by("-seq")[:LATEST_EVENTS]))  # type: ignore[attr-defined]
     return run
 
 
-def validated(serializer_class: type[Any], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
+def validated(serializer_class: type[Any], data: Any, **context: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data, context=context)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
 
@@ -147,7 +160,7 @@ class StartRunView(SagaAPIView):
             saga = sagas.get_saga(name)
         except sagas.UnknownSaga as exc:
             raise NotFound(str(exc)) from None
-        data = validated(StartRunSerializer, request.data)
+        data = validated(StartRunSerializer, request.data, saga_name=saga.name)
         # The service says whether this request stored the run: of two first requests racing with one key,
         # one is told 201 and the other 200, for the same run.
         run, created = services.run_start_or_existing(
@@ -251,6 +264,49 @@ class RunDetailView(SagaAPIView):
     )
     def get(self, request: Request, run_id: str) -> Response:
         return Response(RunDetailSerializer(run_with_history(parse_run_id(run_id))).data)
+
+
+class RunEventsView(SagaAPIView):
+    required_permission = "sagas.view_sagarun"
+    serializer_class = EventPageSerializer
+
+    @extend_schema(
+        operation_id="list_run_events",
+        tags=TAGS,
+        summary="Read a run's event log",
+        description="The run's events in seq order, a page at a time: `after` the seq of the last event you have "
+        f"(0 for the first page), at most `limit` ({EVENTS_PAGE} by default, up to {EVENTS_PAGE_MAX}); `next` is "
+        "the following page's URL until the log ends. Event data is masked. Requires `sagas.view_sagarun`.",
+        parameters=[
+            RUN_ID,
+            OpenApiParameter("after", int, description="Only events with a greater seq (default 0)."),
+            OpenApiParameter("limit", int, description=f"Events per page, 1 to {EVENTS_PAGE_MAX}."),
+        ],
+        responses={200: EventPageSerializer, **errors(400, 401, 403, 404)},
+    )
+    def get(self, request: Request, run_id: str) -> Response:
+        key = parse_run_id(run_id)
+        if not SagaRun.objects.filter(pk=key).exists():
+            raise NotFound(f"No saga run with id {run_id!r}.")
+        after = _whole_number(request, "after", default=0, low=0, high=2**31 - 1)
+        limit = _whole_number(request, "limit", default=EVENTS_PAGE, low=1, high=EVENTS_PAGE_MAX)
+        events = list(events_with_causes(key).filter(seq__gt=after).order_by("seq")[: limit + 1])
+        following = None
+        if len(events) > limit:
+            events = events[:limit]
+            query = urlencode({"after": events[-1].seq, "limit": limit})
+            following = request.build_absolute_uri(f"{reverse('sagas-api:run-events', args=[key])}?{query}")
+        return Response({"results": EventSerializer(events, many=True).data, "next": following})
+
+
+def _whole_number(request: Request, name: str, *, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name, "")
+    if raw == "":
+        return default
+    value = int(raw) if raw.isdecimal() and len(raw) < 11 else -1
+    if not low <= value <= high:
+        raise ValidationError({name: [f"Ask for a whole number from {low} to {high}."]})
+    return value
 
 
 class RunActionView(SagaAPIView):

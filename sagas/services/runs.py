@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -76,6 +77,17 @@ def run_start(
     return run
 
 
+def check_payload_size(saga_name: str, payload: dict[str, Any]) -> None:
+    """Refuse a payload over SAGAS["MAX_PAYLOAD_BYTES"] (its compact JSON): every read of the run carries it."""
+    limit = int(sagas_settings.MAX_PAYLOAD_BYTES)
+    size = len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > limit:
+        raise InvalidPayload(
+            f"The payload of saga {saga_name!r} is {size} bytes of JSON, over the limit of {limit} "
+            "(SAGAS['MAX_PAYLOAD_BYTES']): pass ids and amounts, and keep documents elsewhere."
+        )
+
+
 def run_start_or_existing(
     *,
     saga: type[Saga],
@@ -90,6 +102,7 @@ def run_start_or_existing(
     if not isinstance(payload, Mapping):
         raise InvalidPayload(f"The payload of saga {saga.name!r} must be a dict, got {type(payload).__name__}.")
     stored: dict[str, Any] = json_copy(dict(payload), what=f"payload of saga {saga.name!r}")
+    check_payload_size(saga.name, stored)
     for label, value in (("idempotency_key", idempotency_key), ("correlation_id", correlation_id)):
         if value is not None and (not isinstance(value, str) or not value or len(value) > 255 or "\x00" in value):
             raise InvalidPayload(f"{label} must be a non-empty string of at most 255 characters, without NUL.")

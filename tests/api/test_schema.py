@@ -50,6 +50,7 @@ def test_the_schema_documents_every_endpoint(client: Any, make_user: Any) -> Non
         "start_run": ("/api/sagas/{name}/runs/", "post"),
         "list_runs": ("/api/runs/", "get"),
         "get_run": ("/api/runs/{run_id}/", "get"),
+        "list_run_events": ("/api/runs/{run_id}/events/", "get"),
         "retry_run": ("/api/runs/{run_id}/retry/", "post"),
         "cancel_run": ("/api/runs/{run_id}/cancel/", "post"),
         "resolve_run": ("/api/runs/{run_id}/resolve/", "post"),
@@ -130,7 +131,7 @@ def test_every_operation_answers_generated_requests_as_its_schema_says(make_user
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             fuzz(operation, mode, headers, calls)
 
-    assert len(operations) == 6
+    assert len(operations) == 7
     for operation in operations:
         for mode in ("positive", "negative"):
             sent = sum(n for (label, m, _), n in calls.items() if (label, m) == (operation.label, mode))
