@@ -13,7 +13,7 @@ from typing import Any
 from celery import Task, shared_task
 from django.db import transaction
 
-from sagas import metrics
+from sagas import masking, metrics
 from sagas.exceptions import InvalidDefinition
 from sagas.retry import RetryPolicy
 
@@ -166,12 +166,14 @@ def receive(task: Task, receiver: Receiver, message: SagaMessage) -> None:
             else:
                 receiver.function(message)
                 outcome = "received"
-    except Exception as exc:
+    except Exception as raised:
         attempt = task.request.retries + 1
-        retried = receiver.retry.should_retry(exc, attempt)
+        retried = receiver.retry.should_retry(raised, attempt)
+        # What the worker log and the result backend keep: the message's secrets masked in the error's text.
+        exc = masking.scrubbed_exception(raised, masking.secret_values(message.payload, message.results))
         metrics.receiver_delivery(receiver.name, "retried" if retried else "gave_up")
         if retried:
-            delay = receiver.retry.delay(attempt, exc)
+            delay = receiver.retry.delay(attempt, raised)
             logger.warning(
                 "receiver %s failed on message %s (%s), attempt %d; retrying in %.1fs: %s",
                 receiver.name,
@@ -181,7 +183,7 @@ def receive(task: Task, receiver: Receiver, message: SagaMessage) -> None:
                 delay,
                 exc,
             )
-            raise task.retry(countdown=delay, exc=exc) from exc
+            raise task.retry(countdown=delay, exc=exc) from None
         logger.error(
             "receiver %s gave up on message %s (%s) after %d attempts: %s",
             receiver.name,
@@ -190,7 +192,9 @@ def receive(task: Task, receiver: Receiver, message: SagaMessage) -> None:
             attempt,
             exc,
         )
-        raise
+        if exc is raised:
+            raise
+        raise exc from None
     metrics.receiver_delivery(receiver.name, outcome)
     if outcome == "duplicate":
         logger.info("receiver %s: message %s (%s) already received", receiver.name, message.id, message.topic)

@@ -85,3 +85,7 @@ class CircuitOpen(Exception):
 
 class UnrecordedFailure(SagaError):
     """A step's task failed before the runner could record why (see the worker log)."""
+
+
+class MaskedFailure(SagaError):
+    """Stands in for a step's exception whose message held a masked value and could not be masked in place."""

@@ -1,7 +1,10 @@
-"""Masks secrets in payloads and outputs before a person sees them (SAGAS["MASKED_KEYS"])."""
+"""Masks secrets (values under SAGAS["MASKED_KEYS"]) in payloads and outputs before a person sees them, and
+wherever those values turn up in error text the framework stores."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from typing import Any
 
 from sagas.conf import sagas_settings
@@ -23,3 +26,69 @@ def masked(value: Any, patterns: list[str] | None = None) -> Any:
     if isinstance(value, list):
         return [masked(item, patterns) for item in value]
     return value
+
+
+# Shorter values are not looked for in free text: "1" or "no" would blot out half of every message.
+MIN_SECRET_LENGTH = 4
+
+
+def secret_values(*documents: Any, patterns: list[str] | None = None) -> list[str]:
+    """Every value held under a masked key anywhere in ``documents`` (payloads, outputs), as text, longest first:
+    what must not appear in clear in an error message or a traceback."""
+    found: set[str] = set()
+
+    def leaves(value: Any) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                leaves(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                leaves(item)
+        elif value is not None and not isinstance(value, bool):
+            found.add(str(value))
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if is_masked_key(key, patterns):
+                    leaves(item)
+                else:
+                    walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    for document in documents:
+        walk(document)
+    return sorted((text for text in found if len(text) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every occurrence of a secret replaced by the mask."""
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text
+
+
+def scrubbed_error(error: dict[str, Any], secrets: Sequence[str]) -> dict[str, Any]:
+    """A failure record (sagas.retry.describe_failure) with secrets masked in its message and traceback."""
+    if not secrets:
+        return error
+    texts = {field: error[field] for field in ("message", "traceback") if isinstance(error.get(field), str)}
+    return {**error, **{field: scrub(text, secrets) for field, text in texts.items()}}
+
+
+def scrubbed_exception(exc: BaseException, secrets: Sequence[str]) -> BaseException:
+    """``exc`` itself when its message holds no secret; else a copy of it (same class) whose arguments are masked
+    and which carries no traceback, to hand to Celery (its result backend and logs) in its place."""
+    if not secrets or not any(secret in str(exc) or secret in repr(exc.args) for secret in secrets):
+        return exc
+    clone = copy.copy(exc)
+    clone.args = tuple(scrub(arg, secrets) if isinstance(arg, str) else arg for arg in exc.args)
+    clone.__traceback__ = clone.__cause__ = clone.__context__ = None
+    clone.__suppress_context__ = True
+    if any(secret in str(clone) for secret in secrets):  # a __str__ of its own: say only what it was
+        from sagas.exceptions import MaskedFailure
+
+        return MaskedFailure(f"{type(exc).__module__}.{type(exc).__qualname__}: {scrub(str(exc), secrets)}")
+    return clone

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sagas import breakers, engine, services
+from sagas import breakers, engine, masking, services
 from sagas.apps import FAULTS_VARIABLE
 from sagas.conf import sagas_settings
 from sagas.definitions import StepContext, StepFunction
@@ -66,13 +66,15 @@ def execute_step(*, run_id: str, step: str, task_id: str) -> Result:
         seconds = time.monotonic() - started
         output = json_copy(raw, what=f"output of step {step!r}")
     except Exception as exc:  # anything the action raised is a failed attempt, classified by the policy
-        error = describe_failure(exc, attempt=claim.context.attempt)
+        secrets = _secrets(claim.context)
+        error = masking.scrubbed_error(describe_failure(exc, attempt=claim.context.attempt), secrets)
         delay = _retry_delay(policy, exc, claim.context.attempt)
         answer = services.step_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay)
+        shown = masking.scrubbed_exception(exc, secrets)  # what Celery stores and logs
         if answer is AttemptOutcome.RETRY:
             next_id = engine.step_task_id(run_id, step, claim.context.attempt + 1)
-            return Result(Outcome.RETRY, delay=delay or 0.0, exc=exc, retry_task_id=next_id)
-        return Result(Outcome.FAILED if answer is AttemptOutcome.FAILED else Outcome.STOP, exc=exc)
+            return Result(Outcome.RETRY, delay=delay or 0.0, exc=shown, retry_task_id=next_id)
+        return Result(Outcome.FAILED if answer is AttemptOutcome.FAILED else Outcome.STOP, exc=shown)
     recorded = services.step_succeed(
         run_id=run_id,
         step=step,
@@ -103,14 +105,21 @@ def execute_compensation(*, run_id: str, step: str, task_id: str) -> Result:
     try:
         call_admitted(declared.compensation, claim)
     except Exception as exc:
-        error = describe_failure(exc, attempt=claim.context.attempt)
+        secrets = _secrets(claim.context)
+        error = masking.scrubbed_error(describe_failure(exc, attempt=claim.context.attempt), secrets)
         delay = _retry_delay(policy, exc, claim.context.attempt)
         next_id = services.compensation_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay)
         if next_id:
-            return Result(Outcome.RETRY, delay=delay or 0.0, exc=exc, retry_task_id=next_id)
+            shown = masking.scrubbed_exception(exc, secrets)
+            return Result(Outcome.RETRY, delay=delay or 0.0, exc=shown, retry_task_id=next_id)
         return Result(Outcome.STOP)
     services.compensation_succeed(run_id=run_id, step=step)
     return Result(Outcome.STOP)
+
+
+def _secrets(ctx: StepContext) -> list[str]:
+    """The masked values the attempt could see: they are masked wherever its failure is stored."""
+    return masking.secret_values(dict(ctx.payload), dict(ctx.results), ctx.result)
 
 
 def _retry_delay(policy: RetryPolicy, exc: Exception, attempt: int) -> float | None:

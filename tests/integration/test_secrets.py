@@ -1,5 +1,6 @@
-"""No masked value leaves through choreography: not in the broker message of a receiver's task, not in the result
-backend row of a failed delivery, not in the admin, not in the API (a real worker, Redis, PostgreSQL)."""
+"""No masked value leaves: not through choreography (the broker message of a receiver's task, the result backend row
+of a failed delivery), not through error text (a step's failures, the run's error, events, the result backend), not
+in the admin, not in the API (a real worker, Redis, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from django_celery_results.models import TaskResult
 
 from sagaproject.celery import app as celery_app
 from sagas import choreography, outbox
+from sagas.masking import MASK
 from sagas.models import SagaOutbox
-from sagas.states import RunStatus
+from sagas.states import EventType, RunStatus
 from sagas.testing import queues
-from tests.testapp.sagas import Secretive
+from tests.testapp.sagas import LeakySecrets, Secretive
 from tests.worker import WorkerProcess, wait_for_run, wait_until
 
 CARD = "4111111111111111"
@@ -93,3 +95,31 @@ def _sagas_settings() -> dict[str, object]:
     from django.conf import settings
 
     return dict(settings.SAGAS)
+
+
+def test_secrets_in_error_messages_and_tracebacks_are_masked_wherever_they_are_stored(worker: WorkerProcess) -> None:
+    run = wait_for_run(LeakySecrets.start(PAYLOAD), worker)
+    assert run.status == RunStatus.COMPENSATED
+    charge = run.steps.get(name="charge")
+    hold = run.steps.get(name="hold")
+    assert [f["class"] for f in charge.failures] == ["transient", "transient"]
+    assert charge.error["message"] == f"gateway refused card {MASK} (session {MASK})"
+    assert MASK in charge.error["traceback"]
+    assert [f["kind"] for f in hold.failures] == ["compensation"]
+    assert hold.failures[0]["message"] == f"undo refused for session {MASK}"
+
+    stored = {
+        "the steps": json.dumps([[s.failures, s.error] for s in run.steps.all()]),
+        "the run's error": json.dumps(run.error),
+        # SagaStarted holds the payload itself (stored, as run.payload is, and shown masked): the rest must not.
+        "the event log": json.dumps([e.data for e in run.events.exclude(type=EventType.SAGA_STARTED)]),
+    }
+    results = TaskResult.objects.filter(task_id__startswith=str(run.pk))
+    assert {r.status for r in results} >= {"RETRY", "FAILURE"}
+    stored["the result backend"] = json.dumps([[r.result, r.traceback, r.task_args] for r in results])
+    client = viewer()
+    stored["the admin's run page"] = client.get(reverse("admin:sagas_sagarun_change", args=[run.pk])).content.decode()
+    stored["the API"] = client.get(f"/api/runs/{run.pk}/").content.decode()
+    for where, text in stored.items():
+        assert_no_secret(text, where)
+    assert "gateway refused card" in stored["the result backend"]  # the rest of the message is kept

@@ -210,6 +210,28 @@ class Secretive(sagas.Saga):
     steps = [sagas.Step(record, undo, name="charge")]
 
 
+def leaky(ctx: sagas.StepContext) -> None:
+    """A service whose error message repeats the card and token it was sent."""
+    card, token = ctx.payload["card_number"], ctx.payload["auth_token"]
+    raise sagas.TransientError(f"gateway refused card {card} (session {token})")
+
+
+def leaky_undo(ctx: sagas.StepContext) -> None:
+    """Fails once, quoting the token, then undoes."""
+    if _call("leaky_undo", ctx) == 1:
+        raise ValueError(f"undo refused for session {ctx.payload['auth_token']}")
+
+
+class LeakySecrets(sagas.Saga):
+    """Its second step fails with the payload's secrets in the error text; the first one's undo fails once too."""
+
+    name = "tests.leaky_secrets"
+    steps = [
+        sagas.Step(record, leaky_undo, name="hold"),
+        sagas.Step(leaky, name="charge", retry=sagas.RetryPolicy(max_attempts=2, backoff=0.05, jitter=False)),
+    ]
+
+
 class NoCircuitWait(sagas.Saga):
     """A step that does not wait for service Y's circuit at all."""
 
