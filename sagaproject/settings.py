@@ -135,13 +135,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Server-side parameter binding lets psycopg prepare a statement the connection has sent 5 times; workers keep
-    # their connections (CELERY_DB_REUSE_MAX), so a step's statements are planned once per connection instead of
-    # on every call: a third of PostgreSQL's CPU per step (bench/README.md). Set 0 behind a pooler in transaction
-    # mode that does not track prepared statements (PgBouncer before 1.21, or without max_prepared_statements).
-    if env_bool("DATABASE_SERVER_SIDE_BINDING", True):
-        DATABASES["default"]["OPTIONS"] = {"server_side_binding": True}
+elif DATABASES["default"]["ENGINE"].endswith("postgresql") and env_bool("DATABASE_PREPARED_STATEMENTS", True):
+    # Server-side parameter binding, and psycopg prepares a statement the connection sends a second time: workers
+    # keep their connections (CELERY_DB_REUSE_MAX), so a step's statements are planned once per connection instead
+    # of on every call (bench/README.md). Set DATABASE_PREPARED_STATEMENTS=0 behind a pooler in transaction mode
+    # that does not track prepared statements (PgBouncer before 1.21, or without max_prepared_statements).
+    DATABASES["default"]["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 2}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -125,7 +125,11 @@ def write(
     if expect_status is not None:
         where.append("status = %s")
         params.append(expect_status)
-    parts = [f"r AS (UPDATE {run_table} SET {', '.join(sets)} WHERE {' AND '.join(where)} RETURNING *)"]
+    # The run's columns by name, never *: a statement prepared by a worker must not change its result's shape when
+    # a migration adds a column while the worker runs.
+    run_columns = [_quote(f.column) for f in SagaRun._meta.concrete_fields]
+    returning = ", ".join(run_columns)
+    parts = [f"r AS (UPDATE {run_table} SET {', '.join(sets)} WHERE {' AND '.join(where)} RETURNING {returning})"]
     step_guard = ""
     if step is not None:
         step_sets, step_params = _assignments(SagaStepRun, step.values, step.increment)
@@ -152,7 +156,8 @@ def write(
         unfinished = f", (SELECT count(*) FROM {step_table} WHERE run_id = %s AND status <> %s{others}) AS unfinished"
         params += [run_id, "succeeded"] + ([step.pk] if step is not None else [])
     returned = "e.id AS sagas_event_id, e.causation_id AS sagas_event_cause"
-    sql = f"WITH {', '.join(parts)} SELECT {returned}, r.*{unfinished} FROM e, r"
+    run_values_sql = ", ".join(f"r.{column}" for column in run_columns)
+    sql = f"WITH {', '.join(parts)} SELECT {returned}, {run_values_sql}{unfinished} FROM e, r"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
