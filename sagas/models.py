@@ -8,7 +8,7 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
-from sagas.states import EventType, RunStatus, StepStatus
+from sagas.states import ACTIVE_RUN_STATES, EventType, RunStatus, StepStatus
 
 
 class SagaDefinition(models.Model):
@@ -108,8 +108,13 @@ class SagaRun(models.Model):
             ("resolve_sagarun", "Can resolve a failed compensation by hand"),
             ("cancel_sagarun", "Can cancel saga runs"),
         ]
+        # No index holds updated_at or lock_version, the two columns every step writes: so a step's UPDATE of its
+        # run is a HOT update (no index entry to add) while the status stays. The reaper finds stuck runs through
+        # the partial index of active runs, few next to the finished ones, and sorts them by updated_at itself.
         indexes = [
-            models.Index(fields=["status", "updated_at"], name="sagas_run_status_updated"),
+            models.Index(
+                fields=["status"], name="sagas_run_active", condition=models.Q(status__in=sorted(ACTIVE_RUN_STATES))
+            ),
             models.Index(fields=["saga_name", "status"], name="sagas_run_name_status"),
             models.Index(fields=["created_at"], name="sagas_run_created"),
             models.Index(fields=["status", "deadline"], name="sagas_run_status_deadline"),
@@ -120,8 +125,14 @@ class SagaRun(models.Model):
 
 
 class SagaStepRun(models.Model):
+    # No index of its own: the unique (run, name) index serves every lookup by run.
     run = models.ForeignKey(
-        SagaRun, on_delete=models.CASCADE, related_name="steps", verbose_name="run", help_text="The saga run."
+        SagaRun,
+        on_delete=models.CASCADE,
+        related_name="steps",
+        verbose_name="run",
+        help_text="The saga run.",
+        db_index=False,
     )
     name = models.CharField("name", max_length=100, help_text="The step's name in the saga definition.")
     index = models.PositiveIntegerField("index", help_text="Position of the step in the saga, from 0.")
@@ -182,8 +193,14 @@ class SagaStepRun(models.Model):
 
 
 class SagaEvent(models.Model):
+    # No index of its own: the unique (run, seq) index serves every lookup by run.
     run = models.ForeignKey(
-        SagaRun, on_delete=models.CASCADE, related_name="events", verbose_name="run", help_text="The saga run."
+        SagaRun,
+        on_delete=models.CASCADE,
+        related_name="events",
+        verbose_name="run",
+        help_text="The saga run.",
+        db_index=False,
     )
     seq = models.PositiveIntegerField("seq", help_text="Position in the run's event log, from 1.")
     type = models.CharField("type", max_length=40, choices=EventType.choices, help_text="What happened.")
