@@ -116,6 +116,18 @@ def reset_breakers() -> None:
         client.close()
 
 
+def open_breaker(service: str, *, ago: float = 0.0) -> Any:
+    """Open ``service``'s breaker by hand, as if it had opened ``ago`` seconds ago (on Redis's clock, which the
+    breaker's scripts read); returns the breaker."""
+    from sagas import breakers
+
+    breaker = breakers.for_service(service)
+    assert breaker is not None
+    seconds, micros = breaker._client.time()
+    breaker._client.hset(breaker.keys[0], mapping={"state": "open", "opened_at": seconds + micros / 1e6 - ago})
+    return breaker
+
+
 RunConcurrently = Callable[..., list[Any]]
 
 

@@ -16,6 +16,7 @@ from sagas.diagnose import diagnose
 from sagas.health import health_report
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.states import EventType, RunStatus
+from tests.conftest import open_breaker
 from tests.metrics import scrape
 from tests.testapp.models import Call, Switch
 from tests.testapp.sagas import CallsX, CallsXOnce, UndoesY, WaitsForY
@@ -92,13 +93,9 @@ def test_saga_breakers_lists_and_resets(worker: WorkerProcess) -> None:
 def hold_open(service: str, seconds: float) -> None:
     """Keep ``service``'s breaker open for ``seconds``, as runs that keep taking its half-open probe and failing
     would: its opening is stamped anew, on Redis's clock, every 50 ms."""
-    breaker = breakers.for_service(service)
-    assert breaker is not None
-    client = breakers._client(breakers.redis_url() or "")
     until = time.monotonic() + seconds
     while time.monotonic() < until:
-        now_s, now_us = client.time()
-        client.hset(breaker.keys[0], mapping={"state": "open", "opened_at": now_s + now_us / 1e6})
+        open_breaker(service)
         time.sleep(0.05)
 
 
@@ -171,9 +168,7 @@ def test_a_compensation_refused_by_an_open_circuit_spends_no_attempt(
 def test_a_forward_step_waits_for_its_circuit_at_most_circuit_wait(worker: WorkerProcess) -> None:
     y = breakers.breaker_settings("svc-y")
     limit = WaitsForY.steps[1].circuit_wait
-    breakers.for_service("svc-y").reset()
-    client = breakers._client(breakers.redis_url() or "")
-    client.hset(breakers.for_service("svc-y").keys[0], mapping={"state": "open", "opened_at": time.time()})
+    open_breaker("svc-y")
     run = WaitsForY.start({})
     hold_open("svc-y", limit + y.recovery_timeout + y.retry_spread + 1)
     run = wait_for_run(run, worker)

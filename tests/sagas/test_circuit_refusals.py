@@ -14,7 +14,7 @@ from sagas.exceptions import InvalidDefinition
 from sagas.models import SagaRun, SagaStepRun
 from sagas.services import ClaimOutcome
 from sagas.states import EventType, RunStatus, StepStatus
-from tests.conftest import reset_breakers
+from tests.conftest import open_breaker, reset_breakers
 from tests.testapp.sagas import NoCircuitWait, UndoesY, WaitsForY, record
 
 pytestmark = pytest.mark.django_db
@@ -27,15 +27,6 @@ def _closed_breakers() -> Iterator[None]:
     reset_breakers()
     yield
     reset_breakers()
-
-
-def open_breaker(service: str, *, ago: float = 0.0) -> breakers.CircuitBreaker:
-    """Open ``service``'s breaker as if it had opened ``ago`` seconds ago (Redis's clock)."""
-    breaker = breakers.for_service(service)
-    assert breaker is not None
-    seconds, micros = breakers._client(breakers.redis_url() or "").time()
-    breaker._client.hset(breaker.keys[0], mapping={"state": "open", "opened_at": seconds + micros / 1e6 - ago})
-    return breaker
 
 
 def steps_of(run: SagaRun) -> dict[str, SagaStepRun]:
