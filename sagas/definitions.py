@@ -11,6 +11,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sagas import registry
+from sagas.conf import sagas_settings
 from sagas.exceptions import InvalidDefinition
 from sagas.masking import is_masked_key
 from sagas.retry import RetryPolicy
@@ -107,6 +108,10 @@ class Step:
         if self.irreversible is True and self.read_only is True:
             problems.append("a step is irreversible (its effect stays) or read_only (it has none), not both")
         return problems
+
+    def circuit_wait_seconds(self) -> float:
+        """How long the action waits for its service's open circuit: ``circuit_wait``, else SAGAS["CIRCUIT_WAIT"]."""
+        return float(self.circuit_wait if self.circuit_wait is not None else sagas_settings.CIRCUIT_WAIT)
 
     def to_spec(self, index: int) -> dict[str, Any]:
         return {

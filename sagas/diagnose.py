@@ -126,7 +126,7 @@ def _circuit_waits(run: SagaRun, steps: list[SagaStepRun], saga: Any, now: datet
         declared = saga.step(step.name) if saga is not None else None
         service = declared.service if declared is not None else "?"
         waited = (now - step.circuit_waiting_since).total_seconds()
-        what = circuit_call(step)
+        what = circuit_call(step.status)
         summary = (
             f"The {what} of step {step.name!r} is waiting on an open circuit: the breaker of service {service!r} "
             f"refused it {step.circuit_refusals} time(s); it has waited {humanize_seconds(waited)}."
@@ -134,8 +134,7 @@ def _circuit_waits(run: SagaRun, steps: list[SagaStepRun], saga: Any, now: datet
         if what == "compensation":
             summary += " A compensation waits without limit and spends no attempt while it does."
         else:
-            limit = declared.circuit_wait if declared is not None and declared.circuit_wait is not None else None
-            limit = float(limit if limit is not None else sagas_settings.CIRCUIT_WAIT)
+            limit = declared.circuit_wait_seconds() if declared is not None else float(sagas_settings.CIRCUIT_WAIT)
             summary += f" It fails with circuit_open once it has waited {humanize_seconds(limit)} (circuit_wait)."
         found.append(
             Finding(

@@ -14,7 +14,7 @@ from django.utils import timezone
 from sagas.conf import sagas_settings
 from sagas.models import SagaRun, SagaStepRun
 from sagas.selectors import awaiting_person, circuit_call, humanize_seconds, stuck, waiting_on_circuit
-from sagas.states import RunStatus, StepStatus
+from sagas.states import CIRCUIT_REFUSAL, RunStatus, StepStatus
 
 MAX_WINDOW_HOURS = 24 * 366  # the widest window a report covers: a year
 FINISHED = (RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.FAILED, RunStatus.CANCELLED)
@@ -117,7 +117,7 @@ def _failures(report: HealthReport, since: datetime) -> None:
     attempts = SagaStepRun.objects.filter(run__created_at__gte=since).exclude(failures=[])
     for failures in attempts.values_list("failures", flat=True).iterator():
         # A call the breaker refused was not an attempt (see circuit_waits).
-        classes.update(f.get("class", "unknown") for f in failures if f.get("kind") != "circuit_open")
+        classes.update(f.get("class", "unknown") for f in failures if f.get("kind") != CIRCUIT_REFUSAL)
     report.failures_by_class = dict(classes.most_common())
 
 
@@ -131,7 +131,7 @@ def _circuit_waits(now: datetime, limit: int = 100) -> list[dict[str, Any]]:
                 "run": str(step.run_id),
                 "saga": step.run.saga_name,
                 "step": step.name,
-                "call": circuit_call(step),
+                "call": circuit_call(step.status),
                 "since": since.isoformat(),
                 "seconds": round((now - since).total_seconds(), 1),
                 "refusals": step.circuit_refusals,

@@ -250,8 +250,7 @@ class CircuitWaitCollector:
         from django.db.models import Count, Min
         from django.utils import timezone
 
-        from sagas.selectors import waiting_on_circuit
-        from sagas.states import StepStatus
+        from sagas.selectors import circuit_call, waiting_on_circuit
 
         try:
             rows = (
@@ -262,7 +261,7 @@ class CircuitWaitCollector:
             )
             waits = {"action": (0, None), "compensation": (0, None)}
             for status, steps, since in rows:
-                kind = "compensation" if status == StepStatus.COMPENSATING else "action"
+                kind = circuit_call(status)
                 count, earliest = waits[kind]
                 waits[kind] = (count + steps, since if earliest is None or since < earliest else earliest)
         except DatabaseError:

@@ -42,9 +42,9 @@ def waiting_on_circuit(steps: QuerySet[SagaStepRun] | None = None) -> QuerySet[S
     )
 
 
-def circuit_call(step: SagaStepRun) -> str:
-    """What of a step waits on its circuit: its "compensation", else its "action"."""
-    return "compensation" if step.status == StepStatus.COMPENSATING else "action"
+def circuit_call(status: str) -> str:
+    """What of a step in ``status`` waits on its circuit: its "compensation", else its "action"."""
+    return "compensation" if status == StepStatus.COMPENSATING else "action"
 
 
 def run_duration(run: SagaRun, now: datetime | None = None) -> timedelta:

@@ -132,5 +132,8 @@ class EventType(models.TextChoices):
     CIRCUIT_REFUSED = "CircuitRefused"  # a call the service's open breaker refused: not an attempt
 
 
+# The ``kind`` of a step's failures entry for a call its open breaker refused, beside "action" and "compensation".
+CIRCUIT_REFUSAL = "circuit_open"
+
 # Events that report a service's breaker moving: their "from"/"to" are the breaker's states, not the step's.
 BREAKER_EVENTS = frozenset({EventType.BREAKER_OPENED, EventType.BREAKER_HALF_OPENED, EventType.BREAKER_CLOSED})

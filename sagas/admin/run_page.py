@@ -19,7 +19,7 @@ from sagas.masking import masked
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.registry import get_saga
 from sagas.selectors import circuit_call, humanize_seconds, step_duration
-from sagas.services.circuit import REFUSAL
+from sagas.states import CIRCUIT_REFUSAL
 
 
 @dataclass
@@ -79,7 +79,7 @@ def step_rows(run: SagaRun, steps: list[SagaStepRun]) -> list[StepRow]:
                 service=service,
                 duration=humanize_seconds(duration.total_seconds()) if duration else "-",
                 failures=", ".join(
-                    f"{f['kind'][0]}{f['attempt']} {f['class']}" for f in step.failures if f["kind"] != REFUSAL
+                    f"{f['kind'][0]}{f['attempt']} {f['class']}" for f in step.failures if f["kind"] != CIRCUIT_REFUSAL
                 )
                 or "-",
                 circuit=_circuit(step),
@@ -100,7 +100,7 @@ def _circuit(step: SagaStepRun) -> str:
     if step.circuit_waiting_since is not None:
         waited = humanize_seconds((timezone.now() - step.circuit_waiting_since).total_seconds())
         return (
-            f"{circuit_call(step)} waiting on an open circuit for {waited} "
+            f"{circuit_call(step.status)} waiting on an open circuit for {waited} "
             f"(since {step.circuit_waiting_since:%Y-%m-%d %H:%M:%S}), refused {step.circuit_refusals}x"
         )
     if step.circuit_refusals:

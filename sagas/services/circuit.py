@@ -15,14 +15,13 @@ from sagas.models import SagaRun, SagaStepRun
 from sagas.retry import describe_failure
 from sagas.services import _statement
 from sagas.services._core import RunId, append_event, failure_entry, lock_run, logger
-from sagas.states import EventType
+from sagas.states import CIRCUIT_REFUSAL, EventType
 
 BREAKER_EVENT = {
     "open": EventType.BREAKER_OPENED,
     "half_open": EventType.BREAKER_HALF_OPENED,
     "closed": EventType.BREAKER_CLOSED,
 }
-REFUSAL = "circuit_open"  # the ``kind`` of a refusal in a step's failures, beside "action" and "compensation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +82,7 @@ def record_refusal(
     refusal on the step, the wait's start kept, and a CircuitRefused event (caller holds the run lock)."""
     attempts = step_run.attempts if call == "action" else step_run.compensation_attempts
     error = refusal_error(gate, attempts + 1)  # the attempt that waits: it has not started
-    entry = {**failure_entry(REFUSAL, error, retry_in), "call": call, "service": gate.service}
+    entry = {**failure_entry(CIRCUIT_REFUSAL, error, retry_in), "call": call, "service": gate.service}
     since = step_run.circuit_waiting_since or now
     failures = [*step_run.failures, entry]
     values = {"failures": failures, "circuit_waiting_since": since}

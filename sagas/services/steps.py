@@ -108,7 +108,7 @@ def _wait_for_circuit(run: SagaRun, step_run: SagaStepRun, declared: Step, gate:
     ``circuit_wait`` and the run's deadline; once the step has waited its ``circuit_wait``, it fails with
     ``circuit_open`` and the run compensates. The caller holds the run lock."""
     now = timezone.now()
-    limit = float(declared.circuit_wait if declared.circuit_wait is not None else sagas_settings.CIRCUIT_WAIT)
+    limit = declared.circuit_wait_seconds()
     waited = circuit.waited(step_run, now)
     if waited >= limit:
         error = circuit.refusal_error(gate, step_run.attempts)
