@@ -116,6 +116,20 @@ def run_with_history(run_id: uuid.UUID) -> SagaRun:
     return run
 
 
+def whole_number(request: Request, name: str, *, default: int, low: int, high: int, of: str = "") -> int:
+    """Query parameter ``name`` as a whole number from ``low`` to ``high`` (``default`` when absent or empty), else a
+    400 naming it: DRF's own parsing quietly falls back to a default, and a client would never learn its request was
+    wrong."""
+    raw = request.query_params.get(name, "")
+    if raw == "":
+        return default
+    # At most one digit more than the bound (a leading zero): a thousand-digit number is refused before int() parses it.
+    value = int(raw) if raw.isdecimal() and len(raw) <= len(str(high)) + 1 else -1
+    if not low <= value <= high:
+        raise ValidationError({name: [f"Ask for a whole number{f' of {of}' if of else ''} from {low} to {high}."]})
+    return value
+
+
 def validated(serializer_class: type[Any], data: Any, **context: Any) -> dict[str, Any]:
     serializer = serializer_class(data=data, context=context)
     serializer.is_valid(raise_exception=True)
@@ -186,13 +200,9 @@ class RunPagination(PageNumberPagination):
     max_page_size = 500
 
     def get_page_size(self, request: Request) -> int:
-        raw = request.query_params.get(self.page_size_query_param, "")
-        if raw == "":
-            return self.page_size
-        size = int(raw) if raw.isdecimal() and len(raw) < 5 else 0
-        if not 1 <= size <= self.max_page_size:
-            raise ValidationError({"page_size": [f"Ask for a whole number of runs from 1 to {self.max_page_size}."]})
-        return size
+        return whole_number(
+            request, self.page_size_query_param, default=self.page_size, low=1, high=self.max_page_size, of="runs"
+        )
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         parameters = super().get_schema_operation_parameters(view)
@@ -288,8 +298,8 @@ class RunEventsView(SagaAPIView):
         key = parse_run_id(run_id)
         if not SagaRun.objects.filter(pk=key).exists():
             raise NotFound(f"No saga run with id {run_id!r}.")
-        after = _whole_number(request, "after", default=0, low=0, high=2**31 - 1)
-        limit = _whole_number(request, "limit", default=EVENTS_PAGE, low=1, high=EVENTS_PAGE_MAX)
+        after = whole_number(request, "after", default=0, low=0, high=2**31 - 1)
+        limit = whole_number(request, "limit", default=EVENTS_PAGE, low=1, high=EVENTS_PAGE_MAX)
         events = list(events_with_causes(key).filter(seq__gt=after).order_by("seq")[: limit + 1])
         following = None
         if len(events) > limit:
@@ -297,16 +307,6 @@ class RunEventsView(SagaAPIView):
             query = urlencode({"after": events[-1].seq, "limit": limit})
             following = request.build_absolute_uri(f"{reverse('sagas-api:run-events', args=[key])}?{query}")
         return Response({"results": EventSerializer(events, many=True).data, "next": following})
-
-
-def _whole_number(request: Request, name: str, *, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name, "")
-    if raw == "":
-        return default
-    value = int(raw) if raw.isdecimal() and len(raw) < 11 else -1
-    if not low <= value <= high:
-        raise ValidationError({name: [f"Ask for a whole number from {low} to {high}."]})
-    return value
 
 
 class RunActionView(SagaAPIView):
