@@ -3,6 +3,7 @@ sent as one data-modifying WITH statement instead of one statement each."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -79,6 +80,13 @@ def _assignments(model: type[Model], values: dict[str, Any], increment: str | No
     return sql, params
 
 
+@functools.cache
+def _run_column_names() -> tuple[str, ...]:
+    """The run's columns by name, never *: a statement prepared by a worker must not change its result's shape when
+    a migration adds a column while the worker runs. Worked out once per process (every step's statement uses it)."""
+    return tuple(_quote(f.column) for f in SagaRun._meta.concrete_fields)
+
+
 def _typed(model: type[Model], name: str) -> str:
     """A placeholder cast to the column's type: INSERT ... SELECT infers nothing from its target."""
     return f"CAST(%s AS {_field(model, name).db_type(connection)})"
@@ -125,9 +133,7 @@ def write(
     if expect_status is not None:
         where.append("status = %s")
         params.append(expect_status)
-    # The run's columns by name, never *: a statement prepared by a worker must not change its result's shape when
-    # a migration adds a column while the worker runs.
-    run_columns = [_quote(f.column) for f in SagaRun._meta.concrete_fields]
+    run_columns = _run_column_names()
     returning = ", ".join(run_columns)
     parts = [f"r AS (UPDATE {run_table} SET {', '.join(sets)} WHERE {' AND '.join(where)} RETURNING {returning})"]
     step_guard = ""
