@@ -12,19 +12,30 @@ from sagas.conf import sagas_settings
 MASK = "••••••"
 
 
+def _lowered(patterns: list[str] | None) -> list[str]:
+    return [p.lower() for p in (patterns if patterns is not None else sagas_settings.MASKED_KEYS)]
+
+
+def _matches(key: object, lowered: list[str]) -> bool:
+    text = str(key).lower()
+    return any(p in text for p in lowered)
+
+
 def is_masked_key(key: object, patterns: list[str] | None = None) -> bool:
     """Whether values under ``key`` are secrets: it contains one of SAGAS["MASKED_KEYS"], in any case."""
-    lowered = str(key).lower()
-    return any(p.lower() in lowered for p in (patterns if patterns is not None else sagas_settings.MASKED_KEYS))
+    return _matches(key, _lowered(patterns))
 
 
 def masked(value: Any, patterns: list[str] | None = None) -> Any:
     """A copy of ``value`` in which every dict value under a key matching a pattern is replaced by a mask."""
-    patterns = [p.lower() for p in (patterns if patterns is not None else sagas_settings.MASKED_KEYS)]
+    return _masked(value, _lowered(patterns))
+
+
+def _masked(value: Any, lowered: list[str]) -> Any:
     if isinstance(value, dict):
-        return {key: MASK if is_masked_key(key, patterns) else masked(item, patterns) for key, item in value.items()}
+        return {key: MASK if _matches(key, lowered) else _masked(item, lowered) for key, item in value.items()}
     if isinstance(value, list):
-        return [masked(item, patterns) for item in value]
+        return [_masked(item, lowered) for item in value]
     return value
 
 
@@ -35,6 +46,7 @@ MIN_SECRET_LENGTH = 4
 def secret_values(*documents: Any, patterns: list[str] | None = None) -> list[str]:
     """Every value held under a masked key anywhere in ``documents`` (payloads, outputs), as text, longest first:
     what must not appear in clear in an error message or a traceback."""
+    lowered = _lowered(patterns)
     found: set[str] = set()
 
     def leaves(value: Any) -> None:
@@ -50,7 +62,7 @@ def secret_values(*documents: Any, patterns: list[str] | None = None) -> list[st
     def walk(value: Any) -> None:
         if isinstance(value, dict):
             for key, item in value.items():
-                if is_masked_key(key, patterns):
+                if _matches(key, lowered):
                     leaves(item)
                 else:
                     walk(item)
