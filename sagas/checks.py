@@ -74,6 +74,23 @@ def check_sagas_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     wait = sagas_settings.CIRCUIT_WAIT
     if not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0:
         errors.append(Error(f"SAGAS['CIRCUIT_WAIT'] must be a number of seconds >= 0, got {wait!r}.", id="sagas.E002"))
+    if sagas_settings.WRITE_PATH not in ("auto", "portable"):
+        errors.append(
+            Error(
+                f"SAGAS['WRITE_PATH'] must be 'auto' or 'portable', got {sagas_settings.WRITE_PATH!r}.",
+                id="sagas.E002",
+            )
+        )
+    from sagas.breakers import redis_url
+
+    if redis_url() is None:
+        errors.append(
+            Error(
+                "Saga steps keep their leases and attempt counts in Redis, and no Redis is configured.",
+                hint="Set SAGAS['REDIS_URL'] or REDIS_URL (a Redis broker is used when there is one).",
+                id="sagas.E004",
+            )
+        )
     return errors
 
 

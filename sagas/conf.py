@@ -55,6 +55,9 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_URL": None,
     # Prefix of every Redis key the framework writes.
     "KEY_PREFIX": "sagas",
+    # How run and step state is written: "auto" (one statement per change on PostgreSQL, the portable ORM path on
+    # other databases) or "portable" (the ORM path everywhere; the test suite runs it on PostgreSQL too).
+    "WRITE_PATH": "auto",
     # A run that made no progress for this many seconds is examined by the reaper. A running step is
     # re-driven only once its hard time limit, and any retry delay it waits out, have also passed.
     "LEASE_SECONDS": 60,

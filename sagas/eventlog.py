@@ -168,7 +168,8 @@ class RunState:
             step.circuit_waiting_since = datetime.fromisoformat(data["waiting_since"])
             step.failures = [*step.failures, data["failure"]]
         if type == EventType.STEP_STARTED:
-            step.attempts += 1
+            # The attempt's number: a start recorded with its outcome may follow attempts lost without a record.
+            step.attempts = data.get("attempt", step.attempts + 1)
             step.task_id = data.get("task_id", step.task_id)
         elif type == EventType.STEP_SUCCEEDED:
             step.output, step.error = data["output"], None
@@ -238,8 +239,9 @@ def fold(run_id: uuid.UUID, events: Iterable[SagaEvent], start: RunState | None 
     return state
 
 
-def rebuild(run_id: uuid.UUID | str) -> RunState:
-    """A run's state folded from its event log alone: the latest snapshot, then the events after it.
+def rebuild(run_id: uuid.UUID | str, *, upto: int | None = None) -> RunState:
+    """A run's state folded from its event log alone: the latest snapshot, then the events after it (``upto``:
+    only the events up to that seq, and a snapshot at or before it).
 
     Compare it with the stored rows with ``state.differences(run)``.
     """
@@ -249,8 +251,11 @@ def rebuild(run_id: uuid.UUID | str) -> RunState:
         key = run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
     except ValueError as exc:
         raise RunNotFound(f"No saga run with id {run_id!r}.") from exc
-    snapshot = SagaSnapshot.objects.filter(run_id=key).order_by("-seq").first()
+    snapshots = SagaSnapshot.objects.filter(run_id=key)
     events = SagaEvent.objects.filter(run_id=key).order_by("seq")
+    if upto is not None:
+        snapshots, events = snapshots.filter(seq__lte=upto), events.filter(seq__lte=upto)
+    snapshot = snapshots.order_by("-seq").first()
     if snapshot is None:
         if not events.exists():
             raise RunNotFound(f"No saga run with id {run_id!r} has any event.")
@@ -258,6 +263,17 @@ def rebuild(run_id: uuid.UUID | str) -> RunState:
     start = RunState.from_json(key, snapshot.state)
     start.snapshot_seq = snapshot.seq
     return fold(key, events.filter(seq__gt=snapshot.seq), start)
+
+
+def needs_transaction(run: SagaRun, events: list[SagaEvent], *, first_seq: int) -> bool:
+    """Whether appending ``events`` (seqs from ``first_seq``) writes more than the events: an outbox message
+    for a listened topic, or a snapshot that falls due."""
+    from sagas import outbox
+
+    every = sagas_settings.SNAPSHOT_EVERY
+    if every and any((first_seq + number) % every == 0 for number in range(len(events))):
+        return True
+    return any(outbox.listened(run, event) for event in events)
 
 
 def after_append(run: SagaRun, event: SagaEvent) -> None:
@@ -272,7 +288,7 @@ def after_append(run: SagaRun, event: SagaEvent) -> None:
         from sagas.models import SagaSnapshot
 
         try:
-            state = rebuild(run.pk)
+            state = rebuild(run.pk, upto=event.seq)  # the state at this event, whatever was appended since
         except UnfoldableLog as exc:
             # The run goes on; only its rebuild is impossible. Say so once per skipped snapshot.
             logger.warning("no snapshot of saga run %s at #%d: %s", run.pk, event.seq, exc)

@@ -83,6 +83,18 @@ class CircuitOpen(Exception):
         self.retry_after = float(retry_after)
 
 
+class StepInFlight(Exception):
+    """Another delivery of the step holds its lease (or the run is being stopped): this one did not start an
+    attempt and comes back after ``retry_after`` seconds."""
+
+    code = "step_in_flight"
+
+    def __init__(self, step: str, holder: str, *, retry_after: float) -> None:
+        super().__init__(f"Step {step!r} is being run by {holder}; asking again in {retry_after:.1f}s.")
+        self.step = step
+        self.retry_after = float(retry_after)
+
+
 class UnrecordedFailure(SagaError):
     """A step's task failed before the runner could record why (see the worker log)."""
 

@@ -51,6 +51,12 @@ def topic_of(run: SagaRun, event: SagaEvent) -> str | None:
     return None
 
 
+def listened(run: SagaRun, event: SagaEvent) -> bool:
+    """Whether some receiver listens to ``event``'s topic (then appending it also stores a message)."""
+    topic = topic_of(run, event)
+    return topic is not None and bool(choreography.receivers_of(topic, step=bool(event.step)))
+
+
 def record(run: SagaRun, event: SagaEvent) -> None:
     """In the event's transaction: store its message if anyone listens, and relay it after commit."""
     topic = topic_of(run, event)

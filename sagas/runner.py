@@ -3,6 +3,7 @@ circuit breaker, record the result."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -10,19 +11,25 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sagas import breakers, engine, masking, services
+import redis
+
+from sagas import breakers, engine, leases, masking, services
 from sagas.apps import FAULTS_VARIABLE
 from sagas.conf import sagas_settings
 from sagas.definitions import StepContext, StepFunction
-from sagas.exceptions import AttemptsExhausted, CircuitOpen
+from sagas.exceptions import AttemptsExhausted, CircuitOpen, StepInFlight
 from sagas.jsonsafe import json_copy
 from sagas.retry import RetryPolicy, describe_failure
 from sagas.services import AttemptOutcome, ClaimOutcome
-from sagas.services.context import Claim
+from sagas.services.context import Attempt, Claim
 
 # Only a worker that sagas.testing started applies the failures a test planned; no other process loads the
 # testing package, and the check is read once per process.
 INJECT_PLANNED_FAULTS = os.environ.get(FAULTS_VARIABLE) == "1"
+
+
+# Seconds before a step whose lease Redis could not grant is tried again (no attempt was counted).
+LEASE_UNAVAILABLE_DELAY = 5.0
 
 
 class Outcome(StrEnum):
@@ -40,18 +47,46 @@ class Result:
     retry_task_id: str = ""  # with RETRY: the task id of the next attempt
 
 
-def execute_step(*, run_id: str, step: str, task_id: str) -> Result:
-    """One attempt of a forward step."""
-    claim = services.step_claim(run_id=run_id, step=step, task_id=task_id)
+def execute_step(*, run_id: str, step: str, task_id: str, hard_limit: float | None = None) -> Result:
+    """One attempt of a forward step. ``hard_limit``: the task's hard time limit, the longest its lease lasts."""
+    try:
+        claim = services.step_claim(run_id=run_id, step=step, task_id=task_id, hard_limit=hard_limit)
+    except redis.RedisError as exc:
+        # Leases live in Redis: without it no attempt may start. The message comes back, as a refused call does.
+        return Result(Outcome.RETRY, delay=LEASE_UNAVAILABLE_DELAY, exc=exc, retry_task_id=task_id)
+    if claim.attempt is None:
+        return _unclaimed(claim, task_id, step)
+    try:
+        return _attempt_step(run_id, step, claim, claim.attempt)
+    except Exception:
+        # The outcome could not be recorded (the database went away): the attempt started, so its count stays,
+        # but nobody runs it any more. The errback, a redelivery or the reaper takes it from there.
+        with contextlib.suppress(redis.RedisError):
+            leases.release(run_id, step, claim.attempt.lease, mode="keep")
+        raise
+
+
+def _unclaimed(claim: Claim, task_id: str, step: str) -> Result:
+    """What a message that got no attempt does: skip, stop, wait (for a breaker or a lease), or fail."""
     if claim.outcome is ClaimOutcome.DONE:
         return Result(Outcome.CONTINUE)
     if claim.outcome is ClaimOutcome.STOP:
         return Result(Outcome.STOP)
+    if claim.outcome is ClaimOutcome.WAIT and not claim.gate.refused:
+        holder = claim.holder
+        who = f"{holder.host} pid {holder.pid} (task {holder.task_id})" if holder else "a run being stopped"
+        exc = StepInFlight(step, who, retry_after=claim.delay)
+        return Result(Outcome.RETRY, delay=claim.delay, exc=exc, retry_task_id=task_id)
     if claim.outcome is ClaimOutcome.WAIT:
         return _wait_for_circuit(claim, task_id)
     if claim.outcome is ClaimOutcome.GAVE_UP:
         message = claim.error["message"] if claim.error else step
         return Result(Outcome.FAILED, exc=_refused(claim) if claim.gate.refused else AttemptsExhausted(message))
+    raise AssertionError(f"a claim of {claim.outcome} without an attempt")
+
+
+def _attempt_step(run_id: str, step: str, claim: Claim, attempt: Attempt) -> Result:
+    """Call the step's action for the claimed attempt and record how it went; the lease is given back after."""
     assert claim.saga is not None
     assert claim.context is not None
     declared = claim.saga.step(step)
@@ -69,21 +104,13 @@ def execute_step(*, run_id: str, step: str, task_id: str) -> Result:
         secrets = _secrets(claim.context)
         error = masking.scrubbed_error(describe_failure(exc, attempt=claim.context.attempt), secrets)
         delay = _retry_delay(policy, exc, claim.context.attempt)
-        answer = services.step_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay)
+        answer = services.step_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay, claim=claim)
         shown = masking.scrubbed_exception(exc, secrets)  # what Celery stores and logs
         if answer is AttemptOutcome.RETRY:
             next_id = engine.step_task_id(run_id, step, claim.context.attempt + 1)
             return Result(Outcome.RETRY, delay=delay or 0.0, exc=shown, retry_task_id=next_id)
         return Result(Outcome.FAILED if answer is AttemptOutcome.FAILED else Outcome.STOP, exc=shown)
-    recorded = services.step_succeed(
-        run_id=run_id,
-        step=step,
-        output=output,
-        seconds=seconds,
-        cause=claim.started_event_id,
-        step_id=claim.step_id,
-        attempt=claim.context.attempt,
-    )
+    recorded = services.step_succeed(run_id=run_id, step=step, output=output, seconds=seconds, claim=claim)
     if recorded:
         return Result(Outcome.CONTINUE)
     return Result(Outcome.STOP)

@@ -59,7 +59,14 @@ def run_step(self: Task, run_id: str, step: str) -> None:
     """Registered once per step as ``saga.<saga>.<step>``."""
     from sagas import runner  # loads the ORM; this module is imported while sagas are declared
 
-    _finish(self, runner.execute_step(run_id=run_id, step=step, task_id=self.request.id))
+    _finish(self, runner.execute_step(run_id=run_id, step=step, task_id=self.request.id, hard_limit=_hard_limit(self)))
+
+
+def _hard_limit(task: Task) -> float | None:
+    """The hard time limit this execution runs under: the message's, else the task's, else the app's."""
+    limits = task.request.timelimit or (None, None)
+    hard = limits[0] or task.time_limit or task.app.conf.task_time_limit
+    return float(hard) if hard else None
 
 
 def run_compensation(self: Task, run_id: str, step: str) -> None:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from celery.canvas import Signature
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from sagas import engine, eventlog, metrics
@@ -93,53 +92,22 @@ def append_event(
     )  # fmt: skip
     if causation is not None:
         causation_id = causation.pk
-    if _statement.supported():
-        cause = _statement.Cause(id=causation_id, query=causation_query)
-        try:
-            written = _statement.write(
-                run.pk,
-                run_values=updates,
-                expect_status=expect_status,
-                step=step_change,
-                event=_statement.event_columns(event),
-                cause=cause,
-            )
-        except _statement.GuardFailed:
-            raise _guard_failure(run, expect_status, step_change, step) from None
-        for name in ("lock_version", *updates):
-            setattr(run, name, written.run[name])
-        _statement.stored_event(written, event)
-    else:
-        if step_change is not None:
-            _update_step(run, step, step_change)
-        if causation_id is None and causation_query is not None:
-            row = next(iter(causation_query), None)  # a query of {"pk": id} rows, sliced to the first
-            causation_id = row["pk"] if row else None
-        seq = run.lock_version + 1
-        updates["lock_version"] = seq
-        rows = SagaRun.objects.filter(pk=run.pk, **({"status": expect_status} if expect_status else {}))
-        # The guard: zero rows means another writer moved the run first.
-        if rows.update(**updates) != 1:
-            raise _guard_failure(run, expect_status, None, step)
-        for name, value in updates.items():
-            setattr(run, name, value)
-        if causation_id is None and seq > 1:
-            causation_id = _default_cause_id(run, step, before=seq)
-        event.seq, event.causation_id = seq, causation_id
-        event.save(force_insert=True)
+    try:
+        written = _statement.writer().write(
+            run.pk,
+            run_values=updates,
+            expect_status=expect_status,
+            step=step_change,
+            events=[_statement.event_columns(event)],
+            causes=[_statement.Cause(id=causation_id, query=causation_query)],
+        )
+    except _statement.GuardFailed:
+        raise _guard_failure(run, expect_status, step_change, step) from None
+    for name in ("lock_version", *updates):
+        setattr(run, name, written.run[name])
+    _statement.stored_events(written, [event])
     eventlog.after_append(run, event)
     return event
-
-
-def _update_step(run: SagaRun, step: str, change: _statement.StepChange) -> None:
-    updates: dict[str, Any] = dict(change.values)
-    if change.increment:
-        updates[change.increment] = F(change.increment) + 1
-    rows = SagaStepRun.objects.filter(pk=change.pk, status=change.source)
-    if change.attempts is not None:
-        rows = rows.filter(attempts=change.attempts)
-    if rows.update(**updates) != 1:
-        raise InvalidTransition(f"Step {step!r} of saga run {run.pk} is no longer {change.source!r}.")
 
 
 def _guard_failure(
@@ -153,16 +121,6 @@ def _guard_failure(
     return InvalidTransition(f"Saga run {run.pk} is no longer {expect_status!r}; someone else moved it.")
 
 
-def _default_cause_id(run: SagaRun, step: str, *, before: int) -> int | None:
-    """The step's latest event for a step event, else the run's latest event: one query."""
-    events = SagaEvent.objects.filter(run_id=run.pk, seq__lt=before)
-    if step:
-        found = events.filter(step=step).order_by("-seq").values_list("pk", flat=True).first()
-        if found is not None:
-            return found
-    return events.filter(seq=before - 1).values_list("pk", flat=True).first()
-
-
 def move_run(
     run: SagaRun,
     to: str,
@@ -172,8 +130,9 @@ def move_run(
     actor: str = "",
     causation: SagaEvent | None = None,
     fields: dict[str, Any] | None = None,
+    at: datetime | None = None,
 ) -> SagaEvent:
-    """Move a locked run to status ``to`` by a guarded update and append ``event``.
+    """Move a locked run to status ``to`` by a guarded update and append ``event`` (dated ``at``, default now).
 
     The transition's timestamps (started_at, finished_at) are stamped by ``stamp_run``, from the event's
     own time; ``fields`` are other columns the transition sets (an error), recorded in the event too.
@@ -181,7 +140,7 @@ def move_run(
     source = run.status
     if to not in RUN_TRANSITIONS[source]:
         raise InvalidTransition(f"Saga run {run.pk} cannot go from {source!r} to {to!r}.")
-    now = timezone.now()
+    now = at or timezone.now()
     recorded = append_event(
         run,
         event,
@@ -211,8 +170,9 @@ def move_step(
     run_fields: dict[str, Any] | None = None,
     causation_id: int | None = None,
     causation_query: _statement.EventIds | None = None,
+    at: datetime | None = None,
 ) -> SagaEvent:
-    """Move a step of a locked run to status ``to`` by a guarded update and append ``event``.
+    """Move a step of a locked run to status ``to`` by a guarded update and append ``event`` (dated ``at``).
 
     ``increment`` names a counter column (attempts) to add one to in the same UPDATE; ``run_fields``
     are run columns to write along with the event. Timestamps come from ``stamp_step``.
@@ -220,7 +180,7 @@ def move_step(
     source = step_run.status
     if to not in STEP_TRANSITIONS[source]:
         raise InvalidTransition(f"Step {step_run.name!r} of saga run {run.pk} cannot go from {source!r} to {to!r}.")
-    now = timezone.now()
+    now = at or timezone.now()
     # Any transition ends a wait on the service's circuit (the fold clears it on every transition too).
     updates: dict[str, Any] = {
         "status": to,

@@ -4,10 +4,11 @@ sent as one data-modifying WITH statement instead of one statement each."""
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
-from django.db import connection
+from django.db import DataError, connection
 from django.db.models import Field, Model, QuerySet
 
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
@@ -18,9 +19,36 @@ EventIds = QuerySet[SagaEvent, Any]  # a query of event ids (``.values("pk")``),
 EVENT_COLUMNS = ("type", "step", "data", "actor", "created_at")
 
 
-def supported() -> bool:
-    """Data-modifying WITH is PostgreSQL's; other databases take the ORM's statement-by-statement path."""
-    return connection.vendor == "postgresql"
+class Writer(Protocol):
+    """The one write path of run and step state: a guarded run UPDATE, a guarded step UPDATE and the events they
+    record, all or nothing. ``_statement`` (PostgreSQL, one statement) and ``_portable`` (ORM) implement it."""
+
+    def write(
+        self,
+        run_id: Any,
+        *,
+        run_values: dict[str, Any],
+        expect_status: str | None,
+        step: StepChange | None,
+        events: list[dict[str, Any]],
+        causes: list[Cause],
+        count_unfinished: bool = False,
+    ) -> Written: ...
+
+
+def writer() -> Writer:
+    """The write path in use: PostgreSQL's one statement, or the portable one (other databases, or
+    ``SAGAS["WRITE_PATH"] = "portable"``, which the test suite runs on PostgreSQL too)."""
+    from sagas.services import _portable
+
+    return cast("Writer", sys.modules[__name__] if one_statement() else _portable)
+
+
+def one_statement() -> bool:
+    """Whether writes are single PostgreSQL statements (then a write outside a transaction is atomic alone)."""
+    from sagas.conf import sagas_settings
+
+    return connection.vendor == "postgresql" and sagas_settings.WRITE_PATH != "portable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +70,10 @@ class Cause:
 
     id: int | None = None
     query: EventIds | None = None
+    previous: bool = False  # the event written just before it by the same write
+    # An attempt of step ``attempt_of[0]``: its own latest event, else the latest success of one of the steps it
+    # depends on (``attempt_of[1]``), the run starting to execute, or a re-drive.
+    attempt_of: tuple[str, frozenset[str]] | None = None
 
 
 @dataclass(slots=True)
@@ -49,8 +81,8 @@ class Written:
     """What the statement wrote: the run's columns after its UPDATE, and the event's id, seq and cause."""
 
     run: dict[str, Any]
-    event_id: int
-    causation_id: int | None
+    event_ids: list[int]
+    causation_ids: list[int | None]
     others_unfinished: int | None = None  # with ``count_unfinished``: the run's other steps not yet succeeded
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -97,17 +129,29 @@ def _subquery(query: EventIds) -> tuple[str, list[Any]]:
     return f"({sql})", list(params)
 
 
-def _cause_sql(run_id: Any, step: str, cause: Cause) -> tuple[str, list[Any]]:
+ATTEMPT_CAUSES = ("StepSucceeded", "SagaExecuting", "SagaRedriven")
+
+
+def _cause_sql(run_id: Any, step: str, cause: Cause, previous_id: str) -> tuple[str, list[Any]]:
     if cause.id is not None:
         return "%s", [cause.id]
+    if cause.previous:
+        return previous_id, []
     if cause.query is not None:
         return _subquery(cause.query)
-    events = SagaEvent.objects.filter(run_id=run_id).order_by("-seq").values("pk")
-    latest_sql, latest_params = _subquery(events[:1])
+    event_table = _quote(SagaEvent._meta.db_table)
+    if cause.attempt_of is not None:
+        name, dependencies = cause.attempt_of
+        sql = (
+            f"(SELECT id FROM {event_table} WHERE run_id = %s AND (step = %s OR (type = %s AND step = ANY(%s)) "
+            "OR type IN (%s, %s)) ORDER BY seq DESC LIMIT 1)"
+        )
+        return sql, [run_id, name, ATTEMPT_CAUSES[0], sorted(dependencies), *ATTEMPT_CAUSES[1:]]
+    latest = f"(SELECT id FROM {event_table} WHERE run_id = %s ORDER BY seq DESC LIMIT 1)"
     if not step:
-        return latest_sql, latest_params
-    step_sql, step_params = _subquery(events.filter(step=step)[:1])
-    return f"COALESCE({step_sql}, {latest_sql})", step_params + latest_params
+        return latest, [run_id]
+    own = f"(SELECT id FROM {event_table} WHERE run_id = %s AND step = %s ORDER BY seq DESC LIMIT 1)"
+    return f"COALESCE({own}, {latest})", [run_id, step, run_id]
 
 
 def write(
@@ -116,18 +160,22 @@ def write(
     run_values: dict[str, Any],
     expect_status: str | None,
     step: StepChange | None,
-    event: dict[str, Any],
-    cause: Cause,
+    events: list[dict[str, Any]],
+    causes: list[Cause],
     count_unfinished: bool = False,
 ) -> Written:
-    """Bump the run's lock_version (the event's seq) and set ``run_values``, guarded by ``expect_status``;
-    apply ``step``'s guarded change; insert the event. One statement; GuardFailed when a guard did not hold.
+    """Bump the run's lock_version by one per event (the events' seqs) and set ``run_values``, guarded by
+    ``expect_status``; apply ``step``'s guarded change; insert ``events`` in order. One statement; GuardFailed
+    when a guard did not hold.
 
-    The run's UPDATE goes first and takes the run's row lock (as ``lock_run`` does), so the seq it returns is
-    the next one; the step's UPDATE and the INSERT happen only if it matched.
+    The run's UPDATE goes first and takes the run's row lock (as ``lock_run`` does), so the seqs it returns are
+    the next ones; the step's UPDATE and the INSERT happen only if it matched. Outside a transaction a step
+    guard that fails aborts the whole statement, so nothing of it is kept; inside one the caller rolls back.
     """
     run_table, step_table, event_table = (_quote(m._meta.db_table) for m in (SagaRun, SagaStepRun, SagaEvent))
-    sets, params = _assignments(SagaRun, run_values, "lock_version")
+    sets, params = _assignments(SagaRun, run_values, None)
+    count = len(events)
+    sets.append(f"lock_version = lock_version + {count}")
     where = ["id = %s"]
     params.append(run_id)
     if expect_status is not None:
@@ -146,35 +194,59 @@ def write(
         )
         params += step_params + [step.pk, step.source] + ([step.attempts] if step.attempts is not None else [])
         step_guard = " WHERE EXISTS (SELECT 1 FROM s)"
-    cause_sql, cause_params = _cause_sql(run_id, event.get("step", ""), cause)
+    # Ids drawn first, so an event can name the one before it as its cause in the same INSERT.
+    sequence = f"pg_get_serial_sequence('{SagaEvent._meta.db_table}', 'id')"
+    parts.append(f"i AS (SELECT {', '.join(f'nextval({sequence}) AS e{n}' for n in range(count))})")
     values = ", ".join(_typed(SagaEvent, name) for name in EVENT_COLUMNS)
+    selects = []
+    for number, (event, cause) in enumerate(zip(events, causes, strict=True)):
+        cause_sql, cause_params = _cause_sql(run_id, event.get("step", ""), cause, f"i.e{number - 1}")
+        selects.append(
+            f"SELECT i.e{number}, r.id, r.lock_version - {count - 1 - number}, r.correlation_id, {cause_sql}, "
+            f"{values} FROM r, i{step_guard}"
+        )
+        params += cause_params
+        params += [_field(SagaEvent, name).get_db_prep_save(event[name], connection) for name in EVENT_COLUMNS]
     parts.append(
-        f"e AS (INSERT INTO {event_table} (run_id, seq, correlation_id, causation_id, {', '.join(EVENT_COLUMNS)}) "
-        f"SELECT r.id, r.lock_version, r.correlation_id, {cause_sql}, {values} FROM r{step_guard} "
-        "RETURNING id, causation_id)"
+        f"e AS (INSERT INTO {event_table} (id, run_id, seq, correlation_id, causation_id, "
+        f"{', '.join(EVENT_COLUMNS)}) {' UNION ALL '.join(selects)} RETURNING id, causation_id)"
     )
-    params += cause_params
-    params += [_field(SagaEvent, name).get_db_prep_save(event[name], connection) for name in EVENT_COLUMNS]
     unfinished = ""
     if count_unfinished:
         # The snapshot predates this statement's own step change: leave that step out of the count.
         others = " AND id <> %s" if step is not None else ""
         unfinished = f", (SELECT count(*) FROM {step_table} WHERE run_id = %s AND status <> %s{others}) AS unfinished"
         params += [run_id, "succeeded"] + ([step.pk] if step is not None else [])
-    returned = "e.id AS sagas_event_id, e.causation_id AS sagas_event_cause"
+    guard = ""
+    if step is not None and not connection.in_atomic_block:
+        # Division by zero when the step's guard failed: the statement, run UPDATE included, is undone.
+        guard = ", (SELECT 1 / count(*) FROM s) AS sagas_step_guard"
+    returned = (
+        "(SELECT array_agg(id ORDER BY id) FROM e) AS sagas_event_ids, "
+        "(SELECT array_agg(causation_id ORDER BY id) FROM e) AS sagas_event_causes"
+    )
     run_values_sql = ", ".join(f"r.{column}" for column in run_columns)
-    sql = f"WITH {', '.join(parts)} SELECT {returned}, {run_values_sql}{unfinished} FROM e, r"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-        names = [column.name for column in cursor.description] if row is not None else []
+    sql = f"WITH {', '.join(parts)} SELECT {returned}, {run_values_sql}{unfinished}{guard} FROM r"
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+            names = [column.name for column in cursor.description] if row is not None else []
+    except DataError as exc:
+        if "division by zero" in str(exc):
+            raise GuardFailed from None
+        raise
     if row is None:
         raise GuardFailed
     values_by_name = dict(zip(names, row, strict=True))
+    values_by_name.pop("sagas_step_guard", None)
+    event_ids = values_by_name.pop("sagas_event_ids")
+    if not event_ids:
+        raise GuardFailed  # the run's guard held, the step's did not (inside a transaction: the caller rolls back)
     written = Written(
         run={},
-        event_id=values_by_name.pop("sagas_event_id"),
-        causation_id=values_by_name.pop("sagas_event_cause"),
+        event_ids=list(event_ids),
+        causation_ids=list(values_by_name.pop("sagas_event_causes")),
         others_unfinished=values_by_name.pop("unfinished", None),
     )
     written.run = _run_columns(values_by_name)
@@ -200,11 +272,14 @@ def event_columns(event: SagaEvent) -> dict[str, Any]:
     return {name: getattr(event, name) for name in EVENT_COLUMNS}
 
 
-def stored_event(written: Written, event: SagaEvent) -> SagaEvent:
-    """``event`` as ``write`` stored it: its id, its seq (the run's new lock_version) and its cause."""
-    event.pk, event.seq, event.causation_id = written.event_id, written.run["lock_version"], written.causation_id
-    event._state.adding, event._state.db = False, connection.alias
-    return event
+def stored_events(written: Written, events: list[SagaEvent]) -> list[SagaEvent]:
+    """``events`` as ``write`` stored them: their ids, seqs (up to the run's new lock_version) and causes."""
+    last = written.run["lock_version"]
+    for number, event in enumerate(events):
+        event.pk, event.causation_id = written.event_ids[number], written.causation_ids[number]
+        event.seq = last - (len(events) - 1 - number)
+        event._state.adding, event._state.db = False, connection.alias
+    return events
 
 
 def run_from(values: dict[str, Any]) -> SagaRun:

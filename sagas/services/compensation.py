@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import engine, metrics
+from sagas import engine, leases, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
@@ -65,13 +65,17 @@ def begin_compensation(
     causation: SagaEvent | None = None,
     fields: dict[str, Any] | None = None,
 ) -> None:
-    """Move a locked run to ``compensating``: no further step starts, pending steps are skipped, and the
-    compensations of completed steps are scheduled."""
+    """Move a locked run to ``compensating``: no further step starts, pending steps are skipped (but for any
+    running under its lease, which finishes first and is undone if it succeeded), and the compensations of
+    completed steps are scheduled."""
+    pending = list(run.steps.filter(status=StepStatus.PENDING).order_by("index"))
+    in_flight = leases.fence(run.pk, [s.name for s in pending])
     compensating = move_run(
         run, RunStatus.COMPENSATING, event=event, data=data, actor=actor, causation=causation, fields=fields
     )
-    for step_run in run.steps.filter(status=StepStatus.PENDING).order_by("index"):
-        move_step(run, step_run, StepStatus.SKIPPED, event=EventType.STEP_SKIPPED, causation=compensating)
+    for step_run in pending:
+        if step_run.name not in in_flight:
+            move_step(run, step_run, StepStatus.SKIPPED, event=EventType.STEP_SKIPPED, causation=compensating)
     advance_compensation(run, saga)
 
 
@@ -103,6 +107,14 @@ def advance_compensation(run: SagaRun, saga: type[Saga]) -> str | None:
         # Steps in flight (parallel branches, or the step a cancel interrupted) finish or time out first:
         # one that succeeds must be undone too, in its place in the order.
         return None
+    pending = [s for s in steps if s.status == StepStatus.PENDING]
+    if pending:
+        # A pending step is in flight while a delivery holds its lease (its start is recorded with its outcome).
+        # The fence keeps any other from starting, so a pending step nobody holds will never run: skipped.
+        if leases.fence(run.pk, [s.name for s in pending]):
+            return None
+        for step_run in pending:
+            move_step(run, step_run, StepStatus.SKIPPED, event=EventType.STEP_SKIPPED)
     by_name = {step_run.name: step_run for step_run in steps}
     owed = [s for s in steps if s.status in FORWARD_DONE and has_compensation(saga, s.name)]
     owed.sort(key=lambda s: (s.finished_at or run.created_at, s.index))

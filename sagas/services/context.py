@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from django.utils import timezone
 from sagas.conf import sagas_settings
 from sagas.definitions import StepContext
 from sagas.exceptions import UnrecordedFailure
+from sagas.leases import Holder
 from sagas.models import SagaRun, SagaStepRun
 from sagas.services._core import FORWARD_DONE, last_event
 from sagas.services.circuit import OPEN_GATE, Gate
@@ -30,13 +32,31 @@ class ClaimOutcome(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """An attempt a claim handed out, as its outcome needs it: the run as read, the step's status and recorded
+    attempts then (the outcome's write is guarded by both), the attempt's number, task, start and lease."""
+
+    run: SagaRun
+    step_status: str
+    recorded: int
+    number: int
+    task_id: str
+    started_at: datetime
+    first_started_at: datetime | None  # the step's first attempt, if one started before this one
+    lease: str
+    dependencies: frozenset[str]
+    last: bool  # the last step of a sequence: its success completes the run
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     outcome: ClaimOutcome
     saga: type[Saga] | None = None
     context: StepContext | None = None
     error: dict[str, Any] | None = None
-    started_event_id: int | None = None  # the attempt's StepStarted: the cause of how the attempt ends
     step_id: int | None = None  # the claimed step row: its outcome is recorded by a write guarded on it
+    attempt: Attempt | None = None  # with RUN: what the attempt's outcome records
+    holder: Holder | None = None  # with WAIT on a lease: who holds it
     gate: Gate = OPEN_GATE  # the breaker's permit for this attempt's call, reported back after it
     delay: float = 0.0  # with WAIT: seconds until the breaker is asked again
 
@@ -80,12 +100,21 @@ def lost_attempts_error(step_run: SagaStepRun, attempts: int, what: str) -> dict
     }
 
 
-def unrecorded_failure(run: SagaRun, step_run: SagaStepRun, timeout: float | None, started_event: str) -> Exception:
+def unrecorded_failure(
+    run: SagaRun,
+    step_run: SagaStepRun,
+    timeout: float | None,
+    started_event: str,
+    started_at: datetime | None = None,
+) -> Exception:
     """The failure of a task that ended before the runner could record why: killed at its hard time
-    limit when it ran that long, else a failure of the framework's own bookkeeping."""
+    limit when it ran that long, else a failure of the framework's own bookkeeping. ``started_at``: when the
+    attempt started, when known (else its start event's time)."""
     what = "step" if started_event == EventType.STEP_STARTED else "compensation of step"
-    started = last_event(run, started_event, step_run.name)
-    elapsed = (timezone.now() - started.created_at).total_seconds() if started else 0.0
+    if started_at is None:
+        started = last_event(run, started_event, step_run.name)
+        started_at = started.created_at if started else None
+    elapsed = (timezone.now() - started_at).total_seconds() if started_at else 0.0
     if timeout is not None and elapsed >= timeout:
         killed: Exception = TimeLimitExceeded(
             f"The {what} {step_run.name!r} ran past its hard time limit "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from sagas import leases
 from sagas.exceptions import InvalidTransition
 from sagas.models import SagaRun
 from sagas.services._core import RunId, lock_run, logger, move_run, move_step, saga_for
@@ -30,6 +31,10 @@ def run_cancel(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaR
     who = _actor(actor)
     with transaction.atomic():
         run = lock_run(run_id)
+        if run.status == RunStatus.PENDING and leases.fence(run.pk, run.steps.values_list("name", flat=True)):
+            # Its first step is running (the run starts executing with that step's outcome): stop it as an
+            # executing run, so the step finishes first and is undone if it succeeded.
+            move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
         if run.status == RunStatus.PENDING:
             cancelled = move_run(
                 run,

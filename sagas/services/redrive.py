@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import engine, metrics
+from sagas import engine, leases, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import InvalidTransition, RunNotFound, UnknownSaga
 from sagas.models import SagaRun, SagaStepRun
@@ -74,21 +74,25 @@ def _hard_limit(step: Step) -> float:
     return float(current_app.conf.task_time_limit or 0)
 
 
-def _attempt_lost(run: SagaRun, step_run: SagaStepRun, step: Step, now: datetime, *, compensation: bool) -> bool:
-    """Whether the current attempt of a step (or of its compensation) can no longer report back: it started
-    longer ago than its hard time limit and the lease, and no retry it recorded is still due."""
-    kind = "compensation" if compensation else "action"
-    started_types = (
-        [EventType.COMPENSATION_STARTED, EventType.COMPENSATION_SCHEDULED] if compensation else [EventType.STEP_STARTED]
-    )
+def _compensation_lost(run: SagaRun, step_run: SagaStepRun, step: Step, now: datetime) -> bool:
+    """Whether the current attempt of a step's compensation can no longer report back: it started longer ago
+    than its hard time limit and the lease, and no retry it recorded is still due."""
     started = (
-        run.events.filter(type__in=started_types, step=step_run.name)
+        run.events.filter(
+            type__in=[EventType.COMPENSATION_STARTED, EventType.COMPENSATION_SCHEDULED], step=step_run.name
+        )
         .order_by("-seq")
         .values_list("created_at", flat=True)
     ).first()
     if started is not None and now - started < timedelta(seconds=_hard_limit(step)) + lease():
         return False
-    return not _retry_due(step_run, kind, now)
+    return not _retry_due(step_run, "compensation", now)
+
+
+def _action_lost(step_run: SagaStepRun, held: dict[str, leases.Holder], now: datetime) -> bool:
+    """Whether a forward step's attempt is over without a record: nobody holds its lease (it lapses once the
+    attempt's hard time limit and the lease have passed), and no retry it recorded is still due."""
+    return step_run.name not in held and not _retry_due(step_run, "action", now)
 
 
 def _retry_due(step_run: SagaStepRun, kind: str, now: datetime) -> bool:
@@ -111,7 +115,13 @@ def _plan(
     if run.status in (RunStatus.PENDING, RunStatus.EXECUTING) and past_deadline(run):
         return "time_out", "time out: deadline passed", lambda: _time_out(run, saga)
     if run.status == RunStatus.PENDING:
-        return "publish", "publish the steps again (dispatch lost)", lambda: _publish_start(run, saga, steps)
+        roots = [s for s in steps if not saga.dependencies()[s.name]]
+        first = roots if saga.is_graph() else roots[:1]
+        names = [s.name for s in first]
+        if leases.holders(run.pk, names) and not force:
+            return None  # its first step is running: the run starts executing with that step's outcome
+        started = leases.started(run.pk, names)
+        return "publish", "publish the steps again (dispatch lost)", lambda: _publish_start(run, saga, first, started)
     if run.status == RunStatus.EXECUTING:
         return _plan_executing(run, saga, steps, now, force=force)
     if run.status == RunStatus.TIMEOUT:
@@ -121,13 +131,12 @@ def _plan(
             lambda: begin_compensation(run, saga, event=EventType.SAGA_COMPENSATING, data={"reason": "deadline"}),
         )
     if run.status == RunStatus.COMPENSATING:
+        held = leases.holders(run.pk, [s.name for s in steps if s.status == StepStatus.RUNNING])
         lost = [
             s
             for s in steps
-            if s.status in (StepStatus.COMPENSATING, StepStatus.RUNNING)
-            and (
-                force or _attempt_lost(run, s, saga.step(s.name), now, compensation=s.status == StepStatus.COMPENSATING)
-            )
+            if (s.status == StepStatus.RUNNING and (force or _action_lost(s, held, now)))
+            or (s.status == StepStatus.COMPENSATING and (force or _compensation_lost(run, s, saga.step(s.name), now)))
         ]
         names = ", ".join(s.name for s in lost) or "none lost"
         return "move_compensation", f"move compensation on ({names})", lambda: _move_compensation_on(run, saga, lost)
@@ -150,22 +159,29 @@ def _plan_executing(
         )
     succeeded = {s.name for s in steps if s.status == StepStatus.SUCCEEDED}
     pending = {s.name for s in steps if s.status == StepStatus.PENDING}
+    unfinished = [s.name for s in steps if s.status in (StepStatus.PENDING, StepStatus.RUNNING)]
+    held, started = leases.holders(run.pk, unfinished), leases.started(run.pk, unfinished)
     # In a sequence only the first unfinished step can be ready; in a graph, any step whose
     # dependencies all succeeded (the lost fan-in of a join) and any branch whose attempt vanished.
     # A pending step waiting for its service's circuit has its message: it asks the breaker again when due.
+    # A step whose lease is held is running now: nothing is lost.
     ready = [
-        s for s in steps if s.name in engine.ready_steps(saga, succeeded, pending) and not _retry_due(s, "action", now)
-    ]
-    lost = [
         s
         for s in steps
-        if s.status == StepStatus.RUNNING
-        and (force or _attempt_lost(run, s, saga.step(s.name), now, compensation=False))
+        if s.name in engine.ready_steps(saga, succeeded, pending)
+        and not _retry_due(s, "action", now)
+        and (force or s.name not in held)
     ]
+    lost = [s for s in steps if s.status == StepStatus.RUNNING and (force or _action_lost(s, held, now))]
     if not saga.is_graph():
         ready, lost = ready[:1], lost[:1]
     if not ready and not lost:
         return None
+    # A pending step whose attempt started (counted in Redis) and never reported back lost an attempt, not a
+    # message; either way the next attempt is published.
+    vanished = [s for s in ready if started.get(s.name, 0) > s.attempts]
+    ready = [s for s in ready if s not in vanished]
+    lost += vanished
     what = [f"publish step {s.name} again (message lost)" for s in ready]
     what += [f"run step {s.name} again (attempt lost)" for s in lost]
 
@@ -173,7 +189,8 @@ def _plan_executing(
         for step_run in ready:
             publish_step(run, saga, step_run.name, attempt=1)
         for step_run in lost:
-            publish_step(run, saga, step_run.name, attempt=step_run.attempts + 1)
+            attempt = max(step_run.attempts, started.get(step_run.name, 0)) + 1
+            publish_step(run, saga, step_run.name, attempt=attempt)
 
     return ("publish" if ready else "rerun_step"), "; ".join(what), publish
 
@@ -184,12 +201,11 @@ def _time_out(run: SagaRun, saga: type[Saga]) -> None:
     time_out(run, saga)
 
 
-def _publish_start(run: SagaRun, saga: type[Saga], steps: list[SagaStepRun]) -> None:
-    """A pending run whose first publish was lost: its first step (a sequence), or every step that depends
-    on nothing (a graph)."""
-    first = [s for s in steps if not saga.dependencies()[s.name]]
-    for step_run in first if saga.is_graph() else first[:1]:
-        publish_step(run, saga, step_run.name, attempt=step_run.attempts + 1)
+def _publish_start(run: SagaRun, saga: type[Saga], first: list[SagaStepRun], started: dict[str, int]) -> None:
+    """A pending run whose first publish was lost (or whose first attempt vanished): its first step (a
+    sequence), or every step that depends on nothing (a graph)."""
+    for step_run in first:
+        publish_step(run, saga, step_run.name, attempt=max(step_run.attempts, started.get(step_run.name, 0)) + 1)
 
 
 def _compensate_failed(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from sagas import engine, eventlog, metrics
+from sagas import engine, eventlog, leases, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import (
     DefinitionChanged,
@@ -36,7 +36,7 @@ from sagas.services._core import (
 )
 from sagas.services.compensation import advance_compensation, begin_compensation, time_out
 from sagas.services.context import failure_recorded, unrecorded_failure
-from sagas.services.steps import fail_step, record_retry, run_complete_locked
+from sagas.services.steps import fail_step, record_retry, run_complete_locked, start_attempt
 from sagas.states import EventType, RunStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -216,10 +216,10 @@ def run_on_step_failure(*, run_id: RunId, step: str) -> None:
     """The chain's errback: a step's task failed. It may fire zero or many times per failure; the rows
     decide what it means.
 
-    A failed step of an executing run starts compensation. A step still ``running`` failed before the
-    runner could record why (the worker killed it at its hard time limit, or the database went away):
-    that counts as a failed attempt, retried per the step's policy. A run already compensating may have
-    been waiting for this step to settle.
+    A failed step of an executing run starts compensation. An attempt that started (counted in Redis) and
+    whose failure is not on record failed before the runner could record why (the worker killed it at its
+    hard time limit, or the database went away): that counts as a failed attempt, retried per the step's
+    policy. A run already compensating may have been waiting for this step to settle.
     """
     with transaction.atomic():
         try:
@@ -235,12 +235,11 @@ def run_on_step_failure(*, run_id: RunId, step: str) -> None:
         except UnknownSaga as exc:
             _fail_without_class(run, exc)
             return
-        if (
-            step_run.status == StepStatus.RUNNING
-            and not failure_recorded(step_run, "action", step_run.attempts)
-            and _unrecorded_failure(run, saga, step_run)
-        ):
-            return  # retried
+        if step_run.status in (StepStatus.PENDING, StepStatus.RUNNING):
+            attempt = max(step_run.attempts, leases.started(run.pk, [step])[step])
+            recorded = not attempt or failure_recorded(step_run, "action", attempt)
+            if not recorded and _unrecorded_failure(run, saga, step_run, attempt):
+                return  # retried
         if run.status == RunStatus.EXECUTING and step_run.status == StepStatus.FAILED:
             begin_compensation(
                 run,
@@ -253,11 +252,19 @@ def run_on_step_failure(*, run_id: RunId, step: str) -> None:
             advance_compensation(run, saga)
 
 
-def _unrecorded_failure(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> bool:
-    """Record a failure the runner could not record; True if the step is retried."""
+def _unrecorded_failure(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, attempt: int) -> bool:
+    """Record the start and failure of attempt ``attempt``, which the runner could not record; True if the
+    step is retried."""
     declared = saga.step(step_run.name)
-    exc = unrecorded_failure(run, step_run, declared.timeout, EventType.STEP_STARTED)
-    attempt = step_run.attempts
+    holder = leases.holder(run.pk, step_run.name)
+    started_at = None
+    if holder is not None and holder.attempt == attempt:
+        started_at = datetime.fromtimestamp(holder.started, tz=UTC)
+        leases.forget(run.pk, step_run.name)  # its holder is gone: a retry need not wait for the lease to lapse
+    if step_run.status == StepStatus.PENDING or step_run.attempts < attempt:
+        task_id = holder.task_id if holder is not None and holder.attempt == attempt else step_run.task_id
+        start_attempt(run, step_run, number=attempt, task_id=task_id, at=started_at or timezone.now())
+    exc = unrecorded_failure(run, step_run, declared.timeout, EventType.STEP_STARTED, started_at)
     error = describe_failure(exc, attempt=attempt)
     policy = declared.retry or sagas_settings.default_retry
     if run.status == RunStatus.EXECUTING and not past_deadline(run) and policy.should_retry(exc, attempt):

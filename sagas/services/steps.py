@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from sagas import engine, eventlog, metrics
+from sagas import engine, eventlog, leases, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
@@ -32,8 +34,8 @@ from sagas.services._core import (
     step_row,
 )
 from sagas.services.compensation import advance_compensation, time_out
-from sagas.services.context import Claim, ClaimOutcome, lost_attempts_error, step_context
-from sagas.states import EventType, RunStatus, StepStatus, stamp_step
+from sagas.services.context import Attempt, Claim, ClaimOutcome, lost_attempts_error, step_context
+from sagas.states import EventType, RunStatus, StepStatus, stamp_run, stamp_step
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga, Step
@@ -42,65 +44,191 @@ if TYPE_CHECKING:
 MIN_CIRCUIT_DELAY = 0.1
 
 
-def step_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
-    """Claim a step for one attempt, or say why its message must not run it."""
-    with transaction.atomic():
-        try:
-            # One query: the run, locked, and its steps (this one, its dependencies, the outputs it is given).
-            run, steps = lock_run_with_steps(run_id)
-        except RunNotFound:
-            logger.warning("step %s: saga run %s does not exist; dropping the message", step, run_id)
-            return Claim(ClaimOutcome.STOP)
-        step_run = next((s for s in steps if s.name == step), None)
-        if step_run is None:
-            logger.warning("saga run %s has no step %r; dropping the message", run_id, step)
-            return Claim(ClaimOutcome.STOP)
-        if step_run.status == StepStatus.SUCCEEDED:
-            return Claim(ClaimOutcome.DONE if run.status == RunStatus.EXECUTING else ClaimOutcome.STOP)
-        try:
-            saga = saga_for(run)
-        except UnknownSaga as exc:
-            return _claim_without_class(run, step_run, exc)
-        dependencies = saga.dependencies()[step]
-        if any(s.name in dependencies and s.status != StepStatus.SUCCEEDED for s in steps):
-            # A stale or stray message: a step starts only once every step it depends on has succeeded.
-            logger.warning("saga run %s: step %s arrived before the steps it follows; dropping it", run.pk, step)
-            return Claim(ClaimOutcome.STOP)
+def step_claim(*, run_id: RunId, step: str, task_id: str, hard_limit: float | None = None) -> Claim:
+    """Claim a step for one attempt, or say why its message must not run it.
+
+    Writes nothing to PostgreSQL on its way to RUN: the step's lease and attempt count are taken in Redis (see
+    sagas.leases), then the run and its steps are read once. The attempt's start is recorded with its outcome.
+    ``hard_limit``: the task's hard time limit (seconds), for how long the lease lasts.
+    """
+    seconds = (hard_limit or 0.0) + sagas_settings.LEASE_SECONDS
+    lease = leases.acquire(run_id, step, task_id=task_id, seconds=seconds)
+    if lease.answer is leases.Answer.HELD:
+        # Another delivery runs this step now: come back when it has surely finished or let its lease go.
+        return Claim(ClaimOutcome.WAIT, delay=_lease_wait(lease.wait), holder=lease.holder)
+    try:
+        run, steps = read_run_with_steps(run_id)
+    except RunNotFound:
+        logger.warning("step %s: saga run %s does not exist; dropping the message", step, run_id)
+        _release(run_id, step, lease, ClaimOutcome.STOP)
+        return Claim(ClaimOutcome.STOP)
+    if lease.answer is leases.Answer.FENCED:
+        if run.status in (RunStatus.PENDING, RunStatus.EXECUTING):
+            # Someone is stopping the run right now: ask again once the stop is committed (or rolled back).
+            return Claim(ClaimOutcome.WAIT, delay=_lease_wait(min(lease.wait, 1.0)))
+        with transaction.atomic():
+            return _claim_locked(run_id, step, task_id, None)
+    claim = _claim(run, steps, step, task_id, lease)
+    if claim is None:  # a state change is due first (or a refusal to record): under the run lock
+        with transaction.atomic():
+            claim = _claim_locked(run_id, step, task_id, lease)
+    if claim.outcome is not ClaimOutcome.RUN:
+        _release(run_id, step, lease, claim.outcome)
+    return claim
+
+
+def _lease_wait(wait: float) -> float:
+    # A tenth of what is left, at least a second: a duplicate looks again a few times, not continuously.
+    return round(min(wait, max(1.0, wait / 10)), 3) if wait > 0 else 1.0
+
+
+def _release(run_id: RunId, step: str, lease: leases.Lease, outcome: ClaimOutcome) -> None:
+    """A claim that does not run the step gives its lease back: the count goes with a step already done, and
+    the attempt is taken back off it otherwise (it never started)."""
+    if lease.granted:
+        leases.release(run_id, step, lease.value, mode="done" if outcome is ClaimOutcome.DONE else "undo")
+
+
+def read_run_with_steps(run_id: RunId) -> tuple[SagaRun, list[SagaStepRun]]:
+    """The run and its steps, read in one query without a lock (the claim's one read)."""
+    try:
+        steps = list(SagaStepRun.objects.filter(run__pk=run_id).select_related("run").order_by("index"))
+    except ValidationError as exc:  # not a UUID
+        raise RunNotFound(f"No saga run with id {run_id!r}.") from exc
+    if not steps:
+        run = SagaRun.objects.filter(pk=run_id).first()
+        if run is None:
+            raise RunNotFound(f"No saga run with id {run_id!r}.")
+        return run, []
+    run = steps[0].run
+    for step_run in steps:
+        step_run.run = run
+    return run, steps
+
+
+def _claim(
+    run: SagaRun,
+    steps: list[SagaStepRun],
+    step: str,
+    task_id: str,
+    lease: leases.Lease | None,
+    gate: circuit.Gate | None = None,
+) -> Claim | None:
+    """Decide a claim from a read of the run and its steps: RUN, or an answer that changes nothing; None when
+    something must be written first (the run timed out, the budget is spent, the breaker refused, the class is
+    missing), which the caller then decides again under the run lock."""
+    step_run = next((s for s in steps if s.name == step), None)
+    if step_run is None:
+        logger.warning("saga run %s has no step %r; dropping the message", run.pk, step)
+        return Claim(ClaimOutcome.STOP)
+    if step_run.status == StepStatus.SUCCEEDED:
+        return Claim(ClaimOutcome.DONE if run.status == RunStatus.EXECUTING else ClaimOutcome.STOP)
+    try:
+        saga = saga_for(run)
+    except UnknownSaga:
+        return None
+    dependencies = saga.dependencies()[step]
+    if any(s.name in dependencies and s.status != StepStatus.SUCCEEDED for s in steps):
+        # A stale or stray message: a step starts only once every step it depends on has succeeded.
+        logger.warning("saga run %s: step %s arrived before the steps it follows; dropping it", run.pk, step)
+        return Claim(ClaimOutcome.STOP)
+    if run.status in (RunStatus.PENDING, RunStatus.EXECUTING) and past_deadline(run):
+        return None  # no step starts after the deadline: the run times out
+    if run.status not in (RunStatus.PENDING, RunStatus.EXECUTING):
+        return None if step_run.status == StepStatus.RUNNING else Claim(ClaimOutcome.STOP)
+    if step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING) or lease is None:
+        return Claim(ClaimOutcome.STOP)
+    declared = saga.step(step)
+    policy = declared.retry or sagas_settings.default_retry
+    attempt = lease.attempt
+    if attempt <= step_run.attempts:  # Redis lost the count: PostgreSQL's record is the floor
+        attempt = leases.floor_attempts(run.pk, step, step_run.attempts)
+    if attempt > policy.max_attempts:
+        return None  # every attempt of the budget started and none reported back
+    if gate is None:
+        gate = circuit.ask(run, step, declared.service)
+    if gate.refused:
+        return None  # recorded under the run lock, where the breaker is asked again
+    recorded = step_run.attempts
+    step_run.attempts = attempt  # the context's attempt; the row keeps ``recorded`` until the outcome
+    context = step_context(run, step_run, compensation=False, steps=steps)
+    return Claim(
+        ClaimOutcome.RUN,
+        saga=saga,
+        context=context,
+        step_id=step_run.pk,
+        gate=gate,
+        attempt=Attempt(
+            run=run,
+            step_status=step_run.status,
+            recorded=recorded,
+            number=attempt,
+            task_id=task_id,
+            started_at=timezone.now(),
+            first_started_at=step_run.started_at,
+            lease=lease.value,
+            dependencies=dependencies,
+            last=not saga.is_graph() and step_run.index == len(steps) - 1,
+        ),
+    )
+
+
+def _claim_locked(run_id: RunId, step: str, task_id: str, lease: leases.Lease | None) -> Claim:
+    """The claim's decisions that write (a timeout, a budget spent by lost attempts, a refused call, a missing
+    class), taken under the run lock; then the claim as ``_claim`` decides it. ``lease`` None: the run was
+    fenced, so no attempt may start."""
+    try:
+        run, steps = lock_run_with_steps(run_id)
+    except RunNotFound:
+        return Claim(ClaimOutcome.STOP)
+    step_run = next((s for s in steps if s.name == step), None)
+    if step_run is None or step_run.status == StepStatus.SUCCEEDED:
+        return _claim(run, steps, step, task_id, lease) or Claim(ClaimOutcome.STOP)
+    try:
+        saga = saga_for(run)
+    except UnknownSaga as exc:
+        return _claim_without_class(run, step_run, exc)
+    if run.status in (RunStatus.PENDING, RunStatus.EXECUTING) and past_deadline(run):
         if run.status == RunStatus.PENDING:
             move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
-        if run.status == RunStatus.EXECUTING and past_deadline(run):
-            time_out(run, saga)  # no step starts after the deadline
-        if run.status != RunStatus.EXECUTING:
-            if step_run.status == StepStatus.RUNNING:
-                # A retry of a step whose run stopped (cancelled, timed out) while it waited: it ends here.
-                _abandon(run, saga, step_run)
-            return Claim(ClaimOutcome.STOP)
-        if step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING):
-            return Claim(ClaimOutcome.STOP)
-        declared = saga.step(step)
-        policy = declared.retry or sagas_settings.default_retry
-        if step_run.status == StepStatus.RUNNING and step_run.attempts >= policy.max_attempts:
-            error = lost_attempts_error(step_run, step_run.attempts, "action")
-            fail_step(run, step_run, error)
-            return Claim(ClaimOutcome.GAVE_UP, error=error)
-        # Asked before the attempt is counted: a call the breaker refuses was never an attempt.
-        gate = circuit.ask(run, step, declared.service)
-        if gate.refused:
-            return _wait_for_circuit(run, step_run, declared, gate)
-        started = move_step(
-            run,
-            step_run,
-            StepStatus.RUNNING,
-            event=EventType.STEP_STARTED,
-            data={"attempt": step_run.attempts + 1, "task_id": task_id},
-            fields={"task_id": task_id},
-            increment="attempts",
-            causation_query=_cause_of_attempt(run, step, dependencies),
-        )
-        context = step_context(run, step_run, compensation=False, steps=steps)
-        return Claim(
-            ClaimOutcome.RUN, saga=saga, context=context, started_event_id=started.pk, step_id=step_run.pk, gate=gate
-        )
+        time_out(run, saga)  # no step starts after the deadline
+    if run.status not in (RunStatus.PENDING, RunStatus.EXECUTING):
+        if step_run.status == StepStatus.RUNNING:
+            # A retry of a step whose run stopped (cancelled, timed out) while it waited: it ends here.
+            _abandon(run, saga, step_run)
+        return Claim(ClaimOutcome.STOP)
+    if lease is None or step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING):
+        return Claim(ClaimOutcome.STOP)
+    declared = saga.step(step)
+    policy = declared.retry or sagas_settings.default_retry
+    attempt = max(lease.attempt, step_run.attempts + 1)
+    if attempt > policy.max_attempts:
+        lost = attempt - 1
+        error = lost_attempts_error(step_run, lost, "action")
+        if step_run.attempts < lost:
+            start_attempt(run, step_run, number=lost, task_id=step_run.task_id, at=timezone.now())
+        fail_step(run, step_run, error)
+        return Claim(ClaimOutcome.GAVE_UP, error=error)
+    gate = circuit.ask(run, step, declared.service)
+    if gate.refused:
+        return _wait_for_circuit(run, step_run, declared, gate)
+    return _claim(run, steps, step, task_id, lease, gate) or Claim(ClaimOutcome.STOP)
+
+
+def start_attempt(run: SagaRun, step_run: SagaStepRun, *, number: int, task_id: str, at: datetime) -> SagaEvent:
+    """Record that attempt ``number`` of a step started at ``at`` (caller holds the run lock): the StepStarted a
+    claim leaves to the attempt's outcome. A pending run starts executing with it."""
+    if run.status == RunStatus.PENDING:
+        move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING, at=at)
+    return move_step(
+        run,
+        step_run,
+        StepStatus.RUNNING,
+        event=EventType.STEP_STARTED,
+        data={"attempt": number, "task_id": task_id},
+        fields={"task_id": task_id, "attempts": number},
+        at=at,
+    )
 
 
 def _wait_for_circuit(run: SagaRun, step_run: SagaStepRun, declared: Step, gate: circuit.Gate) -> Claim:
@@ -124,18 +252,6 @@ def _wait_for_circuit(run: SagaRun, step_run: SagaStepRun, declared: Step, gate:
     delay = round(max(delay, MIN_CIRCUIT_DELAY), 3)
     circuit.record_refusal(run, step_run, gate, call="action", retry_in=delay, now=now)
     return Claim(ClaimOutcome.WAIT, gate=gate, delay=delay)
-
-
-def _cause_of_attempt(run: SagaRun, step: str, dependencies: frozenset[str]) -> _statement.EventIds:
-    """What an attempt follows from: the step's own last event (a failed attempt, for a retry), else the
-    success of its last dependency, the run starting to execute, or a re-drive, whichever came last. A query,
-    sent as part of the StepStarted event's INSERT."""
-    causes = (
-        Q(step=step)
-        | Q(type=EventType.STEP_SUCCEEDED, step__in=dependencies)
-        | Q(type__in=[EventType.SAGA_EXECUTING, EventType.SAGA_REDRIVEN])
-    )
-    return SagaEvent.objects.filter(causes, run_id=run.pk).order_by("-seq").values("pk")[:1]
 
 
 def _claim_without_class(run: SagaRun, step_run: SagaStepRun, exc: UnknownSaga) -> Claim:
@@ -166,37 +282,40 @@ def _abandon(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:
 
 
 def step_succeed(
-    *,
-    run_id: RunId,
-    step: str,
-    output: Any,
-    seconds: float | None = None,
-    cause: int | None = None,
-    step_id: int | None = None,
-    attempt: int | None = None,
+    *, run_id: RunId, step: str, output: Any, seconds: float | None = None, claim: Claim | None = None
 ) -> bool:
     """Store a step's output and mark it succeeded; True if the run goes on to its next step (or this success
     completed it), False when the chain must stop here.
 
-    A step that succeeds after its run stopped executing (cancelled, timed out) is recorded all the
-    same, and undone: the run does not come back to life. ``seconds``: how long the successful attempt
-    took (the step duration metric); ``cause``: the id of the attempt's StepStarted event, when known;
-    ``step_id`` and ``attempt``: the step row and attempt the claim handed out, when known (then, while the
-    run executes and nobody else moved the step, one statement records it all).
+    With the ``claim`` that handed out the attempt, while the run executes and nobody moved the step since the
+    claim read it, one statement records it all: the attempt's start, its success, and the run's progress (it
+    starts executing with its first step, and completes with its last). Otherwise the run lock is taken and the
+    general path decides: a step that succeeds after its run stopped executing (cancelled, timed out) is
+    recorded all the same, and undone: the run does not come back to life. ``seconds``: how long the successful
+    attempt took (the step duration metric).
     """
-    if step_id is not None and attempt is not None and _statement.supported():
+    attempt = claim.attempt if claim is not None else None
+    goes_on = _record_success(run_id, step, output, seconds, claim)
+    if attempt is not None:  # recorded and committed: the lease goes, and the count with it
+        leases.release(run_id, step, attempt.lease, mode="done")
+    return goes_on
+
+
+def _record_success(run_id: RunId, step: str, output: Any, seconds: float | None, claim: Claim | None) -> bool:
+    attempt = claim.attempt if claim is not None else None
+    if attempt is not None and claim is not None and claim.step_id is not None:
         try:
-            with transaction.atomic():
-                return _succeed_claimed(run_id, step, output, seconds, cause, step_id, attempt)
+            return _succeed_claimed(attempt, claim.step_id, step, output, seconds)
         except _statement.GuardFailed:
             pass  # the run stopped executing or the step moved since the claim: the general path decides
     with transaction.atomic():
         run = lock_run(run_id)
         step_run = step_row(run, step)
-        if step_run is None or step_run.status != StepStatus.RUNNING:
+        if step_run is None or step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING):
             # A duplicate attempt finished after the first one recorded the result.
             done = step_run is not None and step_run.status == StepStatus.SUCCEEDED
             return done and run.status == RunStatus.EXECUTING
+        _record_start(run, step_run, attempt)
         succeeded = move_step(
             run,
             step_run,
@@ -204,7 +323,6 @@ def step_succeed(
             event=EventType.STEP_SUCCEEDED,
             data={"attempt": step_run.attempts, "late": run.status != RunStatus.EXECUTING, "output": output},
             fields={"output": output, "error": None},
-            causation_id=cause,
         )
         if seconds is not None:
             metrics.step_succeeded(run.saga_name, step, seconds)
@@ -219,40 +337,94 @@ def step_succeed(
         return run.status in (RunStatus.EXECUTING, RunStatus.COMPLETED)
 
 
-def _succeed_claimed(
-    run_id: RunId, step: str, output: Any, seconds: float | None, cause: int | None, step_id: int, attempt: int
-) -> bool:
-    """The success path of an executing run: the run's and step's guarded UPDATEs, the StepSucceeded event and
-    the count of steps still to go in one statement (GuardFailed when the run or step moved since the claim).
-    The same columns and event as ``move_step`` writes."""
-    now = timezone.now()
-    data = {"from": StepStatus.RUNNING, "to": StepStatus.SUCCEEDED, "attempt": attempt, "late": False, "output": output}
-    values = {
+def _record_start(run: SagaRun, step_run: SagaStepRun, attempt: Attempt | None) -> None:
+    """Record the start of the attempt whose outcome is being recorded, unless already on record (caller holds
+    the run lock). Without the claim's attempt (an outcome reported by other means), the next attempt now."""
+    if attempt is not None:
+        if step_run.status == StepStatus.PENDING or step_run.attempts < attempt.number:
+            start_attempt(run, step_run, number=attempt.number, task_id=attempt.task_id, at=attempt.started_at)
+    elif step_run.status == StepStatus.PENDING:
+        start_attempt(run, step_run, number=step_run.attempts + 1, task_id=step_run.task_id, at=timezone.now())
+
+
+def _succeed_claimed(attempt: Attempt, step_id: int, step: str, output: Any, seconds: float | None) -> bool:
+    """The success path: the attempt's start and success, the run starting to execute (its first step) or
+    completing (the last step of a sequence), guarded by the run's and step's state as the claim read them.
+    One statement, committed by itself unless the events are announced in the outbox, a snapshot is due or
+    the run is a graph (whose fan-in reads the steps under the run lock): then in one transaction with those."""
+    run, now = attempt.run, timezone.now()
+    saga = saga_for(run)
+    starts = run.status == RunStatus.PENDING
+    completes = attempt.last
+    events: list[SagaEvent] = []
+    causes: list[_statement.Cause] = []
+
+    def add(type: str, step_name: str, data: dict[str, Any], at: Any, cause: _statement.Cause) -> None:
+        events.append(SagaEvent(run_id=run.pk, type=type, step=step_name, data=data, created_at=at))
+        causes.append(cause)
+
+    previous = _statement.Cause(previous=True)
+    run_values: dict[str, Any] = {"updated_at": now}
+    if starts:
+        add(EventType.SAGA_EXECUTING, "", {"from": RunStatus.PENDING, "to": RunStatus.EXECUTING},
+            attempt.started_at, _statement.Cause())  # fmt: skip
+        run_values.update(status=RunStatus.EXECUTING, **stamp_run(RunStatus.PENDING, RunStatus.EXECUTING,
+                                                                  attempt.started_at))  # fmt: skip
+    add(
+        EventType.STEP_STARTED,
+        step,
+        {"from": attempt.step_status, "to": StepStatus.RUNNING, "attempt": attempt.number, "task_id": attempt.task_id},
+        attempt.started_at,
+        previous if starts else _statement.Cause(attempt_of=(step, attempt.dependencies)),
+    )
+    add(
+        EventType.STEP_SUCCEEDED,
+        step,
+        {"from": StepStatus.RUNNING, "to": StepStatus.SUCCEEDED, "attempt": attempt.number, "late": False,
+         "output": output},
+        now,
+        previous,
+    )  # fmt: skip
+    if completes:
+        add(EventType.SAGA_COMPLETED, "", {"from": RunStatus.EXECUTING, "to": RunStatus.COMPLETED}, now, previous)
+        run_values.update(status=RunStatus.COMPLETED, **stamp_run(RunStatus.EXECUTING, RunStatus.COMPLETED, now))
+    step_values = {
         "status": StepStatus.SUCCEEDED,
+        "attempts": attempt.number,
+        "task_id": attempt.task_id,
+        "started_at": attempt.first_started_at or attempt.started_at,
         **stamp_step(StepStatus.SUCCEEDED, None, now),
         "output": output,
+        "error": None,
         "circuit_waiting_since": None,
     }
-    event = SagaEvent(run_id=run_id, type=EventType.STEP_SUCCEEDED, step=step, data=data, created_at=now)
-    written = _statement.write(
-        run_id,
-        run_values={"updated_at": now},
-        expect_status=RunStatus.EXECUTING,
-        step=_statement.StepChange(step_id, StepStatus.RUNNING, {**values, "error": None}, attempts=attempt),
-        event=_statement.event_columns(event),
-        cause=_statement.Cause(id=cause),
-        count_unfinished=True,
-    )
-    run = _statement.run_from(written.run)
-    event.correlation_id = run.correlation_id
-    eventlog.after_append(run, _statement.stored_event(written, event))
-    if seconds is not None:
-        metrics.step_succeeded(run.saga_name, step, seconds)
-    saga = saga_for(run)
-    if saga.is_graph():
-        _start_unblocked(run, saga, step)
-    elif written.others_unfinished == 0:
-        _complete(run, event)
+    change = _statement.StepChange(step_id, attempt.step_status, step_values, attempts=attempt.recorded)
+    for event in events:
+        event.correlation_id = run.correlation_id
+    alone = not saga.is_graph() and not eventlog.needs_transaction(run, events, first_seq=run.lock_version + 1)
+    with contextlib.nullcontext() if alone and _statement.one_statement() else transaction.atomic():
+        written = _statement.writer().write(
+            run.pk,
+            run_values=run_values,
+            expect_status=run.status,
+            step=change,
+            events=[_statement.event_columns(event) for event in events],
+            causes=causes,
+        )
+        for name, value in written.run.items():
+            setattr(run, name, value)
+        _statement.stored_events(written, events)
+        for event in events:
+            eventlog.after_append(run, event)
+        if seconds is not None:
+            metrics.step_succeeded(run.saga_name, step, seconds)
+        if starts:
+            logger.info("saga %s %s: %s -> %s", run.saga_name, run.pk, RunStatus.PENDING, RunStatus.EXECUTING)
+        if completes:
+            metrics.run_finished(run.saga_name, RunStatus.COMPLETED)
+            logger.info("saga %s %s: %s -> %s", run.saga_name, run.pk, RunStatus.EXECUTING, RunStatus.COMPLETED)
+        elif saga.is_graph():
+            _start_unblocked(run, saga, step)
     return run.status in (RunStatus.EXECUTING, RunStatus.COMPLETED)
 
 
@@ -294,16 +466,29 @@ class AttemptOutcome(StrEnum):
     STOPPED = "stopped"  # the run no longer executes; nothing more to do for this attempt
 
 
-def step_fail_attempt(*, run_id: RunId, step: str, error: dict[str, Any], retry_in: float | None) -> AttemptOutcome:
-    """Record a failed attempt, retried in ``retry_in`` seconds (None: the policy gives up).
+def step_fail_attempt(
+    *, run_id: RunId, step: str, error: dict[str, Any], retry_in: float | None, claim: Claim | None = None
+) -> AttemptOutcome:
+    """Record a failed attempt (and its start), retried in ``retry_in`` seconds (None: the policy gives up).
 
     Returns an AttemptOutcome: a retry is only granted while the run executes and its deadline is ahead.
     """
+    attempt = claim.attempt if claim is not None else None
+    outcome = _record_failure(run_id, step, error, retry_in, attempt)
+    if attempt is not None:  # recorded and committed: the lease goes; the count stays while a retry follows
+        leases.release(run_id, step, attempt.lease, mode="keep" if outcome is AttemptOutcome.RETRY else "done")
+    return outcome
+
+
+def _record_failure(
+    run_id: RunId, step: str, error: dict[str, Any], retry_in: float | None, attempt: Attempt | None
+) -> AttemptOutcome:
     with transaction.atomic():
         run = lock_run(run_id)
         step_run = step_row(run, step)
-        if step_run is None or step_run.status != StepStatus.RUNNING:
+        if step_run is None or step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING):
             return AttemptOutcome.STOPPED  # a duplicate attempt reporting after the step moved on
+        _record_start(run, step_run, attempt)
         if retry_in is not None and run.status == RunStatus.EXECUTING and not past_deadline(run):
             record_retry(run, step_run, error, retry_in)
             return AttemptOutcome.RETRY
@@ -324,7 +509,10 @@ def record_retry(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any], ret
 
 
 def fail_step(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any]) -> None:
-    """Mark a step failed for good (caller holds the lock); the first failure becomes the run's error."""
+    """Mark a step failed for good (caller holds the lock); the first failure becomes the run's error. A
+    pending run (its first step failed before any outcome moved it) starts executing first, to compensate."""
+    if run.status == RunStatus.PENDING:
+        move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
     fields, data = log_failure(step_run, "action", error, None)
     move_step(
         run,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django_celery_results.models import TaskResult
 
 import sagas
 from sagaproject.celery import app as celery_app
@@ -97,21 +98,24 @@ def test_kill_after_the_step_committed_but_before_the_ack(lab: FaultLab, bank: d
 
 
 def test_the_same_step_message_delivered_twice_to_two_workers_at_once(lab: FaultLab, bank: dict) -> None:
+    """The duplicate finds the step's lease held: it does not run the step beside the first delivery, counts no
+    attempt, and comes back; by then the step has succeeded and it does nothing."""
     first, second = lab.start_worker(concurrency=1), lab.start_worker(concurrency=1)
     run, gate = gated_transfer(lab, "debit")
+    task_id = engine.step_task_id(str(run.pk), "debit", 1)
 
-    celery_app.send_task(
-        engine.step_task_name(Transfer.name, "debit"),
-        args=[str(run.pk), "debit"],
-        task_id=engine.step_task_id(str(run.pk), "debit", 1),
+    celery_app.send_task(engine.step_task_name(Transfer.name, "debit"), args=[str(run.pk), "debit"], task_id=task_id)
+    wait_until(
+        lambda: TaskResult.objects.filter(task_id=task_id, status="RETRY", result__contains="StepInFlight").exists(),
+        first,
+        "the duplicate to be told the step is in flight",
     )
-    wait_until(lambda: Call.objects.filter(service="gate").count() == 2, first, "the duplicate to reach the gate")
     open_gate(gate)
     (run,) = lab.settle([run])
 
-    pids = set(Call.objects.filter(service="gate").values_list("pid", flat=True))
-    assert len(pids) == 2  # both deliveries ran, at the same time, in two processes
+    assert Call.objects.filter(service="gate").count() == 1  # only the first delivery ran the step
     assert run.status == RunStatus.COMPLETED
+    assert run.steps.get(name="debit").attempts == 1
     check_transfers([run], bank)
     assert second.process.poll() is None
 

@@ -38,14 +38,7 @@ def succeed(run: SagaRun, step: str) -> None:
     claim = services.step_claim(run_id=run.pk, step=step, task_id=f"{step}-1")
     assert claim.outcome is ClaimOutcome.RUN
     assert claim.context is not None
-    services.step_succeed(
-        run_id=run.pk,
-        step=step,
-        output={},
-        cause=claim.started_event_id,
-        step_id=claim.step_id,
-        attempt=claim.context.attempt,
-    )
+    services.step_succeed(run_id=run.pk, step=step, output={}, claim=claim)
 
 
 def assert_rebuilds(run: SagaRun) -> None:
@@ -89,8 +82,9 @@ def test_the_call_let_through_after_a_wait_is_attempt_one_and_ends_the_wait() ->
     assert claim.context.attempt == 1
     assert claim.gate.permit is not None
     assert claim.gate.permit.allowed
+    services.step_succeed(run_id=run.pk, step="book_y", output={}, claim=claim)  # the attempt's start goes with it
     step = steps_of(run)["book_y"]
-    assert (step.status, step.attempts, step.circuit_refusals, step.circuit_waiting_since) == ("running", 1, 1, None)
+    assert (step.status, step.attempts, step.circuit_refusals, step.circuit_waiting_since) == ("succeeded", 1, 1, None)
     run.refresh_from_db()
     assert_rebuilds(run)
 

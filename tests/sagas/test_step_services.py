@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+
 import pytest
 
-from sagas import services
-from sagas.models import SagaEvent
+from sagas import leases, services
+from sagas.models import SagaEvent, SagaRun
 from sagas.services import ClaimOutcome
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.factories import SagaRunFactory
@@ -16,7 +22,7 @@ pytestmark = pytest.mark.django_db
 DONE_TWO = {"create_order": StepStatus.SUCCEEDED, "reserve_stock": StepStatus.SUCCEEDED}
 
 
-def test_first_claim_moves_the_run_to_executing_and_counts_the_attempt(django_capture_on_commit_callbacks) -> None:
+def test_a_claim_takes_the_lease_and_the_outcome_records_the_start(django_capture_on_commit_callbacks) -> None:
     run = SagaRunFactory(status=RunStatus.PENDING, payload={"customer_email": "a@example.com"})
     claim = services.step_claim(run_id=run.pk, step="create_order", task_id="t-1")
 
@@ -24,13 +30,83 @@ def test_first_claim_moves_the_run_to_executing_and_counts_the_attempt(django_ca
     assert claim.context.attempt == 1
     assert claim.context.idempotency_key == f"{run.pk}:create_order"
     assert claim.context.payload == {"customer_email": "a@example.com"}
+    # Nothing written yet: the attempt is the lease's (the admin shows the step running from it).
     run.refresh_from_db()
     step = run.steps.get(name="create_order")
-    assert (run.status, step.status, step.attempts, step.task_id) == (RunStatus.EXECUTING, "running", 1, "t-1")
-    assert list(SagaEvent.objects.filter(run=run).values_list("type", flat=True)) == [
+    assert (run.status, step.status, step.attempts) == (RunStatus.PENDING, StepStatus.PENDING, 0)
+    assert not SagaEvent.objects.filter(run=run).exists()
+    (holder,) = leases.holders(run.pk, ["create_order"]).values()
+    assert (holder.task_id, holder.attempt, holder.pid) == ("t-1", 1, os.getpid())
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.step_succeed(run_id=run.pk, step="create_order", output={"order_id": 1}, claim=claim)
+    run.refresh_from_db()
+    step = run.steps.get(name="create_order")
+    assert (run.status, step.status, step.attempts, step.task_id) == (RunStatus.EXECUTING, "succeeded", 1, "t-1")
+    assert list(SagaEvent.objects.filter(run=run).order_by("seq").values_list("type", flat=True)) == [
         EventType.SAGA_EXECUTING,
         EventType.STEP_STARTED,
+        EventType.STEP_SUCCEEDED,
     ]
+    assert leases.holders(run.pk, ["create_order"]) == {}  # given back
+    assert leases.started(run.pk, ["create_order"]) == {"create_order": 0}  # and the count with it
+
+
+def test_a_second_delivery_waits_for_the_lease_and_counts_no_attempt() -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING)
+    first = services.step_claim(run_id=run.pk, step="create_order", task_id="t-1", hard_limit=30)
+    second = services.step_claim(run_id=run.pk, step="create_order", task_id="t-1")
+
+    assert first.outcome is ClaimOutcome.RUN
+    assert second.outcome is ClaimOutcome.WAIT
+    assert second.holder is not None
+    assert second.holder.task_id == "t-1"
+    assert 1.0 <= second.delay <= 30 + 60  # a tenth of what the lease has left, at least a second
+    assert leases.started(run.pk, ["create_order"]) == {"create_order": 1}
+
+
+def test_the_lease_of_a_dead_process_of_this_host_is_taken_over_at_once() -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    key = leases.lease_key(run.pk, "create_order")
+    leases.client().set(key, f"{socket.gethostname()}|{dead.pid}|{time.time():.3f}|t-1|1", ex=600)
+    leases.client().set(leases.counter_key(run.pk, "create_order"), 1, ex=600)
+
+    claim = services.step_claim(run_id=run.pk, step="create_order", task_id="t-1")
+
+    assert claim.outcome is ClaimOutcome.RUN
+    assert claim.context.attempt == 2  # the dead process's attempt counts
+    assert leases.holder(run.pk, "create_order").pid == os.getpid()
+
+
+def test_a_run_being_stopped_refuses_new_attempts_until_the_stop_commits() -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING)
+    assert leases.fence(run.pk, ["create_order"]) == {}  # a stopper put the fence up and saw nothing in flight
+    claim = services.step_claim(run_id=run.pk, step="create_order", task_id="t-1")
+    assert claim.outcome is ClaimOutcome.WAIT
+    assert leases.started(run.pk, ["create_order"]) == {"create_order": 0}
+    SagaRun.objects.filter(pk=run.pk).update(status=RunStatus.COMPENSATING)  # the stop committed
+    assert services.step_claim(run_id=run.pk, step="create_order", task_id="t-1").outcome is ClaimOutcome.STOP
+
+
+def test_a_step_in_flight_when_its_run_is_cancelled_is_not_skipped_and_is_undone_once_it_succeeds(
+    django_capture_on_commit_callbacks,
+) -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses={"create_order": StepStatus.SUCCEEDED})
+    claim = services.step_claim(run_id=run.pk, step="reserve_stock", task_id="t-1")
+    assert claim.outcome is ClaimOutcome.RUN
+
+    services.run_cancel(run_id=run.pk, reason="customer called", actor="kim")
+    steps = dict(run.steps.values_list("name", "status"))
+    assert steps["reserve_stock"] == StepStatus.PENDING  # in flight: it finishes first
+    assert steps["charge_payment"] == StepStatus.SKIPPED
+
+    with django_capture_on_commit_callbacks():
+        assert services.step_succeed(run_id=run.pk, step="reserve_stock", output={"r": 1}, claim=claim) is False
+    steps = dict(run.steps.values_list("name", "status"))
+    assert steps["reserve_stock"] == StepStatus.COMPENSATING  # recorded late, and being undone
+    assert run.events.get(type=EventType.STEP_SUCCEEDED, step="reserve_stock").data["late"] is True
 
 
 def test_a_step_that_arrives_before_the_steps_it_follows_is_dropped() -> None:
