@@ -50,19 +50,25 @@ chaos: install
 bench-rebuild: install
 	$(BIN)/python -m bench.rebuild $(REBUILD_ARGS)
 
-# Throughput and latency of our sagas against bare Celery chains (and DBOS, when installed): see bench/README.md.
+# Throughput and latency of our sagas (default and eager mode) against bare Celery chains and DBOS Transact: see
+# bench/README.md. It first installs the peers (bench/requirements-peers.txt: DBOS) into the venv; BENCH_PEERS=0
+# neither installs nor measures them.
 .PHONY: bench bench-peers bench-soak
+BENCH_PEERS ?= 1
 bench: install
+ifneq ($(BENCH_PEERS),0)
+	$(BIN)/python -m pip install --quiet -r bench/requirements-peers.txt
 	$(BIN)/python -m bench $(BENCH_ARGS)
+else
+	$(BIN)/python -m bench --no-dbos $(BENCH_ARGS)
+endif
 
 # Worker memory over 10,000 sagas (100 warm-up + 3 rounds of 3,300), next to the bare chain: about 8 minutes.
 bench-soak: install
 	$(BIN)/python -m bench --only saga3,chain3 --warmup 100 --runs 3300 --rounds 3 --solo 0 $(BENCH_ARGS)
 
-# Installs the optional peers (DBOS Transact) into the venv, then runs the benchmark with them.
-bench-peers: install
-	$(BIN)/python -m pip install --quiet -r bench/requirements-peers.txt
-	$(BIN)/python -m bench $(BENCH_ARGS)
+# What `make bench` does by default (it used to be the only target that installed the peers).
+bench-peers: bench
 
 # mypy's Django plugin loads the settings: the development ones, as the other development targets do.
 lint: install

@@ -1,8 +1,9 @@
 """Turns the throughput benchmark's windows into figures: per-step costs, medians over rounds, the table, the
-ratios and the machine-readable last line."""
+ratios, issue 13's targets and the machine-readable last line."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -36,8 +37,9 @@ def _total(sql: dict[str, dict[str, int]], key: str) -> int:
 
 
 def per_step(sql: dict[str, dict[str, int]], redis: dict[str, float], *, runs: int, steps: int) -> dict[str, float]:
-    """SQL statements (all, and without the runs' starts), transactions, health checks, new connections and
-    Redis commands per step, over ``runs`` finished runs of ``steps`` steps."""
+    """SQL statements and transactions (all, and the workers' alone: without the runs' starts, which this
+    process sends), health checks, new connections and Redis commands per step, over ``runs`` finished runs of
+    ``steps`` steps."""
     units = runs * steps
     if not units:
         return {}
@@ -46,6 +48,7 @@ def per_step(sql: dict[str, dict[str, int]], redis: dict[str, float], *, runs: i
         "sql": _total(sql, "statements") / units,
         "sql_workers": _total(workers, "statements") / units,
         "transactions": _total(sql, "transactions") / units,
+        "transactions_workers": _total(workers, "transactions") / units,
         "health_checks": _total(sql, HEALTH_CHECK) / units,
         "connections": _total(sql, "connections") / units,
         "redis": sum(redis.values()) / units,
@@ -107,17 +110,15 @@ def summarise(results: dict[str, Any], *, config: dict[str, Any], dbos_skipped: 
             **_breakdown(windows, meta["steps"]),
         }
 
-    def ratio(ours: str, other: str) -> float | None:
-        if ours not in variants or other not in variants:
-            return None
-        theirs = variants[other]["figures"]["runs_per_s"]["median"]
-        return variants[ours]["figures"]["runs_per_s"]["median"] / theirs if theirs else None
-
-    ratios = {
-        f"ours/{peer}{steps}": ratio(f"saga{steps}", f"{peer}{steps}")
-        for steps in config["steps"]
-        for peer in ("chain", "chainpg", "dbos")
-    }
+    ratios: dict[str, float | None] = {}
+    for steps in config["steps"]:
+        ours, eager = f"saga{steps}", f"eager{steps}"
+        for peer in ("chain", "chainpg", "dbos"):
+            ratios[f"ours/{peer}{steps}"] = _ratio(variants, ours, f"{peer}{steps}", "runs_per_s")
+        ratios[f"eager/dbos{steps}"] = _ratio(variants, eager, f"dbos{steps}", "runs_per_s")
+        ratios[f"eager/ours{steps}"] = _ratio(variants, eager, ours, "runs_per_s")
+        ratios[f"pg_cpu/chainpg{steps}"] = _ratio(variants, ours, f"chainpg{steps}", "cpu_ms_postgres")
+        ratios[f"worker_cpu/chainpg{steps}"] = _ratio(variants, ours, f"chainpg{steps}", "cpu_ms_workers")
     rss = {
         system: {
             **values,
@@ -128,6 +129,12 @@ def summarise(results: dict[str, Any], *, config: dict[str, Any], dbos_skipped: 
         }
         for system, values in results["rss"].items()
     }
+    headline = {
+        **{key: _ratio(variants, *parts) for key, parts in _HEADLINE_RATIOS.items()},
+        "sql_per_step": _median(variants, "saga3", "sql_workers"),
+        "tx_per_step": _median(variants, "saga3", "transactions_workers"),
+        "rss_growth": rss.get("ours", {}).get("growth_pct"),
+    }
     return {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "machine": machine(),
@@ -136,12 +143,81 @@ def summarise(results: dict[str, Any], *, config: dict[str, Any], dbos_skipped: 
         "dbos": dbos_skipped or "measured",
         "variants": variants,
         "ratios": ratios,
+        "headline": {key: headline[key] for key in HEADLINE},  # the last line's figures; None: skipped
+        "targets": [
+            {
+                "figure": key,
+                "bound": f"{op} {_format(key, bound)}",
+                "value": headline[key],
+                "met": _met(headline[key], op, bound),
+            }
+            for key, op, bound in TARGETS
+        ],
+        "last_line": _last_line(headline),
         "rss": rss,
         "complete": all(v["lost"] == 0 and v["failed"] == 0 for v in variants.values()),
     }
 
 
-_PER_STEP_KEYS = ("sql", "sql_workers", "transactions", "health_checks", "connections", "redis")
+_PER_STEP_KEYS = (
+    "sql", "sql_workers", "transactions", "transactions_workers", "health_checks", "connections", "redis"
+)  # fmt: skip
+
+
+# The last line's ratios: (numerator variant, denominator variant, the figure whose medians they divide).
+_HEADLINE_RATIOS = {
+    "ours/chain3": ("saga3", "chain3", "runs_per_s"),
+    "ours/chainpg3": ("saga3", "chainpg3", "runs_per_s"),
+    "ours/dbos3": ("saga3", "dbos3", "runs_per_s"),
+    "eager/dbos3": ("eager3", "dbos3", "runs_per_s"),
+    "pg_cpu/chainpg3": ("saga3", "chainpg3", "cpu_ms_postgres"),
+    "worker_cpu/chainpg3": ("saga3", "chainpg3", "cpu_ms_workers"),
+}
+# The last line's figures in its order; the others are saga3's workers' statements and transactions per step and
+# our workers' RSS growth in percent.
+HEADLINE = (
+    "ours/chain3", "ours/chainpg3", "ours/dbos3", "eager/dbos3", "sql_per_step", "tx_per_step", "pg_cpu/chainpg3",
+    "worker_cpu/chainpg3", "rss_growth",
+)  # fmt: skip
+
+# Issue 13's targets: (figure, comparison, bound). Its RSS bound is meant over 10,000 sagas (make bench-soak).
+TARGETS = (
+    ("ours/chainpg3", ">=", 0.9),
+    ("ours/chain3", ">=", 0.7),
+    ("tx_per_step", "<=", 1.0),
+    ("pg_cpu/chainpg3", "<=", 1.5),
+    ("worker_cpu/chainpg3", "<=", 1.3),
+    ("eager/dbos3", ">=", 1.2),
+    ("rss_growth", "<=", 10.0),
+)
+
+
+def _median(variants: dict[str, Any], name: str, figure: str) -> float | None:
+    """The variant's median of ``figure`` over the rounds; None when it did not run or nothing was measured."""
+    value = variants.get(name, {}).get("figures", {}).get(figure, {}).get("median")
+    return None if value is None or math.isnan(value) else value
+
+
+def _ratio(variants: dict[str, Any], name: str, other: str, figure: str) -> float | None:
+    theirs = _median(variants, other, figure)
+    ours = _median(variants, name, figure)
+    return ours / theirs if ours is not None and theirs else None
+
+
+def _met(value: float | None, op: str, bound: float) -> bool | None:
+    if value is None:
+        return None
+    return value >= bound if op == ">=" else value <= bound
+
+
+def _format(key: str, value: float | None) -> str:
+    if value is None:
+        return "skipped"
+    return f"{value:.1f}%" if key == "rss_growth" else f"{value:.2f}"
+
+
+def _last_line(headline: dict[str, float | None]) -> str:
+    return "ratios: " + " ".join(f"{key}={_format(key, headline[key])}" for key in HEADLINE)
 
 
 def machine() -> dict[str, Any]:
@@ -189,7 +265,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     )
     header = (
         f"{'variant':<10} {'runs/s':>20} {'steps/s':>22} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-        f"{'solo ms':>8} {'SQL/step':>9} {'tx/step':>8} {'conn/step':>9} {'Redis/step':>10} {'RSS MB':>7}"
+        f"{'solo ms':>8} {'SQL/step':>9} {'tx/step':>8} {'wSQL/step':>9} {'wtx/step':>8} {'conn/step':>9} "
+        f"{'Redis/step':>10} {'RSS MB':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -198,7 +275,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(
             f"{name:<10} {_fmt(f['runs_per_s']):>20} {_fmt(f['steps_per_s']):>22} {f['p50']['median']:8.1f} "
             f"{f['p95']['median']:8.1f} {f['p99']['median']:8.1f} {f['solo_p50']['median']:8.1f} "
-            f"{f['sql']['median']:9.2f} {f['transactions']['median']:8.2f} {f['connections']['median']:9.2f} "
+            f"{f['sql']['median']:9.2f} {f['transactions']['median']:8.2f} {f['sql_workers']['median']:9.2f} "
+            f"{f['transactions_workers']['median']:8.2f} {f['connections']['median']:9.2f} "
             f"{f['redis']['median']:10.1f} "
             f"{f['rss_peak_mb']['median']:7.0f}"
             + (f"  LOST {variant['lost']} FAILED {variant['failed']}" if variant["lost"] or variant["failed"] else "")
@@ -218,7 +296,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     ))  # fmt: skip
     detailed = False
     for name, variant in summary["variants"].items():
-        if not name.startswith(("saga", "dbos")):
+        if not name.startswith(("saga", "eager", "dbos")):
             continue
         print(f"\n{name}: what each execution sends to PostgreSQL (averaged over every measured run)")
         for label, values in variant["sql_per_run"].items():
@@ -246,25 +324,23 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"{values['at_end'] / 2**20:.0f} MB after {values['runs']} runs"
             + (f" ({growth:+.1f}%)" if growth is not None else "")
         )
-    print(
-        "ratios (runs/s): "
-        + ", ".join(f"{key}={value:.2f}" for key, value in summary["ratios"].items() if value is not None)
-    )
+    measured = {key: value for key, value in summary["ratios"].items() if value is not None}
+    print("ratios (runs/s): " + ", ".join(f"{k}={v:.2f}" for k, v in measured.items() if "_cpu/" not in k))
+    if cpu := ", ".join(f"{k}={v:.2f}" for k, v in measured.items() if "_cpu/" in k):
+        print(f"ratios (CPU per run, our saga over the chain with a row per task): {cpu}")
+
+
+def print_targets(summary: dict[str, Any]) -> None:
+    """Issue 13's targets, each with the figure measured in this run and whether it is met."""
+    print("issue 13 targets (this run, medians over the rounds):")
+    for target in summary["targets"]:
+        status = {True: "PASS", False: "MISS", None: "MISS (not measured)"}[target["met"]]
+        value = _format(target["figure"], target["value"])
+        note = ""
+        if target["figure"] == "rss_growth" and "ours" in summary["rss"]:
+            note = f"  (over {summary['rss']['ours']['runs']:,} runs; the bound is for 10,000: make bench-soak)"
+        print(f"  {target['figure']:<20} {target['bound']:<8} {value:>8}  {status}{note}")
 
 
 def last_line(summary: dict[str, Any]) -> str:
-    ratios, variants = summary["ratios"], summary["variants"]
-
-    def value(key: str) -> str:
-        number = ratios.get(key)
-        if number is not None:
-            return f"{number:.2f}"
-        return "skipped" if key.startswith("ours/dbos") and summary["dbos"] != "measured" else "n/a"
-
-    sql = variants.get("saga3", {}).get("figures", {}).get("sql", {}).get("median")
-    growth = summary["rss"].get("ours", {}).get("growth_pct")
-    return (
-        f"ratios: ours/chain3={value('ours/chain3')} ours/dbos3={value('ours/dbos3')} "
-        f"sql_per_step={'n/a' if sql is None else f'{sql:.1f}'} "
-        f"rss_growth={'n/a' if growth is None else f'{growth:.1f}%'}"
-    )
+    return str(summary["last_line"])

@@ -1,17 +1,28 @@
 """Throughput and latency of our sagas against bare Celery chains and DBOS Transact, in one run.
 
     python -m bench [--runs 200] [--rounds 3] [--warmup 30] [--steps 3,5] [--inflight 16] [--only saga3,chain3]
+                    [--no-dbos]
 
 Creates (and drops) its own PostgreSQL database, uses its own queues on one Redis db, and starts the workers
-it measures: one Celery worker (prefork, 2 processes, the project's Celery settings) for our sagas, one for the
-bare chains (the same, but with the Redis result backend), and two DBOS worker processes when ``import dbos``
-works. Every variant runs ``--warmup`` runs first; then each round runs ``--runs`` runs of every variant in
-turn (A B C A B C ...), keeping ``--inflight`` runs in flight, followed by ``--solo`` runs one at a time.
+it measures: one Celery worker (prefork, 2 processes, the project's Celery settings) for our sagas, in the
+default mode (saga3, saga5) and declared ``eager = True`` (eager3, eager5), one for the bare chains (the same,
+but with the Redis result backend), and two DBOS worker processes when ``import dbos`` works and ``--no-dbos``
+is not given. Every variant runs ``--warmup`` runs first; then each round runs ``--runs`` runs of every variant
+in turn (A B C A B C ...), keeping ``--inflight`` runs in flight, followed by ``--solo`` runs one at a time.
 Completion is read from where each system stores it (our SagaRun rows, the chain's result key in Redis, DBOS's
 workflow_status rows), never by waiting on a result. Prints a table of medians [min-max] over the rounds and
-the ratios, writes everything to bench/results/, and prints as its last line:
+the ratios, writes everything to bench/results/, then prints issue 13's targets with PASS or MISS and, as its
+last line (one line, wrapped here):
 
-    ratios: ours/chain3=<x> ours/dbos3=<y|skipped> sql_per_step=<n> rss_growth=<pct>
+    ratios: ours/chain3=<x> ours/chainpg3=<y> ours/dbos3=<z> eager/dbos3=<w> sql_per_step=<n>
+            tx_per_step=<t> pg_cpu/chainpg3=<p> worker_cpu/chainpg3=<q> rss_growth=<pct>
+
+ours/X is saga3's runs/s over X's and eager/dbos3 eager3's over dbos3's (medians over the rounds);
+sql_per_step and tx_per_step are saga3's statements and transactions per step sent by the workers (the
+starts, sent by this process, left out); pg_cpu/chainpg3 and worker_cpu/chainpg3 are saga3's PostgreSQL and
+worker CPU per run over chainpg3's; rss_growth is our worker's RSS growth from after the warm-up to the end,
+in percent. Ratios and counts have 2 decimals, the percent 1; a figure not measured (a variant left out by
+``--only`` or ``--steps``, DBOS skipped) is ``skipped``.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from sagaproject import commands
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 Record = tuple[float, float, bool]  # a run: submitted at, finished at (epoch seconds), succeeded
-PEERS_HINT = "pip install -r bench/requirements-peers.txt (or make bench-peers)"
+PEERS_HINT = "pip install -r bench/requirements-peers.txt (make bench installs it)"
 
 
 @dataclass
@@ -52,7 +63,8 @@ class Config:
     inflight: int = 16  # runs kept in flight during a measured window
     solo: int = 10  # runs one at a time after each window: latency without queueing
     concurrency: int = 2  # pool processes per Celery worker; DBOS gets as many worker processes
-    only: tuple[str, ...] = ()  # variant names to run (saga3, chain3, chainpg3, dbos3, ...); empty: all
+    only: tuple[str, ...] = ()  # variant names to run (saga3, eager3, chain3, chainpg3, dbos3, ...); empty: all
+    dbos: bool = True  # False: DBOS is neither started nor measured, even when installed
     poll: float = 0.01  # seconds between two reads of the runs in flight
     settle: float = 0.5  # seconds after the last run of a window before the counters are read
     idle_probe: float = 1.0  # seconds of Redis traffic measured before each window, with every worker idle
@@ -140,8 +152,12 @@ class Bench:
                 loglevel="WARNING",
             )
             self.workers[system].append(Process(system, argv, self.env(system, **extra), self.log_dir))
-        if "dbos" in systems:
+        if not self.config.dbos:
+            self.dbos_skipped = "skipped: --no-dbos"
+        elif "dbos" in systems:
             self.start_dbos()
+        else:
+            self.dbos_skipped = "skipped: not in --only"
 
     def start_dbos(self) -> None:
         if importlib.util.find_spec("dbos") is None:
@@ -182,6 +198,7 @@ class Bench:
         for steps in self.config.steps:
             chosen += [
                 SagaVariant(steps),
+                SagaVariant(steps, eager=True),
                 ChainVariant(steps, self.queues["chain"], self.redis, self.own),
                 ChainVariant(steps, self.queues["chain"], self.redis, self.own, write_row=True),
             ]
@@ -338,7 +355,7 @@ class Bench:
 
 def systems_of(only: tuple[str, ...]) -> set[str]:
     """The worker groups the chosen variants need (all without a choice)."""
-    system = {"saga": "ours", "chain": "chain", "chainpg": "chain", "dbos": "dbos"}
+    system = {"saga": "ours", "eager": "ours", "chain": "chain", "chainpg": "chain", "dbos": "dbos"}
     return {system[name.rstrip("0123456789")] for name in only} if only else set(system.values())
 
 
@@ -352,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inflight", type=int, default=defaults.inflight, help="runs in flight while measuring")
     parser.add_argument("--solo", type=int, default=defaults.solo, help="runs one at a time after each window")
     parser.add_argument("--only", default="", help="variants to run, e.g. saga3,chain3 (default: all)")
+    parser.add_argument("--no-dbos", dest="dbos", action="store_false", help="leave DBOS out, even if installed")
     parser.add_argument("--dbos-polling", type=float, default=defaults.dbos_polling)
     parser.add_argument("--postgres", default=os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432"))
     parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"))
@@ -360,12 +378,16 @@ def main(argv: list[str] | None = None) -> int:
     steps = tuple(int(s) for s in args.steps.split(",") if s)
     if not steps or not all(1 <= s <= 10 for s in steps):
         parser.error("--steps takes step counts from 1 to 10, e.g. 3,5")
-    known = {f"{kind}{count}" for kind in ("saga", "chain", "chainpg", "dbos") for count in steps}
-    if unknown := sorted(set(filter(None, args.only.split(","))) - known):
+    known = {f"{kind}{count}" for kind in ("saga", "eager", "chain", "chainpg", "dbos") for count in steps}
+    only = set(filter(None, args.only.split(",")))
+    if unknown := sorted(only - known):
         parser.error(f"--only: unknown variants {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+    if not args.dbos and (dbos := sorted(v for v in only if v.startswith("dbos"))):
+        parser.error(f"--no-dbos leaves out {', '.join(dbos)}, which --only asks for")
     config = Config(
         runs=args.runs, rounds=args.rounds, warmup=args.warmup, steps=steps, inflight=args.inflight,
-        solo=args.solo, only=tuple(v for v in args.only.split(",") if v), dbos_polling=args.dbos_polling,
+        solo=args.solo, only=tuple(v for v in args.only.split(",") if v), dbos=args.dbos,
+        dbos_polling=args.dbos_polling,
     )  # fmt: skip
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = f"sagas_bench_{uuid.uuid4().hex[:6]}"
@@ -416,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps({**summary, "raw": results}, indent=1, sort_keys=True, default=str))
     report.print_summary(summary)
     print(f"results: {path.relative_to(ROOT)}")
+    print()
+    report.print_targets(summary)
     print(report.last_line(summary))
     return 0 if summary["complete"] else 1
 

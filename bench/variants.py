@@ -1,6 +1,6 @@
-"""What the throughput benchmark compares: our saga, a bare Celery chain (with and without a PostgreSQL row
-per task) and a DBOS workflow, each behind the same small interface: submit one run, and tell which of the
-runs in flight reached a terminal state, and when, from where that system stores it."""
+"""What the throughput benchmark compares: our saga (default and eager mode), a bare Celery chain (with
+and without a PostgreSQL row per task) and a DBOS workflow, each behind the same small interface: submit one
+run, and tell which of the runs in flight reached a terminal state, and when, from where that system stores it."""
 
 from __future__ import annotations
 
@@ -33,19 +33,21 @@ class Variant(Protocol):
 
 @dataclass
 class SagaVariant:
-    """Our saga of ``steps`` no-op steps; terminal state and time from ``SagaRun``."""
+    """Our saga of ``steps`` no-op steps (``eager``: the one declared with ``eager = True``, on the same
+    workers); terminal state and time from ``SagaRun``."""
 
     steps: int
+    eager: bool = False
     system: str = "ours"
     name: str = field(init=False)
     label: str = field(init=False)
 
     def __post_init__(self) -> None:
-        from bench.noop.sagas import BY_STEPS
+        from bench.noop.sagas import BY_STEPS, EAGER_BY_STEPS
 
-        self.name = f"saga{self.steps}"
-        self.label = f"our saga, {self.steps} steps"
-        self.saga = BY_STEPS[self.steps]
+        self.name = f"{'eager' if self.eager else 'saga'}{self.steps}"
+        self.label = f"our saga, {self.steps} steps{', eager' if self.eager else ''}"
+        self.saga = (EAGER_BY_STEPS if self.eager else BY_STEPS)[self.steps]
 
     def submit(self, index: int) -> str:
         with counting.counting(f"{self.name} start"):

@@ -15,15 +15,20 @@ def undo(ctx: sagas.StepContext) -> None:
     return None
 
 
-def _saga(count: int) -> type[sagas.Saga]:
+def _saga(count: int, *, eager: bool = False) -> type[sagas.Saga]:
     # Every step but the last has a compensation, as in a real saga; none runs on the success path.
     steps = [
         sagas.Step(noop, compensation=undo if index < count else None, name=f"step{index}")
         for index in range(1, count + 1)
     ]
-    attributes = {"__module__": __name__, "name": f"bench.noop{count}", "steps": steps}
-    return type(f"NoOp{count}", (sagas.Saga,), attributes)
+    attributes: dict[str, object] = {"__module__": __name__, "name": f"bench.noop{count}", "steps": steps}
+    if eager:
+        # The opt-in eager dispatch (issue 13): a framework that does not read it yet runs the default mode.
+        attributes.update(name=f"bench.eager{count}", eager=True)
+    return type(f"NoOp{count}{'Eager' if eager else ''}", (sagas.Saga,), attributes)
 
 
-# bench.noop1 ... bench.noop10, declared in the web and worker processes alike.
+# bench.noop1 ... bench.noop10, and the same steps as bench.eager1 ... bench.eager10 (NoOp3Eager, ...) with
+# ``eager = True``; declared in the web and worker processes alike.
 BY_STEPS: dict[int, type[sagas.Saga]] = {count: _saga(count) for count in range(1, MAX_STEPS + 1)}
+EAGER_BY_STEPS: dict[int, type[sagas.Saga]] = {count: _saga(count, eager=True) for count in range(1, MAX_STEPS + 1)}
