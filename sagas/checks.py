@@ -100,10 +100,13 @@ def longest_hard_limit() -> float:
 
     default = getattr(settings, "CELERY_TASK_TIME_LIMIT", None) or 0
     limits = [float(default)]
+    from sagas.engine import message_limits
     from sagas.registry import all_sagas
 
     for saga in all_sagas():
         limits += [float(s.timeout) + float(sagas_settings.TIME_LIMIT_GRACE) for s in saga.steps if s.timeout]
+        if saga.is_eager() and saga.steps:
+            limits.append(float(message_limits(saga, saga.steps[0]).get("time_limit", 0)))
     return max(limits)
 
 

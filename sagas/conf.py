@@ -58,6 +58,9 @@ DEFAULTS: dict[str, Any] = {
     # How run and step state is written: "auto" (one statement per change on PostgreSQL, the portable ORM path on
     # other databases) or "portable" (the ORM path everywhere; the test suite runs it on PostgreSQL too).
     "WRITE_PATH": "auto",
+    # Eager dispatch for every saga whose steps form a sequence (a saga's own `eager` attribute wins): the worker
+    # that recorded a step's success runs the next step itself when it goes to the same queue (sagas/eager.py).
+    "EAGER": False,
     # A run that made no progress for this many seconds is examined by the reaper. A running step is
     # re-driven only once its hard time limit, and any retry delay it waits out, have also passed.
     "LEASE_SECONDS": 60,

@@ -143,6 +143,8 @@ class Saga:
     timeout: ClassVar[float | None] = None  # saga deadline in seconds from start
     steps: ClassVar[Sequence[Step]] = ()
     searchable: ClassVar[Sequence[str]] = ()  # payload keys whose values the admin can search runs by
+    # Eager dispatch (sagas/eager.py): True, False, or None for SAGAS["EAGER"]. Only a sequence runs eagerly.
+    eager: ClassVar[bool | None] = None
     abstract: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -169,6 +171,15 @@ class Saga:
         steps run as soon as their dependencies succeed, independent ones in parallel. Otherwise they
         run one after another, in the order declared."""
         return any(step.depends_on for step in cls.steps)
+
+    @classmethod
+    def is_eager(cls) -> bool:
+        """Whether a worker runs this saga's next step itself after a success (see sagas.eager): its ``eager``,
+        else ``SAGAS["EAGER"]``; never for a graph, whose steps start when their dependencies succeed."""
+        from sagas.conf import sagas_settings
+
+        eager = sagas_settings.EAGER if cls.eager is None else cls.eager
+        return bool(eager) and not cls.is_graph()
 
     @classmethod
     def dependencies(cls) -> dict[str, frozenset[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from celery import chain, signature
+from celery import chain, current_app, signature
 from celery.canvas import Signature
 
 from sagas.conf import sagas_settings
@@ -39,6 +39,28 @@ def _time_limits(step: Step) -> dict[str, Any]:
     return {"soft_time_limit": step.timeout, "time_limit": step.timeout + sagas_settings.TIME_LIMIT_GRACE}
 
 
+def step_limits(step: Step) -> tuple[float | None, float | None]:
+    """A step's own (soft, hard) time limits: its ``timeout`` and the hard limit after the grace, else the
+    app's task limits (None: no limit)."""
+    if step.timeout is not None:
+        return float(step.timeout), float(step.timeout + sagas_settings.TIME_LIMIT_GRACE)
+    conf = current_app.conf
+    soft, hard = conf.task_soft_time_limit, conf.task_time_limit
+    return (float(soft) if soft else None, float(hard) if hard else None)
+
+
+def message_limits(saga: type[Saga], step: Step) -> dict[str, Any]:
+    """The limits a step's message carries. An eager saga's message may carry the steps after it too: it gets
+    their hard limits added up (each step's own are enforced in process), or none if one of them has none."""
+    if not saga.is_eager():
+        return _time_limits(step)
+    hards = [step_limits(s)[1] for s in saga.steps[saga.steps.index(step) :]]
+    if any(hard is None for hard in hards):
+        return {}
+    budget = sum(hard for hard in hards if hard is not None)
+    return {"soft_time_limit": budget, "time_limit": budget + sagas_settings.TIME_LIMIT_GRACE}
+
+
 def _task(name: str, *args: Any, **options: Any) -> Signature:
     # Immutable: a task never receives its predecessor's return value; ids travel, never payloads.
     return signature(name, args=args, immutable=True, options={**_routing(), **options})
@@ -62,7 +84,7 @@ def step_task(saga: type[Saga], run_id: str, step: Step, attempt: int) -> Signat
         run_id,
         step.name,
         task_id=step_task_id(run_id, step.name, attempt),
-        **_time_limits(step),
+        **message_limits(saga, step),
     ).on_error(_task(ON_STEP_FAILURE, run_id, step.name))
 
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import redis
 
-from sagas import breakers, engine, leases, masking, services
+from sagas import breakers, engine, leases, masking, services, timelimits
 from sagas.apps import FAULTS_VARIABLE
 from sagas.conf import sagas_settings
-from sagas.definitions import StepContext, StepFunction
+from sagas.definitions import Saga, StepContext, StepFunction
 from sagas.exceptions import AttemptsExhausted, CircuitOpen, StepInFlight
 from sagas.jsonsafe import json_copy
 from sagas.retry import RetryPolicy, describe_failure
@@ -45,6 +45,7 @@ class Result:
     delay: float = 0.0
     exc: BaseException | None = None
     retry_task_id: str = ""  # with RETRY: the task id of the next attempt
+    saga: type[Saga] | None = None  # with CONTINUE after an attempt: the saga, to tell whether to go on eagerly
 
 
 def execute_step(*, run_id: str, step: str, task_id: str, hard_limit: float | None = None) -> Result:
@@ -91,13 +92,16 @@ def _attempt_step(run_id: str, step: str, claim: Claim, attempt: Attempt) -> Res
     assert claim.context is not None
     declared = claim.saga.step(step)
     policy = declared.retry or sagas_settings.default_retry
+    # An eager saga's message may carry several steps: each step's own limits are enforced here.
+    limits = engine.step_limits(declared) if claim.saga.is_eager() else (None, None)
     started = time.monotonic()
     try:
-        if INJECT_PLANNED_FAULTS:
-            from sagas.testing import faults
+        with timelimits.limits(*limits):
+            if INJECT_PLANNED_FAULTS:
+                from sagas.testing import faults
 
-            _without_calling(claim, faults.inject)
-        raw = call_admitted(declared.action, claim)
+                _without_calling(claim, faults.inject)
+            raw = call_admitted(declared.action, claim)
         seconds = time.monotonic() - started
         output = json_copy(raw, what=f"output of step {step!r}")
     except Exception as exc:  # anything the action raised is a failed attempt, classified by the policy
@@ -112,7 +116,7 @@ def _attempt_step(run_id: str, step: str, claim: Claim, attempt: Attempt) -> Res
         return Result(Outcome.FAILED if answer is AttemptOutcome.FAILED else Outcome.STOP, exc=shown)
     recorded = services.step_succeed(run_id=run_id, step=step, output=output, seconds=seconds, claim=claim)
     if recorded:
-        return Result(Outcome.CONTINUE)
+        return Result(Outcome.CONTINUE, saga=claim.saga)
     return Result(Outcome.STOP)
 
 

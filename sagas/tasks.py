@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Task, shared_task
 
-from sagas import connections, engine, registry
+from sagas import connections, eager, engine, registry
 from sagas.exceptions import StepFailed
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ class SagaTask(Task):
     # with it set checks none: these keep connections across tasks and still replace bad ones.
     def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         connections.before_task()
+        eager.mark_started(self)
 
     def after_return(self, *args: Any, **kwargs: Any) -> None:
         connections.after_task()
@@ -56,10 +57,27 @@ def _finish(task: Task, result: Any) -> None:
 
 
 def run_step(self: Task, run_id: str, step: str) -> None:
-    """Registered once per step as ``saga.<saga>.<step>``."""
+    """Registered once per step as ``saga.<saga>.<step>``. In an eager saga, the steps after it that this
+    process may run are run here, one attempt each, before the rest of the chain is published."""
     from sagas import runner  # loads the ORM; this module is imported while sagas are declared
 
-    _finish(self, runner.execute_step(run_id=run_id, step=step, task_id=self.request.id, hard_limit=_hard_limit(self)))
+    result = runner.execute_step(run_id=run_id, step=step, task_id=self.request.id, hard_limit=_hard_limit(self))
+    while result.outcome is runner.Outcome.CONTINUE and result.saga is not None and result.saga.is_eager():
+        found = eager.next_step(self, result.saga, run_id)
+        if found is None:
+            break
+        following, name = found
+        hard = engine.step_limits(result.saga.step(name))[1]
+        result = runner.execute_step(run_id=run_id, step=name, task_id=following.options["task_id"], hard_limit=hard)
+        if result.outcome is runner.Outcome.RETRY:
+            assert result.exc is not None
+            eager.publish_retry(self, following, delay=result.delay, task_id=result.retry_task_id, exc=result.exc)
+            return
+        if result.outcome is runner.Outcome.FAILED:
+            assert result.exc is not None
+            eager.fail(self, following, result.exc)
+            return
+    _finish(self, result)
 
 
 def _hard_limit(task: Task) -> float | None:

@@ -37,6 +37,8 @@ SAGAS = {
     "DEFAULT_COMPENSATION_RETRY": {"max_attempts": 3, "backoff": 0.1, "backoff_max": 1.0},
     # A step's hard limit comes a second after its soft limit, so hard-kill tests stay short.
     "TIME_LIMIT_GRACE": 1,
+    # `make test-faults-eager` runs the fault suite with every sequence eager (sagas/eager.py).
+    "EAGER": os.environ.get("SAGAS_EAGER") == "1",
     # Breaker keys of this session only (the queue name is per session and shared with its workers).
     "KEY_PREFIX": os.environ["CELERY_TASK_DEFAULT_QUEUE"],
     # The test services' breakers open and recover quickly; the example services keep the defaults.

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import redis
+from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
+from sagas import leases
 from sagas.admin.common import pretty_json
 from sagas.admin.graph import saga_graph_svg
 from sagas.conf import sagas_settings
@@ -19,7 +23,7 @@ from sagas.masking import masked
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.registry import get_saga
 from sagas.selectors import circuit_call, humanize_seconds, step_duration
-from sagas.states import CIRCUIT_REFUSAL
+from sagas.states import CIRCUIT_REFUSAL, StepStatus
 
 
 @dataclass
@@ -36,6 +40,7 @@ class StepRow:
     duration: str
     failures: str
     circuit: str  # "" unless the service's breaker ever refused the step: its wait, or how often it was refused
+    in_flight: str  # "" unless a delivery holds the step's lease now: which attempt, where, since when
     error_message: str
     traceback: str
     task: TaskLink | None
@@ -66,6 +71,7 @@ def step_rows(run: SagaRun, steps: list[SagaStepRun]) -> list[StepRow]:
         saga = get_saga(run.saga_name, run.version)
     except LookupError:
         saga = None
+    held = _in_flight(run, steps)
     rows = []
     for step in steps:
         duration = step_duration(step)
@@ -83,6 +89,7 @@ def step_rows(run: SagaRun, steps: list[SagaStepRun]) -> list[StepRow]:
                 )
                 or "-",
                 circuit=_circuit(step),
+                in_flight=held.get(step.name, ""),
                 error_message=f"{error.get('class', '')}: {error.get('message', '')}" if error else "",
                 traceback=error.get("traceback", "") if error else "",
                 task=task_link(step.task_id, failed=any(f["kind"] == "action" for f in step.failures)),
@@ -93,6 +100,21 @@ def step_rows(run: SagaRun, steps: list[SagaStepRun]) -> list[StepRow]:
             )
         )
     return rows
+
+
+def _in_flight(run: SagaRun, steps: list[SagaStepRun]) -> dict[str, str]:
+    """The steps running now, from their leases (an attempt's start is recorded with its outcome), in words."""
+    names = [s.name for s in steps if s.status in (StepStatus.PENDING, StepStatus.RUNNING)]
+    try:
+        holders = leases.holders(run.pk, names)
+    except (redis.RedisError, ImproperlyConfigured):
+        return {}  # the page still shows what the database says
+    now = time.time()
+    return {
+        name: f"attempt {h.attempt} running for {humanize_seconds(max(0.0, now - h.started))} "
+        f"on {h.host} (pid {h.pid}, task {h.task_id})"
+        for name, h in holders.items()
+    }
 
 
 def _circuit(step: SagaStepRun) -> str:

@@ -117,10 +117,10 @@ def _plan(
     if run.status == RunStatus.PENDING:
         roots = [s for s in steps if not saga.dependencies()[s.name]]
         first = roots if saga.is_graph() else roots[:1]
-        names = [s.name for s in first]
-        if leases.holders(run.pk, names) and not force:
+        first_names = [s.name for s in first]
+        if leases.holders(run.pk, first_names) and not force:
             return None  # its first step is running: the run starts executing with that step's outcome
-        started = leases.started(run.pk, names)
+        started = leases.started(run.pk, first_names)
         return "publish", "publish the steps again (dispatch lost)", lambda: _publish_start(run, saga, first, started)
     if run.status == RunStatus.EXECUTING:
         return _plan_executing(run, saga, steps, now, force=force)

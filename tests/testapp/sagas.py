@@ -444,3 +444,30 @@ class LongRetries(sagas.Saga):
         sagas.Step(record, undo, name="first"),
         sagas.Step(flaky, undo, retry=sagas.RetryPolicy(max_attempts=600, backoff=0, jitter=False)),
     ]
+
+
+def where(ctx: sagas.StepContext) -> dict:
+    """Records which pool process ran the step (the eager tests compare them)."""
+    Call.objects.create(service="where", key=ctx.idempotency_key, ok=True, started_at=timezone.now(), pid=os.getpid())
+    return {f"{ctx.step}_pid": os.getpid()}
+
+
+class EagerThree(sagas.Saga):
+    """Three steps the worker that ran the first one runs one after another, without publishing them."""
+
+    name = "tests.eager_three"
+    eager = True
+    steps = [sagas.Step(where, undo, name="one"), sagas.Step(where, undo, name="two"), sagas.Step(where, name="three")]
+
+
+class EagerFailures(sagas.Saga):
+    """An eager saga whose second step fails `fail_times` times (retried) and whose third fails for good when
+    the payload says `break`, or runs past its timeout when it says `sleep`."""
+
+    name = "tests.eager_failures"
+    eager = True
+    steps = [
+        sagas.Step(where, undo, name="one"),
+        sagas.Step(flaky, undo, name="flaky", retry=sagas.RetryPolicy(max_attempts=3, backoff=0.05, jitter=False)),
+        sagas.Step(sleepy, name="last", timeout=1, retry=sagas.RetryPolicy(max_attempts=1)),
+    ]
