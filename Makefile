@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: install machine demo test test-rabbitmq test-fast test-faults chaos bench-rebuild lint typecheck worker web clean
+.PHONY: install machine demo test test-rabbitmq test-faults-eager test-fast test-faults chaos bench-rebuild lint typecheck worker web clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,13 @@ machine:
 
 test: install machine
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test-faults-eager
 	$(MAKE) --no-print-directory test-rabbitmq
+
+# The fault-injection suite again with every sequence eager (sagas/eager.py; part of `make test`, without the
+# chaos soak, which `make test` runs once already).
+test-faults-eager: install
+	SAGAS_EAGER=1 $(BIN)/python -m pytest -m faults -k "not chaos"
 
 # The circuit-breaker scenarios again with RabbitMQ as the broker (Redis keeps the breakers): part of `make test`.
 RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672//
