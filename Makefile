@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: install machine demo test test-rabbitmq test-faults-eager test-fast test-faults chaos bench-rebuild lint typecheck worker web clean
+.PHONY: install machine demo test test-rabbitmq test-portable test-faults-eager test-fast test-faults chaos bench-rebuild lint typecheck worker web clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,14 @@ machine:
 
 test: install machine
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test-portable
 	$(MAKE) --no-print-directory test-faults-eager
 	$(MAKE) --no-print-directory test-rabbitmq
+
+# The service tests again on the portable write path (the ORM's statements instead of PostgreSQL's one statement),
+# on PostgreSQL, with the rebuild check after each: both implementations of the one write contract are tested.
+test-portable: install
+	SAGAS_WRITE_PATH=portable $(BIN)/python -m pytest tests/sagas -m "not worker and not faults"
 
 # The fault-injection suite again with every sequence eager (sagas/eager.py; part of `make test`, without the
 # chaos soak, which `make test` runs once already).

@@ -39,6 +39,8 @@ SAGAS = {
     "TIME_LIMIT_GRACE": 1,
     # `make test-faults-eager` runs the fault suite with every sequence eager (sagas/eager.py).
     "EAGER": os.environ.get("SAGAS_EAGER") == "1",
+    # `make test-portable` runs the service tests on the portable write path, on PostgreSQL too.
+    "WRITE_PATH": os.environ.get("SAGAS_WRITE_PATH", "auto"),
     # Breaker keys of this session only (the queue name is per session and shared with its workers).
     "KEY_PREFIX": os.environ["CELERY_TASK_DEFAULT_QUEUE"],
     # The test services' breakers open and recover quickly; the example services keep the defaults.

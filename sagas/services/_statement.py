@@ -80,7 +80,7 @@ class Cause:
 class Written:
     """What the statement wrote: the run's columns after its UPDATE, and the event's id, seq and cause."""
 
-    run: dict[str, Any]
+    run: dict[str, Any]  # the run's id, correlation_id, lock_version and the columns the write set
     event_ids: list[int]
     causation_ids: list[int | None]
     others_unfinished: int | None = None  # with ``count_unfinished``: the run's other steps not yet succeeded
@@ -96,6 +96,7 @@ def _quote(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
+@functools.cache
 def _field(model: type[Model], name: str) -> Field[Any, Any]:
     return cast("Field[Any, Any]", model._meta.get_field(name))
 
@@ -113,15 +114,71 @@ def _assignments(model: type[Model], values: dict[str, Any], increment: str | No
 
 
 @functools.cache
-def _run_column_names() -> tuple[str, ...]:
-    """The run's columns by name, never *: a statement prepared by a worker must not change its result's shape when
-    a migration adds a column while the worker runs. Worked out once per process (every step's statement uses it)."""
-    return tuple(_quote(f.column) for f in SagaRun._meta.concrete_fields)
-
-
 def _typed(model: type[Model], name: str) -> str:
     """A placeholder cast to the column's type: INSERT ... SELECT infers nothing from its target."""
     return f"CAST(%s AS {_field(model, name).db_type(connection)})"
+
+
+@functools.cache
+def _converters(model: type[Model]) -> tuple[tuple[str, str, tuple[Any, ...], Any], ...]:
+    """Each concrete field of ``model``: its column, attribute, the converters the ORM applies to what it reads,
+    and the expression they take. Worked out once per process: every step reads and writes these rows."""
+    found = []
+    for model_field in model._meta.concrete_fields:
+        column = model_field.get_col(model._meta.db_table)
+        converters = tuple(connection.ops.get_db_converters(column) + column.get_db_converters(connection))
+        found.append((model_field.column, model_field.attname, converters, column))
+    return tuple(found)
+
+
+def _converted(model: type[Model], raw: dict[str, Any]) -> dict[str, Any]:
+    """Attribute values of ``model`` from raw column values (those present), converted as the ORM converts."""
+    values: dict[str, Any] = {}
+    for column_name, attname, converters, column in _converters(model):
+        if column_name not in raw:
+            continue
+        value = raw[column_name]
+        for converter in converters:
+            value = converter(value, column, connection)
+        values[attname] = value
+    return values
+
+
+@functools.cache
+def _read_sql() -> str:
+    steps, runs = SagaStepRun._meta.db_table, SagaRun._meta.db_table
+    columns = [f"s.{_quote(c)} AS s_{c}" for c, *_ in _converters(SagaStepRun)]
+    columns += [f"r.{_quote(c)} AS r_{c}" for c, *_ in _converters(SagaRun)]
+    return (
+        f"SELECT {', '.join(columns)} FROM {_quote(runs)} r LEFT JOIN {_quote(steps)} s ON s.run_id = r.id "
+        f"WHERE r.id = %s ORDER BY s.{_quote('index')}"
+    )
+
+
+def read_run_with_steps(run_id: Any) -> tuple[SagaRun, list[SagaStepRun]] | None:
+    """The run and its steps in one query, without a lock and without the ORM's query building (every claim
+    makes this read); None when there is no such run. Plain SQL: every database runs it."""
+    with connection.cursor() as cursor:
+        cursor.execute(_read_sql(), [_field(SagaRun, "id").get_db_prep_value(run_id, connection)])
+        names = [column[0] for column in cursor.description]
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    run_names = [f.attname for f in SagaRun._meta.concrete_fields]
+    step_names = [f.attname for f in SagaStepRun._meta.concrete_fields]
+    first = dict(zip(names, rows[0], strict=True))
+    run_values = _converted(SagaRun, {k[2:]: v for k, v in first.items() if k.startswith("r_")})
+    run = SagaRun.from_db(connection.alias, run_names, [run_values[name] for name in run_names])
+    steps = []
+    for row in rows:
+        raw = dict(zip(names, row, strict=True))
+        if raw["s_id"] is None:
+            continue  # a run without steps
+        values = _converted(SagaStepRun, {k[2:]: v for k, v in raw.items() if k.startswith("s_")})
+        step = SagaStepRun.from_db(connection.alias, step_names, [values[name] for name in step_names])
+        step.run = run
+        steps.append(step)
+    return run, steps
 
 
 def _subquery(query: EventIds) -> tuple[str, list[Any]]:
@@ -181,7 +238,9 @@ def write(
     if expect_status is not None:
         where.append("status = %s")
         params.append(expect_status)
-    run_columns = _run_column_names()
+    # Only what the caller set and the new lock_version come back (never the payload): the caller has the rest.
+    run_columns = [_quote(c) for c in ("id", "correlation_id", "lock_version")]
+    run_columns += [_quote(_field(SagaRun, name).column) for name in run_values]
     returning = ", ".join(run_columns)
     parts = [f"r AS (UPDATE {run_table} SET {', '.join(sets)} WHERE {' AND '.join(where)} RETURNING {returning})"]
     step_guard = ""
@@ -249,22 +308,8 @@ def write(
         causation_ids=list(values_by_name.pop("sagas_event_causes")),
         others_unfinished=values_by_name.pop("unfinished", None),
     )
-    written.run = _run_columns(values_by_name)
+    written.run = _converted(SagaRun, values_by_name)
     return written
-
-
-def _run_columns(raw: dict[str, Any]) -> dict[str, Any]:
-    """The run's attribute values from RETURNING, converted as the ORM converts what it reads."""
-    values: dict[str, Any] = {}
-    for model_field in SagaRun._meta.concrete_fields:
-        if model_field.column not in raw:
-            continue
-        value = raw[model_field.column]
-        column = model_field.get_col(SagaRun._meta.db_table)
-        for converter in connection.ops.get_db_converters(column) + column.get_db_converters(connection):
-            value = converter(value, column, connection)
-        values[model_field.attname] = value
-    return values
 
 
 def event_columns(event: SagaEvent) -> dict[str, Any]:
@@ -280,9 +325,3 @@ def stored_events(written: Written, events: list[SagaEvent]) -> list[SagaEvent]:
         event.seq = last - (len(events) - 1 - number)
         event._state.adding, event._state.db = False, connection.alias
     return events
-
-
-def run_from(values: dict[str, Any]) -> SagaRun:
-    """A SagaRun instance of the row ``write`` returned, as if loaded from the database."""
-    names = [f.attname for f in SagaRun._meta.concrete_fields]
-    return SagaRun.from_db(connection.alias, names, [values[name] for name in names])

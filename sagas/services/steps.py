@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -92,18 +92,13 @@ def _release(run_id: RunId, step: str, lease: leases.Lease, outcome: ClaimOutcom
 def read_run_with_steps(run_id: RunId) -> tuple[SagaRun, list[SagaStepRun]]:
     """The run and its steps, read in one query without a lock (the claim's one read)."""
     try:
-        steps = list(SagaStepRun.objects.filter(run__pk=run_id).select_related("run").order_by("index"))
-    except ValidationError as exc:  # not a UUID
+        key = run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
+    except ValueError as exc:
         raise RunNotFound(f"No saga run with id {run_id!r}.") from exc
-    if not steps:
-        run = SagaRun.objects.filter(pk=run_id).first()
-        if run is None:
-            raise RunNotFound(f"No saga run with id {run_id!r}.")
-        return run, []
-    run = steps[0].run
-    for step_run in steps:
-        step_run.run = run
-    return run, steps
+    found = _statement.read_run_with_steps(key)
+    if found is None:
+        raise RunNotFound(f"No saga run with id {run_id!r}.")
+    return found
 
 
 def _claim(
@@ -411,8 +406,8 @@ def _succeed_claimed(attempt: Attempt, step_id: int, step: str, output: Any, sec
             events=[_statement.event_columns(event) for event in events],
             causes=causes,
         )
-        for name, value in written.run.items():
-            setattr(run, name, value)
+        for name in ("lock_version", *run_values):
+            setattr(run, name, written.run[name])
         _statement.stored_events(written, events)
         for event in events:
             eventlog.after_append(run, event)

@@ -40,7 +40,8 @@ def statements(captured: CaptureQueriesContext) -> list[str]:
     return [query["sql"].split(None, 1)[0].upper() for query in captured.captured_queries]
 
 
-def test_a_step_costs_one_read_and_one_write(three_steps, django_capture_on_commit_callbacks):
+def test_a_step_costs_one_read_and_one_write(three_steps, django_capture_on_commit_callbacks, settings):
+    settings.SAGAS = {**settings.SAGAS, "WRITE_PATH": "auto"}  # the PostgreSQL statement (also under test-portable)
     with django_capture_on_commit_callbacks():
         run = three_steps.start({"order": 1})
     counts = {}
