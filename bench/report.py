@@ -49,6 +49,7 @@ def per_step(sql: dict[str, dict[str, int]], redis: dict[str, float], *, runs: i
         "sql_workers": _total(workers, "statements") / units,
         "transactions": _total(sql, "transactions") / units,
         "transactions_workers": _total(workers, "transactions") / units,
+        "reads_workers": _total(workers, "reads") / units,
         "health_checks": _total(sql, HEALTH_CHECK) / units,
         "connections": _total(sql, "connections") / units,
         "redis": sum(redis.values()) / units,
@@ -160,7 +161,8 @@ def summarise(results: dict[str, Any], *, config: dict[str, Any], dbos_skipped: 
 
 
 _PER_STEP_KEYS = (
-    "sql", "sql_workers", "transactions", "transactions_workers", "health_checks", "connections", "redis"
+    "sql", "sql_workers", "transactions", "transactions_workers", "reads_workers", "health_checks", "connections",
+    "redis",
 )  # fmt: skip
 
 
@@ -303,7 +305,8 @@ def print_summary(summary: dict[str, Any]) -> None:
             times = values.get("tasks", 1) or 1
             print(
                 f"  {label:<28} x{times:g} per run: {values.get('statements', 0) / times:.1f} statements, "
-                f"{values.get('transactions', 0) / times:.1f} transactions each"
+                f"{values.get('transactions', 0) / times:.1f} transactions that write and "
+                f"{values.get('reads', 0) / times:.1f} plain reads each"
             )
             if not detailed or name.startswith("dbos"):
                 shapes = sorted(((v, k[4:]) for k, v in values.items() if k.startswith("sql ")), reverse=True)

@@ -185,7 +185,7 @@ class Bench:
             for process in processes:
                 process.stop()
         for variant in self.chosen:
-            if isinstance(variant, DbosVariant):
+            if isinstance(variant, DbosVariant | SagaVariant):
                 variant.close()
         if self.dbos_client is not None:
             self.dbos_client.destroy()
@@ -197,8 +197,8 @@ class Bench:
         chosen: list[Variant] = []
         for steps in self.config.steps:
             chosen += [
-                SagaVariant(steps),
-                SagaVariant(steps, eager=True),
+                SagaVariant(steps, self.database_url),
+                SagaVariant(steps, self.database_url, eager=True),
                 ChainVariant(steps, self.queues["chain"], self.redis, self.own),
                 ChainVariant(steps, self.queues["chain"], self.redis, self.own, write_row=True),
             ]
@@ -245,19 +245,21 @@ class Bench:
         change = {k: v - (self.own[k] - own[k]) for k, v in change.items()}
         return {k: v / self.config.idle_probe for k, v in change.items() if v > 0}
 
-    def cpu(self, system: str) -> dict[str, float]:
-        """CPU seconds used so far by the system's workers, every PostgreSQL process and the Redis server."""
-        workers = [pid for root in self.worker_pids(system) for pid in probes.process_tree(root)]
+    def cpu(self, variant: Variant) -> dict[str, float]:
+        """CPU seconds used so far by the system's workers, every PostgreSQL process but the one answering this
+        harness's reads of finished runs, and the Redis server."""
+        workers = [pid for root in self.worker_pids(variant.system) for pid in probes.process_tree(root)]
+        poll = variant.poll_pid()
         return {
             "workers": probes.cpu_seconds(workers),
-            "postgres": probes.cpu_seconds(probes.pids_named("postgres")),
+            "postgres": probes.cpu_seconds([p for p in probes.pids_named("postgres") if p != poll]),
             "redis": probes.cpu_seconds(probes.pids_named("redis-server")),
         }
 
     def window(self, variant: Variant, number: int) -> Window:
         config = self.config
         idle = self.idle_rate()
-        cpu_before = self.cpu(variant.system)
+        cpu_before = self.cpu(variant)
         redis_before, own_before = self.redis_snapshot(), Counter(self.own)
         workers_before = counting.read_all(self.counts_dir, variant.system)
         client_before = counting.COUNTER.snapshot()
@@ -266,7 +268,7 @@ class Bench:
         done, lost = self.drive(variant, config.runs, config.inflight, config.timeout(config.runs))
         time.sleep(config.settle)
         rss_peak = self.sampler.peak(variant.system)
-        cpu_after = self.cpu(variant.system)
+        cpu_after = self.cpu(variant)
         sql = report.diff_counts(counting.read_all(self.counts_dir, variant.system), workers_before)
         start_label = f"{variant.name} start"
         sql.update(report.diff_counts(counting.COUNTER.snapshot(), client_before, only=start_label))

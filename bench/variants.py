@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import psycopg
+
 from bench.noop import counting
 
 RESULT_KEY = "celery-task-meta-"  # the Redis result backend's key prefix
@@ -30,6 +32,11 @@ class Variant(Protocol):
 
     def finished(self, keys: Sequence[str]) -> Finished: ...
 
+    def poll_pid(self) -> int | None:
+        """The PostgreSQL backend that answers this harness's reads of finished runs, if any: its CPU is the
+        harness's, not the system's, and is left out of the system's PostgreSQL CPU."""
+        ...
+
 
 @dataclass
 class SagaVariant:
@@ -37,6 +44,7 @@ class SagaVariant:
     workers); terminal state and time from ``SagaRun``."""
 
     steps: int
+    database_url: str
     eager: bool = False
     system: str = "ours"
     name: str = field(init=False)
@@ -48,6 +56,9 @@ class SagaVariant:
         self.name = f"{'eager' if self.eager else 'saga'}{self.steps}"
         self.label = f"our saga, {self.steps} steps{', eager' if self.eager else ''}"
         self.saga = (EAGER_BY_STEPS if self.eager else BY_STEPS)[self.steps]
+        # Finished runs are read on a connection of their own (as for DBOS), so its backend's CPU can be told
+        # apart from the framework's.
+        self._conn = psycopg.connect(self.database_url, autocommit=True)
 
     def submit(self, index: int) -> str:
         with counting.counting(f"{self.name} start"):
@@ -55,17 +66,23 @@ class SagaVariant:
         return str(run.pk)
 
     def finished(self, keys: Sequence[str]) -> Finished:
-        from sagas.models import SagaRun
         from sagas.states import RunStatus
 
         terminal = [RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.CANCELLED, RunStatus.FAILED]
-        rows = SagaRun.objects.filter(pk__in=keys, status__in=terminal).values_list(
-            "pk", "status", "finished_at", "updated_at"
-        )
+        rows = self._conn.execute(
+            "SELECT id, status, finished_at, updated_at FROM sagas_sagarun WHERE id = ANY(%s) AND status = ANY(%s)",
+            ([uuid.UUID(key) for key in keys], [str(status) for status in terminal]),
+        ).fetchall()
         return {
             str(pk): (status == RunStatus.COMPLETED, (finished_at or updated_at).timestamp())
             for pk, status, finished_at, updated_at in rows
         }
+
+    def poll_pid(self) -> int | None:
+        return int(self._conn.info.backend_pid)
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 @dataclass
@@ -95,6 +112,9 @@ class ChainVariant:
         run = f"{self.name}-{index}-{uuid.uuid4().hex[:8]}"
         canvas = chain(*(task.si(run, step).set(queue=self.queue) for step in range(self.steps)))
         return str(canvas.apply_async().id)  # the id of the last task
+
+    def poll_pid(self) -> int | None:
+        return None  # it reads Redis
 
     def finished(self, keys: Sequence[str]) -> Finished:
         if not keys:
@@ -144,6 +164,9 @@ class DbosVariant:
             (list(keys), DBOS_TERMINAL),
         ).fetchall()
         return {key: (status == "SUCCESS", updated_at / 1000) for key, status, updated_at in rows}
+
+    def poll_pid(self) -> int | None:
+        return int(self._conn.info.backend_pid)
 
     def close(self) -> None:
         self._conn.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,12 @@ def step_limits(step: Step) -> tuple[float | None, float | None]:
     app's task limits (None: no limit)."""
     if step.timeout is not None:
         return float(step.timeout), float(step.timeout + sagas_settings.TIME_LIMIT_GRACE)
+    return _app_limits()
+
+
+@functools.cache
+def _app_limits() -> tuple[float | None, float | None]:
+    # Read once per process: Celery's configuration lookups cost more than the rest of the step's bookkeeping.
     conf = current_app.conf
     soft, hard = conf.task_soft_time_limit, conf.task_time_limit
     return (float(soft) if soft else None, float(hard) if hard else None)

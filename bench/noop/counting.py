@@ -3,7 +3,9 @@ health checks and new connections. Counts are kept in memory and written to a JS
 each task, so counting adds no Redis command and no SQL of its own.
 
 A transaction is what PostgreSQL sees as one: a statement in autocommit mode, or an explicit transaction
-(``atomic``) that ran at least one statement, counted when it commits or rolls back. Django's connection
+(``atomic``) that ran at least one statement, counted when it commits or rolls back. A plain SELECT in
+autocommit mode is counted apart, as a read: PostgreSQL gives it no transaction id and writes no commit record
+for it, so ``transactions`` counts the ones that write (what a step's durability costs). Django's connection
 health check (``SELECT 1`` before the first query of a task, when ``CONN_HEALTH_CHECKS`` is on) bypasses
 ``execute_wrapper``, so it is counted separately here and included in the statements.
 """
@@ -37,7 +39,7 @@ class SqlCounter:
         self.add("statements")
         self.add("sql " + shape(sql))
         if connection.get_autocommit():
-            self.add("transactions")
+            self.add("reads" if read_only(sql) else "transactions")
         else:
             self._in_transaction.add(id(connection))
 
@@ -52,6 +54,14 @@ class SqlCounter:
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         return {label: dict(counts) for label, counts in self.counts.items()}
+
+
+LOCKING = re.compile(r"\bFOR\s+(?:UPDATE|NO\s+KEY\s+UPDATE|SHARE|KEY\s+SHARE)\b", re.IGNORECASE)
+
+
+def read_only(sql: str) -> bool:
+    """A plain SELECT: it writes nothing and locks no row."""
+    return sql.lstrip(" (").upper().startswith("SELECT") and not LOCKING.search(sql)
 
 
 TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+((?:"?\w+"?\.)?"?\w+"?)', re.IGNORECASE)

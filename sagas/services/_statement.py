@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from django.db import DataError, connection
+from django.db import DEFAULT_DB_ALIAS, DataError, connection, connections
 from django.db.models import Field, Model, QuerySet
 
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
@@ -92,8 +92,15 @@ class GuardFailed(Exception):
     if the caller's transaction rolls back (the run's UPDATE may have applied)."""
 
 
+@functools.cache
 def _quote(name: str) -> str:
     return connection.ops.quote_name(name)
+
+
+def _db() -> Any:
+    # The connection itself, looked up once per call: every attribute read through django.db.connection goes
+    # through the connection handler's thread-local lookup again.
+    return connections[DEFAULT_DB_ALIAS]
 
 
 @functools.cache
@@ -102,11 +109,11 @@ def _field(model: type[Model], name: str) -> Field[Any, Any]:
 
 
 def _assignments(model: type[Model], values: dict[str, Any], increment: str | None) -> tuple[list[str], list[Any]]:
-    sql, params = [], []
+    sql, params, db = [], [], _db()
     for name, value in values.items():
         column = _field(model, name)
         sql.append(f"{_quote(column.column)} = %s")
-        params.append(column.get_db_prep_save(value, connection))
+        params.append(column.get_db_prep_save(value, db))
     if increment:
         column_name = _quote(_field(model, increment).column)
         sql.append(f"{column_name} = {column_name} + 1")
@@ -134,33 +141,37 @@ def _converters(model: type[Model]) -> tuple[tuple[str, str, tuple[Any, ...], An
 def _converted(model: type[Model], raw: dict[str, Any]) -> dict[str, Any]:
     """Attribute values of ``model`` from raw column values (those present), converted as the ORM converts."""
     values: dict[str, Any] = {}
+    db = _db()
     for column_name, attname, converters, column in _converters(model):
         if column_name not in raw:
             continue
         value = raw[column_name]
         for converter in converters:
-            value = converter(value, column, connection)
+            value = converter(value, column, db)
         values[attname] = value
     return values
 
 
 @functools.cache
-def _read_sql() -> str:
+def _read_sql() -> tuple[str, tuple[str, ...]]:
+    """The claim's read and the names of the columns it returns (known here: no cursor description to build)."""
     steps, runs = SagaStepRun._meta.db_table, SagaRun._meta.db_table
-    columns = [f"s.{_quote(c)} AS s_{c}" for c, *_ in _converters(SagaStepRun)]
-    columns += [f"r.{_quote(c)} AS r_{c}" for c, *_ in _converters(SagaRun)]
-    return (
+    names = [f"s_{c}" for c, *_ in _converters(SagaStepRun)] + [f"r_{c}" for c, *_ in _converters(SagaRun)]
+    columns = [f"{name[0]}.{_quote(name[2:])} AS {name}" for name in names]
+    sql = (
         f"SELECT {', '.join(columns)} FROM {_quote(runs)} r LEFT JOIN {_quote(steps)} s ON s.run_id = r.id "
         f"WHERE r.id = %s ORDER BY s.{_quote('index')}"
     )
+    return sql, tuple(names)
 
 
 def read_run_with_steps(run_id: Any) -> tuple[SagaRun, list[SagaStepRun]] | None:
     """The run and its steps in one query, without a lock and without the ORM's query building (every claim
     makes this read); None when there is no such run. Plain SQL: every database runs it."""
-    with connection.cursor() as cursor:
-        cursor.execute(_read_sql(), [_field(SagaRun, "id").get_db_prep_value(run_id, connection)])
-        names = [column[0] for column in cursor.description]
+    db = _db()
+    sql, names = _read_sql()
+    with db.cursor() as cursor:
+        cursor.execute(sql, [_field(SagaRun, "id").get_db_prep_value(run_id, db)])
         rows = cursor.fetchall()
     if not rows:
         return None
@@ -168,14 +179,14 @@ def read_run_with_steps(run_id: Any) -> tuple[SagaRun, list[SagaStepRun]] | None
     step_names = [f.attname for f in SagaStepRun._meta.concrete_fields]
     first = dict(zip(names, rows[0], strict=True))
     run_values = _converted(SagaRun, {k[2:]: v for k, v in first.items() if k.startswith("r_")})
-    run = SagaRun.from_db(connection.alias, run_names, [run_values[name] for name in run_names])
+    run = SagaRun.from_db(db.alias, run_names, [run_values[name] for name in run_names])
     steps = []
     for row in rows:
         raw = dict(zip(names, row, strict=True))
         if raw["s_id"] is None:
             continue  # a run without steps
         values = _converted(SagaStepRun, {k[2:]: v for k, v in raw.items() if k.startswith("s_")})
-        step = SagaStepRun.from_db(connection.alias, step_names, [values[name] for name in step_names])
+        step = SagaStepRun.from_db(db.alias, step_names, [values[name] for name in step_names])
         step.run = run
         steps.append(step)
     return run, steps
@@ -229,6 +240,7 @@ def write(
     the next ones; the step's UPDATE and the INSERT happen only if it matched. Outside a transaction a step
     guard that fails aborts the whole statement, so nothing of it is kept; inside one the caller rolls back.
     """
+    db = _db()
     run_table, step_table, event_table = (_quote(m._meta.db_table) for m in (SagaRun, SagaStepRun, SagaEvent))
     sets, params = _assignments(SagaRun, run_values, None)
     count = len(events)
@@ -265,7 +277,7 @@ def write(
             f"{values} FROM r, i{step_guard}"
         )
         params += cause_params
-        params += [_field(SagaEvent, name).get_db_prep_save(event[name], connection) for name in EVENT_COLUMNS]
+        params += [_field(SagaEvent, name).get_db_prep_save(event[name], db) for name in EVENT_COLUMNS]
     parts.append(
         f"e AS (INSERT INTO {event_table} (id, run_id, seq, correlation_id, causation_id, "
         f"{', '.join(EVENT_COLUMNS)}) {' UNION ALL '.join(selects)} RETURNING id, causation_id)"
@@ -277,7 +289,7 @@ def write(
         unfinished = f", (SELECT count(*) FROM {step_table} WHERE run_id = %s AND status <> %s{others}) AS unfinished"
         params += [run_id, "succeeded"] + ([step.pk] if step is not None else [])
     guard = ""
-    if step is not None and not connection.in_atomic_block:
+    if step is not None and not db.in_atomic_block:
         # Division by zero when the step's guard failed: the statement, run UPDATE included, is undone.
         guard = ", (SELECT 1 / count(*) FROM s) AS sagas_step_guard"
     returned = (
@@ -287,7 +299,7 @@ def write(
     run_values_sql = ", ".join(f"r.{column}" for column in run_columns)
     sql = f"WITH {', '.join(parts)} SELECT {returned}, {run_values_sql}{unfinished}{guard} FROM r"
     try:
-        with connection.cursor() as cursor:
+        with db.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
             names = [column.name for column in cursor.description] if row is not None else []

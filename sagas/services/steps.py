@@ -409,8 +409,9 @@ def _succeed_claimed(attempt: Attempt, step_id: int, step: str, output: Any, sec
         for name in ("lock_version", *run_values):
             setattr(run, name, written.run[name])
         _statement.stored_events(written, events)
-        for event in events:
-            eventlog.after_append(run, event)
+        if not alone:  # alone: no message to store, no snapshot due
+            for event in events:
+                eventlog.after_append(run, event)
         if seconds is not None:
             metrics.step_succeeded(run.saga_name, step, seconds)
         if starts:
