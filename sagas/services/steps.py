@@ -57,10 +57,22 @@ def step_claim(*, run_id: RunId, step: str, task_id: str, hard_limit: float | No
         # Another delivery runs this step now: come back when it has surely finished or let its lease go.
         return Claim(ClaimOutcome.WAIT, delay=_lease_wait(lease.wait), holder=lease.holder)
     try:
+        claim = _claim_with_lease(run_id, step, task_id, lease)
+    except Exception:
+        # The read or a decision failed (the database went away): no attempt started, so it is taken back off
+        # the count and the lease is freed; the errback or the reaper moves the run on.
+        _release(run_id, step, lease, ClaimOutcome.STOP)
+        raise
+    if claim.outcome is not ClaimOutcome.RUN:
+        _release(run_id, step, lease, claim.outcome)
+    return claim
+
+
+def _claim_with_lease(run_id: RunId, step: str, task_id: str, lease: leases.Lease) -> Claim:
+    try:
         run, steps = read_run_with_steps(run_id)
     except RunNotFound:
         logger.warning("step %s: saga run %s does not exist; dropping the message", step, run_id)
-        _release(run_id, step, lease, ClaimOutcome.STOP)
         return Claim(ClaimOutcome.STOP)
     if lease.answer is leases.Answer.FENCED:
         if run.status in (RunStatus.PENDING, RunStatus.EXECUTING):
@@ -72,8 +84,6 @@ def step_claim(*, run_id: RunId, step: str, task_id: str, hard_limit: float | No
     if claim is None:  # a state change is due first (or a refusal to record): under the run lock
         with transaction.atomic():
             claim = _claim_locked(run_id, step, task_id, lease)
-    if claim.outcome is not ClaimOutcome.RUN:
-        _release(run_id, step, lease, claim.outcome)
     return claim
 
 

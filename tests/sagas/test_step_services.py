@@ -9,10 +9,11 @@ import sys
 import time
 
 import pytest
+from django.db import OperationalError
 
 from sagas import leases, services
 from sagas.models import SagaEvent, SagaRun
-from sagas.services import ClaimOutcome
+from sagas.services import ClaimOutcome, _statement
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.factories import SagaRunFactory
 from tests.metrics import publishes
@@ -229,3 +230,16 @@ def test_each_settled_compensation_schedules_the_next_stage_then_ends_the_run(
     services.compensation_succeed(run_id=run.pk, step="create_order")
     run.refresh_from_db()
     assert run.status == RunStatus.COMPENSATED
+
+
+def test_a_claim_whose_read_fails_gives_the_lease_back_and_counts_no_attempt(monkeypatch) -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING)
+
+    def gone(run_id):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(_statement, "read_run_with_steps", gone)
+    with pytest.raises(OperationalError):
+        services.step_claim(run_id=run.pk, step="create_order", task_id="t-1")
+    assert leases.holders(run.pk, ["create_order"]) == {}
+    assert leases.started(run.pk, ["create_order"]) == {"create_order": 0}
