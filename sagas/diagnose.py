@@ -4,7 +4,7 @@ action that helps."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -90,26 +90,45 @@ def _limit(step: SagaStepRun, saga: Any) -> float | None:
     return float(limit) if limit else None
 
 
+def _in_flight(run: SagaRun, steps: list[SagaStepRun]) -> dict[str, Any]:
+    """The forward steps running now, by their leases (their start is recorded with their outcome)."""
+    from sagas import leases
+
+    names = [s.name for s in steps if s.status in (StepStatus.PENDING, StepStatus.RUNNING)]
+    try:
+        return leases.holders(run.pk, names)
+    except Exception:  # Redis down or not configured: other findings still help
+        return {}
+
+
 def _over_timeout(run: SagaRun, steps: list[SagaStepRun], saga: Any, now: datetime) -> list[Finding]:
     found = []
+    held = _in_flight(run, steps)
     for step in steps:
-        if step.status not in (StepStatus.RUNNING, StepStatus.COMPENSATING) or step.circuit_waiting_since:
-            continue  # not running, or not called yet: waiting for its circuit (see _circuit_waits)
-        kinds = [EventType.STEP_STARTED] if step.status == StepStatus.RUNNING else [EventType.COMPENSATION_STARTED]
-        started = (
-            run.events.filter(type__in=kinds, step=step.name).order_by("-seq").values_list("created_at", flat=True)
-        ).first()
+        task_id = step.compensation_task_id
+        if step.name in held:
+            holder = held[step.name]
+            started: datetime | None = datetime.fromtimestamp(holder.started, tz=UTC)
+            task_id = holder.task_id
+        elif step.status == StepStatus.COMPENSATING and not step.circuit_waiting_since:
+            started = (
+                run.events.filter(type=EventType.COMPENSATION_STARTED, step=step.name)
+                .order_by("-seq")
+                .values_list("created_at", flat=True)
+            ).first()
+        else:
+            continue  # not running now (between attempts, or waiting for its circuit: see _circuit_waits)
         limit = _limit(step, saga)
         if started is None or limit is None:
             continue
         running = (now - started).total_seconds()
         if running > limit:
-            what = "step" if step.status == StepStatus.RUNNING else "compensation of step"
+            what = "step" if step.name in held else "compensation of step"
             found.append(
                 Finding(
                     "step_over_timeout",
                     f"The {what} {step.name!r} has been running {humanize_seconds(running)}, over its limit of "
-                    f"{humanize_seconds(limit)} (task {step.task_id or step.compensation_task_id}).",
+                    f"{humanize_seconds(limit)} (task {task_id}).",
                     "Look for that task id in the worker log and Flower; a worker that died takes its attempt with "
                     "it, and the reaper runs it again once its hard limit and the lease have passed.",
                 )
@@ -120,9 +139,10 @@ def _over_timeout(run: SagaRun, steps: list[SagaStepRun], saga: Any, now: dateti
 def _circuit_waits(run: SagaRun, steps: list[SagaStepRun], saga: Any, now: datetime) -> list[Finding]:
     """Steps whose action or compensation the service's open breaker keeps refusing: not attempts, they wait."""
     found = []
+    held = _in_flight(run, steps)
     for step in steps:
-        if step.circuit_waiting_since is None:
-            continue
+        if step.circuit_waiting_since is None or step.name in held:
+            continue  # not waiting, or let through and running now
         declared = saga.step(step.name) if saga is not None else None
         service = declared.service if declared is not None else "?"
         waited = (now - step.circuit_waiting_since).total_seconds()

@@ -243,3 +243,27 @@ def test_a_claim_whose_read_fails_gives_the_lease_back_and_counts_no_attempt(mon
         services.step_claim(run_id=run.pk, step="create_order", task_id="t-1")
     assert leases.holders(run.pk, ["create_order"]) == {}
     assert leases.started(run.pk, ["create_order"]) == {"create_order": 0}
+
+
+def test_a_step_running_past_its_limit_is_diagnosed_from_its_lease_and_shows_running_on_its_page() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sagas.admin.run_page import step_rows
+    from sagas.diagnose import diagnose
+
+    run = SagaRunFactory(status=RunStatus.EXECUTING)
+    claim = services.step_claim(run_id=run.pk, step="create_order", task_id="t-1")
+    assert claim.outcome is ClaimOutcome.RUN
+    steps = list(run.steps.order_by("index"))
+
+    (row,) = [r for r in step_rows(run, steps) if r.step.name == "create_order"]
+    assert row.step.status == StepStatus.PENDING  # the row: nothing recorded yet
+    assert row.in_flight.startswith("attempt 1 running for")  # the page: running, from the lease
+    assert "task t-1" in row.in_flight
+
+    later = timezone.now() + timedelta(hours=2)  # past any limit the step has
+    (finding,) = [f for f in diagnose(run, now=later, check_workers=False) if f.cause == "step_over_timeout"]
+    assert "'create_order'" in finding.summary
+    assert "(task t-1)" in finding.summary
