@@ -407,7 +407,10 @@ def _succeed_claimed(attempt: Attempt, step_id: int, step: str, output: Any, sec
     for event in events:
         event.correlation_id = run.correlation_id
     alone = not saga.is_graph() and not eventlog.needs_transaction(run, events, first_seq=run.lock_version + 1)
-    with contextlib.nullcontext() if alone and _statement.one_statement() else transaction.atomic():
+    # Alone, outside any transaction, the statement is atomic by itself (a failed step guard undoes all of it);
+    # inside a caller's transaction it gets a savepoint, so a failed guard leaves nothing of it either.
+    by_itself = alone and _statement.one_statement() and not transaction.get_connection().in_atomic_block
+    with contextlib.nullcontext() if by_itself else transaction.atomic():
         written = _statement.writer().write(
             run.pk,
             run_values=run_values,

@@ -267,3 +267,23 @@ def test_a_step_running_past_its_limit_is_diagnosed_from_its_lease_and_shows_run
     (finding,) = [f for f in diagnose(run, now=later, check_workers=False) if f.cause == "step_over_timeout"]
     assert "'create_order'" in finding.summary
     assert "(task t-1)" in finding.summary
+
+
+@pytest.mark.parametrize(
+    "in_transaction",
+    [pytest.param(False, marks=pytest.mark.django_db(transaction=True)), True],
+    ids=["autocommit, as in a worker", "inside a transaction"],
+)
+def test_a_success_whose_step_moved_since_the_claim_writes_nothing_of_its_statement(in_transaction: bool) -> None:
+    """The one statement's run UPDATE must not outlive a failed step guard: no seq without its event."""
+    run = SagaRunFactory(status=RunStatus.EXECUTING)
+    claim = services.step_claim(run_id=run.pk, step="create_order", task_id="t-1")
+    # Another delivery recorded the step meanwhile (its lease lapsed, say).
+    run.steps.filter(name="create_order").update(status=StepStatus.SUCCEEDED, attempts=1, output={"order_id": 9})
+    before = SagaRun.objects.get(pk=run.pk).lock_version
+
+    assert services.step_succeed(run_id=run.pk, step="create_order", output={"order_id": 1}, claim=claim)
+
+    assert SagaRun.objects.get(pk=run.pk).lock_version == before
+    assert not SagaEvent.objects.filter(run=run).exists()
+    assert run.steps.get(name="create_order").output == {"order_id": 9}
