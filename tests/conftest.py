@@ -101,6 +101,26 @@ def _drop_the_unconsumed_queue() -> Iterator[None]:
         queues.delete(conn, UNCONSUMED_QUEUE)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _forget_the_sessions_redis_keys() -> Iterator[None]:
+    """At the end of the session, drop every Redis key under its own prefix (breakers, the steps' leases and
+    attempt counts of runs a test left unfinished), so sessions leave nothing behind in a shared Redis."""
+    yield
+    from sagas import breakers
+    from sagas.conf import sagas_settings
+
+    url = breakers.redis_url()
+    if url is None:
+        return
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{sagas_settings.KEY_PREFIX}:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+    finally:
+        client.close()
+
+
 def reset_breakers() -> None:
     from sagas import breakers
     from sagas.conf import sagas_settings
