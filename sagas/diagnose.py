@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from sagas.conf import sagas_settings
@@ -94,10 +96,9 @@ def _in_flight(run: SagaRun, steps: list[SagaStepRun]) -> dict[str, Any]:
     """The forward steps running now, by their leases (their start is recorded with their outcome)."""
     from sagas import leases
 
-    names = [s.name for s in steps if s.status in (StepStatus.PENDING, StepStatus.RUNNING)]
     try:
-        return leases.holders(run.pk, names)
-    except Exception:  # Redis down or not configured: other findings still help
+        return leases.in_flight(run.pk, steps)
+    except (redis.RedisError, ImproperlyConfigured):  # Redis down or not configured: other findings still help
         return {}
 
 

@@ -58,15 +58,22 @@ def mark_started(task: Task) -> None:
     task.request.sagas_started = time.monotonic()
 
 
-def _message_left(task: Task) -> tuple[float, float]:
-    """Seconds left before the pool's soft signal and hard kill for the message being processed (inf: none)."""
+def message_limits(task: Task) -> tuple[float | None, float | None]:
+    """The (soft, hard) limits the pool enforces for the message being processed: the message's, else the
+    task's, else the app's (None: no limit)."""
     hard, soft = task.request.timelimit or (None, None)
     hard = hard or task.time_limit or task.app.conf.task_time_limit
     soft = soft or task.soft_time_limit or task.app.conf.task_soft_time_limit
+    return (float(soft) if soft else None, float(hard) if hard else None)
+
+
+def _message_left(task: Task) -> tuple[float, float]:
+    """Seconds left before the pool's soft signal and hard kill for the message being processed (inf: none)."""
+    soft, hard = message_limits(task)
     elapsed = time.monotonic() - getattr(task.request, "sagas_started", time.monotonic())
     return (
-        float(soft) - elapsed if soft else float("inf"),
-        float(hard) - elapsed if hard else float("inf"),
+        soft - elapsed if soft is not None else float("inf"),
+        hard - elapsed if hard is not None else float("inf"),
     )
 
 

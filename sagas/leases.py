@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ImproperlyConfigured
 
 from sagas.conf import sagas_settings
+from sagas.states import StepStatus
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -205,22 +206,22 @@ def fence(run_id: Any, steps: Iterable[str]) -> dict[str, Holder]:
     if names:
         pipe.mget([lease_key(run_id, name) for name in names])
     replies = pipe.execute()
-    if not names:
-        return {}
-    held = {}
-    for name, raw in zip(names, replies[1], strict=True):
-        holder = Holder.parse(raw) if raw else None
-        if holder is not None and not holder.is_dead():
-            held[name] = holder
-    return held
+    return _live(names, replies[1]) if names else {}
 
 
 def holders(run_id: Any, steps: Iterable[str]) -> dict[str, Holder]:
     """The live holders of the leases of ``steps`` (for display and the reaper), by name."""
     names = list(steps)
-    if not names:
-        return {}
-    raws = client().mget([lease_key(run_id, name) for name in names])
+    return _live(names, client().mget([lease_key(run_id, name) for name in names])) if names else {}
+
+
+def in_flight(run_id: Any, steps: Iterable[Any]) -> dict[str, Holder]:
+    """The live holders among ``steps`` (step rows) that may have an attempt under way: pending or running."""
+    return holders(run_id, [s.name for s in steps if s.status in (StepStatus.PENDING, StepStatus.RUNNING)])
+
+
+def _live(names: list[str], raws: list[Any]) -> dict[str, Holder]:
+    """The leases read for ``names`` whose holder is not a dead process of this host, by name."""
     found = {}
     for name, raw in zip(names, raws, strict=True):
         holder = Holder.parse(str(raw)) if raw else None

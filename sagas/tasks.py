@@ -61,7 +61,8 @@ def run_step(self: Task, run_id: str, step: str) -> None:
     process may run are run here, one attempt each, before the rest of the chain is published."""
     from sagas import runner  # loads the ORM; this module is imported while sagas are declared
 
-    result = runner.execute_step(run_id=run_id, step=step, task_id=self.request.id, hard_limit=_hard_limit(self))
+    hard_limit = eager.message_limits(self)[1]
+    result = runner.execute_step(run_id=run_id, step=step, task_id=self.request.id, hard_limit=hard_limit)
     while result.outcome is runner.Outcome.CONTINUE and result.saga is not None and result.saga.is_eager():
         found = eager.next_step(self, result.saga, run_id)
         if found is None:
@@ -78,13 +79,6 @@ def run_step(self: Task, run_id: str, step: str) -> None:
             eager.fail(self, following, result.exc)
             return
     _finish(self, result)
-
-
-def _hard_limit(task: Task) -> float | None:
-    """The hard time limit this execution runs under: the message's, else the task's, else the app's."""
-    limits = task.request.timelimit or (None, None)
-    hard = limits[0] or task.time_limit or task.app.conf.task_time_limit
-    return float(hard) if hard else None
 
 
 def run_compensation(self: Task, run_id: str, step: str) -> None:

@@ -23,7 +23,7 @@ from sagas.masking import masked
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.registry import get_saga
 from sagas.selectors import circuit_call, humanize_seconds, step_duration
-from sagas.states import CIRCUIT_REFUSAL, StepStatus
+from sagas.states import CIRCUIT_REFUSAL
 
 
 @dataclass
@@ -104,9 +104,8 @@ def step_rows(run: SagaRun, steps: list[SagaStepRun]) -> list[StepRow]:
 
 def _in_flight(run: SagaRun, steps: list[SagaStepRun]) -> dict[str, str]:
     """The steps running now, from their leases (an attempt's start is recorded with its outcome), in words."""
-    names = [s.name for s in steps if s.status in (StepStatus.PENDING, StepStatus.RUNNING)]
     try:
-        holders = leases.holders(run.pk, names)
+        holders = leases.in_flight(run.pk, steps)
     except (redis.RedisError, ImproperlyConfigured):
         return {}  # the page still shows what the database says
     now = time.time()

@@ -151,9 +151,14 @@ def move_run(
         expect_status=source,
         at=now,
     )
+    announce_run_move(run, source, to)
+    return recorded
+
+
+def announce_run_move(run: SagaRun, source: str, to: str) -> None:
+    """What a run's move tells besides its event: the outcome metric and the log line."""
     metrics.run_finished(run.saga_name, to)  # counts only outcomes (completed, compensated, cancelled, failed)
     logger.info("saga %s %s: %s -> %s", run.saga_name, run.pk, source, to)
-    return recorded
 
 
 def move_step(

@@ -65,15 +65,6 @@ def is_stuck(run: SagaRun, now: datetime) -> bool:
     return overdue or now - run.updated_at >= lease()
 
 
-def _hard_limit(step: Step) -> float:
-    """Seconds after which an attempt of this step is surely over: Celery has killed it by then."""
-    from celery import current_app
-
-    if step.timeout is not None:
-        return float(step.timeout + sagas_settings.TIME_LIMIT_GRACE)
-    return float(current_app.conf.task_time_limit or 0)
-
-
 def _compensation_lost(run: SagaRun, step_run: SagaStepRun, step: Step, now: datetime) -> bool:
     """Whether the current attempt of a step's compensation can no longer report back: it started longer ago
     than its hard time limit and the lease, and no retry it recorded is still due."""
@@ -84,7 +75,9 @@ def _compensation_lost(run: SagaRun, step_run: SagaStepRun, step: Step, now: dat
         .order_by("-seq")
         .values_list("created_at", flat=True)
     ).first()
-    if started is not None and now - started < timedelta(seconds=_hard_limit(step)) + lease():
+    # Celery has killed the attempt once its hard limit has passed.
+    hard_limit = engine.step_limits(step)[1] or 0.0
+    if started is not None and now - started < timedelta(seconds=hard_limit) + lease():
         return False
     return not _retry_due(step_run, "compensation", now)
 
@@ -159,8 +152,8 @@ def _plan_executing(
         )
     succeeded = {s.name for s in steps if s.status == StepStatus.SUCCEEDED}
     pending = {s.name for s in steps if s.status == StepStatus.PENDING}
-    unfinished = [s.name for s in steps if s.status in (StepStatus.PENDING, StepStatus.RUNNING)]
-    held, started = leases.holders(run.pk, unfinished), leases.started(run.pk, unfinished)
+    held = leases.in_flight(run.pk, steps)
+    started = leases.started(run.pk, [s.name for s in steps if s.status in (StepStatus.PENDING, StepStatus.RUNNING)])
     # In a sequence only the first unfinished step can be ready; in a graph, any step whose
     # dependencies all succeeded (the lost fan-in of a join) and any branch whose attempt vanished.
     # A pending step waiting for its service's circuit has its message: it asks the breaker again when due.
@@ -189,8 +182,7 @@ def _plan_executing(
         for step_run in ready:
             publish_step(run, saga, step_run.name, attempt=1)
         for step_run in lost:
-            attempt = max(step_run.attempts, started.get(step_run.name, 0)) + 1
-            publish_step(run, saga, step_run.name, attempt=attempt)
+            publish_step(run, saga, step_run.name, attempt=_next_attempt(step_run, started))
 
     return ("publish" if ready else "rerun_step"), "; ".join(what), publish
 
@@ -205,7 +197,12 @@ def _publish_start(run: SagaRun, saga: type[Saga], first: list[SagaStepRun], sta
     """A pending run whose first publish was lost (or whose first attempt vanished): its first step (a
     sequence), or every step that depends on nothing (a graph)."""
     for step_run in first:
-        publish_step(run, saga, step_run.name, attempt=max(step_run.attempts, started.get(step_run.name, 0)) + 1)
+        publish_step(run, saga, step_run.name, attempt=_next_attempt(step_run, started))
+
+
+def _next_attempt(step_run: SagaStepRun, started: dict[str, int]) -> int:
+    """The attempt after the last one that started: recorded in the row, or only counted in Redis (lost)."""
+    return max(step_run.attempts, started.get(step_run.name, 0)) + 1
 
 
 def _compensate_failed(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:

@@ -19,6 +19,7 @@ from sagas.retry import describe_failure
 from sagas.services import _statement, circuit
 from sagas.services._core import (
     RunId,
+    announce_run_move,
     append_event,
     last_event,
     lock_run,
@@ -428,10 +429,9 @@ def _succeed_claimed(attempt: Attempt, step_id: int, step: str, output: Any, sec
         if seconds is not None:
             metrics.step_succeeded(run.saga_name, step, seconds)
         if starts:
-            logger.info("saga %s %s: %s -> %s", run.saga_name, run.pk, RunStatus.PENDING, RunStatus.EXECUTING)
+            announce_run_move(run, RunStatus.PENDING, RunStatus.EXECUTING)
         if completes:
-            metrics.run_finished(run.saga_name, RunStatus.COMPLETED)
-            logger.info("saga %s %s: %s -> %s", run.saga_name, run.pk, RunStatus.EXECUTING, RunStatus.COMPLETED)
+            announce_run_move(run, RunStatus.EXECUTING, RunStatus.COMPLETED)
         elif saga.is_graph():
             _start_unblocked(run, saga, step)
     return run.status in (RunStatus.EXECUTING, RunStatus.COMPLETED)
