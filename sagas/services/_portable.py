@@ -8,8 +8,8 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F, Q
 
-from sagas.models import SagaEvent, SagaRun, SagaStepRun
-from sagas.services._statement import ATTEMPT_CAUSES, Cause, GuardFailed, StepChange, Written
+from sagas.models import SagaDefinition, SagaEvent, SagaRun, SagaStepRun
+from sagas.services._statement import ATTEMPT_CAUSES, Cause, DefinitionKey, GuardFailed, StepChange, Written
 
 
 def write(
@@ -55,6 +55,25 @@ def write(
             written.others_unfinished = others.exclude(pk=step.pk).count() if step is not None else others.count()
         written.run = {f.attname: getattr(run, f.attname) for f in SagaRun._meta.concrete_fields}
         return written
+
+
+def insert_run(run: SagaRun, steps: list[SagaStepRun], started: SagaEvent, definition: DefinitionKey) -> bool:
+    """``_statement.insert_run``, statement by statement in one transaction: False, with nothing inserted, when no
+    definition with that name, version and hash is stored."""
+    # Inside the caller's transaction without a savepoint of its own: the start already gives it one.
+    with transaction.atomic(savepoint=False):
+        stored = SagaDefinition.objects.filter(
+            name=definition.name, version=definition.version, spec_hash=definition.spec_hash
+        ).values_list("pk", flat=True)
+        definition_id = stored.first()
+        if definition_id is None:
+            return False
+        run.definition_id = definition_id
+        started.data = {**started.data, "definition": definition_id}
+        run.save(force_insert=True)
+        SagaStepRun.objects.bulk_create(steps)
+        started.save(force_insert=True)
+        return True
 
 
 def _cause_id(run_id: Any, step: str, cause: Cause, written: list[int], *, before: int) -> int | None:

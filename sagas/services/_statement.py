@@ -11,7 +11,7 @@ from typing import Any, Protocol, cast
 from django.db import DEFAULT_DB_ALIAS, DataError, connection, connections
 from django.db.models import Field, Model, QuerySet
 
-from sagas.models import SagaEvent, SagaRun, SagaStepRun
+from sagas.models import SagaDefinition, SagaEvent, SagaRun, SagaStepRun
 
 EventIds = QuerySet[SagaEvent, Any]  # a query of event ids (``.values("pk")``), sliced to its first row
 
@@ -35,6 +35,10 @@ class Writer(Protocol):
         count_unfinished: bool = False,
     ) -> Written: ...
 
+    def insert_run(
+        self, run: SagaRun, steps: list[SagaStepRun], started: SagaEvent, definition: DefinitionKey
+    ) -> bool: ...
+
 
 def writer() -> Writer:
     """The write path in use: PostgreSQL's one statement, or the portable one (other databases, or
@@ -49,6 +53,15 @@ def one_statement() -> bool:
     from sagas.conf import sagas_settings
 
     return connection.vendor == "postgresql" and sagas_settings.WRITE_PATH != "portable"
+
+
+@dataclass(frozen=True, slots=True)
+class DefinitionKey:
+    """A saga's definition as its code declares it; a new run points at the stored row that matches all three."""
+
+    name: str
+    version: int
+    spec_hash: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,3 +350,80 @@ def stored_events(written: Written, events: list[SagaEvent]) -> list[SagaEvent]:
         event.seq = last - (len(events) - 1 - number)
         event._state.adding, event._state.db = False, connection.alias
     return events
+
+
+# What a new run's INSERT leaves to the statement: the run's definition and its first event's data (which names it).
+_RUN_OWN = ("definition",)
+_EVENT_OWN = ("id", "data")
+
+
+def _inserted_fields(model: type[Model], leave_out: tuple[str, ...]) -> list[Field[Any, Any]]:
+    return [f for f in model._meta.concrete_fields if f.name not in leave_out]
+
+
+@functools.cache
+def _insert_run_sql(step_count: int) -> str:
+    """The start's statement for a run of ``step_count`` steps (the same text for every such run)."""
+    run_fields = _inserted_fields(SagaRun, _RUN_OWN)
+    step_fields = _inserted_fields(SagaStepRun, ("id",))
+    event_fields = _inserted_fields(SagaEvent, _EVENT_OWN)
+
+    def row(fields: list[Field[Any, Any]]) -> str:
+        return "(" + ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in fields) + ")"
+
+    def columns(fields: list[Field[Any, Any]]) -> str:
+        return ", ".join(_quote(f.column) for f in fields)
+
+    definitions, runs, steps, events = (
+        _quote(m._meta.db_table) for m in (SagaDefinition, SagaRun, SagaStepRun, SagaEvent)
+    )
+    definition_id, data = _quote(_field(SagaRun, "definition").column), _quote(_field(SagaEvent, "data").column)
+    step_insert = (
+        f", s AS (INSERT INTO {steps} ({columns(step_fields)}) SELECT * FROM (VALUES "
+        f"{', '.join([row(step_fields)] * step_count)}) AS v WHERE EXISTS (SELECT 1 FROM d))"
+        if step_count
+        else ""
+    )
+    return (
+        f"WITH d AS (SELECT id FROM {definitions} WHERE name = %s AND version = %s AND spec_hash = %s), "
+        f"r AS (INSERT INTO {runs} ({columns(run_fields)}, {definition_id}) "
+        f"SELECT v.*, d.id FROM d, (VALUES {row(run_fields)}) AS v RETURNING id)"
+        f"{step_insert}, "
+        f"e AS (INSERT INTO {events} ({columns(event_fields)}, {data}) SELECT v.*, "
+        "jsonb_set(CAST(%s AS jsonb), '{definition}', to_jsonb(d.id)) "
+        f"FROM d, (VALUES {row(event_fields)}) AS v RETURNING id) "
+        "SELECT d.id, (SELECT id FROM e) FROM d"
+    )
+
+
+def insert_run(run: SagaRun, steps: list[SagaStepRun], started: SagaEvent, definition: DefinitionKey) -> bool:
+    """Insert a new ``run`` pointing at the stored ``definition``, its ``steps`` and its first event ``started``
+    (its data gains the definition's id under "definition") in one statement, and set the ids it learns on them;
+    False, with nothing inserted, when no definition with that name, version and hash is stored.
+
+    One round trip where the ORM takes five (the definition's read, three INSERTs, the COMMIT): every start
+    pays it, often inside a web request. Outside a transaction the statement is atomic by itself."""
+    db = _db()
+
+    def prepared(fields: list[Field[Any, Any]], obj: Model) -> list[Any]:
+        return [f.get_db_prep_save(getattr(obj, f.attname), db) for f in fields]
+
+    params: list[Any] = [definition.name, definition.version, definition.spec_hash]
+    params += prepared(_inserted_fields(SagaRun, _RUN_OWN), run)
+    step_fields = _inserted_fields(SagaStepRun, ("id",))
+    for step in steps:
+        params += prepared(step_fields, step)
+    params.append(_field(SagaEvent, "data").get_db_prep_save(started.data, db))
+    params += prepared(_inserted_fields(SagaEvent, _EVENT_OWN), started)
+    with db.cursor() as cursor:
+        cursor.execute(_insert_run_sql(len(steps)), params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    definition_id, event_id = row
+    run.definition_id = definition_id
+    run._state.adding, run._state.db = False, db.alias
+    started.data = {**started.data, "definition": definition_id}
+    started.pk = event_id
+    started._state.adding, started._state.db = False, db.alias
+    return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from sagas.exceptions import (
 from sagas.jsonsafe import json_copy
 from sagas.models import SagaDefinition, SagaEvent, SagaRun, SagaStepRun
 from sagas.retry import describe_failure
+from sagas.services import _statement
 from sagas.services._core import (
     RunId,
     dispatch_on_commit,
@@ -110,10 +112,8 @@ def run_start_or_existing(
         existing = _existing_run(saga, stored, idempotency_key)
         if existing is not None:
             return existing, False
-    definition = definition_sync(saga=saga)
     try:
-        with transaction.atomic():
-            run = _create_run(saga, definition, stored, idempotency_key, correlation_id)
+        run = _create_run(saga, stored, idempotency_key, correlation_id)
     except IntegrityError:
         # Another process started a run with this key between our check and our insert.
         existing = _existing_run(saga, stored, idempotency_key) if idempotency_key else None
@@ -141,14 +141,12 @@ def _existing_run(saga: type[Saga], payload: dict[str, Any], key: str) -> SagaRu
 
 def _create_run(
     saga: type[Saga],
-    definition: SagaDefinition,
     payload: dict[str, Any],
     idempotency_key: str | None,
     correlation_id: str | None,
 ) -> SagaRun:
     now = timezone.now()
     run = SagaRun(
-        definition=definition,
         saga_name=saga.name,
         version=saga.version,
         status=RunStatus.PENDING,
@@ -161,19 +159,16 @@ def _create_run(
     )
     run.correlation_id = correlation_id or str(run.pk)
     run.search_text = " ".join(str(payload[key]) for key in saga.searchable if payload.get(key) not in (None, ""))
-    run.save(force_insert=True)
-    SagaStepRun.objects.bulk_create(
-        SagaStepRun(run=run, name=step.name, index=index) for index, step in enumerate(saga.steps)
-    )
-    started = SagaEvent.objects.create(
+    steps = [SagaStepRun(run=run, name=step.name, index=index) for index, step in enumerate(saga.steps)]
+    started = SagaEvent(
         run=run,
         seq=1,
         type=EventType.SAGA_STARTED,
-        # Everything the run row holds from the start, so the run can be rebuilt from its events alone.
+        # Everything the run row holds from the start, so the run can be rebuilt from its events alone (the
+        # insert adds the definition's id).
         data={
             "saga": saga.name,
             "version": saga.version,
-            "definition": definition.pk,
             "idempotency_key": idempotency_key,
             "correlation_id": run.correlation_id,
             "payload": payload,
@@ -184,17 +179,35 @@ def _create_run(
         correlation_id=run.correlation_id,
         created_at=now,
     )
-    eventlog.after_append(run, started)
-    metrics.run_started(saga.name)
-    if saga.is_graph():
-        # The steps that depend on nothing start together; each success starts the steps it unblocks.
-        roots = [s for s in saga.steps if not s.depends_on]
-        for step in roots:
-            dispatch_on_commit(run.pk, engine.step_task(saga, str(run.pk), step, 1))
-    else:
-        dispatch_on_commit(run.pk, engine.forward_canvas(saga, str(run.pk), saga.steps))
-    if run.deadline is not None:
-        dispatch_on_commit(run.pk, engine.deadline_check(str(run.pk)), countdown=deadline_check_delay(run))
+    key = _statement.DefinitionKey(saga.name, saga.version, saga.spec_hash())
+    writer = _statement.writer()
+    # Alone, outside any transaction, the insert is one statement and atomic by itself; otherwise it gets a
+    # transaction (or a savepoint in the caller's), so a conflict on the idempotency key leaves nothing behind.
+    alone = (
+        _statement.one_statement()
+        and not transaction.get_connection().in_atomic_block
+        and not eventlog.needs_transaction(run, [started], first_seq=1)
+    )
+    with contextlib.nullcontext() if alone else transaction.atomic():
+        if not writer.insert_run(run, steps, started, key):
+            definition_sync(saga=saga)  # the first run of this definition: store it, or refuse a changed one
+            if not writer.insert_run(run, steps, started, key):
+                raise DefinitionChanged(
+                    f"Saga {saga.name!r} version {saga.version}: its stored definition changed while this run "
+                    "was being started; start it again."
+                )
+        if not alone:
+            eventlog.after_append(run, started)
+        metrics.run_started(saga.name)
+        if saga.is_graph():
+            # The steps that depend on nothing start together; each success starts the steps it unblocks.
+            roots = [s for s in saga.steps if not s.depends_on]
+            for step in roots:
+                dispatch_on_commit(run.pk, engine.step_task(saga, str(run.pk), step, 1))
+        else:
+            dispatch_on_commit(run.pk, engine.forward_canvas(saga, str(run.pk), saga.steps))
+        if run.deadline is not None:
+            dispatch_on_commit(run.pk, engine.deadline_check(str(run.pk)), countdown=deadline_check_delay(run))
     return run
 
 

@@ -91,12 +91,44 @@ def test_each_event_of_the_success_path_names_its_cause(
     assert causes == {1: None, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6, 8: 7, 9: 8}
 
 
-def test_the_start_costs_four_statements(three_steps, django_capture_on_commit_callbacks):
+@pytest.mark.parametrize(
+    ("write_path", "expected"),
+    [
+        # One statement: the definition's check, the run, its steps and SagaStarted, atomic by itself.
+        ("auto", ["WITH"]),
+        # The same in one transaction of ORM statements (the steps in one bulk INSERT).
+        ("portable", ["BEGIN", "SELECT", "INSERT", "INSERT", "INSERT", "COMMIT"]),
+    ],
+)
+def test_the_start_costs_one_statement(three_steps, django_capture_on_commit_callbacks, settings, write_path, expected):
+    settings.SAGAS = {**settings.SAGAS, "WRITE_PATH": write_path}
     three_steps.start({})  # the definition row is stored once
     with django_capture_on_commit_callbacks(), CaptureQueriesContext(connection) as captured:
-        three_steps.start({"order": 2})
-    # The definition checked; then one transaction: the run, its steps (one bulk INSERT) and SagaStarted.
-    assert statements(captured) == ["SELECT", "BEGIN", "INSERT", "INSERT", "INSERT", "COMMIT"]
+        run = three_steps.start({"order": 2})
+    assert statements(captured) == expected
+    stored = SagaRun.objects.get(pk=run.pk)
+    assert stored.definition_id == run.definition_id is not None
+    assert stored.definition.name == "tests.counted"
+    assert list(stored.steps.order_by("index").values_list("name", "status")) == [
+        ("a", StepStatus.PENDING), ("b", StepStatus.PENDING), ("c", StepStatus.PENDING)
+    ]  # fmt: skip
+    started = SagaEvent.objects.get(run=stored)
+    assert started.pk == run.events.get().pk
+    assert started.data["definition"] == run.definition_id
+    assert started.data["payload"] == {"order": 2}
+
+
+def test_the_first_start_of_a_definition_stores_it_then_inserts_the_run(
+    three_steps, django_capture_on_commit_callbacks, settings
+):
+    settings.SAGAS = {**settings.SAGAS, "WRITE_PATH": "auto"}  # the PostgreSQL statement (also under test-portable)
+    with django_capture_on_commit_callbacks(), CaptureQueriesContext(connection) as captured:
+        run = three_steps.start({})
+    # The insert finds no definition and inserts nothing; the definition is stored; the insert again.
+    first, last = statements(captured)[0], statements(captured)[-1]
+    assert (first, last) == ("WITH", "WITH")
+    assert SagaRun.objects.get(pk=run.pk).definition.spec_hash == three_steps.spec_hash()
+    assert SagaEvent.objects.filter(run_id=run.pk).count() == 1
 
 
 def test_the_portable_write_path_writes_what_the_statement_writes(three_steps, settings):
@@ -104,8 +136,8 @@ def test_the_portable_write_path_writes_what_the_statement_writes(three_steps, s
     written = {}
     for write_path in ("auto", "portable"):
         settings.SAGAS = {**settings.SAGAS, "WRITE_PATH": write_path}
+        run = three_steps.start({"order": 3})
         with CaptureQueriesContext(connection) as captured:
-            run = three_steps.start({"order": 3})
             for step in ("a", "b", "c"):
                 runner.execute_step(run_id=str(run.pk), step=step, task_id=f"{run.pk}:{step}:1")
         run = SagaRun.objects.get(pk=run.pk)
