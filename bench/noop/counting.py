@@ -81,11 +81,12 @@ def shape(sql: str) -> str:
 
 def _counted_setup(configure: Callable[..., bool], what: str) -> Callable[..., bool]:
     def counted(self: Any, connection: Any) -> bool:
-        sent = configure(self, connection)  # True when it sent a statement (in autocommit: its own transaction)
+        sent = configure(self, connection)  # True when it sent a statement (in autocommit)
         if sent:
             COUNTER.add("statements")
             COUNTER.add(f"sql SET {what} (new connection)")
-            COUNTER.add("transactions")
+            # A SET in autocommit writes nothing: no transaction id, no commit record, like a plain SELECT.
+            COUNTER.add("reads")
         return sent
 
     return counted
