@@ -46,19 +46,30 @@ class Result:
     exc: BaseException | None = None
     retry_task_id: str = ""  # with RETRY: the task id of the next attempt
     saga: type[Saga] | None = None  # with CONTINUE after an attempt: the saga, to tell whether to go on eagerly
+    held: leases.Handover | None = None  # with ``hand_over``: the succeeded step's lease, for the caller to give back
 
 
-def execute_step(*, run_id: str, step: str, task_id: str, hard_limit: float | None = None) -> Result:
-    """One attempt of a forward step. ``hard_limit``: the task's hard time limit, the longest its lease lasts."""
+def execute_step(
+    *,
+    run_id: str,
+    step: str,
+    task_id: str,
+    hard_limit: float | None = None,
+    previous: leases.Handover | None = None,
+    hand_over: bool = False,
+) -> Result:
+    """One attempt of a forward step. ``hard_limit``: the task's hard time limit, the longest its lease lasts.
+    ``previous``: the lease of the step this process just finished, given back with this step's acquire.
+    ``hand_over``: after a success the run goes on from, keep the lease and return it as ``Result.held``."""
     try:
-        claim = services.step_claim(run_id=run_id, step=step, task_id=task_id, hard_limit=hard_limit)
+        claim = services.step_claim(run_id=run_id, step=step, task_id=task_id, hard_limit=hard_limit, previous=previous)
     except redis.RedisError as exc:
         # Leases live in Redis: without it no attempt may start. The message comes back, as a refused call does.
         return Result(Outcome.RETRY, delay=LEASE_UNAVAILABLE_DELAY, exc=exc, retry_task_id=task_id)
     if claim.attempt is None:
         return _unclaimed(claim, task_id, step)
     try:
-        return _attempt_step(run_id, step, claim, claim.attempt)
+        return _attempt_step(run_id, step, claim, claim.attempt, hand_over=hand_over)
     except Exception:
         # The outcome could not be recorded (the database went away): the attempt started, so its count stays,
         # but nobody runs it any more. The errback, a redelivery or the reaper takes it from there.
@@ -86,8 +97,9 @@ def _unclaimed(claim: Claim, task_id: str, step: str) -> Result:
     raise AssertionError(f"a claim of {claim.outcome} without an attempt")
 
 
-def _attempt_step(run_id: str, step: str, claim: Claim, attempt: Attempt) -> Result:
-    """Call the step's action for the claimed attempt and record how it went; the lease is given back after."""
+def _attempt_step(run_id: str, step: str, claim: Claim, attempt: Attempt, *, hand_over: bool = False) -> Result:
+    """Call the step's action for the claimed attempt and record how it went; the lease is given back after
+    (with ``hand_over`` and a success the run goes on from: by the caller)."""
     assert claim.saga is not None
     assert claim.context is not None
     declared = claim.saga.step(step)
@@ -114,9 +126,12 @@ def _attempt_step(run_id: str, step: str, claim: Claim, attempt: Attempt) -> Res
             next_id = engine.step_task_id(run_id, step, claim.context.attempt + 1)
             return Result(Outcome.RETRY, delay=delay or 0.0, exc=shown, retry_task_id=next_id)
         return Result(Outcome.FAILED if answer is AttemptOutcome.FAILED else Outcome.STOP, exc=shown)
-    recorded = services.step_succeed(run_id=run_id, step=step, output=output, seconds=seconds, claim=claim)
+    recorded = services.step_succeed(
+        run_id=run_id, step=step, output=output, seconds=seconds, claim=claim, keep_lease=hand_over
+    )
     if recorded:
-        return Result(Outcome.CONTINUE, saga=claim.saga)
+        held = leases.Handover(step, attempt.lease) if hand_over else None
+        return Result(Outcome.CONTINUE, saga=claim.saga, held=held)
     return Result(Outcome.STOP)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+import redis
 from celery import Task, shared_task
 
-from sagas import connections, eager, engine, registry
+from sagas import connections, eager, engine, leases, registry
 from sagas.exceptions import StepFailed
 
 if TYPE_CHECKING:
@@ -62,22 +64,40 @@ def run_step(self: Task, run_id: str, step: str) -> None:
     from sagas import runner  # loads the ORM; this module is imported while sagas are declared
 
     hard_limit = eager.message_limits(self)[1]
-    result = runner.execute_step(run_id=run_id, step=step, task_id=self.request.id, hard_limit=hard_limit)
-    while result.outcome is runner.Outcome.CONTINUE and result.saga is not None and result.saga.is_eager():
-        found = eager.next_step(self, result.saga, run_id)
-        if found is None:
-            break
-        following, name = found
-        hard = engine.step_limits(result.saga.step(name))[1]
-        result = runner.execute_step(run_id=run_id, step=name, task_id=following.options["task_id"], hard_limit=hard)
-        if result.outcome is runner.Outcome.RETRY:
-            assert result.exc is not None
-            eager.publish_retry(self, following, delay=result.delay, task_id=result.retry_task_id, exc=result.exc)
-            return
-        if result.outcome is runner.Outcome.FAILED:
-            assert result.exc is not None
-            eager.fail(self, following, result.exc)
-            return
+    result = runner.execute_step(
+        run_id=run_id, step=step, task_id=self.request.id, hard_limit=hard_limit, hand_over=True
+    )
+    held = result.held  # a succeeded step's lease: given back with the next eager step's acquire, or below
+    try:
+        while result.outcome is runner.Outcome.CONTINUE and result.saga is not None and result.saga.is_eager():
+            found = eager.next_step(self, result.saga, run_id)
+            if found is None:
+                break
+            following, name = found
+            hard = engine.step_limits(result.saga.step(name))[1]
+            previous, held = held, None  # the acquire gives it back, whatever it answers
+            result = runner.execute_step(
+                run_id=run_id,
+                step=name,
+                task_id=following.options["task_id"],
+                hard_limit=hard,
+                previous=previous,
+                hand_over=True,
+            )
+            held = result.held
+            if result.outcome is runner.Outcome.RETRY:
+                assert result.exc is not None
+                eager.publish_retry(self, following, delay=result.delay, task_id=result.retry_task_id, exc=result.exc)
+                return
+            if result.outcome is runner.Outcome.FAILED:
+                assert result.exc is not None
+                eager.fail(self, following, result.exc)
+                return
+    finally:
+        if held is not None:
+            # The success is committed: a lease Redis could not take back lapses by itself.
+            with contextlib.suppress(redis.RedisError):
+                leases.release(run_id, held.step, held.value, mode="done")
     _finish(self, result)
 
 

@@ -45,15 +45,23 @@ if TYPE_CHECKING:
 MIN_CIRCUIT_DELAY = 0.1
 
 
-def step_claim(*, run_id: RunId, step: str, task_id: str, hard_limit: float | None = None) -> Claim:
+def step_claim(
+    *,
+    run_id: RunId,
+    step: str,
+    task_id: str,
+    hard_limit: float | None = None,
+    previous: leases.Handover | None = None,
+) -> Claim:
     """Claim a step for one attempt, or say why its message must not run it.
 
     Writes nothing to PostgreSQL on its way to RUN: the step's lease and attempt count are taken in Redis (see
     sagas.leases), then the run and its steps are read once. The attempt's start is recorded with its outcome.
-    ``hard_limit``: the task's hard time limit (seconds), for how long the lease lasts.
+    ``hard_limit``: the task's hard time limit (seconds), for how long the lease lasts. ``previous``: the lease
+    of the step this process just finished (eager dispatch), given back in the same round trip.
     """
     seconds = (hard_limit or 0.0) + sagas_settings.LEASE_SECONDS
-    lease = leases.acquire(run_id, step, task_id=task_id, seconds=seconds)
+    lease = leases.acquire(run_id, step, task_id=task_id, seconds=seconds, previous=previous)
     if lease.answer is leases.Answer.HELD:
         # Another delivery runs this step now: come back when it has surely finished or let its lease go.
         return Claim(ClaimOutcome.WAIT, delay=_lease_wait(lease.wait), holder=lease.holder)
@@ -288,7 +296,13 @@ def _abandon(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:
 
 
 def step_succeed(
-    *, run_id: RunId, step: str, output: Any, seconds: float | None = None, claim: Claim | None = None
+    *,
+    run_id: RunId,
+    step: str,
+    output: Any,
+    seconds: float | None = None,
+    claim: Claim | None = None,
+    keep_lease: bool = False,
 ) -> bool:
     """Store a step's output and mark it succeeded; True if the run goes on to its next step (or this success
     completed it), False when the chain must stop here.
@@ -298,11 +312,13 @@ def step_succeed(
     starts executing with its first step, and completes with its last). Otherwise the run lock is taken and the
     general path decides: a step that succeeds after its run stopped executing (cancelled, timed out) is
     recorded all the same, and undone: the run does not come back to life. ``seconds``: how long the successful
-    attempt took (the step duration metric).
+    attempt took (the step duration metric). ``keep_lease``: when the run goes on, the caller gives the claim's
+    lease back itself (with its next step's acquire, or ``leases.release``).
     """
     attempt = claim.attempt if claim is not None else None
     goes_on = _record_success(run_id, step, output, seconds, claim)
-    if attempt is not None:  # recorded and committed: the lease goes, and the count with it
+    if attempt is not None and not (keep_lease and goes_on):
+        # Recorded and committed: the lease goes, and the count with it.
         leases.release(run_id, step, attempt.lease, mode="done")
     return goes_on
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django_celery_results.models import TaskResult
 
+from sagas import leases
 from sagas.models import SagaEvent
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.testapp.models import Call, Effect
@@ -35,6 +36,11 @@ def test_an_eager_saga_runs_each_run_in_the_process_that_took_its_first_step(wor
         ]
     # Each run's steps ran in one pool process: the ones after the first were not published.
     assert all(len(pids) == 1 for pids in pids_by_run(runs).values())
+    # Each step's lease, kept for the next step's acquire to give back, went with its attempt count.
+    names = ["one", "two", "three"]
+    for run in runs:
+        assert leases.holders(run.pk, names) == {}
+        assert leases.started(run.pk, names) == dict.fromkeys(names, 0)
 
 
 def test_an_eager_step_that_fails_is_retried_as_a_published_attempt(worker: WorkerProcess) -> None:

@@ -81,6 +81,36 @@ def test_the_lease_of_a_dead_process_of_this_host_is_taken_over_at_once() -> Non
     assert leases.holder(run.pk, "create_order").pid == os.getpid()
 
 
+def test_a_kept_lease_is_given_back_by_the_next_steps_acquire(django_capture_on_commit_callbacks) -> None:
+    """Eager dispatch: the process that recorded a success keeps its lease and gives it back with the next
+    step's acquire, in the same round trip, whatever that acquire answers."""
+    run = SagaRunFactory(status=RunStatus.PENDING)
+    claim = services.step_claim(run_id=run.pk, step="create_order", task_id="t-1")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.step_succeed(run_id=run.pk, step="create_order", output={}, claim=claim, keep_lease=True)
+    assert set(leases.holders(run.pk, ["create_order"])) == {"create_order"}  # kept
+    kept = leases.Handover("create_order", claim.attempt.lease)
+
+    leases.fence(run.pk, [])  # the run is being stopped: the next step is refused, the kept lease goes all the same
+    refused = services.step_claim(run_id=run.pk, step="reserve_stock", task_id="t-2", previous=kept)
+
+    assert refused.outcome is ClaimOutcome.WAIT
+    assert leases.holders(run.pk, ["create_order", "reserve_stock"]) == {}
+    assert leases.started(run.pk, ["create_order", "reserve_stock"]) == {"create_order": 0, "reserve_stock": 0}
+
+
+def test_a_handover_does_not_free_a_lease_someone_else_holds_now() -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses=DONE_TWO)
+    other = f"{socket.gethostname()}|1|{time.time():.3f}|t-9|2"
+    leases.client().set(leases.lease_key(run.pk, "reserve_stock"), other, ex=600)
+    stale = leases.Handover("reserve_stock", f"{socket.gethostname()}|{os.getpid()}|1.000|t-1|1")
+
+    claim = services.step_claim(run_id=run.pk, step="charge_payment", task_id="t-3", previous=stale)
+
+    assert claim.outcome is ClaimOutcome.RUN
+    assert leases.client().get(leases.lease_key(run.pk, "reserve_stock")) == other
+
+
 def test_a_run_being_stopped_refuses_new_attempts_until_the_stop_commits() -> None:
     run = SagaRunFactory(status=RunStatus.EXECUTING)
     assert leases.fence(run.pk, ["create_order"]) == {}  # a stopper put the fence up and saw nothing in flight
