@@ -355,6 +355,8 @@ def stored_events(written: Written, events: list[SagaEvent]) -> list[SagaEvent]:
 # What a new run's INSERT leaves to the statement: the run's definition and its first event's data (which names it).
 _RUN_OWN = ("definition",)
 _EVENT_OWN = ("id", "data")
+# The columns in which a new run's steps differ: sent as two arrays, every other column once for all of them.
+_STEP_OWN = ("name", "index")
 
 
 def _inserted_fields(model: type[Model], leave_out: tuple[str, ...]) -> list[Field[Any, Any]]:
@@ -362,14 +364,18 @@ def _inserted_fields(model: type[Model], leave_out: tuple[str, ...]) -> list[Fie
 
 
 @functools.cache
-def _insert_run_sql(step_count: int) -> str:
-    """The start's statement for a run of ``step_count`` steps (the same text for every such run)."""
+def _insert_run_sql() -> str:
+    """The start's statement, one text for every saga whatever its steps: psycopg caches the parsing of a
+    statement only while it has at most 50 parameters, and PostgreSQL plans a prepared one once."""
     run_fields = _inserted_fields(SagaRun, _RUN_OWN)
     step_fields = _inserted_fields(SagaStepRun, ("id",))
     event_fields = _inserted_fields(SagaEvent, _EVENT_OWN)
 
+    def typed(field: Field[Any, Any]) -> str:
+        return f"CAST(%s AS {field.db_type(connection)})"
+
     def row(fields: list[Field[Any, Any]]) -> str:
-        return "(" + ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in fields) + ")"
+        return "(" + ", ".join(typed(f) for f in fields) + ")"
 
     def columns(fields: list[Field[Any, Any]]) -> str:
         return ", ".join(_quote(f.column) for f in fields)
@@ -378,17 +384,15 @@ def _insert_run_sql(step_count: int) -> str:
         _quote(m._meta.db_table) for m in (SagaDefinition, SagaRun, SagaStepRun, SagaEvent)
     )
     definition_id, data = _quote(_field(SagaRun, "definition").column), _quote(_field(SagaEvent, "data").column)
-    step_insert = (
-        f", s AS (INSERT INTO {steps} ({columns(step_fields)}) SELECT * FROM (VALUES "
-        f"{', '.join([row(step_fields)] * step_count)}) AS v WHERE EXISTS (SELECT 1 FROM d))"
-        if step_count
-        else ""
-    )
+    step_values = ", ".join(f"t.{f.name}" if f.name in _STEP_OWN else typed(f) for f in step_fields)
+    name_type, index_type = (_field(SagaStepRun, name).db_type(connection) for name in _STEP_OWN)
     return (
         f"WITH d AS (SELECT id FROM {definitions} WHERE name = %s AND version = %s AND spec_hash = %s), "
         f"r AS (INSERT INTO {runs} ({columns(run_fields)}, {definition_id}) "
-        f"SELECT v.*, d.id FROM d, (VALUES {row(run_fields)}) AS v RETURNING id)"
-        f"{step_insert}, "
+        f"SELECT v.*, d.id FROM d, (VALUES {row(run_fields)}) AS v RETURNING id), "
+        f"s AS (INSERT INTO {steps} ({columns(step_fields)}) SELECT {step_values} "
+        f"FROM unnest(CAST(%s AS {name_type}[]), CAST(%s AS {index_type}[])) AS t(name, index) "
+        "WHERE EXISTS (SELECT 1 FROM d)), "
         f"e AS (INSERT INTO {events} ({columns(event_fields)}, {data}) SELECT v.*, "
         "jsonb_set(CAST(%s AS jsonb), '{definition}', to_jsonb(d.id)) "
         f"FROM d, (VALUES {row(event_fields)}) AS v RETURNING id) "
@@ -399,7 +403,8 @@ def _insert_run_sql(step_count: int) -> str:
 def insert_run(run: SagaRun, steps: list[SagaStepRun], started: SagaEvent, definition: DefinitionKey) -> bool:
     """Insert a new ``run`` pointing at the stored ``definition``, its ``steps`` and its first event ``started``
     (its data gains the definition's id under "definition") in one statement, and set the ids it learns on them;
-    False, with nothing inserted, when no definition with that name, version and hash is stored.
+    False, with nothing inserted, when no definition with that name, version and hash is stored. The steps must
+    differ only in their name and index (as new steps do).
 
     One round trip where the ORM takes five (the definition's read, three INSERTs, the COMMIT): every start
     pays it, often inside a web request. Outside a transaction the statement is atomic by itself."""
@@ -410,13 +415,13 @@ def insert_run(run: SagaRun, steps: list[SagaStepRun], started: SagaEvent, defin
 
     params: list[Any] = [definition.name, definition.version, definition.spec_hash]
     params += prepared(_inserted_fields(SagaRun, _RUN_OWN), run)
-    step_fields = _inserted_fields(SagaStepRun, ("id",))
-    for step in steps:
-        params += prepared(step_fields, step)
+    shared = [f for f in _inserted_fields(SagaStepRun, ("id",)) if f.name not in _STEP_OWN]
+    params += prepared(shared, steps[0]) if steps else [None] * len(shared)
+    params += [[step.name for step in steps], [step.index for step in steps]]
     params.append(_field(SagaEvent, "data").get_db_prep_save(started.data, db))
     params += prepared(_inserted_fields(SagaEvent, _EVENT_OWN), started)
     with db.cursor() as cursor:
-        cursor.execute(_insert_run_sql(len(steps)), params)
+        cursor.execute(_insert_run_sql(), params)
         row = cursor.fetchone()
     if row is None:
         return False
