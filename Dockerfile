@@ -14,8 +14,9 @@ RUN groupadd --system --gid 10001 app \
 
 WORKDIR /app
 
-# Dependencies first, so editing the code does not reinstall them. Every pin in requirements.txt ships
-# a manylinux wheel for CPython 3.11 on x86_64 and arm64, so the slim image needs no compiler.
+# Dependencies first, so editing the code does not reinstall them: the runtime pins only (the test and
+# tooling ones are in requirements-dev.txt). Every pin in requirements.txt ships a manylinux wheel for
+# CPython 3.11 on x86_64 and arm64, so the slim image needs no compiler.
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 

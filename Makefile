@@ -7,10 +7,11 @@ STAMP := $(VENV)/.requirements-installed
 
 .PHONY: install machine demo test test-rabbitmq test-portable test-faults-eager test-fast test-faults chaos bench-rebuild lint typecheck worker web clean
 
-$(STAMP): requirements.txt
+# The runtime pins (requirements.txt, all the Dockerfile installs) and the test and tooling ones on top.
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
 install: $(STAMP)

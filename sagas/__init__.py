@@ -1,5 +1,7 @@
 """Saga orchestration for Django + Celery: declare steps with compensations, start runs, operate them."""
 
+__version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
+
 from sagas.choreography import SagaMessage, on
 from sagas.definitions import Saga, Step, StepContext
 from sagas.eventlog import RunState, rebuild

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TUTORIAL = ROOT / "docs" / "tutorial.md"
 BLOCK = re.compile(r"<!-- (file|append): (?P<path>\S+) -->\n```\w*\n(?P<body>.*?)```", re.DOTALL)
 CONSOLE = re.compile(r"```console\n(?P<body>.*?)```", re.DOTALL)
+INSTALL = re.compile(r'pip install "django-celery-sagas\[(?P<extras>[a-z,]+)\]"')
 
 pytestmark = pytest.mark.worker  # the tutorial's own tests start a worker
 
@@ -38,6 +39,10 @@ def test_the_tutorial_has_what_this_test_follows() -> None:
         "pyproject.toml", "conftest.py", "shop/tests.py",
     ]  # fmt: skip
     assert tutorial_commands()[0] == "django-admin startproject shopsite ."
+    # The install line names the extras a reader needs: the database driver and the test plugin's dependencies.
+    (install,) = [c for c in tutorial_commands() if c.startswith("pip install")]
+    assert (found := INSTALL.fullmatch(install)) is not None, install
+    assert set(found["extras"].split(",")) == {"postgres", "testing"}
 
 
 def build_wheel(tmp_path: Path) -> Path:
@@ -45,7 +50,7 @@ def build_wheel(tmp_path: Path) -> Path:
     source = tmp_path / "source"
     source.mkdir()
     shutil.copytree(ROOT / "sagas", source / "sagas", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
         shutil.copy(ROOT / name, source / name)
     wheels = tmp_path / "wheels"
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)], cwd=tmp_path)
@@ -61,17 +66,29 @@ def run(argv: list[str] | str, *, cwd: Path, env: dict[str, str] | None = None, 
     return done.stdout
 
 
+def users_environment(tmp_path: Path) -> Path:
+    """A new virtual environment as the tutorial's reader has it: Django and Celery with Redis (the versions this
+    suite runs), nothing else. Returns its bin directory."""
+    import celery
+    import django
+
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
+    run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"Django=={django.__version__}",
+         f"celery[redis]=={celery.__version__}"], cwd=tmp_path)  # fmt: skip
+    return venv / "bin"
+
+
 def test_the_tutorial_gives_a_saga_that_completes_on_a_real_worker(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
-    site = tmp_path / "site-packages"  # where `pip install` puts the framework; the rest is this venv's
+    bin_dir = users_environment(tmp_path)
     database = f"tutorial_{uuid.uuid4().hex[:8]}"
     queue = f"tutorial-{uuid.uuid4().hex[:8]}"
     own = ("DJANGO_", "CELERY_", "SAGAS_", "TEST_", "PROMETHEUS_")  # this suite's settings, not the new project's
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(own)},
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "PYTHONPATH": str(site),  # not this checkout: the framework must come from the installed wheel
+        **{k: v for k, v in os.environ.items() if not k.startswith(own) and k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",  # the reader's environment, not this suite's
         "SHOP_DB": database,
         "SHOP_QUEUE": queue,
         "REDIS_URL": "redis://127.0.0.1:6379/15",
@@ -81,9 +98,12 @@ def test_the_tutorial_gives_a_saga_that_completes_on_a_real_worker(tmp_path: Pat
     output = ""
     try:
         for command in tutorial_commands():
-            if command.startswith("pip install django-celery-sagas"):
-                run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
-                     str(build_wheel(tmp_path))], cwd=project)  # fmt: skip
+            if installs := INSTALL.fullmatch(command):
+                # The wheel in place of the package index's copy, with the extras the tutorial names and every
+                # dependency resolved by pip from the package's metadata.
+                wheel = build_wheel(tmp_path)
+                run([str(bin_dir / "python"), "-m", "pip", "install", "-q", f"{wheel}[{installs['extras']}]"],
+                    cwd=project, env=env)  # fmt: skip
             elif command.startswith("createdb"):
                 run(command.replace(" shop", f" {database}"), cwd=project, env=env)
             elif command.startswith("celery -A shopsite worker"):
