@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: install machine demo test test-rabbitmq test-portable test-faults-eager test-fast test-faults chaos bench-rebuild lint typecheck worker web clean
+.PHONY: install machine demo test test-matrix test-rabbitmq test-portable test-faults-eager test-fast test-faults chaos bench-rebuild lint typecheck worker web clean
 
 # The runtime pins (requirements.txt, all the Dockerfile installs) and the test and tooling ones on top.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -46,6 +46,12 @@ test-rabbitmq: install
 		'$(RABBITMQ_URL)' 2>/dev/null || { echo "RabbitMQ does not answer at $(RABBITMQ_URL): install and start it \
 	(Debian: apt-get install rabbitmq-server; service rabbitmq-server start), or set RABBITMQ_URL."; exit 1; }
 	TEST_BROKER_URL='$(RABBITMQ_URL)' $(BIN)/python -m pytest tests/integration/test_breakers.py
+
+# The suite on the lowest and on the newest versions of Django, Celery and the framework's other dependencies
+# that pyproject.toml allows (noxfile.py; each in its own .nox/ environment): about 25 minutes. NOX_ARGS, e.g.
+# `-s lowest -- -m "not browser"`, picks a session and passes pytest options.
+test-matrix: install machine
+	$(BIN)/nox -f noxfile.py $(NOX_ARGS)
 
 # Tests that start no worker processes.
 test-fast: install
@@ -99,4 +105,4 @@ web: install
 	DJANGO_DEBUG=1 $(BIN)/python manage.py runserver 127.0.0.1:8000
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache staticfiles .demo .chaos
+	rm -rf $(VENV) .nox .pytest_cache .ruff_cache .mypy_cache staticfiles .demo .chaos
