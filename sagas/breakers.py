@@ -259,8 +259,11 @@ def breaker_settings(service: str) -> BreakerSettings:
 
 
 def redis_url() -> str | None:
-    """Where breakers live: SAGAS["REDIS_URL"], else REDIS_URL, else a Redis broker URL."""
-    for url in (sagas_settings.REDIS_URL, getattr(settings, "REDIS_URL", None), settings.CELERY_BROKER_URL):
+    """Where breakers live: SAGAS["REDIS_URL"], else the REDIS_URL setting, else the Celery app's broker URL when
+    it is Redis."""
+    from sagas.celeryconf import celery_setting
+
+    for url in (sagas_settings.REDIS_URL, getattr(settings, "REDIS_URL", None), celery_setting("broker_url")):
         if isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://")):
             return url
     return None

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from celery import concurrency
-from django.conf import settings
 from django.core.checks import CheckMessage, Error, register
 from django.core.checks import Warning as CheckWarning
 from django.core.exceptions import ImproperlyConfigured
+
+from sagas.celeryconf import celery_setting
 
 TIMEOUT_POOLS_HINT = (
     "Run the worker with the prefork pool (`celery worker -P prefork`, Celery's default): it is the pool "
@@ -45,7 +46,7 @@ def pool_error(pool: Any) -> str | None:
 
 @register("sagas")
 def check_worker_pool(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
-    problem = pool_error(getattr(settings, "CELERY_WORKER_POOL", None) or "prefork")
+    problem = pool_error(celery_setting("worker_pool", "prefork"))
     return [Error(problem, hint=TIMEOUT_POOLS_HINT, id="sagas.E001")] if problem else []
 
 
@@ -98,7 +99,7 @@ def longest_hard_limit() -> float:
     """The longest time a saga task may run before Celery kills it (0 when some task has no limit)."""
     from sagas.conf import sagas_settings
 
-    default = getattr(settings, "CELERY_TASK_TIME_LIMIT", None) or 0
+    default = celery_setting("task_time_limit", 0)
     limits = [float(default)]
     from sagas.engine import message_limits
     from sagas.registry import all_sagas
@@ -121,11 +122,55 @@ def longest_backoff() -> float:
     return max([DEADLINE_CHECK_MAX_DELAY, *(float(p.backoff_max) for p in policies)])
 
 
+# The apps the framework needs beside itself: the reaper's schedule is a django_celery_beat periodic task (stored
+# by migrate), and the console links failed attempts to their django_celery_results rows.
+REQUIRED_APPS = ("django_celery_beat", "django_celery_results")
+DATABASE_SCHEDULERS = (
+    "django_celery_beat.schedulers:DatabaseScheduler",
+    "django_celery_beat.schedulers.DatabaseScheduler",
+)
+
+
+@register("sagas")
+def check_required_apps(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    from django.apps import apps
+
+    missing = [name for name in REQUIRED_APPS if not apps.is_installed(name)]
+    if not missing:
+        return []
+    return [
+        Error(
+            f"The saga framework needs {', '.join(missing)} in INSTALLED_APPS: the reaper's periodic task lives in "
+            "django_celery_beat's tables and failed attempts are linked to django_celery_results' rows.",
+            hint=f"Add {', '.join(repr(name) for name in missing)} to INSTALLED_APPS, then run migrate.",
+            id="sagas.E005",
+        )
+    ]
+
+
+@register("sagas")
+def check_beat_scheduler(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    scheduler = celery_setting("beat_scheduler", "celery.beat:PersistentScheduler")
+    name = scheduler if isinstance(scheduler, str) else f"{scheduler.__module__}.{scheduler.__qualname__}"
+    if name in DATABASE_SCHEDULERS:
+        return []
+    return [
+        CheckWarning(
+            f"Celery beat uses the scheduler {name!r}: the reaper is a periodic task stored in the database, which "
+            "only django_celery_beat's DatabaseScheduler runs, so runs a crash left stuck would never be re-driven.",
+            hint="Set CELERY_BEAT_SCHEDULER = 'django_celery_beat.schedulers:DatabaseScheduler' (or beat_scheduler "
+            "in the Celery app's configuration), or run beat with -S django.",
+            id="sagas.W007",
+        )
+    ]
+
+
 @register("sagas")
 def check_delivery_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
-    """The Celery settings at-least-once delivery depends on (ARCHITECTURE §6.5)."""
+    """The Celery settings at-least-once delivery depends on, read from the Celery app's configuration (the
+    messages name them as Django settings under the CELERY namespace, the usual set-up)."""
     warnings: list[CheckMessage] = []
-    if not getattr(settings, "CELERY_TASK_ACKS_LATE", False):
+    if not celery_setting("task_acks_late", False):
         warnings.append(
             CheckWarning(
                 "CELERY_TASK_ACKS_LATE is off: a task is acknowledged before it runs, so a worker killed mid-task "
@@ -134,7 +179,7 @@ def check_delivery_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessag
                 id="sagas.W001",
             )
         )
-    prefetch = getattr(settings, "CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
+    prefetch = celery_setting("worker_prefetch_multiplier", 4)
     if prefetch != 1:
         warnings.append(
             CheckWarning(
@@ -144,9 +189,9 @@ def check_delivery_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessag
                 id="sagas.W002",
             )
         )
-    broker = str(getattr(settings, "CELERY_BROKER_URL", "") or "")
+    broker = str(celery_setting("broker_url", "") or "")
     if broker.startswith(("redis", "rediss", "sqs")):
-        options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
+        options = celery_setting("broker_transport_options", {}) or {}
         visibility = float(options.get("visibility_timeout", 3600))
         needed = longest_hard_limit() + longest_backoff()
         if visibility < needed:
@@ -160,9 +205,9 @@ def check_delivery_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessag
                 )
             )
     serializers = {
-        getattr(settings, "CELERY_TASK_SERIALIZER", "json"),
-        getattr(settings, "CELERY_RESULT_SERIALIZER", "json"),
-        *(getattr(settings, "CELERY_ACCEPT_CONTENT", ["json"]) or []),
+        celery_setting("task_serializer", "json"),
+        celery_setting("result_serializer", "json"),
+        *(celery_setting("accept_content", ["json"]) or []),
     }
     if {"pickle", "application/x-python-serialize"} & serializers:
         warnings.append(
@@ -174,7 +219,7 @@ def check_delivery_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessag
                 id="sagas.W004",
             )
         )
-    if not getattr(settings, "CELERY_TASK_REJECT_ON_WORKER_LOST", False):
+    if not celery_setting("task_reject_on_worker_lost", False):
         warnings.append(
             CheckWarning(
                 "CELERY_TASK_REJECT_ON_WORKER_LOST is off: a task whose worker process dies is marked failed instead "
@@ -183,7 +228,7 @@ def check_delivery_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessag
                 id="sagas.W005",
             )
         )
-    if not getattr(settings, "CELERY_TASK_TIME_LIMIT", None):
+    if not celery_setting("task_time_limit"):
         warnings.append(
             CheckWarning(
                 "CELERY_TASK_TIME_LIMIT is not set: a step without its own timeout may hang forever, and the reaper "

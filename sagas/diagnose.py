@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
+from sagas.celeryconf import celery_setting
 from sagas.conf import sagas_settings
 from sagas.models import SagaRun, SagaStepRun
 from sagas.registry import get_saga
@@ -88,7 +88,7 @@ def _limit(step: SagaStepRun, saga: Any) -> float | None:
     declared = saga.step(step.name) if saga is not None else None
     if declared is not None and declared.timeout is not None:
         return float(declared.timeout)
-    limit = getattr(settings, "CELERY_TASK_SOFT_TIME_LIMIT", None) or getattr(settings, "CELERY_TASK_TIME_LIMIT", None)
+    limit = celery_setting("task_soft_time_limit") or celery_setting("task_time_limit")
     return float(limit) if limit else None
 
 

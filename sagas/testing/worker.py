@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 from celery import current_app
-from django.conf import settings
 from django.db import connections
 
 from sagas.apps import DATABASES_VARIABLE, FAULTS_VARIABLE
@@ -27,8 +26,7 @@ START_TIMEOUT = 90.0
 
 def test_queues() -> list[str]:
     """The queues a test's saga tasks go to: ``SAGAS["QUEUE"]`` when set, and Celery's default queue."""
-    queues = [settings.CELERY_TASK_DEFAULT_QUEUE] if getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "") else []
-    queues.append(current_app.conf.task_default_queue)
+    queues = [current_app.conf.task_default_queue]
     if sagas_settings.QUEUE:
         queues.append(str(sagas_settings.QUEUE))
     return list(dict.fromkeys(queues))

@@ -97,3 +97,62 @@ def test_the_visibility_warning_names_the_timeout_needed(settings) -> None:
     needed = longest_hard_limit() + longest_backoff()
     assert needed >= float(settings.CELERY_TASK_TIME_LIMIT)
     assert f"at least {needed:g}" in warning.hint
+
+
+@pytest.fixture
+def celery_configured_without_django_settings(settings):
+    """A project whose Celery app is configured in code (``app.conf.update``), with no CELERY_* Django setting."""
+    from celery import Celery, current_app
+
+    previous = current_app._get_current_object()
+    for name in [n for n in dir(settings._wrapped) if n.startswith("CELERY_")] + ["REDIS_URL"]:
+        delattr(settings, name)
+    settings.SAGAS = {**settings.SAGAS, "REDIS_URL": None}
+    app = Celery("configured-in-code", set_as_current=True)
+    app.conf.update(
+        broker_url="redis://127.0.0.1:6379/14",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=300,
+        broker_transport_options={"visibility_timeout": 3600},
+        beat_scheduler="django_celery_beat.schedulers:DatabaseScheduler",
+    )
+    yield app
+    previous.set_current()
+
+
+def test_checks_and_the_redis_url_read_the_celery_apps_own_configuration(
+    celery_configured_without_django_settings,
+) -> None:
+    from sagas.breakers import redis_url
+    from sagas.checks import check_beat_scheduler, check_delivery_settings
+
+    app = celery_configured_without_django_settings
+    assert redis_url() == "redis://127.0.0.1:6379/14"  # the app's broker: no AttributeError without CELERY_*
+    assert check_delivery_settings(None) == []
+    assert check_beat_scheduler(None) == []
+    assert check_sagas_settings(None) == []  # Redis found through the app
+    app.conf.task_acks_late = False
+    assert [w.id for w in check_delivery_settings(None)] == ["sagas.W001"]
+
+
+def test_a_missing_required_app_is_an_error_before_migrate_crashes(settings) -> None:
+    from sagas.checks import check_required_apps
+
+    assert check_required_apps(None) == []
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "django_celery_beat"]
+    (error,) = check_required_apps(None)
+    assert error.id == "sagas.E005"
+    assert "django_celery_beat" in error.msg
+    assert "'django_celery_beat'" in error.hint
+
+
+def test_a_beat_that_does_not_read_the_database_schedule_is_warned_about(settings) -> None:
+    from sagas.checks import check_beat_scheduler
+
+    assert check_beat_scheduler(None) == []
+    settings.CELERY_BEAT_SCHEDULER = "celery.beat:PersistentScheduler"
+    (warning,) = check_beat_scheduler(None)
+    assert warning.id == "sagas.W007"
+    assert "reaper" in warning.msg
