@@ -14,4 +14,3 @@ def celery_setting(name: str, default: Any = None) -> Any:
 
     value = current_app.conf.get(name)
     return default if value is None else value
-

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Count
 from django.utils import timezone
 
+from sagas import recovery
 from sagas.conf import sagas_settings
 from sagas.models import SagaRun, SagaStepRun
 from sagas.selectors import awaiting_person, circuit_call, humanize_seconds, stuck, waiting_on_circuit
-from sagas.states import CIRCUIT_REFUSAL, RunStatus, StepStatus
+from sagas.states import ACTIVE_RUN_STATES, CIRCUIT_REFUSAL, RunStatus, StepStatus
+
+logger = logging.getLogger("sagas")
 
 MAX_WINDOW_HOURS = 24 * 366  # the widest window a report covers: a year
 FINISHED = (RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.FAILED, RunStatus.CANCELLED)
@@ -43,11 +49,14 @@ class HealthReport:
     breakers: list[dict[str, Any]] = field(default_factory=list)
     # Steps whose action or compensation waits for an open circuit breaker, longest wait first.
     circuit_waits: list[dict[str, Any]] = field(default_factory=list)
+    reaper_last_run: datetime | None = None  # the periodic reaper's last pass (None: never, or Redis unreadable)
+    reaper_seconds_ago: float | None = None
     alerts: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["since"] = self.since.isoformat()
+        data["reaper_last_run"] = self.reaper_last_run.isoformat() if self.reaper_last_run else None
         return data
 
 
@@ -96,7 +105,10 @@ def health_report(*, window_hours: float | None = None, now: datetime | None = N
     _failures(report, since)
     report.breakers = _breakers()
     report.circuit_waits = _circuit_waits(now)
+    reaper_known = _reaper(report, now)
     report.alerts = _alerts(report, now)
+    if reaper_known:
+        report.alerts += _reaper_alerts(report)
     return report
 
 
@@ -148,6 +160,35 @@ def _breakers() -> list[dict[str, Any]]:
         return [breaker.status() for breaker in found if breaker is not None]
     except Exception as exc:  # the report must render even while Redis is down
         return [{"service": "?", "state": f"unknown ({exc.__class__.__name__}: {exc})"}]
+
+
+def _reaper(report: HealthReport, now: datetime) -> bool:
+    """Fill in when the periodic reaper last ran; False when Redis, where that is kept, could not be read."""
+    try:
+        report.reaper_last_run = recovery.last_reaped()
+    except (redis.RedisError, ImproperlyConfigured):
+        logger.exception("health: could not read when the reaper last ran")
+        return False
+    if report.reaper_last_run is not None:
+        report.reaper_seconds_ago = round((now - report.reaper_last_run).total_seconds(), 1)
+    return True
+
+
+def _reaper_alerts(report: HealthReport) -> list[str]:
+    """The reaper is late when it missed three passes; one that never ran matters once a run could be stuck."""
+    late_after = recovery.reaper_late_after()
+    every = f"it should run every {humanize_seconds(float(sagas_settings.REAPER_INTERVAL))}"
+    hint = "is celery beat running, with django_celery_beat's DatabaseScheduler?"
+    if report.reaper_seconds_ago is None:
+        if SagaRun.objects.filter(status__in=ACTIVE_RUN_STATES).exists():
+            return [f"The reaper has never run ({every}): runs a crash leaves stuck are not re-driven; {hint}"]
+        return []
+    if report.reaper_seconds_ago > late_after:
+        return [
+            f"The reaper last ran {humanize_seconds(report.reaper_seconds_ago)} ago ({every}): runs a crash "
+            f"leaves stuck are not re-driven; {hint}"
+        ]
+    return []
 
 
 def _alerts(report: HealthReport, now: datetime) -> list[str]:

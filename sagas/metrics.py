@@ -291,6 +291,37 @@ class CircuitWaitCollector:
         )
 
 
+class ReaperCollector:
+    """``sagas_reaper_last_run_timestamp_seconds``: when the periodic reaper last finished a pass (Unix time),
+    read from Redis at each scrape; absent until it first runs. Alert on ``time() - it`` above a few intervals."""
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        import redis
+        from django.core.exceptions import ImproperlyConfigured
+
+        from sagas.recovery import last_reaped
+
+        try:
+            last = last_reaped()
+        except (redis.RedisError, ImproperlyConfigured):
+            logger.exception("metrics: could not read when the reaper last ran; the gauge is left out")
+            return
+        if last is None:
+            return
+        family = self._family()
+        family.add_metric([], last.timestamp())
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "sagas_reaper_last_run_timestamp_seconds", "When the periodic reaper last finished a pass (Unix time)."
+        )
+
+
 class _Forward:
     """What another registry collects, served through a per-scrape registry."""
 
@@ -312,4 +343,5 @@ def scrape_registry() -> CollectorRegistry:
     registry.register(AwaitingPersonCollector())
     registry.register(OutboxBacklogCollector())
     registry.register(CircuitWaitCollector())
+    registry.register(ReaperCollector())
     return registry

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+import time
+from datetime import UTC, datetime
 
 from django.db.models import Q
 from django.utils import timezone
 
-from sagas import outbox
+from sagas import leases, outbox
 from sagas.conf import sagas_settings
 from sagas.models import SagaRun
 from sagas.services.redrive import Redrive, lease, run_redrive
@@ -24,6 +25,26 @@ logger = logging.getLogger("sagas")
 
 REAPER_TASK = "sagas.reap"
 REAPER_SCHEDULE_NAME = "sagas: re-drive stuck runs"
+
+
+def _last_run_key() -> str:
+    return f"{sagas_settings.KEY_PREFIX}:reaper:last-run"
+
+
+def mark_reaped() -> None:
+    """Record that the periodic reaper just finished a pass (the health page and a metric show it)."""
+    leases.client().set(_last_run_key(), f"{time.time():.3f}")
+
+
+def last_reaped() -> datetime | None:
+    """When the periodic reaper last finished a pass, or None if it never did (per Redis, which keeps the time)."""
+    raw = leases.client().get(_last_run_key())
+    return datetime.fromtimestamp(float(raw), UTC) if raw else None
+
+
+def reaper_late_after() -> float:
+    """Seconds without a pass after which the reaper counts as not running: three missed intervals."""
+    return 3 * float(sagas_settings.REAPER_INTERVAL)
 
 
 def stuck_run_ids(now: datetime | None = None) -> list[str]:

@@ -169,4 +169,6 @@ def reap(self: Task) -> int:
     """The periodic reaper: re-drive runs that stopped moving (see sagas.recovery)."""
     from sagas import recovery
 
-    return len(recovery.reap())
+    done = recovery.reap()
+    recovery.mark_reaped()
+    return len(done)

@@ -55,6 +55,8 @@ def _text(report: HealthReport) -> str:
         f"Awaiting a person: {report.awaiting_person}",
         f"Stuck (no progress for the lease): {report.stuck}"
         + (f", oldest {_seconds(report.oldest_stuck_seconds)}" if report.oldest_stuck_seconds is not None else ""),
+        "Reaper last ran: "
+        + (f"{_seconds(report.reaper_seconds_ago)} ago" if report.reaper_seconds_ago is not None else "never"),
         "",
         "Failures by step:",
     ]
