@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TUTORIAL = ROOT / "docs" / "tutorial.md"
 BLOCK = re.compile(r"<!-- (file|append): (?P<path>\S+) -->\n```\w*\n(?P<body>.*?)```", re.DOTALL)
 CONSOLE = re.compile(r"```console\n(?P<body>.*?)```", re.DOTALL)
+LONG_RUNNING = ("celery -A shopsite worker", "celery -A shopsite beat", "python manage.py runserver")
 INSTALL = re.compile(r'pip install "django-celery-sagas\[(?P<extras>[a-z,]+)\]"')
 
 pytestmark = pytest.mark.worker  # the tutorial's own tests start a worker
@@ -39,6 +40,10 @@ def test_the_tutorial_has_what_this_test_follows() -> None:
         "pyproject.toml", "conftest.py", "shop/tests.py",
     ]  # fmt: skip
     assert tutorial_commands()[0] == "django-admin startproject shopsite ."
+    commands = tutorial_commands()
+    assert any(c.startswith("DJANGO_SUPERUSER_PASSWORD=") and "createsuperuser --noinput" in c for c in commands)
+    assert all(any(c.startswith(process) for c in commands) for process in LONG_RUNNING)
+    assert any(c.startswith("python manage.py shell -c") and ".start(" in c for c in commands)
     # The install line names the extras a reader needs: the database driver and the test plugin's dependencies.
     (install,) = [c for c in tutorial_commands() if c.startswith("pip install")]
     assert (found := INSTALL.fullmatch(install)) is not None, install
@@ -106,8 +111,11 @@ def test_the_tutorial_gives_a_saga_that_completes_on_a_real_worker(tmp_path: Pat
                     cwd=project, env=env)  # fmt: skip
             elif command.startswith("createdb"):
                 run(command.replace(" shop", f" {database}"), cwd=project, env=env)
-            elif command.startswith("celery -A shopsite worker"):
-                continue  # a long-running process: the tests below start their own, through the fixture
+            elif command.startswith(LONG_RUNNING):
+                continue  # a worker, beat, the web server: the tests below start their own worker (the fixture)
+            elif command.startswith("python manage.py shell"):
+                started = run(command, cwd=project, env=env)  # no worker consumes it here: it stays pending
+                assert re.search(r"^[0-9a-f-]{36} pending$", started, re.MULTILINE), started
             elif command.startswith("pytest "):
                 # The tutorial's tests: their worker is started by sagas.testing's fixture.
                 pytest_command = command.replace("pytest ", "python -m pytest -p no:cacheprovider -q ")
@@ -126,6 +134,9 @@ def test_the_tutorial_gives_a_saga_that_completes_on_a_real_worker(tmp_path: Pat
         assert written == len(files)
         assert "4 passed" in output, output
     finally:
+        import redis
+
+        redis.Redis.from_url(env["REDIS_URL"]).delete(queue)  # the shell's run's first step, never consumed
         subprocess.run(
             ["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", database],
             capture_output=True,
