@@ -164,11 +164,23 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 # One console handler on the root logger: web processes log request errors even with DEBUG off, and
 # Celery workers replace it with their own, so nothing is printed twice.
+# SAGAS_LOG_FORMAT=json writes one JSON object per line instead (python-json-logger), with the fields the
+# framework puts on its records (saga, run_id, step, attempt, task_id, ...: docs/configuration.md#logging).
+LOG_FORMAT = env("SAGAS_LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"SAGAS_LOG_FORMAT must be 'plain' or 'json', got {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {"sagas": {"level": env("SAGAS_LOG_LEVEL", "INFO")}},
 }
@@ -194,6 +206,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# With JSON logs, workers keep the root handler above instead of installing Celery's plain one.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
 # Prefork is the pool that enforces time limits; the sagas app refuses pools that cannot (sagas.E001).
 CELERY_WORKER_POOL = env("CELERY_WORKER_POOL", "prefork")
 # A hard limit on every task; steps with their own `timeout` get tighter limits.

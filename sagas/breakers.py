@@ -18,11 +18,12 @@ import redis
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from sagas import logs
 from sagas.conf import sagas_settings
 from sagas.exceptions import TransientError
 from sagas.retry import FailureClass, classify
 
-logger = logging.getLogger("sagas")
+logger = logging.getLogger(__name__)
 
 
 class BreakerState(StrEnum):
@@ -202,7 +203,12 @@ class CircuitBreaker:
                 keys=self.keys, args=[self.config.recovery_timeout, self.config.half_open_max_calls, token]
             )
         except redis.RedisError as exc:
-            logger.warning("circuit breaker of %s unavailable (%s); calling without it", self.service, exc)
+            logger.warning(
+                "circuit breaker of %s unavailable (%s); calling without it",
+                self.service,
+                exc,
+                extra=logs.fields(service=self.service),
+            )
             return Permit(True, False, 0.0, "", None)
         return Permit(decision != "deny", decision == "probe", float(wait), token, _change(change))
 
@@ -215,7 +221,12 @@ class CircuitBreaker:
                 keys=self.keys, args=[outcome, self.config.window, self.config.failure_threshold, permit.token]
             )
         except redis.RedisError as exc:
-            logger.warning("circuit breaker of %s unavailable (%s); outcome not recorded", self.service, exc)
+            logger.warning(
+                "circuit breaker of %s unavailable (%s); outcome not recorded",
+                self.service,
+                exc,
+                extra=logs.fields(service=self.service),
+            )
             return None
         return _change(change)
 

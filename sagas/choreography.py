@@ -13,11 +13,20 @@ from typing import Any
 from celery import Task, shared_task
 from django.db import transaction
 
-from sagas import masking, metrics
+from sagas import logs, masking, metrics
 from sagas.exceptions import InvalidDefinition
 from sagas.retry import RetryPolicy
 
-logger = logging.getLogger("sagas")
+logger = logging.getLogger(__name__)
+
+
+def _message_fields(receiver: str, message: SagaMessage, **more: Any) -> dict[str, Any]:
+    """A receiver's log fields: the run, step and topic of the message it handles."""
+    return logs.fields(
+        run_id=message.run_id, step=message.step or None, receiver=receiver, message_id=message.id,
+        topic=message.topic, saga=message.saga_name, **more,
+    )  # fmt: skip
+
 
 RECEIVER_TASK_PREFIX = "sagas.receiver."
 RECEIVER_NAME = re.compile(r"^[A-Za-z0-9_.]+\Z")
@@ -72,8 +81,7 @@ class Receiver:
         """Whether ``topic`` matches one of the patterns. A step's message (``step``) matches only a pattern
         that names steps (has a ``step`` word), so ``*.completed`` means runs that completed, not steps."""
         return any(
-            fnmatchcase(topic, pattern) and (not step or "step" in pattern.split("."))
-            for pattern in self.patterns
+            fnmatchcase(topic, pattern) and (not step or "step" in pattern.split(".")) for pattern in self.patterns
         )
 
 
@@ -129,7 +137,12 @@ def _register_task(receiver: Receiver) -> None:
     def deliver(self: Task, message_id: str | dict[str, Any]) -> None:
         message = load_message(message_id)
         if message is None:
-            logger.warning("receiver %s: saga message %s is not in the outbox; skipped", receiver.name, message_id)
+            logger.warning(
+                "receiver %s: saga message %s is not in the outbox; skipped",
+                receiver.name,
+                message_id,
+                extra=logs.fields(receiver=receiver.name, message_id=str(message_id)),
+            )
             return
         receive(self, receiver, message)
 
@@ -182,6 +195,7 @@ def receive(task: Task, receiver: Receiver, message: SagaMessage) -> None:
                 attempt,
                 delay,
                 exc,
+                extra=_message_fields(receiver.name, message, attempt=attempt),
             )
             raise task.retry(countdown=delay, exc=exc) from None
         logger.error(
@@ -191,10 +205,17 @@ def receive(task: Task, receiver: Receiver, message: SagaMessage) -> None:
             message.topic,
             attempt,
             exc,
+            extra=_message_fields(receiver.name, message, attempt=attempt),
         )
         if exc is raised:
             raise
         raise exc from None
     metrics.receiver_delivery(receiver.name, outcome)
     if outcome == "duplicate":
-        logger.info("receiver %s: message %s (%s) already received", receiver.name, message.id, message.topic)
+        logger.info(
+            "receiver %s: message %s (%s) already received",
+            receiver.name,
+            message.id,
+            message.topic,
+            extra=_message_fields(receiver.name, message),
+        )

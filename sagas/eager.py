@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 from celery import Task, signature
 from celery.signals import worker_init, worker_shutting_down
 
-from sagas import engine, timelimits
+from sagas import engine, logs, timelimits
 
 if TYPE_CHECKING:
     from celery.canvas import Signature
 
     from sagas.definitions import Saga
 
-logger = logging.getLogger("sagas")
+logger = logging.getLogger(__name__)
 
 # Set by the worker's main process when it starts shutting down; created before the pool forks, so every pool
 # process reads the same flag.
@@ -110,7 +110,13 @@ def next_step(task: Task, saga: type[Saga], run_id: str) -> tuple[Signature, str
         if own_hard is None or own_hard > min(soft_left, hard_left):
             reason = "its time limit does not fit in what is left of this message's"
     if reason:
-        logger.debug("saga run %s: step %s published, not run eagerly: %s", run_id, step.name, reason)
+        logger.debug(
+            "saga run %s: step %s published, not run eagerly: %s",
+            run_id,
+            step.name,
+            reason,
+            extra=logs.fields(run_id=run_id, step=step.name),
+        )
         return None
     chain.pop()
     return following, step.name

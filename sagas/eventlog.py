@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sagas import logs
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound
 from sagas.retry import failure_summary
@@ -17,7 +18,7 @@ from sagas.states import BREAKER_EVENTS, EventType, RunStatus, StepStatus, stamp
 if TYPE_CHECKING:
     from sagas.models import SagaEvent, SagaRun
 
-logger = logging.getLogger("sagas")
+logger = logging.getLogger(__name__)
 
 # Columns of SagaRun / SagaStepRun that a fold reproduces (everything but keys and the search text's index).
 RUN_FIELDS = (
@@ -291,6 +292,8 @@ def after_append(run: SagaRun, event: SagaEvent) -> None:
             state = rebuild(run.pk, upto=event.seq)  # the state at this event, whatever was appended since
         except UnfoldableLog as exc:
             # The run goes on; only its rebuild is impossible. Say so once per skipped snapshot.
-            logger.warning("no snapshot of saga run %s at #%d: %s", run.pk, event.seq, exc)
+            logger.warning(
+                "no snapshot of saga run %s at #%d: %s", run.pk, event.seq, exc, extra=logs.fields(run, seq=event.seq)
+            )
             return
         SagaSnapshot.objects.create(run_id=run.pk, seq=event.seq, state=state.to_json())

@@ -20,7 +20,7 @@ from sagas.models import SagaRun, SagaStepRun
 from sagas.selectors import awaiting_person, circuit_call, humanize_seconds, stuck, waiting_on_circuit
 from sagas.states import ACTIVE_RUN_STATES, CIRCUIT_REFUSAL, RunStatus, StepStatus
 
-logger = logging.getLogger("sagas")
+logger = logging.getLogger(__name__)
 
 MAX_WINDOW_HOURS = 24 * 366  # the widest window a report covers: a year
 FINISHED = (RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.FAILED, RunStatus.CANCELLED)

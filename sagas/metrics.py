@@ -24,7 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from sagas.states import AWAITING_PERSON_STATES, TERMINAL_RUN_STATES
 
-logger = logging.getLogger("sagas")
+logger = logging.getLogger(__name__)
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

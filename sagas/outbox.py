@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import choreography
+from sagas import choreography, logs
 from sagas.conf import sagas_settings
 from sagas.states import EventType, RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from sagas.models import SagaEvent, SagaOutbox, SagaRun
 
-logger = logging.getLogger("sagas")
+logger = logging.getLogger(__name__)
 
 RUN_TOPICS: dict[str, str] = {
     EventType.SAGA_STARTED: "started",
@@ -125,7 +125,12 @@ def _publish(message: SagaOutbox) -> bool:
             )
     except Exception:
         # The state change is committed; only the announcement waits. The reaper tries again.
-        logger.exception("could not publish saga message %s (%s); the reaper will relay it", message.pk, message.topic)
+        logger.exception(
+            "could not publish saga message %s (%s); the reaper will relay it",
+            message.pk,
+            message.topic,
+            extra=logs.fields(run_id=message.run_id, message_id=str(message.pk), topic=message.topic),
+        )
         return False
     return True
 

@@ -21,7 +21,7 @@ from sagas.models import SagaRun
 from sagas.services.redrive import Redrive, lease, run_redrive
 from sagas.states import ACTIVE_RUN_STATES, RunStatus
 
-logger = logging.getLogger("sagas")
+logger = logging.getLogger(__name__)
 
 REAPER_TASK = "sagas.reap"
 REAPER_SCHEDULE_NAME = "sagas: re-drive stuck runs"

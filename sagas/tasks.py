@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 import redis
 from celery import Task, shared_task
 
-from sagas import connections, eager, engine, leases, registry
+from sagas import connections, eager, engine, leases, logs, registry
 from sagas.exceptions import StepFailed
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
 
-logger = logging.getLogger("sagas")
+logger = logging.getLogger(__name__)
 
 
 class SagaTask(Task):
@@ -131,7 +131,12 @@ def on_step_failure(self: Task, run_id: str, step: str) -> None:
     try:
         services.run_on_step_failure(run_id=run_id, step=step)
     except Exception as exc:  # errbacks never fail for good: the database may be back in a moment
-        logger.exception("errback for step %s of saga run %s failed; retrying", step, run_id)
+        logger.exception(
+            "errback for step %s of saga run %s failed; retrying",
+            step,
+            run_id,
+            extra=logs.fields(run_id=run_id, step=step),
+        )
         raise self.retry(countdown=min(60, 2**self.request.retries), exc=exc) from exc
 
 
@@ -143,7 +148,12 @@ def on_compensation_failure(self: Task, run_id: str, step: str) -> None:
     try:
         run_on_compensation_failure(run_id=run_id, step=step)
     except Exception as exc:
-        logger.exception("errback for the compensation of %s of saga run %s failed; retrying", step, run_id)
+        logger.exception(
+            "errback for the compensation of %s of saga run %s failed; retrying",
+            step,
+            run_id,
+            extra=logs.fields(run_id=run_id, step=step),
+        )
         raise self.retry(countdown=min(60, 2**self.request.retries), exc=exc) from exc
 
 

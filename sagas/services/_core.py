@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import engine, eventlog, metrics
+from sagas import engine, eventlog, logs, metrics
 from sagas.exceptions import InvalidTransition, RunNotFound
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.registry import get_saga
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 RunId = uuid.UUID | str  # a run's primary key, as a UUID or its string form
 
-logger = logging.getLogger("sagas")
+logger = logging.getLogger(__name__)
 
 # Steps whose forward action completed: their outputs feed later steps, and compensations undo them.
 FORWARD_DONE = (
@@ -158,7 +158,7 @@ def move_run(
 def announce_run_move(run: SagaRun, source: str, to: str) -> None:
     """What a run's move tells besides its event: the outcome metric and the log line."""
     metrics.run_finished(run.saga_name, to)  # counts only outcomes (completed, compensated, cancelled, failed)
-    logger.info("saga %s %s: %s -> %s", run.saga_name, run.pk, source, to)
+    logger.info("saga %s %s: %s -> %s", run.saga_name, run.pk, source, to, extra=logs.fields(run, status=str(to)))
 
 
 def move_step(
@@ -243,6 +243,7 @@ def dispatch_on_commit(run_id: RunId, canvas: Signature, **options: Any) -> None
                 "Could not publish the tasks of saga run %s (is the broker reachable?); "
                 "the run keeps its state and must be re-driven.",
                 run_id,
+                extra=logs.fields(run_id=run_id),
             )
 
     publish.canvas = canvas  # type: ignore[attr-defined]  # what it publishes, for logs and tests

@@ -3,19 +3,22 @@ is recorded as a refusal, which is not an attempt and spends no retry budget."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.db import transaction
 
-from sagas import breakers, metrics
+from sagas import breakers, logs, metrics
 from sagas.exceptions import CircuitOpen, RunNotFound
 from sagas.models import SagaRun, SagaStepRun
 from sagas.retry import describe_failure
 from sagas.services import _statement
-from sagas.services._core import RunId, append_event, failure_entry, lock_run, logger
+from sagas.services._core import RunId, append_event, failure_entry, lock_run
 from sagas.states import CIRCUIT_REFUSAL, EventType
+
+logger = logging.getLogger(__name__)
 
 BREAKER_EVENT = {
     "open": EventType.BREAKER_OPENED,
@@ -104,6 +107,7 @@ def record_refusal(
         step_run.name,
         gate.service,
         retry_in,
+        extra=logs.fields(run, step=step_run.name, service=gate.service),
     )
 
 
@@ -117,7 +121,15 @@ def append_breaker_event(run: SagaRun, step: str, service: str, before: str, aft
     """Record in the run's log that an attempt of ``step`` moved ``service``'s breaker (caller holds the lock)."""
     append_event(run, BREAKER_EVENT[after], step=step, data={"service": service, "from": before, "to": after})
     log = logger.warning if after == "open" else logger.info
-    log("circuit breaker of service %s: %s -> %s (saga run %s, step %s)", service, before, after, run.pk, step)
+    log(
+        "circuit breaker of service %s: %s -> %s (saga run %s, step %s)",
+        service,
+        before,
+        after,
+        run.pk,
+        step,
+        extra=logs.fields(run, step=step, service=service),
+    )
 
 
 def record_breaker_change(*, run_id: RunId, step: str, service: str, before: str, after: str) -> None:

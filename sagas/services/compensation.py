@@ -7,12 +7,13 @@ and ends the run once every stage has.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import engine, leases, metrics
+from sagas import engine, leases, logs, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
@@ -26,7 +27,6 @@ from sagas.services._core import (
     last_event,
     lock_run,
     log_failure,
-    logger,
     move_run,
     move_step,
     saga_for,
@@ -44,6 +44,9 @@ from sagas.states import EventType, RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
+
+
+logger = logging.getLogger(__name__)
 
 SETTLED = (StepStatus.COMPENSATED, StepStatus.RESOLVED, StepStatus.COMPENSATION_FAILED)
 
@@ -90,7 +93,7 @@ def time_out(run: SagaRun, saga: type[Saga]) -> None:
         data={"deadline": run.deadline.isoformat()},
         fields={"error": run.error or {"class": "timeout", "code": "deadline", "message": message}},
     )
-    logger.warning("saga run %s: %s", run.pk, message)
+    logger.warning("saga run %s: %s", run.pk, message, extra=logs.fields(run))
     begin_compensation(run, saga, event=EventType.SAGA_COMPENSATING, data={"reason": "deadline"}, causation=timed_out)
 
 
@@ -205,7 +208,12 @@ def _end_compensation(run: SagaRun, gave_up: list[str]) -> str:
             data={"compensation_failed": gave_up},
             causation=last_event(run, EventType.COMPENSATION_FAILED),
         )
-        logger.error("saga run %s failed: compensation of %s gave up; a person must act", run.pk, gave_up)
+        logger.error(
+            "saga run %s failed: compensation of %s gave up; a person must act",
+            run.pk,
+            gave_up,
+            extra=logs.fields(run, status="failed"),
+        )
         return RunStatus.FAILED
     move_run(
         run,
@@ -222,7 +230,12 @@ def compensation_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
         try:
             run = lock_run(run_id)
         except RunNotFound:
-            logger.warning("compensation %s: saga run %s does not exist; dropping the message", step, run_id)
+            logger.warning(
+                "compensation %s: saga run %s does not exist; dropping the message",
+                step,
+                run_id,
+                extra=logs.fields(run_id=run_id, step=step),
+            )
             return Claim(ClaimOutcome.STOP)
         step_run = step_row(run, step)
         # Only a scheduled compensation runs: anything else is a duplicate, a stray, or already settled.
@@ -311,6 +324,7 @@ def _give_up(run: SagaRun, saga: type[Saga] | None, step_run: SagaStepRun, error
         run.pk,
         step_run.name,
         error["message"],
+        extra=logs.fields(run, step=step_run.name, attempt=step_run.compensation_attempts),
     )
     if saga is not None:
         advance_compensation(run, saga)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.db import transaction
 
-from sagas import leases
+from sagas import leases, logs
 from sagas.exceptions import InvalidTransition
 from sagas.models import SagaRun
-from sagas.services._core import RunId, lock_run, logger, move_run, move_step, saga_for
+from sagas.services._core import RunId, lock_run, move_run, move_step, saga_for
 from sagas.services.compensation import advance_compensation, begin_compensation, schedule_retry
 from sagas.services.redrive import run_redrive_by_operator
 from sagas.states import EventType, RunStatus, StepStatus
+
+logger = logging.getLogger(__name__)
 
 
 def _require_reason(reason: str) -> str:
@@ -56,7 +60,7 @@ def run_cancel(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaR
             )
         else:
             raise InvalidTransition(_cannot_cancel(run))
-    logger.info("saga run %s cancelled by %s: %s", run.pk, who, reason)
+    logger.info("saga run %s cancelled by %s: %s", run.pk, who, reason, extra=logs.fields(run, actor=who))
     return run
 
 
@@ -91,7 +95,7 @@ def run_retry(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaRu
             for step_run in failed:
                 schedule_retry(run, saga, step_run)
             advance_compensation(run, saga)
-            logger.info("saga run %s retried by %s: %s", run.pk, who, reason)
+            logger.info("saga run %s retried by %s: %s", run.pk, who, reason, extra=logs.fields(run, actor=who))
             return run
     return run_redrive_by_operator(run_id=run_id, reason=reason, actor=who)
 
@@ -132,5 +136,12 @@ def run_resolve(*, run_id: RunId, step: str, reason: str, actor: str | None = No
                 actor=_actor(actor),
                 causation=resolved,
             )
-    logger.info("saga run %s: step %s resolved by %s: %s", run.pk, step, _actor(actor), reason)
+    logger.info(
+        "saga run %s: step %s resolved by %s: %s",
+        run.pk,
+        step,
+        _actor(actor),
+        reason,
+        extra=logs.fields(run, step=step, actor=_actor(actor)),
+    )
     return run

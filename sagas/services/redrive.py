@@ -7,6 +7,7 @@ reaper, a late redelivery, an errback and an operator can race and only one of t
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import engine, leases, metrics
+from sagas import engine, leases, logs, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import InvalidTransition, RunNotFound, UnknownSaga
 from sagas.models import SagaRun, SagaStepRun
@@ -24,7 +25,6 @@ from sagas.services._core import (
     dispatch_on_commit,
     last_event,
     lock_run,
-    logger,
     move_run,
     past_deadline,
     publish_step,
@@ -43,6 +43,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sagas.definitions import Saga, Step
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +279,9 @@ def run_redrive(
         )
         act()
         metrics.redriven(run.saga_name, kind)
-    logger.warning("saga run %s re-driven by %s: %s", run_id, actor, action)
+    logger.warning(
+        "saga run %s re-driven by %s: %s", run_id, actor, action, extra=logs.fields(run_id=run_id, actor=actor)
+    )
     return Redrive(str(run_id), action)
 
 
@@ -324,4 +329,4 @@ def _park(run: SagaRun, step: str, reason: str, *, task_name: str = "") -> None:
         data={"reason": reason, "task": task_name},
         run_fields={"parked_reason": reason},
     )
-    logger.error("saga run %s parked: %s", run.pk, reason)
+    logger.error("saga run %s parked: %s", run.pk, reason, extra=logs.fields(run, step=step))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from sagas import engine, eventlog, leases, metrics
+from sagas import engine, eventlog, leases, logs, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import (
     DefinitionChanged,
@@ -29,7 +30,6 @@ from sagas.services._core import (
     dispatch_on_commit,
     last_event,
     lock_run,
-    logger,
     move_run,
     past_deadline,
     publish_step,
@@ -43,6 +43,9 @@ from sagas.states import EventType, RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
+
+
+logger = logging.getLogger(__name__)
 
 # A deadline check is never held longer than this (seconds): Redis hands a message held past its
 # visibility timeout to another worker, so long waits are taken in hops.
@@ -238,7 +241,7 @@ def run_on_step_failure(*, run_id: RunId, step: str) -> None:
         try:
             run = lock_run(run_id)
         except RunNotFound:
-            logger.warning("errback for saga run %s: no such run", run_id)
+            logger.warning("errback for saga run %s: no such run", run_id, extra=logs.fields(run_id=run_id, step=step))
             return
         step_run = step_row(run, step)
         if step_run is None:

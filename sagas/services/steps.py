@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import engine, eventlog, leases, metrics
+from sagas import engine, eventlog, leases, logs, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
@@ -25,7 +26,6 @@ from sagas.services._core import (
     lock_run,
     lock_run_with_steps,
     log_failure,
-    logger,
     move_run,
     move_step,
     past_deadline,
@@ -40,6 +40,9 @@ from sagas.states import EventType, RunStatus, StepStatus, stamp_run, stamp_step
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga, Step
+
+
+logger = logging.getLogger(__name__)
 
 # The shortest wait before asking a breaker again: asking sooner only records another refusal.
 MIN_CIRCUIT_DELAY = 0.1
@@ -81,7 +84,12 @@ def _claim_with_lease(run_id: RunId, step: str, task_id: str, lease: leases.Leas
     try:
         run, steps = read_run_with_steps(run_id)
     except RunNotFound:
-        logger.warning("step %s: saga run %s does not exist; dropping the message", step, run_id)
+        logger.warning(
+            "step %s: saga run %s does not exist; dropping the message",
+            step,
+            run_id,
+            extra=logs.fields(run_id=run_id, step=step),
+        )
         return Claim(ClaimOutcome.STOP)
     if lease.answer is leases.Answer.FENCED:
         if run.status in (RunStatus.PENDING, RunStatus.EXECUTING):
@@ -133,7 +141,9 @@ def _claim(
     missing), which the caller then decides again under the run lock."""
     step_run = next((s for s in steps if s.name == step), None)
     if step_run is None:
-        logger.warning("saga run %s has no step %r; dropping the message", run.pk, step)
+        logger.warning(
+            "saga run %s has no step %r; dropping the message", run.pk, step, extra=logs.fields(run, step=step)
+        )
         return Claim(ClaimOutcome.STOP)
     if step_run.status == StepStatus.SUCCEEDED:
         return Claim(ClaimOutcome.DONE if run.status == RunStatus.EXECUTING else ClaimOutcome.STOP)
@@ -144,7 +154,12 @@ def _claim(
     dependencies = saga.dependencies()[step]
     if any(s.name in dependencies and s.status != StepStatus.SUCCEEDED for s in steps):
         # A stale or stray message: a step starts only once every step it depends on has succeeded.
-        logger.warning("saga run %s: step %s arrived before the steps it follows; dropping it", run.pk, step)
+        logger.warning(
+            "saga run %s: step %s arrived before the steps it follows; dropping it",
+            run.pk,
+            step,
+            extra=logs.fields(run, step=step),
+        )
         return Claim(ClaimOutcome.STOP)
     if run.status in (RunStatus.PENDING, RunStatus.EXECUTING) and past_deadline(run):
         return None  # no step starts after the deadline: the run times out
@@ -549,4 +564,10 @@ def fail_step(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any]) -> Non
         run_fields=None if run.error else {"error": run_error(step_run.name, error)},
     )
     metrics.attempt_failed(run.saga_name, step_run.name, kind="action", error=error, retried=False)
-    logger.warning("saga run %s: step %s failed: %s", run.pk, step_run.name, error["message"])
+    logger.warning(
+        "saga run %s: step %s failed: %s",
+        run.pk,
+        step_run.name,
+        error["message"],
+        extra=logs.fields(run, step=step_run.name, attempt=step_run.attempts, error_class=error.get("class")),
+    )
