@@ -58,12 +58,22 @@ if multiprocess_dir():
     # Before any metric below has a child: children are created on first use, with the class set here.
     values.ValueClass = values.MultiProcessValue(process_identifier=_process_name)  # type: ignore[no-untyped-call]
 
+# A run lasts from its start to its outcome: seconds for a quick saga, hours or days when one waits for a person.
+RUN_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0)
+
 RUNS_STARTED = Counter("sagas_runs_started", "Saga runs started (stored, steps dispatched).", ["saga"])
 RUNS_FINISHED = Counter(
     "sagas_runs_finished",
     "Runs that reached an outcome: completed, compensated, cancelled, or failed (awaiting a person). A failed run "
     "that a person retries or resolves counts again under its next outcome.",
     ["saga", "outcome"],
+)
+RUN_DURATION = Histogram(
+    "sagas_run_duration_seconds",
+    "Time from a run's start to its outcome (completed, compensated, cancelled, or failed: awaiting a person), by "
+    "saga and outcome. A failed run that a person retries or resolves is observed again at its next outcome.",
+    ["saga", "outcome"],
+    buckets=RUN_BUCKETS,
 )
 STEP_DURATION = Histogram(
     "sagas_step_duration_seconds",
@@ -120,13 +130,16 @@ def run_started(saga: str) -> None:
     _on_commit(count_run_started)
 
 
-def run_finished(saga: str, outcome: str) -> None:
-    """A run moved to ``outcome``; statuses that are not an outcome (executing, compensating...) count nothing."""
+def run_finished(saga: str, outcome: str, seconds: float | None = None) -> None:
+    """A run moved to ``outcome``, ``seconds`` after it started; statuses that are not an outcome (executing,
+    compensating...) count nothing."""
     if outcome not in OUTCOMES:
         return
 
     def count_run_finished() -> None:
         RUNS_FINISHED.labels(saga=saga, outcome=str(outcome)).inc()
+        if seconds is not None:
+            RUN_DURATION.labels(saga=saga, outcome=str(outcome)).observe(max(0.0, seconds))
 
     _on_commit(count_run_finished)
 
@@ -322,6 +335,42 @@ class ReaperCollector:
         )
 
 
+class BreakerStateCollector:
+    """``sagas_circuit_breaker_state``: each known service's breaker, 1 for its current state (closed, open or
+    half_open) and 0 for the others, read from Redis at each scrape."""
+
+    STATES = ("closed", "open", "half_open")
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        import redis
+        from django.core.exceptions import ImproperlyConfigured
+
+        from sagas import breakers
+
+        try:
+            found = [breakers.for_service(service) for service in breakers.known_services()]
+            states = {breaker.service: str(breaker.status()["state"]) for breaker in found if breaker is not None}
+        except (redis.RedisError, ImproperlyConfigured):
+            logger.exception("metrics: could not read the circuit breakers; the gauge is left out")
+            return
+        family = self._family()
+        for service, current in sorted(states.items()):
+            for state in self.STATES:
+                family.add_metric([service, state], 1.0 if state == current else 0.0)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "sagas_circuit_breaker_state",
+            "The state of each service's circuit breaker: 1 for the current one of closed, open and half_open.",
+            labels=["service", "state"],
+        )
+
+
 class _Forward:
     """What another registry collects, served through a per-scrape registry."""
 
@@ -344,4 +393,5 @@ def scrape_registry() -> CollectorRegistry:
     registry.register(OutboxBacklogCollector())
     registry.register(CircuitWaitCollector())
     registry.register(ReaperCollector())
+    registry.register(BreakerStateCollector())
     return registry

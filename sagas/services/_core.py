@@ -157,7 +157,8 @@ def move_run(
 
 def announce_run_move(run: SagaRun, source: str, to: str) -> None:
     """What a run's move tells besides its event: the outcome metric and the log line."""
-    metrics.run_finished(run.saga_name, to)  # counts only outcomes (completed, compensated, cancelled, failed)
+    # Counts only outcomes (completed, compensated, cancelled, failed), with the time since the run started.
+    metrics.run_finished(run.saga_name, to, (timezone.now() - run.created_at).total_seconds())
     logger.info("saga %s %s: %s -> %s", run.saga_name, run.pk, source, to, extra=logs.fields(run, status=str(to)))
 
 

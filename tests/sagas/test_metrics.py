@@ -134,3 +134,43 @@ def test_unpublished_outbox_messages_are_counted_at_each_scrape(
     assert scrape(client).value("sagas_outbox_unpublished") == 1
     outbox.relay(list(SagaOutbox.objects.filter(run=run).values_list("pk", flat=True)))
     assert scrape(client).value("sagas_outbox_unpublished") == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_runs_time_to_its_outcome_is_observed_by_saga_and_outcome(client: Client) -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses=ALL_SUCCEEDED)
+    SagaRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(seconds=90))
+    before = scrape(client)
+    assert services.run_complete(run_id=run.pk)
+    after = scrape(client)
+    labels = {"saga": SAGA, "outcome": "completed"}
+    name = "sagas_run_duration_seconds"
+    assert after.value(f"{name}_count", **labels) == before.value(f"{name}_count", **labels) + 1
+    observed = after.value(f"{name}_sum", **labels) - before.value(f"{name}_sum", **labels)
+    assert 90 <= observed < 90 + 60
+
+    def in_bucket(scraped, le: str) -> float:
+        return scraped.value(f"{name}_bucket", le=le, **labels)
+
+    # In the bucket of up to 5 minutes, not in the one of up to a minute.
+    assert in_bucket(after, "300.0") - in_bucket(before, "300.0") == 1
+    assert in_bucket(after, "60.0") == in_bucket(before, "60.0")
+
+
+@pytest.mark.django_db
+def test_each_breakers_state_is_a_gauge_read_from_redis_at_each_scrape(client: Client) -> None:
+    from tests.conftest import open_breaker, reset_breakers
+
+    reset_breakers()
+    name = "sagas_circuit_breaker_state"
+    closed = scrape(client)
+    assert closed.value(name, service="payments", state="closed") == 1
+    assert closed.value(name, service="payments", state="open") == 0
+    open_breaker("payments")
+    try:
+        opened = scrape(client)
+        assert opened.value(name, service="payments", state="open") == 1
+        assert opened.value(name, service="payments", state="closed") == 0
+        assert opened.value(name, service="inventory", state="closed") == 1  # the others are unchanged
+    finally:
+        reset_breakers()
