@@ -280,4 +280,7 @@ SAGAS: dict[str, object] = {
     "FLOWER_URL": env("SAGAS_FLOWER_URL", "http://127.0.0.1:5555"),
     # Who may read /metrics besides loopback: Prometheus sends `Authorization: Bearer <token>`.
     "METRICS_TOKEN": os.environ.get("SAGAS_METRICS_TOKEN") or None,
+    # A worker's own metrics endpoint (its processes' counts), when a port is given: compose serves it on 9808.
+    "WORKER_METRICS_PORT": int(env("SAGAS_WORKER_METRICS_PORT", "0")) or None,
+    "WORKER_METRICS_ADDRESS": env("SAGAS_WORKER_METRICS_ADDRESS", "127.0.0.1"),
 }

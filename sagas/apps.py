@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-from celery.signals import task_unknown, worker_init
+from celery.signals import task_unknown, worker_init, worker_process_shutdown
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 from django.utils.module_loading import autodiscover_modules
@@ -35,6 +35,8 @@ class SagasConfig(AppConfig):
         post_migrate.connect(sync_definitions, sender=self)
         post_migrate.connect(install_reaper, sender=self)
         worker_init.connect(refuse_pools_without_time_limits, weak=False)
+        worker_init.connect(serve_worker_metrics, weak=False)
+        worker_process_shutdown.connect(forget_pool_process, weak=False)
         task_unknown.connect(park_runs_of_unknown_tasks, weak=False)
 
 
@@ -88,3 +90,21 @@ def park_runs_of_unknown_tasks(sender: Any = None, message: Any = None, name: st
     except (ValueError, TypeError, IndexError, KeyError):
         return
     run_park(run_id=run_id, step=step, task_name=name)
+
+
+def serve_worker_metrics(**kwargs: Any) -> None:
+    """In a worker's main process: serve its counts on SAGAS["WORKER_METRICS_PORT"], when set."""
+    from sagas import metrics
+    from sagas.conf import sagas_settings
+
+    if sagas_settings.WORKER_METRICS_PORT:
+        metrics.start_worker_exporter(
+            int(sagas_settings.WORKER_METRICS_PORT), str(sagas_settings.WORKER_METRICS_ADDRESS)
+        )
+
+
+def forget_pool_process(pid: int | None = None, **kwargs: Any) -> None:
+    """A pool process is ending: prometheus-client's clean-up of its live gauge files (multiprocess mode)."""
+    from sagas import metrics
+
+    metrics.forget_process(pid or os.getpid())

@@ -82,6 +82,10 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_ALLOWED_IPS": ["127.0.0.1", "::1"],
     # A scraper that presents `Authorization: Bearer <METRICS_TOKEN>` may read /metrics from any address.
     "METRICS_TOKEN": None,
+    # A worker's own Prometheus endpoint (port; None: none), serving the counts of its processes: with the prefork
+    # pool it needs PROMETHEUS_MULTIPROC_DIR. It listens on WORKER_METRICS_ADDRESS ("0.0.0.0" in a container).
+    "WORKER_METRICS_PORT": None,
+    "WORKER_METRICS_ADDRESS": "127.0.0.1",
 }
 
 

@@ -3,24 +3,25 @@
 Labels name sagas, steps, outcomes, failure classes and re-drive actions: bounded sets fixed by the code. Never a
 run id, a payload value or an error message: each distinct label value is a new time series.
 
-With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn workers, Celery's prefork pool), every process writes its counts to
-files in that directory and ``sagas.views.metrics_view`` adds up the files of all processes. Only counters and
-histograms are kept in files: the one gauge, runs awaiting a person, is counted in the database at scrape time, so no
-file goes stale and no ``mark_process_dead`` hook is needed.
+Counters and histograms live on prometheus-client's default registry. In the client's documented multiprocess
+mode (``PROMETHEUS_MULTIPROC_DIR`` set in the environment before any process starts: gunicorn workers, Celery's
+prefork pool) every process writes them to files in that directory, named by pid; each host or container needs a
+directory of its own. The gauges are read from the database and Redis at scrape time (``register_collectors``), so
+no gauge file goes stale. ``sagas.views.metrics_view`` serves both; a worker serves its own counts on
+``SAGAS["WORKER_METRICS_PORT"]``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from django.db import DatabaseError, transaction
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, values
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from sagas.states import AWAITING_PERSON_STATES, TERMINAL_RUN_STATES
 
@@ -39,24 +40,6 @@ def multiprocess_dir() -> str | None:
     """The directory every process writes its counts to, or None: each process keeps its own."""
     return os.environ.get(MULTIPROC_DIR_ENV) or None
 
-
-_process_names: dict[int, str] = {}
-
-
-def _process_name() -> str:
-    """This process's part of the multiprocess file names: its pid and a random tag, drawn again after a fork.
-
-    prometheus-client names the files by pid alone. Containers sharing the directory (web, worker and beat in
-    docker-compose.yml) each number their pids from 1, so a web and a worker process would write one file and
-    corrupt each other's counts. The only rule the library sets is that live processes get distinct names.
-    """
-    pid = os.getpid()
-    return _process_names.setdefault(pid, f"{pid}-{secrets.token_hex(4)}")
-
-
-if multiprocess_dir():
-    # Before any metric below has a child: children are created on first use, with the class set here.
-    values.ValueClass = values.MultiProcessValue(process_identifier=_process_name)  # type: ignore[no-untyped-call]
 
 # A run lasts from its start to its outcome: seconds for a quick saga, hours or days when one waits for a person.
 RUN_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0)
@@ -381,17 +364,57 @@ class _Forward:
         return iter(self.registry.collect())
 
 
-def scrape_registry() -> CollectorRegistry:
-    """What one scrape serves: the counts of every process (or of this one), and the gauge read from the database."""
+def counts_registry() -> CollectorRegistry:
+    """The framework's counters and histograms: of every process writing to the multiprocess directory, or of
+    this one."""
     registry = CollectorRegistry()
     directory = multiprocess_dir()
     if directory:
         MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     else:
         registry.register(_Forward(REGISTRY))
-    registry.register(AwaitingPersonCollector())
-    registry.register(OutboxBacklogCollector())
-    registry.register(CircuitWaitCollector())
-    registry.register(ReaperCollector())
-    registry.register(BreakerStateCollector())
     return registry
+
+
+def register_collectors(registry: CollectorRegistry = REGISTRY) -> None:
+    """Register the gauges read at scrape time (runs awaiting a person, outbox backlog, circuit waits, breaker
+    states, the reaper's last pass) on ``registry``: for a project that serves its own /metrics (django-prometheus
+    reads the default registry), call it once, say in an AppConfig's ``ready``."""
+    for collector in (
+        AwaitingPersonCollector(),
+        OutboxBacklogCollector(),
+        CircuitWaitCollector(),
+        ReaperCollector(),
+        BreakerStateCollector(),
+    ):
+        registry.register(collector)
+
+
+def scrape_registry() -> CollectorRegistry:
+    """What one scrape of ``sagas.views.metrics_view`` serves: the counts, and the gauges read now."""
+    registry = counts_registry()
+    register_collectors(registry)
+    return registry
+
+
+def start_worker_exporter(port: int, address: str = "127.0.0.1") -> bool:
+    """Serve this worker's counts (its pool processes' too, through the multiprocess directory) on ``port``, from
+    a thread of the worker's main process; False, with the reason logged, when they could not be seen."""
+    if not multiprocess_dir():
+        logger.error(
+            "SAGAS['WORKER_METRICS_PORT'] is set but %s is not: the pool processes' counts would stay in their own "
+            "memory. Set %s to a directory of this worker's own in its environment.",
+            MULTIPROC_DIR_ENV,
+            MULTIPROC_DIR_ENV,
+        )
+        return False
+    start_http_server(port, addr=address, registry=counts_registry())
+    logger.info("worker metrics served on http://%s:%d/metrics", address, port)
+    return True
+
+
+def forget_process(pid: int) -> None:
+    """A process that wrote to the multiprocess directory ended: the client's documented clean-up of its live
+    gauge files (the framework keeps none; the host's own may)."""
+    if multiprocess_dir():
+        mark_process_dead(pid)  # type: ignore[no-untyped-call]

@@ -56,6 +56,8 @@ SAGAS = {
     },
     # Snapshots often, so the rebuild check after every test (tests/rebuild_check.py) compares many of them.
     "SNAPSHOT_EVERY": 7,
+    # A worker started by a test may serve its own metrics (tests/integration/test_worker_metrics.py).
+    "WORKER_METRICS_PORT": int(os.environ.get("SAGAS_WORKER_METRICS_PORT") or 0) or None,
 }
 
 # The fault suite drops errbacks by routing them to a queue no worker consumes.
