@@ -174,3 +174,18 @@ def test_each_breakers_state_is_a_gauge_read_from_redis_at_each_scrape(client: C
         assert opened.value(name, service="inventory", state="closed") == 1  # the others are unchanged
     finally:
         reset_breakers()
+
+
+@pytest.mark.django_db
+def test_the_gauges_register_on_a_projects_own_registry() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from sagas.metrics import register_collectors
+
+    registry = CollectorRegistry()
+    register_collectors(registry)  # what a django-prometheus project does with the default registry
+    SagaRunFactory(status=RunStatus.FAILED)
+    text = generate_latest(registry).decode()
+    assert f'sagas_runs_awaiting_person{{saga="{SAGA}"}} 1.0' in text
+    assert "sagas_outbox_unpublished 0.0" in text
+    assert 'sagas_circuit_breaker_state{service="payments"' in text
