@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from celery import Signature
 from django.db import transaction
+from django.db.models import Q
 from django_celery_results.models import TaskResult
 
 import sagas
@@ -16,22 +18,26 @@ from sagas import engine
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.integration.conftest import Shop, effect_counts, ledger
+from tests.testapp.tasks import delivered
 from tests.worker import WorkerProcess, wait_for_run, wait_until
 
 UNSERVICEABLE = {"country": "ZZ", "city": "Nowhere", "line1": "1 Road", "postal_code": "0000"}
 
 
-def deliver(worker: WorkerProcess, task_name: str, *args: str) -> TaskResult:
-    """Publish one task message and wait until the worker has run it to an end (its result is stored, which
-    saga tasks skip on success unless the message asks for it)."""
+def marker_for(task_id: str) -> Signature:
+    """A task linked to ``task_id``'s success, whose own stored result tells a test that the task ended well."""
+    return delivered.si().set(task_id=f"{task_id}-delivered")
+
+
+def deliver(worker: WorkerProcess, task_name: str, *args: str) -> str:
+    """Publish one task message and wait until the worker has run it to an end: "SUCCESS" (the marker linked to
+    its success ran) or "FAILURE" (failures are stored, saga task or not)."""
     task_id = str(uuid.uuid4())
-    celery_app.send_task(task_name, args=args, task_id=task_id, ignore_result=False)
-    wait_until(
-        lambda: TaskResult.objects.filter(task_id=task_id, status__in=["SUCCESS", "FAILURE"]).exists(),
-        worker,
-        f"{task_name}{args} to run",
-    )
-    return TaskResult.objects.get(task_id=task_id)
+    marker = marker_for(task_id)
+    celery_app.send_task(task_name, args=args, task_id=task_id, link=marker)
+    ended = TaskResult.objects.filter(Q(task_id=task_id, status="FAILURE") | Q(task_id=marker.id, status="SUCCESS"))
+    wait_until(ended.exists, worker, f"{task_name}{args} to run")
+    return "FAILURE" if ended.filter(task_id=task_id).exists() else "SUCCESS"
 
 
 def snapshot(run: SagaRun) -> dict:
@@ -54,17 +60,15 @@ def test_redelivered_step_messages_of_a_completed_run_change_nothing(shop: Shop,
     before = snapshot(run)
 
     for step in PlaceOrder.steps:
-        assert deliver(worker, engine.step_task_name(PlaceOrder.name, step.name), str(run.pk), step.name).status == (
-            "SUCCESS"
-        )
+        assert deliver(worker, engine.step_task_name(PlaceOrder.name, step.name), str(run.pk), step.name) == "SUCCESS"
     # The whole chain published a second time, as a duplicated dispatch would: its first step sees a
     # finished run and ends the chain there.
     chain = engine.forward_canvas(PlaceOrder, str(run.pk), PlaceOrder.steps)
-    chain.tasks[0].set(ignore_result=False)  # so its end can be read from the result backend
     chain.freeze()
+    marker = marker_for(chain.tasks[0].id)
+    chain.tasks[0].link(marker)  # so its end can be read from the result backend
     chain.apply_async()
-    first_id = chain.tasks[0].id
-    wait_until(lambda: TaskResult.objects.filter(task_id=first_id, status="SUCCESS").exists(), worker, "second chain")
+    wait_until(lambda: TaskResult.objects.filter(task_id=marker.id, status="SUCCESS").exists(), worker, "second chain")
 
     assert snapshot(run) == before
 
