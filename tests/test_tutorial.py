@@ -72,15 +72,19 @@ def run(argv: list[str] | str, *, cwd: Path, env: dict[str, str] | None = None, 
 
 
 def users_environment(tmp_path: Path) -> Path:
-    """A new virtual environment as the tutorial's reader has it: Django and Celery with Redis (the versions this
-    suite runs), nothing else. Returns its bin directory."""
+    """A new virtual environment as the tutorial's reader has it: a project that runs Celery with Redis, so Django,
+    Celery, kombu and redis-py at the versions this suite runs (a working set: pip alone could pair an old Celery's
+    redis-py with a kombu that refuses it), nothing else. Returns its bin directory."""
     import celery
     import django
+    import kombu
+    import redis
 
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
     run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"Django=={django.__version__}",
-         f"celery[redis]=={celery.__version__}"], cwd=tmp_path)  # fmt: skip
+         f"celery[redis]=={celery.__version__}", f"kombu=={kombu.__version__}", f"redis=={redis.__version__}"],
+        cwd=tmp_path)  # fmt: skip
     return venv / "bin"
 
 
