@@ -113,7 +113,7 @@ def run_started(saga: str) -> None:
     _on_commit(count_run_started)
 
 
-def run_finished(saga: str, outcome: str, seconds: float | None = None) -> None:
+def run_finished(saga: str, outcome: str, seconds: float) -> None:
     """A run moved to ``outcome``, ``seconds`` after it started; statuses that are not an outcome (executing,
     compensating...) count nothing."""
     if outcome not in OUTCOMES:
@@ -121,8 +121,7 @@ def run_finished(saga: str, outcome: str, seconds: float | None = None) -> None:
 
     def count_run_finished() -> None:
         RUNS_FINISHED.labels(saga=saga, outcome=str(outcome)).inc()
-        if seconds is not None:
-            RUN_DURATION.labels(saga=saga, outcome=str(outcome)).observe(max(0.0, seconds))
+        RUN_DURATION.labels(saga=saga, outcome=str(outcome)).observe(max(0.0, seconds))
 
     _on_commit(count_run_finished)
 
@@ -322,8 +321,6 @@ class BreakerStateCollector:
     """``sagas_circuit_breaker_state``: each known service's breaker, 1 for its current state (closed, open or
     half_open) and 0 for the others, read from Redis at each scrape."""
 
-    STATES = ("closed", "open", "half_open")
-
     def describe(self) -> Iterator[Metric]:
         yield self._family()
 
@@ -341,8 +338,8 @@ class BreakerStateCollector:
             return
         family = self._family()
         for service, current in sorted(states.items()):
-            for state in self.STATES:
-                family.add_metric([service, state], 1.0 if state == current else 0.0)
+            for state in breakers.BreakerState:
+                family.add_metric([service, str(state)], 1.0 if state == current else 0.0)
         yield family
 
     @staticmethod

@@ -359,43 +359,60 @@ _EVENT_OWN = ("id", "data")
 _STEP_OWN = ("name", "index")
 
 
-def _inserted_fields(model: type[Model], leave_out: tuple[str, ...]) -> list[Field[Any, Any]]:
-    return [f for f in model._meta.concrete_fields if f.name not in leave_out]
+@dataclass(frozen=True, slots=True)
+class _InsertedFields:
+    """The columns the start's statement inserts, in the order of its text and of its parameters."""
+
+    run: tuple[Field[Any, Any], ...]
+    step: tuple[Field[Any, Any], ...]  # every column of a step row but its id, in table order
+    step_shared: tuple[Field[Any, Any], ...]  # those of them that every new step has alike
+    event: tuple[Field[Any, Any], ...]
+
+
+@functools.cache
+def _inserted_fields() -> _InsertedFields:
+    def fields(model: type[Model], leave_out: tuple[str, ...]) -> tuple[Field[Any, Any], ...]:
+        return tuple(f for f in model._meta.concrete_fields if f.name not in leave_out)
+
+    step = fields(SagaStepRun, ("id",))
+    return _InsertedFields(
+        run=fields(SagaRun, _RUN_OWN),
+        step=step,
+        step_shared=tuple(f for f in step if f.name not in _STEP_OWN),
+        event=fields(SagaEvent, _EVENT_OWN),
+    )
 
 
 @functools.cache
 def _insert_run_sql() -> str:
     """The start's statement, one text for every saga whatever its steps: psycopg caches the parsing of a
     statement only while it has at most 50 parameters, and PostgreSQL plans a prepared one once."""
-    run_fields = _inserted_fields(SagaRun, _RUN_OWN)
-    step_fields = _inserted_fields(SagaStepRun, ("id",))
-    event_fields = _inserted_fields(SagaEvent, _EVENT_OWN)
+    inserted = _inserted_fields()
 
-    def typed(field: Field[Any, Any]) -> str:
-        return f"CAST(%s AS {field.db_type(connection)})"
+    def row(model: type[Model], fields: tuple[Field[Any, Any], ...]) -> str:
+        return "(" + ", ".join(_typed(model, f.name) for f in fields) + ")"
 
-    def row(fields: list[Field[Any, Any]]) -> str:
-        return "(" + ", ".join(typed(f) for f in fields) + ")"
-
-    def columns(fields: list[Field[Any, Any]]) -> str:
+    def columns(fields: tuple[Field[Any, Any], ...]) -> str:
         return ", ".join(_quote(f.column) for f in fields)
 
     definitions, runs, steps, events = (
         _quote(m._meta.db_table) for m in (SagaDefinition, SagaRun, SagaStepRun, SagaEvent)
     )
     definition_id, data = _quote(_field(SagaRun, "definition").column), _quote(_field(SagaEvent, "data").column)
-    step_values = ", ".join(f"t.{f.name}" if f.name in _STEP_OWN else typed(f) for f in step_fields)
+    step_values = ", ".join(
+        f"t.{f.name}" if f.name in _STEP_OWN else _typed(SagaStepRun, f.name) for f in inserted.step
+    )
     name_type, index_type = (_field(SagaStepRun, name).db_type(connection) for name in _STEP_OWN)
     return (
         f"WITH d AS (SELECT id FROM {definitions} WHERE name = %s AND version = %s AND spec_hash = %s), "
-        f"r AS (INSERT INTO {runs} ({columns(run_fields)}, {definition_id}) "
-        f"SELECT v.*, d.id FROM d, (VALUES {row(run_fields)}) AS v RETURNING id), "
-        f"s AS (INSERT INTO {steps} ({columns(step_fields)}) SELECT {step_values} "
+        f"r AS (INSERT INTO {runs} ({columns(inserted.run)}, {definition_id}) "
+        f"SELECT v.*, d.id FROM d, (VALUES {row(SagaRun, inserted.run)}) AS v RETURNING id), "
+        f"s AS (INSERT INTO {steps} ({columns(inserted.step)}) SELECT {step_values} "
         f"FROM unnest(CAST(%s AS {name_type}[]), CAST(%s AS {index_type}[])) AS t(name, index) "
         "WHERE EXISTS (SELECT 1 FROM d)), "
-        f"e AS (INSERT INTO {events} ({columns(event_fields)}, {data}) SELECT v.*, "
+        f"e AS (INSERT INTO {events} ({columns(inserted.event)}, {data}) SELECT v.*, "
         "jsonb_set(CAST(%s AS jsonb), '{definition}', to_jsonb(d.id)) "
-        f"FROM d, (VALUES {row(event_fields)}) AS v RETURNING id) "
+        f"FROM d, (VALUES {row(SagaEvent, inserted.event)}) AS v RETURNING id) "
         "SELECT d.id, (SELECT id FROM e) FROM d"
     )
 
@@ -410,16 +427,17 @@ def insert_run(run: SagaRun, steps: list[SagaStepRun], started: SagaEvent, defin
     pays it, often inside a web request. Outside a transaction the statement is atomic by itself."""
     db = _db()
 
-    def prepared(fields: list[Field[Any, Any]], obj: Model) -> list[Any]:
+    inserted = _inserted_fields()
+
+    def prepared(fields: tuple[Field[Any, Any], ...], obj: Model) -> list[Any]:
         return [f.get_db_prep_save(getattr(obj, f.attname), db) for f in fields]
 
     params: list[Any] = [definition.name, definition.version, definition.spec_hash]
-    params += prepared(_inserted_fields(SagaRun, _RUN_OWN), run)
-    shared = [f for f in _inserted_fields(SagaStepRun, ("id",)) if f.name not in _STEP_OWN]
-    params += prepared(shared, steps[0]) if steps else [None] * len(shared)
+    params += prepared(inserted.run, run)
+    params += prepared(inserted.step_shared, steps[0]) if steps else [None] * len(inserted.step_shared)
     params += [[step.name for step in steps], [step.index for step in steps]]
     params.append(_field(SagaEvent, "data").get_db_prep_save(started.data, db))
-    params += prepared(_inserted_fields(SagaEvent, _EVENT_OWN), started)
+    params += prepared(inserted.event, started)
     with db.cursor() as cursor:
         cursor.execute(_insert_run_sql(), params)
         row = cursor.fetchone()
