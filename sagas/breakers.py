@@ -318,3 +318,9 @@ def known_services() -> list[str]:
         for key in _client(url).scan_iter(match=f"{prefix}*"):
             names.add(key[len(prefix) :].split(":")[0])
     return sorted(names)
+
+
+def statuses() -> list[dict[str, Any]]:
+    """The status of the breaker of every known service (see ``CircuitBreaker.status``), disabled ones left out."""
+    found = [for_service(service) for service in known_services()]
+    return [breaker.status() for breaker in found if breaker is not None]

@@ -156,8 +156,7 @@ def _breakers() -> list[dict[str, Any]]:
     from sagas import breakers
 
     try:
-        found = [breakers.for_service(service) for service in breakers.known_services()]
-        return [breaker.status() for breaker in found if breaker is not None]
+        return breakers.statuses()
     except Exception as exc:  # the report must render even while Redis is down
         return [{"service": "?", "state": f"unknown ({exc.__class__.__name__}: {exc})"}]
 

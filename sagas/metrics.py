@@ -331,8 +331,7 @@ class BreakerStateCollector:
         from sagas import breakers
 
         try:
-            found = [breakers.for_service(service) for service in breakers.known_services()]
-            states = {breaker.service: str(breaker.status()["state"]) for breaker in found if breaker is not None}
+            states = {str(status["service"]): str(status["state"]) for status in breakers.statuses()}
         except (redis.RedisError, ImproperlyConfigured):
             logger.exception("metrics: could not read the circuit breakers; the gauge is left out")
             return

@@ -33,7 +33,7 @@ class Command(BaseCommand):
                 raise CommandError(f"The breaker of service {service!r} is disabled (SAGAS['BREAKERS']).")
             breaker.reset()
             self.stderr.write(f"reset the breaker of {service}")
-        rows = [b.status() for b in (breakers.for_service(s) for s in breakers.known_services()) if b is not None]
+        rows = breakers.statuses()
         if options["json"]:
             self.stdout.write(json.dumps(rows, indent=2))
             return
