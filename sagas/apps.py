@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -11,10 +10,8 @@ from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 from django.utils.module_loading import autodiscover_modules
 
-# Set by sagas.testing's SagaWorker for the worker it starts: {"alias": "name of the test database"}, read here;
-# and "1" in the second, read by the runner, which then applies the failures run_saga planned.
-DATABASES_VARIABLE = "SAGAS_TESTING_DATABASES"
-FAULTS_VARIABLE = "SAGAS_TESTING_FAULTS"
+# Django imports this module before the models are ready, so every import of the framework's own modules below is
+# in a function that runs once they are (docs/internals.md#layers).
 
 
 class SagasConfig(AppConfig):
@@ -23,12 +20,12 @@ class SagasConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from sagas import checks, tasks  # noqa: F401  registers checks, and saga tasks as saga classes appear
+        # Registers the system checks, and the Celery tasks of sagas and receivers as they are declared.
+        from sagas import checks, delivery, tasks  # noqa: F401
+        from sagas.definitions import install_run_starter
+        from sagas.services import run_start
 
-        if os.environ.get(DATABASES_VARIABLE):
-            # A worker that sagas.testing started: it works on the test databases of the suite that started it.
-            use_test_databases(json.loads(os.environ[DATABASES_VARIABLE]))
-
+        install_run_starter(run_start)
         # Web and worker processes both run this, so both know every saga of every installed app.
         autodiscover_modules("sagas")
         autodiscover_modules("receivers")  # @sagas.on receivers of saga messages
@@ -38,17 +35,6 @@ class SagasConfig(AppConfig):
         worker_init.connect(serve_worker_metrics, weak=False)
         worker_process_shutdown.connect(forget_pool_process, weak=False)
         task_unknown.connect(park_runs_of_unknown_tasks, weak=False)
-
-
-def use_test_databases(names: dict[str, str]) -> None:
-    """Point each database alias at the test database of that name, before anything connects."""
-    from django.conf import settings
-    from django.db import connections
-
-    for alias, name in names.items():
-        if alias in settings.DATABASES:
-            settings.DATABASES[alias]["NAME"] = name
-            connections.settings[alias]["NAME"] = name
 
 
 def refuse_pools_without_time_limits(sender: Any = None, **kwargs: Any) -> None:

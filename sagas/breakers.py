@@ -19,8 +19,10 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from sagas import logs
+from sagas.celeryconf import celery_setting
 from sagas.conf import sagas_settings
 from sagas.exceptions import TransientError
+from sagas.registry import all_sagas
 from sagas.retry import FailureClass, classify
 
 logger = logging.getLogger(__name__)
@@ -272,8 +274,6 @@ def breaker_settings(service: str) -> BreakerSettings:
 def redis_url() -> str | None:
     """Where breakers live: SAGAS["REDIS_URL"], else the REDIS_URL setting, else the Celery app's broker URL when
     it is Redis."""
-    from sagas.celeryconf import celery_setting
-
     for url in (sagas_settings.REDIS_URL, getattr(settings, "REDIS_URL", None), celery_setting("broker_url")):
         if isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://")):
             return url
@@ -283,7 +283,9 @@ def redis_url() -> str | None:
 _clients: dict[tuple[int, str], redis.Redis] = {}
 
 
-def _client(url: str) -> redis.Redis:
+def redis_client(url: str) -> redis.Redis:
+    """The framework's Redis client for ``url`` (replies decoded to str), one per process: a forked pool process
+    must not share its parent's sockets."""
     # One client per process: a forked pool process must not share its parent's sockets.
     key = (os.getpid(), url)
     if key not in _clients:
@@ -297,7 +299,7 @@ def for_service(service: str) -> CircuitBreaker | None:
     url = redis_url()
     if not config.enabled or url is None:
         return None
-    return CircuitBreaker(service, _client(url), sagas_settings.KEY_PREFIX, config)
+    return CircuitBreaker(service, redis_client(url), sagas_settings.KEY_PREFIX, config)
 
 
 def outcome_of(exc: BaseException) -> str:
@@ -309,13 +311,11 @@ def outcome_of(exc: BaseException) -> str:
 
 def known_services() -> list[str]:
     """Services named by registered sagas' steps, and any that have breaker state in Redis."""
-    from sagas.registry import all_sagas
-
     names = {step.service for saga in all_sagas() for step in saga.steps if step.service}
     url = redis_url()
     if url is not None:
         prefix = f"{sagas_settings.KEY_PREFIX}:breaker:"
-        for key in _client(url).scan_iter(match=f"{prefix}*"):
+        for key in redis_client(url).scan_iter(match=f"{prefix}*"):
             names.add(key[len(prefix) :].split(":")[0])
     return sorted(names)
 

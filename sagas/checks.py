@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from celery import concurrency
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from django.apps import apps
 from django.core.checks import CheckMessage, Error, register
 from django.core.checks import Warning as CheckWarning
 from django.core.exceptions import ImproperlyConfigured
 
+from sagas.breakers import breaker_settings, redis_url
 from sagas.celeryconf import celery_setting
+from sagas.conf import sagas_settings
+from sagas.engine import DEADLINE_CHECK_MAX_DELAY, message_limits
+from sagas.registry import all_sagas
+from sagas.retry import RetryPolicy
 
 TIMEOUT_POOLS_HINT = (
     "Run the worker with the prefork pool (`celery worker -P prefork`, Celery's default): it is the pool "
@@ -19,8 +26,6 @@ TIMEOUT_POOLS_HINT = (
 
 def pool_enforces_time_limits(pool: Any) -> bool:
     """Whether a Celery pool (an alias like "threads", a path, or a class) enforces task time limits."""
-    from celery.concurrency.prefork import TaskPool as PreforkPool
-
     try:
         pool_cls = concurrency.get_implementation(pool) if isinstance(pool, str) else pool
     except ImportError:  # eventlet/gevent not installed: certainly not prefork
@@ -29,8 +34,6 @@ def pool_enforces_time_limits(pool: Any) -> bool:
 
 
 def steps_with_timeouts() -> list[str]:
-    from sagas.registry import all_sagas
-
     return [f"{saga.name}.{step.name}" for saga in all_sagas() for step in saga.steps if step.timeout is not None]
 
 
@@ -52,10 +55,6 @@ def check_worker_pool(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
 
 @register("sagas")
 def check_sagas_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
-    from sagas.breakers import breaker_settings
-    from sagas.conf import sagas_settings
-    from sagas.retry import RetryPolicy
-
     errors: list[CheckMessage] = []
     try:
         policies = {
@@ -82,8 +81,6 @@ def check_sagas_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
                 id="sagas.E002",
             )
         )
-    from sagas.breakers import redis_url
-
     if redis_url() is None:
         errors.append(
             Error(
@@ -97,13 +94,9 @@ def check_sagas_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
 
 def longest_hard_limit() -> float:
     """The longest time a saga task may run before Celery kills it (0 when some task has no limit)."""
-    from sagas.conf import sagas_settings
 
     default = celery_setting("task_time_limit", 0)
     limits = [float(default)]
-    from sagas.engine import message_limits
-    from sagas.registry import all_sagas
-
     for saga in all_sagas():
         limits += [float(s.timeout) + float(sagas_settings.TIME_LIMIT_GRACE) for s in saga.steps if s.timeout]
         if saga.is_eager() and saga.steps:
@@ -113,10 +106,6 @@ def longest_hard_limit() -> float:
 
 def longest_backoff() -> float:
     """The longest retry delay any policy can choose, and the longest wait of a deadline check."""
-    from sagas.conf import sagas_settings
-    from sagas.registry import all_sagas
-    from sagas.services.runs import DEADLINE_CHECK_MAX_DELAY
-
     policies = [sagas_settings.default_retry, sagas_settings.default_compensation_retry]
     policies += [p for saga in all_sagas() for step in saga.steps for p in (step.retry, step.compensation_retry) if p]
     return max([DEADLINE_CHECK_MAX_DELAY, *(float(p.backoff_max) for p in policies)])
@@ -133,8 +122,6 @@ DATABASE_SCHEDULERS = (
 
 @register("sagas")
 def check_required_apps(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
-    from django.apps import apps
-
     missing = [name for name in REQUIRED_APPS if not apps.is_installed(name)]
     if not missing:
         return []

@@ -8,7 +8,10 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from django.apps import apps
+from django.core.exceptions import AppRegistryNotReady, ImproperlyConfigured
 
 from sagas import registry
 from sagas.conf import sagas_settings
@@ -176,8 +179,6 @@ class Saga:
     def is_eager(cls) -> bool:
         """Whether a worker runs this saga's next step itself after a success (see sagas.eager): its ``eager``,
         else ``SAGAS["EAGER"]``; never for a graph, whose steps start when their dependencies succeed."""
-        from sagas.conf import sagas_settings
-
         eager = sagas_settings.EAGER if cls.eager is None else cls.eager
         return bool(eager) and not cls.is_graph()
 
@@ -229,11 +230,36 @@ class Saga:
 
         Starting again with the same ``idempotency_key`` returns the existing run and dispatches nothing.
         """
-        from sagas import services  # services needs the ORM, which this module must not load
+        if _run_starter is None:
+            raise ImproperlyConfigured(
+                "Saga.start() needs the sagas app to be ready: add 'sagas' to INSTALLED_APPS and call "
+                "django.setup() (manage.py, the WSGI application and Celery's Django fix-up do) before starting runs."
+            )
+        return _run_starter(saga=cls, payload=payload, idempotency_key=idempotency_key, correlation_id=correlation_id)
 
-        return services.run_start(
-            saga=cls, payload=payload, idempotency_key=idempotency_key, correlation_id=correlation_id
-        )
+
+class RunStarter(Protocol):
+    """What stores a new run and dispatches it: sagas.services.run_start."""
+
+    def __call__(
+        self,
+        *,
+        saga: type[Saga],
+        payload: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+        correlation_id: str | None,
+    ) -> SagaRun: ...
+
+
+# Installed by the app's ready() (sagas.apps): declarations sit below the ORM and the services that write runs,
+# so they may not import them (docs/internals.md#layers).
+_run_starter: RunStarter | None = None
+
+
+def install_run_starter(starter: RunStarter) -> None:
+    """Make ``Saga.start`` store and dispatch runs with ``starter``."""
+    global _run_starter
+    _run_starter = starter
 
 
 def _qualified_name(func: Callable[..., Any]) -> str:
@@ -243,9 +269,6 @@ def _qualified_name(func: Callable[..., Any]) -> str:
 
 
 def _default_saga_name(cls: type[Saga]) -> str:
-    from django.apps import apps
-    from django.core.exceptions import AppRegistryNotReady
-
     try:
         app_config = apps.get_containing_app_config(cls.__module__)
     except AppRegistryNotReady:

@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from celery import current_app
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
+from sagas import breakers, leases
 from sagas.celeryconf import celery_setting
 from sagas.conf import sagas_settings
 from sagas.models import SagaRun, SagaStepRun
@@ -94,8 +96,6 @@ def _limit(step: SagaStepRun, saga: Any) -> float | None:
 
 def _in_flight(run: SagaRun, steps: list[SagaStepRun]) -> dict[str, Any]:
     """The forward steps running now, by their leases (their start is recorded with their outcome)."""
-    from sagas import leases
-
     try:
         return leases.in_flight(run.pk, steps)
     except (redis.RedisError, ImproperlyConfigured):  # Redis down or not configured: other findings still help
@@ -171,8 +171,6 @@ def _circuit_waits(run: SagaRun, steps: list[SagaStepRun], saga: Any, now: datet
 def _open_breakers(steps: list[SagaStepRun], saga: Any) -> list[Finding]:
     if saga is None:
         return []
-    from sagas import breakers
-
     waiting = [s for s in steps if s.status in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.COMPENSATING)]
     services = {saga.step(s.name).service for s in waiting} - {None}
     found = []
@@ -221,8 +219,6 @@ def _stale(run: SagaRun, now: datetime) -> list[Finding]:
 
 def _no_worker() -> list[Finding]:
     """Whether any worker consumes the queue saga tasks go to (asks the workers over the broker)."""
-    from celery import current_app
-
     queue = sagas_settings.QUEUE or current_app.conf.task_default_queue
     try:
         replies = current_app.control.inspect(timeout=1.0).active_queues() or {}

@@ -14,11 +14,14 @@ from sagas.conf import sagas_settings
 if TYPE_CHECKING:
     from sagas.definitions import Saga, Step
 
-# Framework tasks; the per-step tasks are named after the saga and step (ARCHITECTURE §6.7).
-FINISH_RUN = "sagas.finish_run"
+# Framework tasks; the per-step tasks are named after the saga and step (docs/internals.md, "Publishing after
+# commit and Celery settings").
 ON_STEP_FAILURE = "sagas.on_step_failure"
 ON_COMPENSATION_FAILURE = "sagas.on_compensation_failure"
 DEADLINE_CHECK = "sagas.check_deadline"
+# A deadline check is never held longer than this (seconds): Redis hands a message held past its
+# visibility timeout to another worker, so long waits are taken in hops.
+DEADLINE_CHECK_MAX_DELAY = 300.0
 
 
 def step_task_name(saga_name: str, step: str) -> str:
@@ -98,8 +101,7 @@ def step_task(saga: type[Saga], run_id: str, step: Step, attempt: int) -> Signat
 def forward_canvas(saga: type[Saga], run_id: str, steps: Sequence[Step], first_attempt: int = 1) -> Signature:
     """``chain(step...)`` for a saga whose steps form a sequence; every step carries the errback that reports
     its failure. The first step's task is its attempt ``first_attempt``; the others have not run yet. The
-    last step's success completes the run in its own transaction (``FINISH_RUN`` only serves chains
-    published by earlier versions)."""
+    last step's success completes the run in its own transaction."""
     tasks = [step_task(saga, run_id, step, first_attempt if index == 0 else 1) for index, step in enumerate(steps)]
     return chain(*tasks)
 

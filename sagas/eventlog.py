@@ -7,16 +7,14 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sagas import logs
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound
+from sagas.models import SagaEvent, SagaRun, SagaSnapshot
 from sagas.retry import failure_summary
 from sagas.states import BREAKER_EVENTS, EventType, RunStatus, StepStatus, stamp_run, stamp_step
-
-if TYPE_CHECKING:
-    from sagas.models import SagaEvent, SagaRun
 
 logger = logging.getLogger(__name__)
 
@@ -246,8 +244,6 @@ def rebuild(run_id: uuid.UUID | str, *, upto: int | None = None) -> RunState:
 
     Compare it with the stored rows with ``state.differences(run)``.
     """
-    from sagas.models import SagaEvent, SagaSnapshot
-
     try:
         key = run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
     except ValueError as exc:
@@ -266,34 +262,19 @@ def rebuild(run_id: uuid.UUID | str, *, upto: int | None = None) -> RunState:
     return fold(key, events.filter(seq__gt=snapshot.seq), start)
 
 
-def needs_transaction(run: SagaRun, events: list[SagaEvent], *, first_seq: int) -> bool:
-    """Whether appending ``events`` (seqs from ``first_seq``) writes more than the events: an outbox message
-    for a listened topic, or a snapshot that falls due."""
-    from sagas import outbox
-
+def snapshot_due(seq: int) -> bool:
+    """Whether the event numbered ``seq`` is followed by a snapshot: one every ``SNAPSHOT_EVERY`` events, so a
+    rebuild of a long run folds at most that many events."""
     every = sagas_settings.SNAPSHOT_EVERY
-    if every and any((first_seq + number) % every == 0 for number in range(len(events))):
-        return True
-    return any(outbox.listened(run, event) for event in events)
+    return bool(every) and seq % every == 0
 
 
-def after_append(run: SagaRun, event: SagaEvent) -> None:
-    """Called in the transaction of every appended event: announce it in the outbox if anyone listens, and
-    every ``SNAPSHOT_EVERY`` events store the folded state, so a rebuild of a long run folds at most that
-    many events."""
-    from sagas import outbox
-
-    outbox.record(run, event)
-    every = sagas_settings.SNAPSHOT_EVERY
-    if every and event.seq % every == 0:
-        from sagas.models import SagaSnapshot
-
-        try:
-            state = rebuild(run.pk, upto=event.seq)  # the state at this event, whatever was appended since
-        except UnfoldableLog as exc:
-            # The run goes on; only its rebuild is impossible. Say so once per skipped snapshot.
-            logger.warning(
-                "no snapshot of saga run %s at #%d: %s", run.pk, event.seq, exc, extra=logs.fields(run, seq=event.seq)
-            )
-            return
-        SagaSnapshot.objects.create(run_id=run.pk, seq=event.seq, state=state.to_json())
+def store_snapshot(run: SagaRun, seq: int) -> None:
+    """In the transaction of the event numbered ``seq``: store the run's state folded up to it."""
+    try:
+        state = rebuild(run.pk, upto=seq)  # the state at this event, whatever was appended since
+    except UnfoldableLog as exc:
+        # The run goes on; only its rebuild is impossible. Say so once per skipped snapshot.
+        logger.warning("no snapshot of saga run %s at #%d: %s", run.pk, seq, exc, extra=logs.fields(run, seq=seq))
+        return
+    SagaSnapshot.objects.create(run_id=run.pk, seq=seq, state=state.to_json())

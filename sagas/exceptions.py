@@ -31,6 +31,21 @@ class InvalidTransition(SagaError):
     """The run or step is not in a state that allows the requested change."""
 
 
+class UnknownStep(InvalidTransition, LookupError):
+    """The run has no step of that name; ``steps`` lists the ones it has. (An InvalidTransition too, which is
+    what earlier versions raised.)"""
+
+    def __init__(self, message: str, *, step: str, steps: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.step = step
+        self.steps = steps
+
+
+class ReasonRequired(SagaError, ValueError):
+    """An operator action came without a reason: the audit trail needs one. (A ValueError too, which is what
+    earlier versions raised.)"""
+
+
 class RunNotFound(SagaError, LookupError):
     """No saga run exists with the given id."""
 

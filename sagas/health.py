@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Count
 from django.utils import timezone
 
-from sagas import recovery
+from sagas import breakers, recovery
 from sagas.conf import sagas_settings
 from sagas.models import SagaRun, SagaStepRun
 from sagas.selectors import awaiting_person, circuit_call, humanize_seconds, stuck, waiting_on_circuit
@@ -153,8 +153,6 @@ def _circuit_waits(now: datetime, limit: int = 100) -> list[dict[str, Any]]:
 
 
 def _breakers() -> list[dict[str, Any]]:
-    from sagas import breakers
-
     try:
         return breakers.statuses()
     except Exception as exc:  # the report must render even while Redis is down

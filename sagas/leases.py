@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from sagas.breakers import redis_client, redis_url
 from sagas.conf import sagas_settings
 from sagas.states import StepStatus
 
@@ -141,15 +142,13 @@ class Lease:
 
 
 def client() -> redis.Redis:
-    from sagas.breakers import _client, redis_url
-
     url = redis_url()
     if url is None:
         raise ImproperlyConfigured(
             "Saga steps need Redis for their leases and attempt counters: set SAGAS['REDIS_URL'] or REDIS_URL "
             "(the broker is used when it is Redis)."
         )
-    return _client(url)
+    return redis_client(url)
 
 
 def _run_key(run_id: Any) -> str:

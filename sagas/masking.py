@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sagas.conf import sagas_settings
+from sagas.exceptions import MaskedFailure
 
 MASK = "••••••"
 
@@ -100,7 +101,5 @@ def scrubbed_exception(exc: BaseException, secrets: Sequence[str]) -> BaseExcept
     clone.__traceback__ = clone.__cause__ = clone.__context__ = None
     clone.__suppress_context__ = True
     if any(secret in str(clone) for secret in secrets):  # a __str__ of its own: say only what it was
-        from sagas.exceptions import MaskedFailure
-
         return MaskedFailure(f"{type(exc).__module__}.{type(exc).__qualname__}: {scrub(str(exc), secrets)}")
     return clone

@@ -30,14 +30,6 @@ class SagaDefinition(models.Model):
         return f"{self.name} v{self.version}"
 
 
-class SagaRunQuerySet(models.QuerySet["SagaRun"]):
-    def awaiting_person(self) -> SagaRunQuerySet:
-        return self.filter(status=RunStatus.FAILED)
-
-    def active(self) -> SagaRunQuerySet:
-        return self.exclude(status__in=[RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.CANCELLED])
-
-
 class SagaRun(models.Model):
     id = models.UUIDField("id", primary_key=True, default=uuid.uuid4, editable=False, help_text="The run's id.")
     definition = models.ForeignKey(
@@ -96,8 +88,6 @@ class SagaRun(models.Model):
     lock_version = models.PositiveIntegerField(
         "lock version", default=0, help_text="Incremented by every change; equals the seq of the latest event."
     )
-
-    objects = SagaRunQuerySet.as_manager()
 
     class Meta:
         verbose_name = "saga run"

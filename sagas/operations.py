@@ -1,4 +1,4 @@
-"""The operator functions of the public API, loading the ORM only when called."""
+"""The operator functions of the public API: cancel, retry and resolve a run, with an actor and a reason."""
 
 from __future__ import annotations
 
@@ -8,23 +8,30 @@ if TYPE_CHECKING:
     from sagas.models import SagaRun
     from sagas.services._core import RunId
 
+# The package imports these functions as it loads, before Django's models are ready (``sagas.retry`` names both
+# this function and a module, so it cannot wait for first use): each loads the services when called.
+
 
 def cancel(run_id: RunId, *, reason: str, actor: str | None = None) -> SagaRun:
-    """Cancel a run that has not started executing; raises InvalidTransition otherwise."""
-    from sagas import services
+    """Cancel a ``pending`` or ``executing`` run: a pending run ends ``cancelled``; an executing one stops
+    starting steps, compensates what completed and ends ``compensated``. Raises InvalidTransition otherwise,
+    RunNotFound for an unknown run, ReasonRequired for a blank reason."""
+    from sagas import services  # the ORM: see above
 
     return services.run_cancel(run_id=run_id, reason=reason, actor=actor)
 
 
 def retry(run_id: RunId, *, reason: str, actor: str | None = None) -> SagaRun:
-    """Re-run the failed compensations of a ``failed`` run; raises InvalidTransition otherwise."""
-    from sagas import services
+    """Re-run the failed compensations of a ``failed`` run with fresh attempt budgets, or re-drive a run that is
+    parked or stuck. Raises InvalidTransition when the run is neither, RunNotFound, ReasonRequired."""
+    from sagas import services  # the ORM: see above
 
     return services.run_retry(run_id=run_id, reason=reason, actor=actor)
 
 
 def resolve(run_id: RunId, *, step: str, reason: str, actor: str | None = None) -> SagaRun:
-    """Mark a failed compensation as done by hand; the run is ``compensated`` when none is left."""
-    from sagas import services
+    """Record that a person undid ``step`` of a ``failed`` run by hand; the run ends ``compensated`` when no failed
+    compensation is left. Raises UnknownStep, InvalidTransition, RunNotFound, ReasonRequired."""
+    from sagas import services  # the ORM: see above
 
     return services.run_resolve(run_id=run_id, step=step, reason=reason, actor=actor)

@@ -10,17 +10,15 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
+from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
 from sagas import choreography, logs
 from sagas.conf import sagas_settings
-from sagas.states import EventType, RunStatus, StepStatus
-
-if TYPE_CHECKING:
-    from sagas.models import SagaEvent, SagaOutbox, SagaRun
+from sagas.models import SagaEvent, SagaOutbox, SagaRun
+from sagas.states import DONE_STEP_STATES, EventType, RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +29,6 @@ RUN_TOPICS: dict[str, str] = {
     EventType.SAGA_FAILED: "failed",
 }
 STEP_TOPICS: dict[str, str] = {EventType.STEP_SUCCEEDED: "completed", EventType.STEP_FAILED: "failed"}
-DONE_STEP_STATES = (
-    StepStatus.SUCCEEDED,
-    StepStatus.COMPENSATING,
-    StepStatus.COMPENSATED,
-    StepStatus.COMPENSATION_FAILED,
-    StepStatus.RESOLVED,
-)
 
 
 def topic_of(run: SagaRun, event: SagaEvent) -> str | None:
@@ -62,8 +53,6 @@ def record(run: SagaRun, event: SagaEvent) -> None:
     topic = topic_of(run, event)
     if topic is None or not choreography.receivers_of(topic, step=bool(event.step)):
         return
-    from sagas.models import SagaOutbox
-
     results = dict(run.steps.filter(status__in=DONE_STEP_STATES).values_list("name", "output"))
     error = event.data.get("error") if event.step else run.error
     message = SagaOutbox(run_id=run.pk, event=event, topic=topic, created_at=event.created_at)
@@ -91,8 +80,6 @@ def relay(ids: list[uuid.UUID]) -> int:
     Each message is locked while it is published (SKIP LOCKED), so the on-commit relay and the reaper
     rarely both publish one; when they do, receivers dedupe.
     """
-    from sagas.models import SagaOutbox
-
     published = 0
     for message_id in ids:
         with transaction.atomic():
@@ -112,8 +99,6 @@ def relay(ids: list[uuid.UUID]) -> int:
 
 
 def _publish(message: SagaOutbox) -> bool:
-    from celery import current_app
-
     options = {"queue": sagas_settings.QUEUE} if sagas_settings.QUEUE else {}
     try:
         for receiver in choreography.receivers_of(message.topic, step=bool(message.message.get("step"))):
@@ -137,8 +122,6 @@ def _publish(message: SagaOutbox) -> bool:
 
 def unpublished_ids() -> list[uuid.UUID]:
     """Messages still unpublished ``OUTBOX_RELAY_AFTER`` seconds after they were written: one indexed query."""
-    from sagas.models import SagaOutbox
-
     cutoff = timezone.now() - timedelta(seconds=sagas_settings.OUTBOX_RELAY_AFTER)
     stale = SagaOutbox.objects.filter(published_at__isnull=True, created_at__lt=cutoff).order_by("created_at")
     return list(stale.values_list("pk", flat=True)[: sagas_settings.REAPER_BATCH])

@@ -4,7 +4,6 @@ circuit breaker, record the result."""
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +13,6 @@ from typing import Any
 import redis
 
 from sagas import breakers, engine, leases, masking, services, timelimits
-from sagas.apps import FAULTS_VARIABLE
 from sagas.conf import sagas_settings
 from sagas.definitions import Saga, StepContext, StepFunction
 from sagas.exceptions import AttemptsExhausted, CircuitOpen, StepInFlight
@@ -23,9 +21,15 @@ from sagas.retry import RetryPolicy, describe_failure
 from sagas.services import AttemptOutcome, ClaimOutcome
 from sagas.services.context import Attempt, Claim
 
-# Only a worker that sagas.testing started applies the failures a test planned; no other process loads the
-# testing package, and the check is read once per process.
-INJECT_PLANNED_FAULTS = os.environ.get(FAULTS_VARIABLE) == "1"
+# Called with the attempt's context before a step's action; raising fails the attempt without calling the service.
+# Empty in production: the test toolkit installs its planned failures here, in the workers it starts.
+_attempt_hooks: list[Callable[[StepContext], None]] = []
+
+
+def install_attempt_hook(hook: Callable[[StepContext], None]) -> None:
+    """Run ``hook`` before every step's action in this process (once, however often it is installed)."""
+    if hook not in _attempt_hooks:
+        _attempt_hooks.append(hook)
 
 
 # Seconds before a step whose lease Redis could not grant is tried again (no attempt was counted).
@@ -109,10 +113,8 @@ def _attempt_step(run_id: str, step: str, claim: Claim, attempt: Attempt, *, han
     started = time.monotonic()
     try:
         with timelimits.limits(*limits):
-            if INJECT_PLANNED_FAULTS:
-                from sagas.testing import faults
-
-                _without_calling(claim, faults.inject)
+            for hook in _attempt_hooks:
+                _without_calling(claim, hook)
             raw = call_admitted(declared.action, claim)
         seconds = time.monotonic() - started
         output = json_copy(raw, what=f"output of step {step!r}")
@@ -186,7 +188,7 @@ def _wait_for_circuit(claim: Claim, task_id: str) -> Result:
 
 
 def _without_calling(claim: Claim, before: Callable[[StepContext], None]) -> None:
-    """Run ``before`` (a planned failure of the test toolkit) ahead of the call: if it raises, the service
+    """Run ``before`` (an attempt hook) ahead of the call: if it raises, the service
     was never called, so the breaker's permit is handed back without a verdict."""
     assert claim.context is not None
     try:

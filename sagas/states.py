@@ -63,10 +63,18 @@ TERMINAL_RUN_STATES = frozenset({RunStatus.COMPLETED, RunStatus.COMPENSATED, Run
 AWAITING_PERSON_STATES = frozenset({RunStatus.FAILED})
 # Runs that something should still be moving: the reaper looks at these when they stop moving.
 ACTIVE_RUN_STATES = frozenset({RunStatus.PENDING, RunStatus.EXECUTING, RunStatus.TIMEOUT, RunStatus.COMPENSATING})
-UNDONE_STEP_STATES = frozenset({StepStatus.COMPENSATED, StepStatus.RESOLVED})
-
-
-FINISHED_RUN_STATES = frozenset({RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.CANCELLED, RunStatus.FAILED})
+# Runs at rest: finished, or waiting for a person. Nothing moves them on by itself.
+FINISHED_RUN_STATES = TERMINAL_RUN_STATES | AWAITING_PERSON_STATES
+# Steps whose forward action completed: their outputs feed later steps and receivers, compensations undo them.
+DONE_STEP_STATES = frozenset(
+    {
+        StepStatus.SUCCEEDED,
+        StepStatus.COMPENSATING,
+        StepStatus.COMPENSATED,
+        StepStatus.COMPENSATION_FAILED,
+        StepStatus.RESOLVED,
+    }
+)
 
 
 def stamp_run(source: str, target: str, now: datetime) -> dict[str, datetime | None]:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 from celery import Task, shared_task
 
-from sagas import connections, eager, engine, leases, logs, registry
+from sagas import connections, eager, engine, leases, logs, recovery, registry, runner, services
+from sagas.definitions import Saga
 from sagas.exceptions import StepFailed
-
-if TYPE_CHECKING:
-    from sagas.definitions import Saga
+from sagas.runner import Outcome
+from sagas.services.compensation import run_on_compensation_failure
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +47,6 @@ class SagaTask(Task):
 
 
 def _finish(task: Task, result: Any) -> None:
-    from sagas.runner import Outcome
-
     if result.outcome is Outcome.STOP:
         # Stops the rest of the chain: the worker publishes the next step only if this is set.
         task.request.chain = None
@@ -61,8 +59,6 @@ def _finish(task: Task, result: Any) -> None:
 def run_step(self: Task, run_id: str, step: str) -> None:
     """Registered once per step as ``saga.<saga>.<step>``. In an eager saga, the steps after it that this
     process may run are run here, one attempt each, before the rest of the chain is published."""
-    from sagas import runner  # loads the ORM; this module is imported while sagas are declared
-
     hard_limit = eager.message_limits(self)[1]
     result = runner.execute_step(
         run_id=run_id, step=step, task_id=self.request.id, hard_limit=hard_limit, hand_over=True
@@ -104,8 +100,6 @@ def run_step(self: Task, run_id: str, step: str) -> None:
 def run_compensation(self: Task, run_id: str, step: str) -> None:
     """Registered once per compensable step as ``saga.<saga>.<step>.compensate``; scheduled by the
     run's tables, one stage at a time."""
-    from sagas import runner
-
     _finish(self, runner.execute_compensation(run_id=run_id, step=step, task_id=self.request.id))
 
 
@@ -126,8 +120,6 @@ registry.on_register(register_saga_tasks)
 def on_step_failure(self: Task, run_id: str, step: str) -> None:
     """The errback of every step: report the failure to the run's tables, which decide what it means.
     It may fire zero or many times per failure; extra calls do nothing."""
-    from sagas import services
-
     try:
         services.run_on_step_failure(run_id=run_id, step=step)
     except Exception as exc:  # errbacks never fail for good: the database may be back in a moment
@@ -143,8 +135,6 @@ def on_step_failure(self: Task, run_id: str, step: str) -> None:
 @shared_task(name=engine.ON_COMPENSATION_FAILURE, bind=True, base=SagaTask, max_retries=10)
 def on_compensation_failure(self: Task, run_id: str, step: str) -> None:
     """The errback of every compensation task: a failure the runner could not record (a hard time limit)."""
-    from sagas.services.compensation import run_on_compensation_failure
-
     try:
         run_on_compensation_failure(run_id=run_id, step=step)
     except Exception as exc:
@@ -157,28 +147,15 @@ def on_compensation_failure(self: Task, run_id: str, step: str) -> None:
         raise self.retry(countdown=min(60, 2**self.request.retries), exc=exc) from exc
 
 
-@shared_task(name=engine.FINISH_RUN, bind=True, base=SagaTask)
-def finish_run(self: Task, run_id: str) -> None:
-    """The last link of forward chains published before the last step completed its run itself: completes
-    the run if it is still executing with every step succeeded (kept for messages already in queues)."""
-    from sagas import services
-
-    services.run_complete(run_id=run_id)
-
-
 @shared_task(name=engine.DEADLINE_CHECK, bind=True, base=SagaTask)
 def check_deadline(self: Task, run_id: str) -> None:
     """Scheduled at start for sagas with a ``timeout``: time the run out if it is still going."""
-    from sagas import services
-
     services.run_check_deadline(run_id=run_id)
 
 
 @shared_task(name="sagas.reap", bind=True, base=SagaTask)
 def reap(self: Task) -> int:
     """The periodic reaper: re-drive runs that stopped moving (see sagas.recovery)."""
-    from sagas import recovery
-
     done = recovery.reap()
     recovery.mark_reaped()
     return len(done)

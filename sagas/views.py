@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-from sagas import metrics
+from sagas import collectors
 from sagas.conf import sagas_settings
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -32,7 +32,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         )
     # generate_latest writes the classic text format, version 0.0.4 (what prometheus-client's own handlers
     # send when the scraper does not ask for another).
-    return HttpResponse(generate_latest(metrics.scrape_registry()), content_type=CONTENT_TYPE_PLAIN_0_0_4)
+    return HttpResponse(generate_latest(collectors.scrape_registry()), content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 def token_presented(request: HttpRequest) -> bool:

@@ -114,7 +114,7 @@ class SagaRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     # --- actions: permissions, pages and bulk versions ---
 
     def has_permission_to(self, request: HttpRequest, action: str) -> bool:
-        return request.user.has_perm(f"sagas.{action}_sagarun")
+        return views.may(request, action)
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return self.has_permission_to(request, "retry")

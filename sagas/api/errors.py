@@ -7,7 +7,7 @@ from django.core.exceptions import RequestDataTooBig
 from rest_framework import status
 from rest_framework.exceptions import APIException, NotFound, ValidationError
 
-from sagas.exceptions import InvalidPayload, RunNotFound, SagaError
+from sagas.exceptions import InvalidPayload, ReasonRequired, RunNotFound, SagaError, UnknownStep
 
 
 class Conflict(APIException):
@@ -30,9 +30,9 @@ def api_exception(exc: Exception) -> Exception:
     """The APIException that answers a framework error (or a body over the upload limit); any other exception
     is returned unchanged.
 
-    RunNotFound is 404; InvalidPayload is 400 on the payload field. The rest are 409: InvalidTransition (the
-    run's state forbids the action), IdempotencyConflict (the key started another request), DefinitionChanged
-    and UnknownSaga (the code deployed here cannot run this saga version).
+    RunNotFound is 404; InvalidPayload, UnknownStep and ReasonRequired are 400 on their field. The rest are 409:
+    InvalidTransition (the run's state forbids the action), IdempotencyConflict (the key started another
+    request), DefinitionChanged and UnknownSaga (the code deployed here cannot run this saga version).
     """
     if isinstance(exc, RequestDataTooBig):  # Django answers it with a bare HTML 400
         return RequestTooLarge(
@@ -45,4 +45,8 @@ def api_exception(exc: Exception) -> Exception:
         return NotFound(str(exc), code="run_not_found")
     if isinstance(exc, InvalidPayload):
         return ValidationError({"payload": [str(exc)]}, code="invalid_payload")
+    if isinstance(exc, UnknownStep):  # bad input, not a state conflict: a run's steps never change
+        return ValidationError({"step": [str(exc)]}, code="unknown_step")
+    if isinstance(exc, ReasonRequired):
+        return ValidationError({"reason": [str(exc)]}, code="reason_required")
     return Conflict(str(exc), code=type(exc).__name__)

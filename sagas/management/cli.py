@@ -14,7 +14,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
-from sagas.exceptions import InvalidTransition, RunNotFound
+from sagas.exceptions import InvalidTransition, ReasonRequired, RunNotFound, UnknownStep
 from sagas.masking import masked
 from sagas.models import SagaRun
 from sagas.selectors import humanize_seconds
@@ -46,11 +46,17 @@ def get_run(value: str) -> SagaRun:
 
 
 @contextmanager
-def operator_errors() -> Iterator[None]:
-    """Turn the operator API's refusals into exit codes: unknown run 2, not allowed in its state 3."""
+def operator_errors(run_id: str) -> Iterator[None]:
+    """Turn the operator API's refusals into exit codes: unknown run or step and a blank reason 2, not allowed in
+    the run's state 3."""
     try:
         yield
-    except RunNotFound as exc:
+    except ReasonRequired as exc:
+        raise CommandError(
+            f"A reason is required for saga run {run_id}: say why with --reason, for the audit trail.",
+            returncode=EXIT_BAD_INPUT,
+        ) from exc
+    except (RunNotFound, UnknownStep) as exc:
         raise CommandError(str(exc), returncode=EXIT_BAD_INPUT) from exc
     except InvalidTransition as exc:
         raise CommandError(str(exc), returncode=EXIT_NOT_ALLOWED) from exc
@@ -67,14 +73,8 @@ def add_operator_arguments(parser: CommandParser) -> None:
 
 
 def operator_options(options: dict[str, Any]) -> tuple[str, str]:
-    """The (reason, actor) of an operator command; a blank reason exits 2."""
-    reason = (options["reason"] or "").strip()
-    if not reason:
-        raise CommandError(
-            f"A reason is required for saga run {options['run_id']}: say why with --reason, for the audit trail.",
-            returncode=EXIT_BAD_INPUT,
-        )
-    return reason, options["actor"] or default_actor()
+    """The (reason, actor) of an operator command (the service refuses a blank reason: see operator_errors)."""
+    return options["reason"] or "", options["actor"] or default_actor()
 
 
 def default_actor() -> str:

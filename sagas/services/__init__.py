@@ -13,7 +13,6 @@ from sagas.services.redrive import Redrive, run_park, run_redrive
 from sagas.services.runs import (
     definition_sync,
     run_check_deadline,
-    run_complete,
     run_on_step_failure,
     run_start,
     run_start_or_existing,
@@ -32,7 +31,6 @@ __all__ = [
     "record_breaker_change",
     "run_cancel",
     "run_check_deadline",
-    "run_complete",
     "run_on_step_failure",
     "run_park",
     "run_redrive",

@@ -5,20 +5,21 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from celery.canvas import Signature
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from sagas import engine, eventlog, logs, metrics
+from sagas import engine, eventlog, logs, metrics, outbox
+from sagas.conf import sagas_settings
 from sagas.exceptions import InvalidTransition, RunNotFound
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.registry import get_saga
 from sagas.retry import failure_summary
-from sagas.services import _statement
-from sagas.states import RUN_TRANSITIONS, STEP_TRANSITIONS, StepStatus, stamp_run, stamp_step
+from sagas.services import _contract, _portable, _statement
+from sagas.states import RUN_TRANSITIONS, STEP_TRANSITIONS, EventType, stamp_run, stamp_step
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
@@ -27,14 +28,16 @@ RunId = uuid.UUID | str  # a run's primary key, as a UUID or its string form
 
 logger = logging.getLogger(__name__)
 
-# Steps whose forward action completed: their outputs feed later steps, and compensations undo them.
-FORWARD_DONE = (
-    StepStatus.SUCCEEDED,
-    StepStatus.COMPENSATING,
-    StepStatus.COMPENSATED,
-    StepStatus.COMPENSATION_FAILED,
-    StepStatus.RESOLVED,
-)
+
+def writer() -> _contract.Writer:
+    """The write path in use: PostgreSQL's one statement, or the portable one (other databases, or
+    ``SAGAS["WRITE_PATH"] = "portable"``, which the test suite runs on PostgreSQL too)."""
+    return cast("_contract.Writer", _statement if one_statement() else _portable)
+
+
+def one_statement() -> bool:
+    """Whether writes are single PostgreSQL statements (then a write outside a transaction is atomic alone)."""
+    return connection.vendor == "postgresql" and sagas_settings.WRITE_PATH != "portable"
 
 
 def lock_run(run_id: RunId) -> SagaRun:
@@ -73,8 +76,8 @@ def append_event(
     expect_status: str | None = None,
     at: datetime | None = None,
     causation_id: int | None = None,
-    causation_query: _statement.EventIds | None = None,
-    step_change: _statement.StepChange | None = None,
+    causation_query: _contract.EventIds | None = None,
+    step_change: _contract.StepChange | None = None,
 ) -> SagaEvent:
     """Record an event, bumping the run's lock_version (the event's seq) and updated_at.
 
@@ -93,25 +96,41 @@ def append_event(
     if causation is not None:
         causation_id = causation.pk
     try:
-        written = _statement.writer().write(
+        written = writer().write(
             run.pk,
             run_values=updates,
             expect_status=expect_status,
             step=step_change,
-            events=[_statement.event_columns(event)],
-            causes=[_statement.Cause(id=causation_id, query=causation_query)],
+            events=[_contract.event_columns(event)],
+            causes=[_contract.Cause(id=causation_id, query=causation_query)],
         )
-    except _statement.GuardFailed:
+    except _contract.GuardFailed:
         raise _guard_failure(run, expect_status, step_change, step) from None
     for name in ("lock_version", *updates):
         setattr(run, name, written.run[name])
-    _statement.stored_events(written, [event])
-    eventlog.after_append(run, event)
+    _contract.stored_events(written, [event])
+    after_append(run, event)
     return event
 
 
+def needs_transaction(run: SagaRun, events: list[SagaEvent], *, first_seq: int) -> bool:
+    """Whether appending ``events`` (seqs from ``first_seq``) writes more than the events: an outbox message
+    for a listened topic, or a snapshot that falls due."""
+    if any(eventlog.snapshot_due(first_seq + number) for number in range(len(events))):
+        return True
+    return any(outbox.listened(run, event) for event in events)
+
+
+def after_append(run: SagaRun, event: SagaEvent) -> None:
+    """In the transaction of every appended event: announce it in the outbox if anyone listens, and store a
+    snapshot when one falls due."""
+    outbox.record(run, event)
+    if eventlog.snapshot_due(event.seq):
+        eventlog.store_snapshot(run, event.seq)
+
+
 def _guard_failure(
-    run: SagaRun, expect_status: str | None, step_change: _statement.StepChange | None, step: str
+    run: SagaRun, expect_status: str | None, step_change: _contract.StepChange | None, step: str
 ) -> InvalidTransition:
     """Which guard of a write did not hold (the run's status or the step's), in words."""
     if step_change is not None:
@@ -175,7 +194,7 @@ def move_step(
     increment: str | None = None,
     run_fields: dict[str, Any] | None = None,
     causation_id: int | None = None,
-    causation_query: _statement.EventIds | None = None,
+    causation_query: _contract.EventIds | None = None,
     at: datetime | None = None,
 ) -> SagaEvent:
     """Move a step of a locked run to status ``to`` by a guarded update and append ``event`` (dated ``at``).
@@ -205,7 +224,7 @@ def move_step(
         at=now,
         causation_id=causation_id,
         causation_query=causation_query,
-        step_change=_statement.StepChange(step_run.pk, source, updates, increment),
+        step_change=_contract.StepChange(step_run.pk, source, updates, increment),
     )
     if increment:
         updates[increment] = getattr(step_run, increment) + 1
@@ -276,6 +295,16 @@ def log_failure(
     entry = failure_entry(kind, error, retry_in)
     step_run.failures = [*step_run.failures, entry]
     return {"error": error, "failures": step_run.failures}, {"error": error, "failure": entry, "retry_in": retry_in}
+
+
+def record_retry(run: SagaRun, step_run: SagaStepRun, kind: str, error: dict[str, Any], retry_in: float) -> None:
+    """Record a failed attempt of a step's ``kind`` ("action" or "compensation") that will be tried again after
+    ``retry_in`` seconds (the caller holds the run's lock)."""
+    fields, data = log_failure(step_run, kind, error, retry_in)
+    SagaStepRun.objects.filter(pk=step_run.pk).update(**fields)
+    event = EventType.STEP_ATTEMPT_FAILED if kind == "action" else EventType.COMPENSATION_ATTEMPT_FAILED
+    append_event(run, event, step=step_run.name, data=data)
+    metrics.attempt_failed(run.saga_name, step_run.name, kind=kind, error=error, retried=True)
 
 
 def run_error(step: str, error: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import F, Q
 
 from sagas.models import SagaDefinition, SagaEvent, SagaRun, SagaStepRun
-from sagas.services._statement import ATTEMPT_CAUSES, Cause, DefinitionKey, GuardFailed, StepChange, Written
+from sagas.services._contract import ATTEMPT_CAUSES, Cause, DefinitionKey, GuardFailed, StepChange, Written
 
 
 def write(
@@ -90,9 +90,7 @@ def _cause_id(run_id: Any, step: str, cause: Cause, written: list[int], *, befor
     if cause.attempt_of is not None:
         name, dependencies = cause.attempt_of
         causes = (
-            Q(step=name)
-            | Q(type=ATTEMPT_CAUSES[0], step__in=sorted(dependencies))
-            | Q(type__in=ATTEMPT_CAUSES[1:])
+            Q(step=name) | Q(type=ATTEMPT_CAUSES[0], step__in=sorted(dependencies)) | Q(type__in=ATTEMPT_CAUSES[1:])
         )
         return events.filter(causes).values_list("pk", flat=True).first()
     if step:

@@ -4,105 +4,23 @@ sent as one data-modifying WITH statement instead of one statement each."""
 from __future__ import annotations
 
 import functools
-import sys
-from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from dataclasses import dataclass
+from typing import Any, cast
 
 from django.db import DEFAULT_DB_ALIAS, DataError, connection, connections
-from django.db.models import Field, Model, QuerySet
+from django.db.models import Field, Model
 
 from sagas.models import SagaDefinition, SagaEvent, SagaRun, SagaStepRun
-
-EventIds = QuerySet[SagaEvent, Any]  # a query of event ids (``.values("pk")``), sliced to its first row
-
-# The event's columns, in the order of the INSERT (run_id, seq and correlation_id come from the run row).
-EVENT_COLUMNS = ("type", "step", "data", "actor", "created_at")
-
-
-class Writer(Protocol):
-    """The one write path of run and step state: a guarded run UPDATE, a guarded step UPDATE and the events they
-    record, all or nothing. ``_statement`` (PostgreSQL, one statement) and ``_portable`` (ORM) implement it."""
-
-    def write(
-        self,
-        run_id: Any,
-        *,
-        run_values: dict[str, Any],
-        expect_status: str | None,
-        step: StepChange | None,
-        events: list[dict[str, Any]],
-        causes: list[Cause],
-        count_unfinished: bool = False,
-    ) -> Written: ...
-
-    def insert_run(
-        self, run: SagaRun, steps: list[SagaStepRun], started: SagaEvent, definition: DefinitionKey
-    ) -> bool: ...
-
-
-def writer() -> Writer:
-    """The write path in use: PostgreSQL's one statement, or the portable one (other databases, or
-    ``SAGAS["WRITE_PATH"] = "portable"``, which the test suite runs on PostgreSQL too)."""
-    from sagas.services import _portable
-
-    return cast("Writer", sys.modules[__name__] if one_statement() else _portable)
-
-
-def one_statement() -> bool:
-    """Whether writes are single PostgreSQL statements (then a write outside a transaction is atomic alone)."""
-    from sagas.conf import sagas_settings
-
-    return connection.vendor == "postgresql" and sagas_settings.WRITE_PATH != "portable"
-
-
-@dataclass(frozen=True, slots=True)
-class DefinitionKey:
-    """A saga's definition as its code declares it; a new run points at the stored row that matches all three."""
-
-    name: str
-    version: int
-    spec_hash: str
-
-
-@dataclass(frozen=True, slots=True)
-class StepChange:
-    """A step's guarded UPDATE: it applies only while the step has status ``source`` (and, with ``attempts``,
-    is still at that attempt); ``increment`` names a counter column to add one to."""
-
-    pk: int
-    source: str
-    values: dict[str, Any]
-    increment: str | None = None
-    attempts: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Cause:
-    """Where the event's causation comes from: an event id, the first row of a query of event ids, or (neither)
-    the step's latest event for a step event, else the run's latest event."""
-
-    id: int | None = None
-    query: EventIds | None = None
-    previous: bool = False  # the event written just before it by the same write
-    # An attempt of step ``attempt_of[0]``: its own latest event, else the latest success of one of the steps it
-    # depends on (``attempt_of[1]``), the run starting to execute, or a re-drive.
-    attempt_of: tuple[str, frozenset[str]] | None = None
-
-
-@dataclass(slots=True)
-class Written:
-    """What the statement wrote: the run's columns after its UPDATE, and the event's id, seq and cause."""
-
-    run: dict[str, Any]  # the run's id, correlation_id, lock_version and the columns the write set
-    event_ids: list[int]
-    causation_ids: list[int | None]
-    others_unfinished: int | None = None  # with ``count_unfinished``: the run's other steps not yet succeeded
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class GuardFailed(Exception):
-    """The run or the step was no longer in the state the change was guarded by; nothing was kept of it only
-    if the caller's transaction rolls back (the run's UPDATE may have applied)."""
+from sagas.services._contract import (
+    ATTEMPT_CAUSES,
+    EVENT_COLUMNS,
+    Cause,
+    DefinitionKey,
+    EventIds,
+    GuardFailed,
+    StepChange,
+    Written,
+)
 
 
 @functools.cache
@@ -208,9 +126,6 @@ def read_run_with_steps(run_id: Any) -> tuple[SagaRun, list[SagaStepRun]] | None
 def _subquery(query: EventIds) -> tuple[str, list[Any]]:
     sql, params = query.query.sql_with_params()
     return f"({sql})", list(params)
-
-
-ATTEMPT_CAUSES = ("StepSucceeded", "SagaExecuting", "SagaRedriven")
 
 
 def _cause_sql(run_id: Any, step: str, cause: Cause, previous_id: str) -> tuple[str, list[Any]]:
@@ -335,21 +250,6 @@ def write(
     )
     written.run = _converted(SagaRun, values_by_name)
     return written
-
-
-def event_columns(event: SagaEvent) -> dict[str, Any]:
-    """The values ``write`` inserts from an unsaved event (run_id, seq and correlation_id come from the run row)."""
-    return {name: getattr(event, name) for name in EVENT_COLUMNS}
-
-
-def stored_events(written: Written, events: list[SagaEvent]) -> list[SagaEvent]:
-    """``events`` as ``write`` stored them: their ids, seqs (up to the run's new lock_version) and causes."""
-    last = written.run["lock_version"]
-    for number, event in enumerate(events):
-        event.pk, event.causation_id = written.event_ids[number], written.causation_ids[number]
-        event.seq = last - (len(events) - 1 - number)
-        event._state.adding, event._state.db = False, connection.alias
-    return events
 
 
 # What a new run's INSERT leaves to the statement: the run's definition and its first event's data (which names it).

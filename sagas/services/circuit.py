@@ -14,7 +14,7 @@ from sagas import breakers, logs, metrics
 from sagas.exceptions import CircuitOpen, RunNotFound
 from sagas.models import SagaRun, SagaStepRun
 from sagas.retry import describe_failure
-from sagas.services import _statement
+from sagas.services import _contract
 from sagas.services._core import RunId, append_event, failure_entry, lock_run
 from sagas.states import CIRCUIT_REFUSAL, EventType
 
@@ -95,7 +95,7 @@ def record_refusal(
         step=step_run.name,
         data={"failure": entry, "waiting_since": since.isoformat(), "retry_in": retry_in},
         at=now,
-        step_change=_statement.StepChange(step_run.pk, step_run.status, values, increment="circuit_refusals"),
+        step_change=_contract.StepChange(step_run.pk, step_run.status, values, increment="circuit_refusals"),
     )
     step_run.failures, step_run.circuit_waiting_since = failures, since
     step_run.circuit_refusals += 1

@@ -20,15 +20,14 @@ from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.retry import describe_failure
 from sagas.services import circuit
 from sagas.services._core import (
-    FORWARD_DONE,
     RunId,
-    append_event,
     dispatch_on_commit,
     last_event,
     lock_run,
     log_failure,
     move_run,
     move_step,
+    record_retry,
     saga_for,
     step_row,
 )
@@ -40,15 +39,13 @@ from sagas.services.context import (
     step_context,
     unrecorded_failure,
 )
-from sagas.states import EventType, RunStatus, StepStatus
+from sagas.states import DONE_STEP_STATES, EventType, RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
 
 
 logger = logging.getLogger(__name__)
-
-SETTLED = (StepStatus.COMPENSATED, StepStatus.RESOLVED, StepStatus.COMPENSATION_FAILED)
 
 
 def has_compensation(saga: type[Saga], name: str) -> bool:
@@ -119,7 +116,7 @@ def advance_compensation(run: SagaRun, saga: type[Saga]) -> str | None:
         for step_run in pending:
             move_step(run, step_run, StepStatus.SKIPPED, event=EventType.STEP_SKIPPED)
     by_name = {step_run.name: step_run for step_run in steps}
-    owed = [s for s in steps if s.status in FORWARD_DONE and has_compensation(saga, s.name)]
+    owed = [s for s in steps if s.status in DONE_STEP_STATES and has_compensation(saga, s.name)]
     owed.sort(key=lambda s: (s.finished_at or run.created_at, s.index))
     for number, stage in enumerate(engine.compensation_stages(saga, [s.name for s in owed])):
         waiting = False
@@ -189,7 +186,7 @@ def run_on_compensation_failure(*, run_id: RunId, step: str) -> None:
             _give_up(run, saga, step_run, error)
             return
         delay = policy.delay(step_run.compensation_attempts, exc)
-        _record_retry(run, step_run, error, delay)
+        record_retry(run, step_run, "compensation", error, delay)
         task = engine.compensation_task(saga, str(run.pk), step, next_compensation_task_id(run, step_run))
         dispatch_on_commit(run.pk, task, countdown=delay)
 
@@ -301,15 +298,8 @@ def compensation_fail_attempt(*, run_id: RunId, step: str, error: dict[str, Any]
         if retry_in is None or run.status != RunStatus.COMPENSATING:
             _give_up(run, saga_for(run), step_run, error)
             return ""
-        _record_retry(run, step_run, error, retry_in)
+        record_retry(run, step_run, "compensation", error, retry_in)
         return next_compensation_task_id(run, step_run)
-
-
-def _record_retry(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any], retry_in: float) -> None:
-    fields, data = log_failure(step_run, "compensation", error, retry_in)
-    SagaStepRun.objects.filter(pk=step_run.pk).update(**fields)
-    append_event(run, EventType.COMPENSATION_ATTEMPT_FAILED, step=step_run.name, data=data)
-    metrics.attempt_failed(run.saga_name, step_run.name, kind="compensation", error=error, retried=True)
 
 
 def _give_up(run: SagaRun, saga: type[Saga] | None, step_run: SagaStepRun, error: dict[str, Any]) -> None:

@@ -15,9 +15,9 @@ from sagas.definitions import StepContext
 from sagas.exceptions import UnrecordedFailure
 from sagas.leases import Holder
 from sagas.models import SagaRun, SagaStepRun
-from sagas.services._core import FORWARD_DONE, last_event
+from sagas.services._core import last_event
 from sagas.services.circuit import OPEN_GATE, Gate
-from sagas.states import EventType
+from sagas.states import DONE_STEP_STATES, EventType
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
@@ -67,9 +67,9 @@ def step_context(
     """The context of one attempt: payload merged with the outputs of completed steps, and the key.
     ``steps``: the run's step rows when the caller has them already (saves a query)."""
     if steps is None:
-        results = dict(run.steps.filter(status__in=FORWARD_DONE).order_by("index").values_list("name", "output"))
+        results = dict(run.steps.filter(status__in=DONE_STEP_STATES).order_by("index").values_list("name", "output"))
     else:
-        results = {s.name: s.output for s in sorted(steps, key=lambda s: s.index) if s.status in FORWARD_DONE}
+        results = {s.name: s.output for s in sorted(steps, key=lambda s: s.index) if s.status in DONE_STEP_STATES}
     payload = dict(run.payload)
     for output in results.values():
         if isinstance(output, dict):

@@ -7,7 +7,7 @@ import logging
 from django.db import transaction
 
 from sagas import leases, logs
-from sagas.exceptions import InvalidTransition
+from sagas.exceptions import InvalidTransition, ReasonRequired, UnknownStep
 from sagas.models import SagaRun
 from sagas.services._core import RunId, lock_run, move_run, move_step, saga_for
 from sagas.services.compensation import advance_compensation, begin_compensation, schedule_retry
@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 def _require_reason(reason: str) -> str:
     if not isinstance(reason, str) or not reason.strip():
-        raise ValueError("A reason is required: say why, for the audit trail.")
+        raise ReasonRequired("A reason is required: say why, for the audit trail.")
     return reason.strip()
 
 
@@ -106,14 +106,15 @@ def run_resolve(*, run_id: RunId, step: str, reason: str, actor: str | None = No
     reason = _require_reason(reason)
     with transaction.atomic():
         run = lock_run(run_id)
+        steps = {s.name: s for s in run.steps.order_by("index")}
+        step_run = steps.get(step)
+        if step_run is None:
+            message = f"Saga run {run.pk} has no step {step!r} (its steps: {', '.join(steps)})."
+            raise UnknownStep(message, step=step, steps=(*steps,))
         if run.status != RunStatus.FAILED:
             raise InvalidTransition(
                 f"Saga run {run.pk} is {run.status}; compensations can only be resolved by hand on a failed run."
             )
-        steps = {s.name: s for s in run.steps.all()}
-        step_run = steps.get(step)
-        if step_run is None:
-            raise InvalidTransition(f"Saga run {run.pk} has no step {step!r} (steps: {', '.join(steps)}).")
         if step_run.status != StepStatus.COMPENSATION_FAILED:
             raise InvalidTransition(
                 f"Step {step!r} of saga run {run.pk} is {step_run.status}; only a step whose compensation "

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from sagas import engine, eventlog, leases, logs, metrics
+from sagas import engine, leases, logs, metrics
 from sagas.conf import sagas_settings
+from sagas.engine import DEADLINE_CHECK_MAX_DELAY
 from sagas.exceptions import (
     DefinitionChanged,
     IdempotencyConflict,
@@ -24,21 +25,26 @@ from sagas.exceptions import (
 from sagas.jsonsafe import json_copy
 from sagas.models import SagaDefinition, SagaEvent, SagaRun, SagaStepRun
 from sagas.retry import describe_failure
-from sagas.services import _statement
+from sagas.services import _contract
 from sagas.services._core import (
     RunId,
+    after_append,
     dispatch_on_commit,
     last_event,
     lock_run,
     move_run,
+    needs_transaction,
+    one_statement,
     past_deadline,
     publish_step,
+    record_retry,
     saga_for,
     step_row,
+    writer,
 )
 from sagas.services.compensation import advance_compensation, begin_compensation, time_out
 from sagas.services.context import failure_recorded, unrecorded_failure
-from sagas.services.steps import fail_step, record_retry, run_complete_locked, start_attempt
+from sagas.services.steps import fail_step, start_attempt
 from sagas.states import EventType, RunStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -46,10 +52,6 @@ if TYPE_CHECKING:
 
 
 logger = logging.getLogger(__name__)
-
-# A deadline check is never held longer than this (seconds): Redis hands a message held past its
-# visibility timeout to another worker, so long waits are taken in hops.
-DEADLINE_CHECK_MAX_DELAY = 300.0
 
 
 def definition_sync(*, saga: type[Saga]) -> SagaDefinition:
@@ -182,25 +184,25 @@ def _create_run(
         correlation_id=run.correlation_id,
         created_at=now,
     )
-    key = _statement.DefinitionKey(saga.name, saga.version, saga.spec_hash())
-    writer = _statement.writer()
+    key = _contract.DefinitionKey(saga.name, saga.version, saga.spec_hash())
+    path = writer()
     # Alone, outside any transaction, the insert is one statement and atomic by itself; otherwise it gets a
     # transaction (or a savepoint in the caller's), so a conflict on the idempotency key leaves nothing behind.
     alone = (
-        _statement.one_statement()
+        one_statement()
         and not transaction.get_connection().in_atomic_block
-        and not eventlog.needs_transaction(run, [started], first_seq=1)
+        and not needs_transaction(run, [started], first_seq=1)
     )
     with contextlib.nullcontext() if alone else transaction.atomic():
-        if not writer.insert_run(run, steps, started, key):
+        if not path.insert_run(run, steps, started, key):
             definition_sync(saga=saga)  # the first run of this definition: store it, or refuse a changed one
-            if not writer.insert_run(run, steps, started, key):
+            if not path.insert_run(run, steps, started, key):
                 raise DefinitionChanged(
                     f"Saga {saga.name!r} version {saga.version}: its stored definition changed while this run "
                     "was being started; start it again."
                 )
         if not alone:
-            eventlog.after_append(run, started)
+            after_append(run, started)
         metrics.run_started(saga.name)
         if saga.is_graph():
             # The steps that depend on nothing start together; each success starts the steps it unblocks.
@@ -220,12 +222,6 @@ def deadline_check_delay(run: SagaRun) -> float:
     assert run.deadline is not None
     remaining = (run.deadline - timezone.now()).total_seconds()
     return max(0.0, min(remaining, DEADLINE_CHECK_MAX_DELAY)) + 0.5
-
-
-def run_complete(*, run_id: RunId) -> bool:
-    """Mark an executing run completed when all its steps succeeded; False if it was not ready."""
-    with transaction.atomic():
-        return run_complete_locked(lock_run(run_id))
 
 
 def run_on_step_failure(*, run_id: RunId, step: str) -> None:
@@ -285,7 +281,7 @@ def _unrecorded_failure(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, a
     policy = declared.retry or sagas_settings.default_retry
     if run.status == RunStatus.EXECUTING and not past_deadline(run) and policy.should_retry(exc, attempt):
         delay = policy.delay(attempt, exc)
-        record_retry(run, step_run, error, delay)
+        record_retry(run, step_run, "action", error, delay)
         publish_step(run, saga, step_run.name, attempt=attempt + 1, countdown=delay)
         return True
     fail_step(run, step_run, error)

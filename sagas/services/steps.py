@@ -12,27 +12,31 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import engine, eventlog, leases, logs, metrics
+from sagas import engine, leases, logs, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.retry import describe_failure
-from sagas.services import _statement, circuit
+from sagas.services import _contract, _statement, circuit
 from sagas.services._core import (
     RunId,
+    after_append,
     announce_run_move,
-    append_event,
     last_event,
     lock_run,
     lock_run_with_steps,
     log_failure,
     move_run,
     move_step,
+    needs_transaction,
+    one_statement,
     past_deadline,
     publish_step,
+    record_retry,
     run_error,
     saga_for,
     step_row,
+    writer,
 )
 from sagas.services.compensation import advance_compensation, time_out
 from sagas.services.context import Attempt, Claim, ClaimOutcome, lost_attempts_error, step_context
@@ -343,7 +347,7 @@ def _record_success(run_id: RunId, step: str, output: Any, seconds: float | None
     if attempt is not None and claim is not None and claim.step_id is not None:
         try:
             return _succeed_claimed(attempt, claim.step_id, step, output, seconds)
-        except _statement.GuardFailed:
+        except _contract.GuardFailed:
             pass  # the run stopped executing or the step moved since the claim: the general path decides
     with transaction.atomic():
         run = lock_run(run_id)
@@ -394,17 +398,17 @@ def _succeed_claimed(attempt: Attempt, step_id: int, step: str, output: Any, sec
     starts = run.status == RunStatus.PENDING
     completes = attempt.last
     events: list[SagaEvent] = []
-    causes: list[_statement.Cause] = []
+    causes: list[_contract.Cause] = []
 
-    def add(type: str, step_name: str, data: dict[str, Any], at: Any, cause: _statement.Cause) -> None:
+    def add(type: str, step_name: str, data: dict[str, Any], at: Any, cause: _contract.Cause) -> None:
         events.append(SagaEvent(run_id=run.pk, type=type, step=step_name, data=data, created_at=at))
         causes.append(cause)
 
-    previous = _statement.Cause(previous=True)
+    previous = _contract.Cause(previous=True)
     run_values: dict[str, Any] = {"updated_at": now}
     if starts:
         add(EventType.SAGA_EXECUTING, "", {"from": RunStatus.PENDING, "to": RunStatus.EXECUTING},
-            attempt.started_at, _statement.Cause())  # fmt: skip
+            attempt.started_at, _contract.Cause())  # fmt: skip
         run_values.update(status=RunStatus.EXECUTING, **stamp_run(RunStatus.PENDING, RunStatus.EXECUTING,
                                                                   attempt.started_at))  # fmt: skip
     add(
@@ -412,7 +416,7 @@ def _succeed_claimed(attempt: Attempt, step_id: int, step: str, output: Any, sec
         step,
         {"from": attempt.step_status, "to": StepStatus.RUNNING, "attempt": attempt.number, "task_id": attempt.task_id},
         attempt.started_at,
-        previous if starts else _statement.Cause(attempt_of=(step, attempt.dependencies)),
+        previous if starts else _contract.Cause(attempt_of=(step, attempt.dependencies)),
     )
     add(
         EventType.STEP_SUCCEEDED,
@@ -435,28 +439,28 @@ def _succeed_claimed(attempt: Attempt, step_id: int, step: str, output: Any, sec
         "error": None,
         "circuit_waiting_since": None,
     }
-    change = _statement.StepChange(step_id, attempt.step_status, step_values, attempts=attempt.recorded)
+    change = _contract.StepChange(step_id, attempt.step_status, step_values, attempts=attempt.recorded)
     for event in events:
         event.correlation_id = run.correlation_id
-    alone = not saga.is_graph() and not eventlog.needs_transaction(run, events, first_seq=run.lock_version + 1)
+    alone = not saga.is_graph() and not needs_transaction(run, events, first_seq=run.lock_version + 1)
     # Alone, outside any transaction, the statement is atomic by itself (a failed step guard undoes all of it);
     # inside a caller's transaction it gets a savepoint, so a failed guard leaves nothing of it either.
-    by_itself = alone and _statement.one_statement() and not transaction.get_connection().in_atomic_block
+    by_itself = alone and one_statement() and not transaction.get_connection().in_atomic_block
     with contextlib.nullcontext() if by_itself else transaction.atomic():
-        written = _statement.writer().write(
+        written = writer().write(
             run.pk,
             run_values=run_values,
             expect_status=run.status,
             step=change,
-            events=[_statement.event_columns(event) for event in events],
+            events=[_contract.event_columns(event) for event in events],
             causes=causes,
         )
         for name in ("lock_version", *run_values):
             setattr(run, name, written.run[name])
-        _statement.stored_events(written, events)
+        _contract.stored_events(written, events)
         if not alone:  # alone: no message to store, no snapshot due
             for event in events:
-                eventlog.after_append(run, event)
+                after_append(run, event)
         if seconds is not None:
             metrics.step_succeeded(run.saga_name, step, seconds)
         if starts:
@@ -530,7 +534,7 @@ def _record_failure(
             return AttemptOutcome.STOPPED  # a duplicate attempt reporting after the step moved on
         _record_start(run, step_run, attempt)
         if retry_in is not None and run.status == RunStatus.EXECUTING and not past_deadline(run):
-            record_retry(run, step_run, error, retry_in)
+            record_retry(run, step_run, "action", error, retry_in)
             return AttemptOutcome.RETRY
         fail_step(run, step_run, error)
         if run.status == RunStatus.EXECUTING and past_deadline(run):
@@ -538,14 +542,6 @@ def _record_failure(
         elif run.status == RunStatus.COMPENSATING:
             advance_compensation(run, saga_for(run))
         return AttemptOutcome.FAILED if run.status == RunStatus.EXECUTING else AttemptOutcome.STOPPED
-
-
-def record_retry(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any], retry_in: float) -> None:
-    """Record a failed attempt that will be tried again after ``retry_in`` seconds (caller holds the lock)."""
-    fields, data = log_failure(step_run, "action", error, retry_in)
-    SagaStepRun.objects.filter(pk=step_run.pk).update(**fields)
-    append_event(run, EventType.STEP_ATTEMPT_FAILED, step=step_run.name, data=data)
-    metrics.attempt_failed(run.saga_name, step_run.name, kind="action", error=error, retried=True)
 
 
 def fail_step(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any]) -> None:

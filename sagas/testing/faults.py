@@ -35,7 +35,7 @@ def _client() -> redis.Redis:
     url = breakers.redis_url()
     if url is None:
         raise RuntimeError("sagas.testing needs Redis to hand planned failures to the worker: set REDIS_URL.")
-    return breakers._client(url)
+    return breakers.redis_client(url)
 
 
 def validate(saga: type[Saga], fail: Mapping[str, str]) -> dict[str, str]:

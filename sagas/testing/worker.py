@@ -15,9 +15,9 @@ from pathlib import Path
 from celery import current_app
 from django.db import connections
 
-from sagas.apps import DATABASES_VARIABLE, FAULTS_VARIABLE
 from sagas.conf import sagas_settings
 from sagas.testing import queues
+from sagas.testing.worker_main import DATABASES_VARIABLE
 
 # Generous: only keeps a broken worker from hanging a suite, measures nothing.
 START_TIMEOUT = 90.0
@@ -55,13 +55,13 @@ class SagaWorker:
         environment = {
             **os.environ,
             DATABASES_VARIABLE: json.dumps({alias: connections[alias].settings_dict["NAME"] for alias in connections}),
-            FAULTS_VARIABLE: "1",
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
         argv = [
-            sys.executable, "-m", "celery", "-A", self.app, "worker", "-P", "prefork", "-c", str(concurrency),
-            "-Q", ",".join(self.queues), "-n", self.hostname, "--without-mingle", "--without-gossip", "-l", loglevel,
+            sys.executable, "-m", "sagas.testing.worker_main", "-A", self.app, "worker", "-P", "prefork",
+            "-c", str(concurrency), "-Q", ",".join(self.queues), "-n", self.hostname, "--without-mingle",
+            "--without-gossip", "-l", loglevel,
         ]  # fmt: skip
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(

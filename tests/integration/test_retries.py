@@ -59,7 +59,6 @@ def test_worker_registers_a_named_task_per_step_and_compensation(worker: WorkerP
         "saga.orders.place_order.create_order.compensate",
         "saga.orders.place_order.send_confirmation",
         "sagas.on_step_failure",
-        "sagas.finish_run",
         "sagas.check_deadline",
     } <= names
     assert "saga.orders.place_order.send_confirmation.compensate" not in names  # it has no compensation

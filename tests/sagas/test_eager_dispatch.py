@@ -69,7 +69,7 @@ def test_nothing_runs_eagerly_once_the_worker_shuts_down(task: Task, run_id: str
 
 
 def test_a_link_that_is_not_a_step_of_this_run_is_left_to_celery(task: Task, run_id: str) -> None:
-    push(task, run_id, chain=[engine._task(engine.FINISH_RUN, run_id)])
+    push(task, run_id, chain=[engine._task(engine.DEADLINE_CHECK, run_id)])
     assert eager.next_step(task, EagerThree, run_id) is None
     push(task, run_id, chain=[engine.step_task(EagerThree, str(uuid.uuid4()), EagerThree.step("two"), 1)])
     assert eager.next_step(task, EagerThree, run_id) is None

@@ -11,14 +11,22 @@ from django.test import Client
 from django.utils import timezone
 
 from participants.checkout.sagas import PlaceOrder
-from sagas import recovery, services
+from sagas import recovery
 from sagas.models import SagaRun
+from sagas.services._core import lock_run
+from sagas.services.steps import run_complete_locked
 from sagas.states import RunStatus, StepStatus
 from tests.factories import SagaRunFactory
 from tests.metrics import scrape
 
 SAGA = PlaceOrder.name
 ALL_SUCCEEDED = {step.name: StepStatus.SUCCEEDED for step in PlaceOrder.steps}
+
+
+def complete(run: SagaRun) -> bool:
+    """What a run's last step does once it succeeded: complete the run, if every step has."""
+    with transaction.atomic():
+        return run_complete_locked(lock_run(run.pk))
 
 
 def completed_runs(client: Client) -> float:
@@ -32,7 +40,7 @@ def test_a_rolled_back_transition_counts_nothing(client: Client) -> None:
 
     def complete_then_fail() -> None:
         with transaction.atomic():
-            assert services.run_complete(run_id=run.pk)
+            assert complete(run)
             raise RuntimeError("the surrounding transaction fails after the run completed")
 
     with pytest.raises(RuntimeError, match="surrounding transaction"):
@@ -41,7 +49,7 @@ def test_a_rolled_back_transition_counts_nothing(client: Client) -> None:
     run.refresh_from_db()
     assert run.status == RunStatus.EXECUTING
     assert completed_runs(client) == before
-    assert services.run_complete(run_id=run.pk)  # committed this time
+    assert complete(run)  # committed this time
     assert completed_runs(client) == before + 1
 
 
@@ -141,7 +149,7 @@ def test_a_runs_time_to_its_outcome_is_observed_by_saga_and_outcome(client: Clie
     run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses=ALL_SUCCEEDED)
     SagaRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(seconds=90))
     before = scrape(client)
-    assert services.run_complete(run_id=run.pk)
+    assert complete(run)
     after = scrape(client)
     labels = {"saga": SAGA, "outcome": "completed"}
     name = "sagas_run_duration_seconds"
@@ -180,7 +188,7 @@ def test_each_breakers_state_is_a_gauge_read_from_redis_at_each_scrape(client: C
 def test_the_gauges_register_on_a_projects_own_registry() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from sagas.metrics import register_collectors
+    from sagas.collectors import register_collectors
 
     registry = CollectorRegistry()
     register_collectors(registry)  # what a django-prometheus project does with the default registry

@@ -24,6 +24,6 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         reason, actor = cli.operator_options(options)
         run_id = str(cli.parse_run_id(options["run_id"]))
-        with cli.operator_errors():
+        with cli.operator_errors(run_id):
             run = sagas.cancel(run_id, reason=reason, actor=actor)
         self.stdout.write(cli.operator_result(run, actor=actor, as_json=options["json"]))

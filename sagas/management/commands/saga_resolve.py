@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
 import sagas
 from sagas.management import cli
@@ -24,13 +24,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         reason, actor = cli.operator_options(options)
-        run = cli.get_run(options["run_id"])
-        steps = list(run.steps.order_by("index").values_list("name", flat=True))
-        if options["step"] not in steps:
-            raise CommandError(
-                f"Saga run {run.pk} has no step {options['step']!r} (steps: {', '.join(steps)}).",
-                returncode=cli.EXIT_BAD_INPUT,
-            )
-        with cli.operator_errors():
-            run = sagas.resolve(run.pk, step=options["step"], reason=reason, actor=actor)
+        run_id = str(cli.parse_run_id(options["run_id"]))
+        with cli.operator_errors(run_id):
+            run = sagas.resolve(run_id, step=options["step"], reason=reason, actor=actor)
         self.stdout.write(cli.operator_result(run, actor=actor, as_json=options["json"]))
