@@ -9,11 +9,10 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from sagas import logs
+from sagas import failures, logs
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound
 from sagas.models import SagaEvent, SagaRun, SagaSnapshot
-from sagas.retry import failure_summary
 from sagas.states import BREAKER_EVENTS, EventType, RunStatus, StepStatus, stamp_run, stamp_step
 
 logger = logging.getLogger(__name__)
@@ -132,6 +131,8 @@ class RunState:
         self.lock_version, self.updated_at = event.seq, at
         if event.type == EventType.SAGA_STARTED:
             self._start(data, at)
+        elif event.type == EventType.SAGA_PARKED:  # names the step whose task was unknown; parks the whole run
+            self.parked_reason = data["reason"]
         elif event.step:
             self._apply_to_step(self.steps[event.step], event.type, event.step, data, at)
         elif "to" in data:  # a run transition (move_run): its status, stamps and the columns it set
@@ -142,8 +143,6 @@ class RunState:
                 setattr(self, name, value)
         elif event.type == EventType.SAGA_REDRIVEN:
             self.parked_reason = ""
-        elif event.type == EventType.SAGA_PARKED:
-            self.parked_reason = data["reason"]
         self.folded += 1
 
     def _start(self, data: dict[str, Any], at: datetime) -> None:
@@ -183,7 +182,7 @@ class RunState:
             step.error = data["error"]
             step.failures = [*step.failures, data["failure"]]
         if type == EventType.STEP_FAILED and self.error is None:
-            self.error = {"step": name, **failure_summary(data["error"])}  # the first step to fail for good
+            self.error = {"step": name, **failures.summary(data["error"])}  # the first step to fail for good
 
     def differences(self, run: SagaRun) -> list[str]:
         """Where the stored rows of ``run`` disagree with this state; empty when they match."""

@@ -83,14 +83,6 @@ def scrub(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
-def scrubbed_error(error: dict[str, Any], secrets: Sequence[str]) -> dict[str, Any]:
-    """A failure record (sagas.retry.describe_failure) with secrets masked in its message and traceback."""
-    if not secrets:
-        return error
-    texts = {field: error[field] for field in ("message", "traceback") if isinstance(error.get(field), str)}
-    return {**error, **{field: scrub(text, secrets) for field, text in texts.items()}}
-
-
 def scrubbed_exception(exc: BaseException, secrets: Sequence[str]) -> BaseException:
     """``exc`` itself when its message holds no secret; else a copy of it (same class) whose arguments are masked
     and which carries no traceback, to hand to Celery (its result backend and logs) in its place."""

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from django.db import transaction
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from sagas.failures import Failure
 from sagas.states import AWAITING_PERSON_STATES, TERMINAL_RUN_STATES
 
 logger = logging.getLogger(__name__)
@@ -133,10 +133,10 @@ def step_succeeded(saga: str, step: str, seconds: float) -> None:
     _on_commit(observe_step_duration)
 
 
-def attempt_failed(saga: str, step: str, *, kind: str, error: Mapping[str, Any], retried: bool) -> None:
-    """A failed attempt of a step's action or compensation (``kind``), tried again or not; ``error`` is the
-    attempt's failure record (``sagas.retry.describe_failure``), of which only the failure class is used."""
-    failure_class = str(error.get("class") or "unknown")
+def attempt_failed(saga: str, step: str, *, kind: str, failure: Failure, retried: bool) -> None:
+    """A failed attempt of a step's action or compensation (``kind``), tried again or not, counted by the class
+    of its ``failure``."""
+    failure_class = failure.failure_class.value
 
     def count_attempt_failure() -> None:
         labels = {"saga": saga, "step": step, "kind": kind, "failure_class": failure_class}

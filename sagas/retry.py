@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -188,20 +187,3 @@ class RetryPolicy:
 
 def _known_fields(values: Mapping[str, Any]) -> bool:
     return set(values) <= {f.name for f in fields(ClassRetry)}
-
-
-def describe_failure(exc: BaseException, *, attempt: int) -> dict[str, Any]:
-    """The JSON record of a failed attempt, kept on the step (with traceback) and in events (without)."""
-    return {
-        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": (str(exc) or repr(exc))[:2000],
-        "class": classify(exc).value,
-        "code": str(getattr(exc, "code", "") or ""),
-        "attempt": attempt,
-        "traceback": "".join(traceback.format_exception(exc))[-8000:],
-    }
-
-
-def failure_summary(error: dict[str, Any]) -> dict[str, Any]:
-    """``describe_failure`` without the traceback, for the event log."""
-    return {key: value for key, value in error.items() if key != "traceback"}

@@ -16,8 +16,9 @@ from sagas import breakers, engine, leases, masking, services, timelimits
 from sagas.conf import sagas_settings
 from sagas.definitions import Saga, StepContext, StepFunction
 from sagas.exceptions import AttemptsExhausted, CircuitOpen, StepInFlight
+from sagas.failures import Failure
 from sagas.jsonsafe import json_copy
-from sagas.retry import RetryPolicy, describe_failure
+from sagas.retry import RetryPolicy
 from sagas.services import AttemptOutcome, ClaimOutcome
 from sagas.services.context import Attempt, Claim
 
@@ -96,7 +97,7 @@ def _unclaimed(claim: Claim, task_id: str, step: str) -> Result:
     if claim.outcome is ClaimOutcome.WAIT:
         return _wait_for_circuit(claim, task_id)
     if claim.outcome is ClaimOutcome.GAVE_UP:
-        message = claim.error["message"] if claim.error else step
+        message = claim.error.message if claim.error else step
         return Result(Outcome.FAILED, exc=_refused(claim) if claim.gate.refused else AttemptsExhausted(message))
     raise AssertionError(f"a claim of {claim.outcome} without an attempt")
 
@@ -120,7 +121,7 @@ def _attempt_step(run_id: str, step: str, claim: Claim, attempt: Attempt, *, han
         output = json_copy(raw, what=f"output of step {step!r}")
     except Exception as exc:  # anything the action raised is a failed attempt, classified by the policy
         secrets = _secrets(claim.context)
-        error = masking.scrubbed_error(describe_failure(exc, attempt=claim.context.attempt), secrets)
+        error = Failure.from_exception(exc, attempt=claim.context.attempt).masked(secrets)
         delay = _retry_delay(policy, exc, claim.context.attempt)
         answer = services.step_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay, claim=claim)
         shown = masking.scrubbed_exception(exc, secrets)  # what Celery stores and logs
@@ -154,7 +155,7 @@ def execute_compensation(*, run_id: str, step: str, task_id: str) -> Result:
         call_admitted(declared.compensation, claim)
     except Exception as exc:
         secrets = _secrets(claim.context)
-        error = masking.scrubbed_error(describe_failure(exc, attempt=claim.context.attempt), secrets)
+        error = Failure.from_exception(exc, attempt=claim.context.attempt).masked(secrets)
         delay = _retry_delay(policy, exc, claim.context.attempt)
         next_id = services.compensation_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay)
         if next_id:

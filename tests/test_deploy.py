@@ -1,5 +1,5 @@
 """The production defaults fail closed: settings without an environment, the compose file, Flower's guard and
-`manage.py check --deploy` with the production environment the README documents."""
+`manage.py check --deploy` with the production environment docs/deployment.md documents."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-# What README's "Production settings" section tells an operator to set.
+# What the "Production settings" section of docs/deployment.md tells an operator to set.
 PRODUCTION = {
     "DJANGO_SECRET_KEY": "a-production-key-of-fifty-or-more-characters-with-variety-0123456789",
     "DJANGO_ALLOWED_HOSTS": "sagas.example.com",
     "DJANGO_BEHIND_TLS_PROXY": "1",
 }
-# Explained in README: HSTS and the HTTPS redirect belong to the TLS proxy in front (DJANGO_HSTS_SECONDS and
-# DJANGO_SSL_REDIRECT move them into Django).
+# Explained in docs/deployment.md: HSTS and the HTTPS redirect belong to the TLS proxy in front
+# (DJANGO_HSTS_SECONDS and DJANGO_SSL_REDIRECT move them into Django).
 EXPLAINED_WARNINGS = {"security.W004", "security.W008"}
 
 
@@ -46,7 +46,7 @@ def test_with_a_key_the_settings_are_production_ones() -> None:
     assert started.stdout.strip() == "False"
 
 
-def test_check_deploy_warns_only_about_what_the_readme_explains() -> None:
+def test_check_deploy_warns_only_about_what_the_deployment_page_explains() -> None:
     checked = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy"],
         cwd=ROOT,
@@ -60,9 +60,10 @@ def test_check_deploy_warns_only_about_what_the_readme_explains() -> None:
     assert checked.returncode == 0, output
     warned = {word.strip("():") for word in output.split() if word.startswith("(") and "." in word}
     assert warned <= EXPLAINED_WARNINGS, output
-    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "deployment.md").read_text()
+    production = page.split("## Production settings", 1)[1].split("\n## ", 1)[0]
     for warning in EXPLAINED_WARNINGS:
-        assert warning in readme
+        assert warning in production
 
 
 @pytest.fixture(scope="module")

@@ -184,7 +184,8 @@ def lazy_exports(package: str) -> set[str]:
     tree = ast.parse(modules()[package].read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_EXPORTS" for t in node.targets):
-            return {value.value for value in node.value.values if isinstance(value, ast.Constant)}  # type: ignore[attr-defined]
+            assert isinstance(node.value, ast.Dict)
+            return {str(value.value) for value in node.value.values if isinstance(value, ast.Constant)}
     return set()
 
 

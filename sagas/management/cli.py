@@ -120,7 +120,7 @@ def run_json(run: SagaRun) -> dict[str, Any]:
 
 
 def error_text(error: Any) -> str:
-    """``Type (class): message`` of a stored error (sagas.retry.describe_failure), or ``-``."""
+    """``Type (class): message`` of a stored error (sagas.failures.Failure.to_json), or ``-``."""
     if not error:
         return "-"
     if not isinstance(error, dict):

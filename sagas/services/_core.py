@@ -15,9 +15,9 @@ from django.utils import timezone
 from sagas import engine, eventlog, logs, metrics, outbox
 from sagas.conf import sagas_settings
 from sagas.exceptions import InvalidTransition, RunNotFound
+from sagas.failures import Failure
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.registry import get_saga
-from sagas.retry import failure_summary
 from sagas.services import _contract, _portable, _statement
 from sagas.states import RUN_TRANSITIONS, STEP_TRANSITIONS, EventType, stamp_run, stamp_step
 
@@ -277,39 +277,40 @@ def publish_step(run: SagaRun, saga: type[Saga], step: str, *, attempt: int, **o
     dispatch_on_commit(run.pk, canvas, **options)
 
 
-def failure_entry(kind: str, error: dict[str, Any], retry_in: float | None) -> dict[str, Any]:
+def failure_entry(kind: str, failure: Failure, retry_in: float | None) -> dict[str, Any]:
     """One line of a step's ``failures`` log: which attempt, what class, what delay was chosen."""
     return {
         "kind": kind,  # "action" or "compensation"
-        **failure_summary(error),
+        **failure.summary(),
         "retry_in": retry_in,  # None: no further attempt
         "at": timezone.now().isoformat(),
     }
 
 
 def log_failure(
-    step_run: SagaStepRun, kind: str, error: dict[str, Any], retry_in: float | None
+    step_run: SagaStepRun, kind: str, failure: Failure, retry_in: float | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A failed attempt: the step's column values (written by the caller's UPDATE) and the event data that
     records the same (the whole error, traceback included, so the step can be rebuilt from its events)."""
-    entry = failure_entry(kind, error, retry_in)
+    error = failure.to_json()
+    entry = failure_entry(kind, failure, retry_in)
     step_run.failures = [*step_run.failures, entry]
     return {"error": error, "failures": step_run.failures}, {"error": error, "failure": entry, "retry_in": retry_in}
 
 
-def record_retry(run: SagaRun, step_run: SagaStepRun, kind: str, error: dict[str, Any], retry_in: float) -> None:
+def record_retry(run: SagaRun, step_run: SagaStepRun, kind: str, failure: Failure, retry_in: float) -> None:
     """Record a failed attempt of a step's ``kind`` ("action" or "compensation") that will be tried again after
     ``retry_in`` seconds (the caller holds the run's lock)."""
-    fields, data = log_failure(step_run, kind, error, retry_in)
+    fields, data = log_failure(step_run, kind, failure, retry_in)
     SagaStepRun.objects.filter(pk=step_run.pk).update(**fields)
     event = EventType.STEP_ATTEMPT_FAILED if kind == "action" else EventType.COMPENSATION_ATTEMPT_FAILED
     append_event(run, event, step=step_run.name, data=data)
-    metrics.attempt_failed(run.saga_name, step_run.name, kind=kind, error=error, retried=True)
+    metrics.attempt_failed(run.saga_name, step_run.name, kind=kind, failure=failure, retried=True)
 
 
-def run_error(step: str, error: dict[str, Any]) -> dict[str, Any]:
+def run_error(step: str, failure: Failure) -> dict[str, Any]:
     """The run's error when ``step`` is the first to fail for good."""
-    return {"step": step, **failure_summary(error)}
+    return {"step": step, **failure.summary()}
 
 
 def past_deadline(run: SagaRun) -> bool:

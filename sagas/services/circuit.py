@@ -6,14 +6,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from django.db import transaction
 
 from sagas import breakers, logs, metrics
 from sagas.exceptions import CircuitOpen, RunNotFound
+from sagas.failures import Failure
 from sagas.models import SagaRun, SagaStepRun
-from sagas.retry import describe_failure
 from sagas.services import _contract
 from sagas.services._core import RunId, append_event, failure_entry, lock_run
 from sagas.states import CIRCUIT_REFUSAL, EventType
@@ -71,11 +70,11 @@ def ask(run: SagaRun, step: str, service: str | None) -> Gate:
     return Gate(breaker.service, breaker, permit)
 
 
-def refusal_error(gate: Gate, attempt: int) -> dict[str, Any]:
-    """The failure record of a refused call (class ``circuit_open``)."""
+def refusal_error(gate: Gate, attempt: int) -> Failure:
+    """The failure of a refused call (class ``circuit_open``)."""
     assert gate.service is not None
     assert gate.permit is not None
-    return describe_failure(CircuitOpen(gate.service, retry_after=gate.permit.wait), attempt=attempt)
+    return Failure.from_exception(CircuitOpen(gate.service, retry_after=gate.permit.wait), attempt=attempt)
 
 
 def record_refusal(

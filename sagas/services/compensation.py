@@ -16,8 +16,8 @@ from django.utils import timezone
 from sagas import engine, leases, logs, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
+from sagas.failures import Failure
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
-from sagas.retry import describe_failure
 from sagas.services import circuit
 from sagas.services._core import (
     RunId,
@@ -180,7 +180,7 @@ def run_on_compensation_failure(*, run_id: RunId, step: str) -> None:
             return
         declared = saga.step(step)
         exc = unrecorded_failure(run, step_run, declared.timeout, EventType.COMPENSATION_STARTED)
-        error = describe_failure(exc, attempt=step_run.compensation_attempts)
+        error = Failure.from_exception(exc, attempt=step_run.compensation_attempts)
         policy = declared.compensation_retry or sagas_settings.default_compensation_retry
         if not policy.should_retry(exc, step_run.compensation_attempts):
             _give_up(run, saga, step_run, error)
@@ -241,7 +241,7 @@ def compensation_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
         try:
             saga = saga_for(run)
         except UnknownSaga as exc:
-            error = describe_failure(exc, attempt=step_run.compensation_attempts + 1)
+            error = Failure.from_exception(exc, attempt=step_run.compensation_attempts + 1)
             _give_up(run, None, step_run, error)
             return Claim(ClaimOutcome.GAVE_UP, error=error)
         declared = saga.step(step)
@@ -286,7 +286,7 @@ def compensation_succeed(*, run_id: RunId, step: str) -> None:
         advance_compensation(run, saga_for(run))
 
 
-def compensation_fail_attempt(*, run_id: RunId, step: str, error: dict[str, Any], retry_in: float | None) -> str:
+def compensation_fail_attempt(*, run_id: RunId, step: str, error: Failure, retry_in: float | None) -> str:
     """Record a failed compensation attempt. With ``retry_in`` the attempt is retried after that many
     seconds: the task id of the next attempt is returned. With None (or when the run stopped
     compensating) the compensation gives up, the others go on, and "" is returned."""
@@ -302,18 +302,18 @@ def compensation_fail_attempt(*, run_id: RunId, step: str, error: dict[str, Any]
         return next_compensation_task_id(run, step_run)
 
 
-def _give_up(run: SagaRun, saga: type[Saga] | None, step_run: SagaStepRun, error: dict[str, Any]) -> None:
+def _give_up(run: SagaRun, saga: type[Saga] | None, step_run: SagaStepRun, error: Failure) -> None:
     fields, data = log_failure(step_run, "compensation", error, None)
     move_step(
         run, step_run, StepStatus.COMPENSATION_FAILED, event=EventType.COMPENSATION_FAILED, data=data, fields=fields
     )
-    metrics.attempt_failed(run.saga_name, step_run.name, kind="compensation", error=error, retried=False)
+    metrics.attempt_failed(run.saga_name, step_run.name, kind="compensation", failure=error, retried=False)
     metrics.compensation_gave_up(run.saga_name, step_run.name)
     logger.error(
         "saga run %s: compensation of step %s gave up: %s; a person must act",
         run.pk,
         step_run.name,
-        error["message"],
+        error.message,
         extra=logs.fields(run, step=step_run.name, attempt=step_run.compensation_attempts),
     )
     if saga is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from celery.exceptions import TimeLimitExceeded
 from django.utils import timezone
@@ -13,6 +13,7 @@ from django.utils import timezone
 from sagas.conf import sagas_settings
 from sagas.definitions import StepContext
 from sagas.exceptions import UnrecordedFailure
+from sagas.failures import Failure
 from sagas.leases import Holder
 from sagas.models import SagaRun, SagaStepRun
 from sagas.services._core import last_event
@@ -53,7 +54,7 @@ class Claim:
     outcome: ClaimOutcome
     saga: type[Saga] | None = None
     context: StepContext | None = None
-    error: dict[str, Any] | None = None
+    error: Failure | None = None
     step_id: int | None = None  # the claimed step row: its outcome is recorded by a write guarded on it
     attempt: Attempt | None = None  # with RUN: what the attempt's outcome records
     holder: Holder | None = None  # with WAIT on a lease: who holds it
@@ -87,17 +88,15 @@ def step_context(
     )
 
 
-def lost_attempts_error(step_run: SagaStepRun, attempts: int, what: str) -> dict[str, Any]:
-    """The error of a step whose attempts all vanished (worker killed or message lost each time)."""
-    return {
-        "type": "sagas.WorkerLost",
-        "message": f"The {what} of step {step_run.name!r} was started {attempts} times and never reported "
-        "back (worker killed or message lost each time); giving up instead of trying again.",
-        "class": "unknown",
-        "code": "attempts_lost",
-        "attempt": attempts,
-        "traceback": "",
-    }
+def lost_attempts_error(step_run: SagaStepRun, attempts: int, what: str) -> Failure:
+    """The failure of a step whose attempts all vanished (worker killed or message lost each time)."""
+    return Failure.without_exception(
+        "sagas.WorkerLost",
+        f"The {what} of step {step_run.name!r} was started {attempts} times and never reported back (worker "
+        "killed or message lost each time); giving up instead of trying again.",
+        code="attempts_lost",
+        attempt=attempts,
+    )
 
 
 def unrecorded_failure(

@@ -18,6 +18,7 @@ from django.utils import timezone
 from sagas import engine, leases, logs, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import InvalidTransition, RunNotFound, UnknownSaga
+from sagas.failures import Failure
 from sagas.models import SagaRun, SagaStepRun
 from sagas.services._core import (
     RunId,
@@ -229,15 +230,13 @@ def _move_compensation_on(run: SagaRun, saga: type[Saga], lost: list[SagaStepRun
     advance_compensation(run, saga)
 
 
-def _lost_error(step_run: SagaStepRun, what: str) -> dict[str, object]:
-    return {
-        "type": "sagas.WorkerLost",
-        "message": f"The {what} of step {step_run.name!r} never reported back (worker killed or message lost).",
-        "class": "unknown",
-        "code": "attempt_lost",
-        "attempt": step_run.attempts,
-        "traceback": "",
-    }
+def _lost_error(step_run: SagaStepRun, what: str) -> Failure:
+    return Failure.without_exception(
+        "sagas.WorkerLost",
+        f"The {what} of step {step_run.name!r} never reported back (worker killed or message lost).",
+        code="attempt_lost",
+        attempt=step_run.attempts,
+    )
 
 
 def run_redrive(
@@ -316,7 +315,7 @@ def run_park(*, run_id: RunId, step: str, task_name: str) -> None:
         reason = (
             f"Task {task_name!r} is not registered in the worker that received it (renamed or removed by a "
             f"deploy?), so its message was discarded. Deploy code that has step {step!r} of saga "
-            f"{run.saga_name} version {run.version}, then retry the run (sagas.retry); or resolve it by hand."
+            f"{run.saga_name} version {run.version}, then retry the run (sagas.retry)."
         )
         _park(run, step, reason, task_name=task_name)
 

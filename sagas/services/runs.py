@@ -22,9 +22,9 @@ from sagas.exceptions import (
     RunNotFound,
     UnknownSaga,
 )
+from sagas.failures import Failure
 from sagas.jsonsafe import json_copy
 from sagas.models import SagaDefinition, SagaEvent, SagaRun, SagaStepRun
-from sagas.retry import describe_failure
 from sagas.services import _contract
 from sagas.services._core import (
     RunId,
@@ -277,7 +277,7 @@ def _unrecorded_failure(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, a
         task_id = holder.task_id if holder is not None and holder.attempt == attempt else step_run.task_id
         start_attempt(run, step_run, number=attempt, task_id=task_id, at=started_at or timezone.now())
     exc = unrecorded_failure(run, step_run, declared.timeout, EventType.STEP_STARTED, started_at)
-    error = describe_failure(exc, attempt=attempt)
+    error = Failure.from_exception(exc, attempt=attempt)
     policy = declared.retry or sagas_settings.default_retry
     if run.status == RunStatus.EXECUTING and not past_deadline(run) and policy.should_retry(exc, attempt):
         delay = policy.delay(attempt, exc)

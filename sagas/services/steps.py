@@ -15,8 +15,8 @@ from django.utils import timezone
 from sagas import engine, leases, logs, metrics
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
+from sagas.failures import Failure
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
-from sagas.retry import describe_failure
 from sagas.services import _contract, _statement, circuit
 from sagas.services._core import (
     RunId,
@@ -272,8 +272,7 @@ def _wait_for_circuit(run: SagaRun, step_run: SagaStepRun, declared: Step, gate:
     limit = declared.circuit_wait_seconds()
     waited = circuit.waited(step_run, now)
     if waited >= limit:
-        error = circuit.refusal_error(gate, step_run.attempts)
-        error["message"] = (
+        error = circuit.refusal_error(gate, step_run.attempts).with_message(
             f"The circuit breaker of service {gate.service!r} stayed open: the step waited {waited:.1f}s for it "
             f"(circuit_wait {limit:g}s) and was not called."
         )
@@ -293,7 +292,7 @@ def _claim_without_class(run: SagaRun, step_run: SagaStepRun, exc: UnknownSaga) 
         move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
     if run.status != RunStatus.EXECUTING or step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING):
         return Claim(ClaimOutcome.STOP)
-    error = describe_failure(exc, attempt=step_run.attempts + 1)
+    error = Failure.from_exception(exc, attempt=step_run.attempts + 1)
     if step_run.status == StepStatus.PENDING:
         move_step(run, step_run, StepStatus.RUNNING, event=EventType.STEP_STARTED, increment="attempts")
     fail_step(run, step_run, error)
@@ -301,15 +300,13 @@ def _claim_without_class(run: SagaRun, step_run: SagaStepRun, exc: UnknownSaga) 
 
 
 def _abandon(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:
-    error = {
-        "type": "sagas.Abandoned",
-        "message": f"Saga run {run.pk} stopped executing ({run.status}) while step {step_run.name!r} waited "
-        "to be retried; it is not tried again.",
-        "class": "unknown",
-        "code": "run_stopped",
-        "attempt": step_run.attempts,
-        "traceback": "",
-    }
+    error = Failure.without_exception(
+        "sagas.Abandoned",
+        f"Saga run {run.pk} stopped executing ({run.status}) while step {step_run.name!r} waited to be retried; it "
+        "is not tried again.",
+        code="run_stopped",
+        attempt=step_run.attempts,
+    )
     fail_step(run, step_run, error)
     advance_compensation(run, saga)
 
@@ -511,7 +508,7 @@ class AttemptOutcome(StrEnum):
 
 
 def step_fail_attempt(
-    *, run_id: RunId, step: str, error: dict[str, Any], retry_in: float | None, claim: Claim | None = None
+    *, run_id: RunId, step: str, error: Failure, retry_in: float | None, claim: Claim | None = None
 ) -> AttemptOutcome:
     """Record a failed attempt (and its start), retried in ``retry_in`` seconds (None: the policy gives up).
 
@@ -525,7 +522,7 @@ def step_fail_attempt(
 
 
 def _record_failure(
-    run_id: RunId, step: str, error: dict[str, Any], retry_in: float | None, attempt: Attempt | None
+    run_id: RunId, step: str, error: Failure, retry_in: float | None, attempt: Attempt | None
 ) -> AttemptOutcome:
     with transaction.atomic():
         run = lock_run(run_id)
@@ -544,7 +541,7 @@ def _record_failure(
         return AttemptOutcome.FAILED if run.status == RunStatus.EXECUTING else AttemptOutcome.STOPPED
 
 
-def fail_step(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any]) -> None:
+def fail_step(run: SagaRun, step_run: SagaStepRun, error: Failure) -> None:
     """Mark a step failed for good (caller holds the lock); the first failure becomes the run's error. A
     pending run (its first step failed before any outcome moved it) starts executing first, to compensate."""
     if run.status == RunStatus.PENDING:
@@ -559,11 +556,11 @@ def fail_step(run: SagaRun, step_run: SagaStepRun, error: dict[str, Any]) -> Non
         fields=fields,
         run_fields=None if run.error else {"error": run_error(step_run.name, error)},
     )
-    metrics.attempt_failed(run.saga_name, step_run.name, kind="action", error=error, retried=False)
+    metrics.attempt_failed(run.saga_name, step_run.name, kind="action", failure=error, retried=False)
     logger.warning(
         "saga run %s: step %s failed: %s",
         run.pk,
         step_run.name,
-        error["message"],
-        extra=logs.fields(run, step=step_run.name, attempt=step_run.attempts, error_class=error.get("class")),
+        error.message,
+        extra=logs.fields(run, step=step_run.name, attempt=step_run.attempts, error_class=error.failure_class.value),
     )

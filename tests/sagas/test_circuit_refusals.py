@@ -11,7 +11,9 @@ import pytest
 import sagas
 from sagas import breakers, eventlog, services
 from sagas.exceptions import InvalidDefinition
+from sagas.failures import Failure
 from sagas.models import SagaRun, SagaStepRun
+from sagas.retry import FailureClass
 from sagas.services import ClaimOutcome
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.conftest import open_breaker, reset_breakers
@@ -178,5 +180,5 @@ def test_circuit_wait_is_part_of_the_spec_only_when_set() -> None:
     assert WaitsForY.spec()["steps"][1]["circuit_wait"] == 2
 
 
-def _refusal_error() -> dict[str, object]:
-    return {"type": "t", "message": "no", "class": "invalid_request", "code": "no", "attempt": 1, "traceback": ""}
+def _refusal_error() -> Failure:
+    return Failure(type="t", message="no", failure_class=FailureClass.INVALID_REQUEST, code="no", attempt=1)

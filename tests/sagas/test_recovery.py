@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 import sagas
+from participants.checkout.sagas import PlaceOrder
 from sagas import recovery, services
 from sagas.models import SagaEvent, SagaRun
 from sagas.states import EventType, RunStatus, StepStatus
@@ -191,3 +192,14 @@ def _steps() -> list[str]:
     from participants.checkout.sagas import PlaceOrder
 
     return [step.name for step in PlaceOrder.steps]
+
+
+def test_a_parked_run_rebuilds_from_its_events_with_its_reason(django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks():
+        run = PlaceOrder.start({"customer_email": "a@example.com"})
+    services.run_park(run_id=run.pk, step="create_order", task_name="saga.orders.place_order.make_order")
+    run.refresh_from_db()
+    rebuilt = sagas.rebuild(run.pk)
+    assert rebuilt.parked_reason == run.parked_reason
+    assert "is not registered" in rebuilt.parked_reason
+    assert rebuilt.differences(run) == []

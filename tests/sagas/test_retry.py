@@ -8,7 +8,8 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
 import sagas
-from sagas.retry import FailureClass, classify, describe_failure
+from sagas.failures import Failure
+from sagas.retry import FailureClass, classify
 
 
 def test_delays_grow_by_the_multiplier_up_to_backoff_max_without_jitter() -> None:
@@ -111,11 +112,11 @@ def test_bounds_enclose_every_jittered_delay() -> None:
     assert policy.bounds(1, sagas.RateLimited("x", retry_after=2)) == (2.0, 2.0)
 
 
-def test_describe_failure_keeps_type_message_class_code_and_traceback() -> None:
+def test_a_failure_keeps_type_message_class_code_and_traceback() -> None:
     try:
         raise sagas.StepFailed("Card declined", code="card_declined")
     except sagas.StepFailed as exc:
-        error = describe_failure(exc, attempt=2)
+        error = Failure.from_exception(exc, attempt=2).to_json()
     assert error["type"] == "sagas.exceptions.StepFailed"
     assert (error["message"], error["class"], error["code"], error["attempt"]) == (
         "Card declined",
