@@ -7,7 +7,6 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import redis
@@ -18,8 +17,8 @@ from sagas.definitions import Saga, StepContext, StepFunction
 from sagas.exceptions import AttemptsExhausted, CircuitOpen, StepInFlight
 from sagas.failures import Failure
 from sagas.jsonsafe import json_copy
+from sagas.outcomes import Outcome
 from sagas.retry import RetryPolicy
-from sagas.services import AttemptOutcome, ClaimOutcome
 from sagas.services.context import Attempt, Claim
 
 # Called with the attempt's context before a step's action; raising fails the attempt without calling the service.
@@ -37,19 +36,15 @@ def install_attempt_hook(hook: Callable[[StepContext], None]) -> None:
 LEASE_UNAVAILABLE_DELAY = 5.0
 
 
-class Outcome(StrEnum):
-    CONTINUE = "continue"  # let the chain go on
-    STOP = "stop"  # end the chain here, quietly
-    RETRY = "retry"  # publish this attempt again after `delay`
-    FAILED = "failed"  # raise `exc`, so the chain's errback starts compensation
-
-
 @dataclass(frozen=True, slots=True)
 class Result:
+    """What the task does with the message: CONTINUE, STOP, or with the delay and ``exc`` (what Celery records),
+    WAIT or RETRY (publish ``retry_task_id``), or FAILED (raise ``exc``)."""
+
     outcome: Outcome
     delay: float = 0.0
     exc: BaseException | None = None
-    retry_task_id: str = ""  # with RETRY: the task id of the next attempt
+    retry_task_id: str = ""  # with WAIT: this attempt's task id again; with RETRY: the next attempt's
     saga: type[Saga] | None = None  # with CONTINUE after an attempt: the saga, to tell whether to go on eagerly
     held: leases.Handover | None = None  # with ``hand_over``: the succeeded step's lease, for the caller to give back
 
@@ -70,7 +65,7 @@ def execute_step(
         claim = services.step_claim(run_id=run_id, step=step, task_id=task_id, hard_limit=hard_limit, previous=previous)
     except redis.RedisError as exc:
         # Leases live in Redis: without it no attempt may start. The message comes back, as a refused call does.
-        return Result(Outcome.RETRY, delay=LEASE_UNAVAILABLE_DELAY, exc=exc, retry_task_id=task_id)
+        return Result(Outcome.WAIT, delay=LEASE_UNAVAILABLE_DELAY, exc=exc, retry_task_id=task_id)
     if claim.attempt is None:
         return _unclaimed(claim, task_id, step)
     try:
@@ -85,18 +80,16 @@ def execute_step(
 
 def _unclaimed(claim: Claim, task_id: str, step: str) -> Result:
     """What a message that got no attempt does: skip, stop, wait (for a breaker or a lease), or fail."""
-    if claim.outcome is ClaimOutcome.DONE:
-        return Result(Outcome.CONTINUE)
-    if claim.outcome is ClaimOutcome.STOP:
-        return Result(Outcome.STOP)
-    if claim.outcome is ClaimOutcome.WAIT and not claim.gate.refused:
+    if claim.outcome in (Outcome.CONTINUE, Outcome.STOP):
+        return Result(claim.outcome)
+    if claim.outcome is Outcome.WAIT and not claim.gate.refused:
         holder = claim.holder
         who = f"{holder.host} pid {holder.pid} (task {holder.task_id})" if holder else "a run being stopped"
         exc = StepInFlight(step, who, retry_after=claim.delay)
-        return Result(Outcome.RETRY, delay=claim.delay, exc=exc, retry_task_id=task_id)
-    if claim.outcome is ClaimOutcome.WAIT:
+        return Result(Outcome.WAIT, delay=claim.delay, exc=exc, retry_task_id=task_id)
+    if claim.outcome is Outcome.WAIT:
         return _wait_for_circuit(claim, task_id)
-    if claim.outcome is ClaimOutcome.GAVE_UP:
+    if claim.outcome is Outcome.FAILED:
         message = claim.error.message if claim.error else step
         return Result(Outcome.FAILED, exc=_refused(claim) if claim.gate.refused else AttemptsExhausted(message))
     raise AssertionError(f"a claim of {claim.outcome} without an attempt")
@@ -125,10 +118,9 @@ def _attempt_step(run_id: str, step: str, claim: Claim, attempt: Attempt, *, han
         delay = _retry_delay(policy, exc, claim.context.attempt)
         answer = services.step_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay, claim=claim)
         shown = masking.scrubbed_exception(exc, secrets)  # what Celery stores and logs
-        if answer is AttemptOutcome.RETRY:
-            next_id = engine.step_task_id(run_id, step, claim.context.attempt + 1)
-            return Result(Outcome.RETRY, delay=delay or 0.0, exc=shown, retry_task_id=next_id)
-        return Result(Outcome.FAILED if answer is AttemptOutcome.FAILED else Outcome.STOP, exc=shown)
+        if answer is Outcome.RETRY:
+            return Result(Outcome.RETRY, delay=delay or 0.0, exc=shown, retry_task_id=claim.retry_task_id)
+        return Result(answer, exc=shown)  # FAILED or STOP
     recorded = services.step_succeed(
         run_id=run_id, step=step, output=output, seconds=seconds, claim=claim, keep_lease=hand_over
     )
@@ -142,9 +134,9 @@ def execute_compensation(*, run_id: str, step: str, task_id: str) -> Result:
     """One attempt of a compensation. A compensation that gives up does not stop the others: the run's
     tables schedule what comes next, and the run ends ``failed`` once every other compensation has run."""
     claim = services.compensation_claim(run_id=run_id, step=step, task_id=task_id)
-    if claim.outcome is ClaimOutcome.WAIT:
+    if claim.outcome is Outcome.WAIT:
         return _wait_for_circuit(claim, task_id)
-    if claim.outcome is not ClaimOutcome.RUN:
+    if claim.outcome is not Outcome.RUN:  # a compensation that gives up stops only its own message
         return Result(Outcome.STOP)
     assert claim.saga is not None
     assert claim.context is not None
@@ -157,10 +149,10 @@ def execute_compensation(*, run_id: str, step: str, task_id: str) -> Result:
         secrets = _secrets(claim.context)
         error = Failure.from_exception(exc, attempt=claim.context.attempt).masked(secrets)
         delay = _retry_delay(policy, exc, claim.context.attempt)
-        next_id = services.compensation_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay)
-        if next_id:
+        answer = services.compensation_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay)
+        if answer is Outcome.RETRY:
             shown = masking.scrubbed_exception(exc, secrets)
-            return Result(Outcome.RETRY, delay=delay or 0.0, exc=shown, retry_task_id=next_id)
+            return Result(Outcome.RETRY, delay=delay or 0.0, exc=shown, retry_task_id=claim.retry_task_id)
         return Result(Outcome.STOP)
     services.compensation_succeed(run_id=run_id, step=step)
     return Result(Outcome.STOP)
@@ -185,7 +177,7 @@ def _refused(claim: Claim) -> CircuitOpen:
 def _wait_for_circuit(claim: Claim, task_id: str) -> Result:
     """The breaker refused the call and the claim recorded it: publish the same attempt again (same task id:
     no attempt was used) once the breaker may let it through."""
-    return Result(Outcome.RETRY, delay=claim.delay, exc=_refused(claim), retry_task_id=task_id)
+    return Result(Outcome.WAIT, delay=claim.delay, exc=_refused(claim), retry_task_id=task_id)
 
 
 def _without_calling(claim: Claim, before: Callable[[StepContext], None]) -> None:

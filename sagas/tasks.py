@@ -12,7 +12,7 @@ from celery import Task, shared_task
 from sagas import connections, eager, engine, leases, logs, recovery, registry, runner, services
 from sagas.definitions import Saga
 from sagas.exceptions import StepFailed
-from sagas.runner import Outcome
+from sagas.outcomes import Outcome
 from sagas.services.compensation import run_on_compensation_failure
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def _finish(task: Task, result: Any) -> None:
     if result.outcome is Outcome.STOP:
         # Stops the rest of the chain: the worker publishes the next step only if this is set.
         task.request.chain = None
-    elif result.outcome is Outcome.RETRY:
+    elif result.outcome in (Outcome.WAIT, Outcome.RETRY):
         raise task.retry(countdown=result.delay, exc=result.exc, task_id=result.retry_task_id)
     elif result.outcome is Outcome.FAILED:
         raise result.exc
@@ -65,7 +65,7 @@ def run_step(self: Task, run_id: str, step: str) -> None:
     )
     held = result.held  # a succeeded step's lease: given back with the next eager step's acquire, or below
     try:
-        while result.outcome is runner.Outcome.CONTINUE and result.saga is not None and result.saga.is_eager():
+        while result.outcome is Outcome.CONTINUE and result.saga is not None and result.saga.is_eager():
             found = eager.next_step(self, result.saga, run_id)
             if found is None:
                 break
@@ -81,11 +81,11 @@ def run_step(self: Task, run_id: str, step: str) -> None:
                 hand_over=True,
             )
             held = result.held
-            if result.outcome is runner.Outcome.RETRY:
+            if result.outcome in (Outcome.WAIT, Outcome.RETRY):
                 assert result.exc is not None
                 eager.publish_retry(self, following, delay=result.delay, task_id=result.retry_task_id, exc=result.exc)
                 return
-            if result.outcome is runner.Outcome.FAILED:
+            if result.outcome is Outcome.FAILED:
                 assert result.exc is not None
                 eager.fail(self, following, result.exc)
                 return

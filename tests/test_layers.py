@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "sagas.celeryconf",
             "sagas.retry",
             "sagas.failures",
+            "sagas.outcomes",
             "sagas.jsonsafe",
             "sagas.masking",
             "sagas.logs",

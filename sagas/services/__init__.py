@@ -7,7 +7,7 @@ from sagas.services.compensation import (
     compensation_fail_attempt,
     compensation_succeed,
 )
-from sagas.services.context import Claim, ClaimOutcome
+from sagas.services.context import Claim
 from sagas.services.operator import run_cancel, run_resolve, run_retry
 from sagas.services.redrive import Redrive, run_park, run_redrive
 from sagas.services.runs import (
@@ -17,12 +17,10 @@ from sagas.services.runs import (
     run_start,
     run_start_or_existing,
 )
-from sagas.services.steps import AttemptOutcome, step_claim, step_fail_attempt, step_succeed
+from sagas.services.steps import step_claim, step_fail_attempt, step_succeed
 
 __all__ = [
-    "AttemptOutcome",
     "Claim",
-    "ClaimOutcome",
     "Redrive",
     "compensation_claim",
     "compensation_fail_attempt",

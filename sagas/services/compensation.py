@@ -18,6 +18,7 @@ from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.failures import Failure
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
+from sagas.outcomes import Outcome
 from sagas.services import circuit
 from sagas.services._core import (
     RunId,
@@ -33,7 +34,6 @@ from sagas.services._core import (
 )
 from sagas.services.context import (
     Claim,
-    ClaimOutcome,
     failure_recorded,
     lost_attempts_error,
     step_context,
@@ -233,30 +233,30 @@ def compensation_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
                 run_id,
                 extra=logs.fields(run_id=run_id, step=step),
             )
-            return Claim(ClaimOutcome.STOP)
+            return Claim(Outcome.STOP)
         step_run = step_row(run, step)
         # Only a scheduled compensation runs: anything else is a duplicate, a stray, or already settled.
         if step_run is None or step_run.status != StepStatus.COMPENSATING or run.status != RunStatus.COMPENSATING:
-            return Claim(ClaimOutcome.STOP)
+            return Claim(Outcome.STOP)
         try:
             saga = saga_for(run)
         except UnknownSaga as exc:
             error = Failure.from_exception(exc, attempt=step_run.compensation_attempts + 1)
             _give_up(run, None, step_run, error)
-            return Claim(ClaimOutcome.GAVE_UP, error=error)
+            return Claim(Outcome.FAILED, error=error)
         declared = saga.step(step)
         policy = declared.compensation_retry or sagas_settings.default_compensation_retry
         if step_run.compensation_attempts >= policy.max_attempts:
             error = lost_attempts_error(step_run, step_run.compensation_attempts, "compensation")
             _give_up(run, saga, step_run, error)
-            return Claim(ClaimOutcome.GAVE_UP, error=error)
+            return Claim(Outcome.FAILED, error=error)
         # A compensation must run in the end: it waits for its circuit without limit, and a refusal is not
         # an attempt, so other runs' failures that hold the breaker open never spend its budget.
         gate = circuit.ask(run, step, declared.service)
         if gate.refused:
             delay = gate.refusal_delay()
             circuit.record_refusal(run, step_run, gate, call="compensation", retry_in=delay, now=timezone.now())
-            return Claim(ClaimOutcome.WAIT, gate=gate, delay=delay)
+            return Claim(Outcome.WAIT, gate=gate, delay=delay)
         move_step(
             run,
             step_run,
@@ -266,7 +266,9 @@ def compensation_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
             fields={"compensation_task_id": task_id},
             increment="compensation_attempts",
         )
-        return Claim(ClaimOutcome.RUN, saga=saga, context=step_context(run, step_run, compensation=True), gate=gate)
+        context = step_context(run, step_run, compensation=True)
+        retry_task_id = next_compensation_task_id(run, step_run)
+        return Claim(Outcome.RUN, saga=saga, context=context, gate=gate, retry_task_id=retry_task_id)
 
 
 def compensation_succeed(*, run_id: RunId, step: str) -> None:
@@ -286,20 +288,20 @@ def compensation_succeed(*, run_id: RunId, step: str) -> None:
         advance_compensation(run, saga_for(run))
 
 
-def compensation_fail_attempt(*, run_id: RunId, step: str, error: Failure, retry_in: float | None) -> str:
-    """Record a failed compensation attempt. With ``retry_in`` the attempt is retried after that many
-    seconds: the task id of the next attempt is returned. With None (or when the run stopped
-    compensating) the compensation gives up, the others go on, and "" is returned."""
+def compensation_fail_attempt(*, run_id: RunId, step: str, error: Failure, retry_in: float | None) -> Outcome:
+    """Record a failed compensation attempt. With ``retry_in`` the attempt is retried after that many seconds
+    (RETRY: its claim named the next attempt's task). With None (or when the run stopped compensating) the
+    compensation gives up and the others go on (STOP)."""
     with transaction.atomic():
         run = lock_run(run_id)
         step_run = step_row(run, step)
         if step_run is None or step_run.status != StepStatus.COMPENSATING:
-            return ""
+            return Outcome.STOP
         if retry_in is None or run.status != RunStatus.COMPENSATING:
             _give_up(run, saga_for(run), step_run, error)
-            return ""
+            return Outcome.STOP
         record_retry(run, step_run, "compensation", error, retry_in)
-        return next_compensation_task_id(run, step_run)
+        return Outcome.RETRY
 
 
 def _give_up(run: SagaRun, saga: type[Saga] | None, step_run: SagaStepRun, error: Failure) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from celery.exceptions import TimeLimitExceeded
@@ -16,20 +15,13 @@ from sagas.exceptions import UnrecordedFailure
 from sagas.failures import Failure
 from sagas.leases import Holder
 from sagas.models import SagaRun, SagaStepRun
+from sagas.outcomes import Outcome
 from sagas.services._core import last_event
 from sagas.services.circuit import OPEN_GATE, Gate
 from sagas.states import DONE_STEP_STATES, EventType
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
-
-
-class ClaimOutcome(StrEnum):
-    RUN = "run"  # call the user's function with the claim's context
-    DONE = "done"  # already done (a redelivery): skip the body, let the chain go on
-    STOP = "stop"  # the run is no longer in a state for this: skip the body and stop the chain
-    GAVE_UP = "gave_up"  # the attempt budget was spent by attempts that never reported back (or the circuit wait)
-    WAIT = "wait"  # the service's breaker refused the call: not an attempt; ask again after the claim's delay
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +43,11 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    outcome: ClaimOutcome
+    """A claim's answer: RUN (with the context and the attempt), CONTINUE (done by an earlier delivery), STOP,
+    WAIT (with the delay; no attempt used) or FAILED (the budget was spent by attempts that never reported back,
+    or the circuit wait ran out: with the failure)."""
+
+    outcome: Outcome
     saga: type[Saga] | None = None
     context: StepContext | None = None
     error: Failure | None = None
@@ -60,6 +56,7 @@ class Claim:
     holder: Holder | None = None  # with WAIT on a lease: who holds it
     gate: Gate = OPEN_GATE  # the breaker's permit for this attempt's call, reported back after it
     delay: float = 0.0  # with WAIT: seconds until the breaker is asked again
+    retry_task_id: str = ""  # with RUN: the task id of the next attempt, should this one be retried
 
 
 def step_context(

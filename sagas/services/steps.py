@@ -6,7 +6,6 @@ import contextlib
 import logging
 import uuid
 from datetime import datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -17,6 +16,7 @@ from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.failures import Failure
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
+from sagas.outcomes import Outcome
 from sagas.services import _contract, _statement, circuit
 from sagas.services._core import (
     RunId,
@@ -39,7 +39,7 @@ from sagas.services._core import (
     writer,
 )
 from sagas.services.compensation import advance_compensation, time_out
-from sagas.services.context import Attempt, Claim, ClaimOutcome, lost_attempts_error, step_context
+from sagas.services.context import Attempt, Claim, lost_attempts_error, step_context
 from sagas.states import EventType, RunStatus, StepStatus, stamp_run, stamp_step
 
 if TYPE_CHECKING:
@@ -71,15 +71,15 @@ def step_claim(
     lease = leases.acquire(run_id, step, task_id=task_id, seconds=seconds, previous=previous)
     if lease.answer is leases.Answer.HELD:
         # Another delivery runs this step now: come back when it has surely finished or let its lease go.
-        return Claim(ClaimOutcome.WAIT, delay=_lease_wait(lease.wait), holder=lease.holder)
+        return Claim(Outcome.WAIT, delay=_lease_wait(lease.wait), holder=lease.holder)
     try:
         claim = _claim_with_lease(run_id, step, task_id, lease)
     except Exception:
         # The read or a decision failed (the database went away): no attempt started, so it is taken back off
         # the count and the lease is freed; the errback or the reaper moves the run on.
-        _release(run_id, step, lease, ClaimOutcome.STOP)
+        _release(run_id, step, lease, Outcome.STOP)
         raise
-    if claim.outcome is not ClaimOutcome.RUN:
+    if claim.outcome is not Outcome.RUN:
         _release(run_id, step, lease, claim.outcome)
     return claim
 
@@ -94,11 +94,11 @@ def _claim_with_lease(run_id: RunId, step: str, task_id: str, lease: leases.Leas
             run_id,
             extra=logs.fields(run_id=run_id, step=step),
         )
-        return Claim(ClaimOutcome.STOP)
+        return Claim(Outcome.STOP)
     if lease.answer is leases.Answer.FENCED:
         if run.status in (RunStatus.PENDING, RunStatus.EXECUTING):
             # Someone is stopping the run right now: ask again once the stop is committed (or rolled back).
-            return Claim(ClaimOutcome.WAIT, delay=_lease_wait(min(lease.wait, 1.0)))
+            return Claim(Outcome.WAIT, delay=_lease_wait(min(lease.wait, 1.0)))
         with transaction.atomic():
             return _claim_locked(run_id, step, task_id, None)
     claim = _claim(run, steps, step, task_id, lease)
@@ -113,11 +113,11 @@ def _lease_wait(wait: float) -> float:
     return round(min(wait, max(1.0, wait / 10)), 3) if wait > 0 else 1.0
 
 
-def _release(run_id: RunId, step: str, lease: leases.Lease, outcome: ClaimOutcome) -> None:
+def _release(run_id: RunId, step: str, lease: leases.Lease, outcome: Outcome) -> None:
     """A claim that does not run the step gives its lease back: the count goes with a step already done, and
     the attempt is taken back off it otherwise (it never started)."""
     if lease.granted:
-        leases.release(run_id, step, lease.value, mode="done" if outcome is ClaimOutcome.DONE else "undo")
+        leases.release(run_id, step, lease.value, mode="done" if outcome is Outcome.CONTINUE else "undo")
 
 
 def read_run_with_steps(run_id: RunId) -> tuple[SagaRun, list[SagaStepRun]]:
@@ -148,9 +148,9 @@ def _claim(
         logger.warning(
             "saga run %s has no step %r; dropping the message", run.pk, step, extra=logs.fields(run, step=step)
         )
-        return Claim(ClaimOutcome.STOP)
+        return Claim(Outcome.STOP)
     if step_run.status == StepStatus.SUCCEEDED:
-        return Claim(ClaimOutcome.DONE if run.status == RunStatus.EXECUTING else ClaimOutcome.STOP)
+        return Claim(Outcome.CONTINUE if run.status == RunStatus.EXECUTING else Outcome.STOP)
     try:
         saga = saga_for(run)
     except UnknownSaga:
@@ -164,13 +164,13 @@ def _claim(
             step,
             extra=logs.fields(run, step=step),
         )
-        return Claim(ClaimOutcome.STOP)
+        return Claim(Outcome.STOP)
     if run.status in (RunStatus.PENDING, RunStatus.EXECUTING) and past_deadline(run):
         return None  # no step starts after the deadline: the run times out
     if run.status not in (RunStatus.PENDING, RunStatus.EXECUTING):
-        return None if step_run.status == StepStatus.RUNNING else Claim(ClaimOutcome.STOP)
+        return None if step_run.status == StepStatus.RUNNING else Claim(Outcome.STOP)
     if step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING) or lease is None:
-        return Claim(ClaimOutcome.STOP)
+        return Claim(Outcome.STOP)
     declared = saga.step(step)
     policy = declared.retry or sagas_settings.default_retry
     attempt = lease.attempt
@@ -186,11 +186,12 @@ def _claim(
     step_run.attempts = attempt  # the context's attempt; the row keeps ``recorded`` until the outcome
     context = step_context(run, step_run, compensation=False, steps=steps)
     return Claim(
-        ClaimOutcome.RUN,
+        Outcome.RUN,
         saga=saga,
         context=context,
         step_id=step_run.pk,
         gate=gate,
+        retry_task_id=engine.step_task_id(str(run.pk), step, attempt + 1),
         attempt=Attempt(
             run=run,
             step_status=step_run.status,
@@ -213,10 +214,10 @@ def _claim_locked(run_id: RunId, step: str, task_id: str, lease: leases.Lease | 
     try:
         run, steps = lock_run_with_steps(run_id)
     except RunNotFound:
-        return Claim(ClaimOutcome.STOP)
+        return Claim(Outcome.STOP)
     step_run = next((s for s in steps if s.name == step), None)
     if step_run is None or step_run.status == StepStatus.SUCCEEDED:
-        return _claim(run, steps, step, task_id, lease) or Claim(ClaimOutcome.STOP)
+        return _claim(run, steps, step, task_id, lease) or Claim(Outcome.STOP)
     try:
         saga = saga_for(run)
     except UnknownSaga as exc:
@@ -229,9 +230,9 @@ def _claim_locked(run_id: RunId, step: str, task_id: str, lease: leases.Lease | 
         if step_run.status == StepStatus.RUNNING:
             # A retry of a step whose run stopped (cancelled, timed out) while it waited: it ends here.
             _abandon(run, saga, step_run)
-        return Claim(ClaimOutcome.STOP)
+        return Claim(Outcome.STOP)
     if lease is None or step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING):
-        return Claim(ClaimOutcome.STOP)
+        return Claim(Outcome.STOP)
     declared = saga.step(step)
     policy = declared.retry or sagas_settings.default_retry
     attempt = max(lease.attempt, step_run.attempts + 1)
@@ -241,11 +242,11 @@ def _claim_locked(run_id: RunId, step: str, task_id: str, lease: leases.Lease | 
         if step_run.attempts < lost:
             start_attempt(run, step_run, number=lost, task_id=step_run.task_id, at=timezone.now())
         fail_step(run, step_run, error)
-        return Claim(ClaimOutcome.GAVE_UP, error=error)
+        return Claim(Outcome.FAILED, error=error)
     gate = circuit.ask(run, step, declared.service)
     if gate.refused:
         return _wait_for_circuit(run, step_run, declared, gate)
-    return _claim(run, steps, step, task_id, lease, gate) or Claim(ClaimOutcome.STOP)
+    return _claim(run, steps, step, task_id, lease, gate) or Claim(Outcome.STOP)
 
 
 def start_attempt(run: SagaRun, step_run: SagaStepRun, *, number: int, task_id: str, at: datetime) -> SagaEvent:
@@ -277,13 +278,13 @@ def _wait_for_circuit(run: SagaRun, step_run: SagaStepRun, declared: Step, gate:
             f"(circuit_wait {limit:g}s) and was not called."
         )
         fail_step(run, step_run, error)
-        return Claim(ClaimOutcome.GAVE_UP, error=error, gate=gate)
+        return Claim(Outcome.FAILED, error=error, gate=gate)
     delay = min(gate.refusal_delay(), limit - waited)
     if run.deadline is not None:
         delay = min(delay, (run.deadline - now).total_seconds())
     delay = round(max(delay, MIN_CIRCUIT_DELAY), 3)
     circuit.record_refusal(run, step_run, gate, call="action", retry_in=delay, now=now)
-    return Claim(ClaimOutcome.WAIT, gate=gate, delay=delay)
+    return Claim(Outcome.WAIT, gate=gate, delay=delay)
 
 
 def _claim_without_class(run: SagaRun, step_run: SagaStepRun, exc: UnknownSaga) -> Claim:
@@ -291,12 +292,12 @@ def _claim_without_class(run: SagaRun, step_run: SagaStepRun, exc: UnknownSaga) 
     if run.status == RunStatus.PENDING:
         move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
     if run.status != RunStatus.EXECUTING or step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING):
-        return Claim(ClaimOutcome.STOP)
+        return Claim(Outcome.STOP)
     error = Failure.from_exception(exc, attempt=step_run.attempts + 1)
     if step_run.status == StepStatus.PENDING:
         move_step(run, step_run, StepStatus.RUNNING, event=EventType.STEP_STARTED, increment="attempts")
     fail_step(run, step_run, error)
-    return Claim(ClaimOutcome.GAVE_UP, error=error)
+    return Claim(Outcome.FAILED, error=error)
 
 
 def _abandon(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:
@@ -501,44 +502,38 @@ def run_complete_locked(run: SagaRun, *, last_success: SagaEvent | None = None) 
     return True
 
 
-class AttemptOutcome(StrEnum):
-    RETRY = "retry"  # the attempt is tried again after the delay recorded
-    FAILED = "failed"  # the step failed for good; the run compensates
-    STOPPED = "stopped"  # the run no longer executes; nothing more to do for this attempt
-
-
 def step_fail_attempt(
     *, run_id: RunId, step: str, error: Failure, retry_in: float | None, claim: Claim | None = None
-) -> AttemptOutcome:
+) -> Outcome:
     """Record a failed attempt (and its start), retried in ``retry_in`` seconds (None: the policy gives up).
 
-    Returns an AttemptOutcome: a retry is only granted while the run executes and its deadline is ahead.
+    Returns RETRY, FAILED or STOP: a retry is only granted while the run executes and its deadline is ahead.
     """
     attempt = claim.attempt if claim is not None else None
     outcome = _record_failure(run_id, step, error, retry_in, attempt)
     if attempt is not None:  # recorded and committed: the lease goes; the count stays while a retry follows
-        leases.release(run_id, step, attempt.lease, mode="keep" if outcome is AttemptOutcome.RETRY else "done")
+        leases.release(run_id, step, attempt.lease, mode="keep" if outcome is Outcome.RETRY else "done")
     return outcome
 
 
 def _record_failure(
     run_id: RunId, step: str, error: Failure, retry_in: float | None, attempt: Attempt | None
-) -> AttemptOutcome:
+) -> Outcome:
     with transaction.atomic():
         run = lock_run(run_id)
         step_run = step_row(run, step)
         if step_run is None or step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING):
-            return AttemptOutcome.STOPPED  # a duplicate attempt reporting after the step moved on
+            return Outcome.STOP  # a duplicate attempt reporting after the step moved on
         _record_start(run, step_run, attempt)
         if retry_in is not None and run.status == RunStatus.EXECUTING and not past_deadline(run):
             record_retry(run, step_run, "action", error, retry_in)
-            return AttemptOutcome.RETRY
+            return Outcome.RETRY
         fail_step(run, step_run, error)
         if run.status == RunStatus.EXECUTING and past_deadline(run):
             time_out(run, saga_for(run))
         elif run.status == RunStatus.COMPENSATING:
             advance_compensation(run, saga_for(run))
-        return AttemptOutcome.FAILED if run.status == RunStatus.EXECUTING else AttemptOutcome.STOPPED
+        return Outcome.FAILED if run.status == RunStatus.EXECUTING else Outcome.STOP
 
 
 def fail_step(run: SagaRun, step_run: SagaStepRun, error: Failure) -> None:

@@ -13,8 +13,8 @@ from sagas import breakers, eventlog, services
 from sagas.exceptions import InvalidDefinition
 from sagas.failures import Failure
 from sagas.models import SagaRun, SagaStepRun
+from sagas.outcomes import Outcome
 from sagas.retry import FailureClass
-from sagas.services import ClaimOutcome
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.conftest import open_breaker, reset_breakers
 from tests.testapp.sagas import NoCircuitWait, UndoesY, WaitsForY, record
@@ -38,7 +38,7 @@ def steps_of(run: SagaRun) -> dict[str, SagaStepRun]:
 def succeed(run: SagaRun, step: str) -> None:
     """One attempt of ``step`` claimed and recorded as a success, as the runner does."""
     claim = services.step_claim(run_id=run.pk, step=step, task_id=f"{step}-1")
-    assert claim.outcome is ClaimOutcome.RUN
+    assert claim.outcome is Outcome.RUN
     assert claim.context is not None
     services.step_succeed(run_id=run.pk, step=step, output={}, claim=claim)
 
@@ -54,7 +54,7 @@ def test_a_refused_forward_call_is_recorded_and_is_not_an_attempt() -> None:
 
     claim = services.step_claim(run_id=run.pk, step="book_y", task_id="t-1")
 
-    assert claim.outcome is ClaimOutcome.WAIT
+    assert claim.outcome is Outcome.WAIT
     assert Y.recovery_timeout - 0.5 <= claim.delay <= Y.recovery_timeout + Y.retry_spread
     step = steps_of(run)["book_y"]
     assert (step.status, step.attempts, step.circuit_refusals) == (StepStatus.PENDING, 0, 1)
@@ -75,12 +75,12 @@ def test_the_call_let_through_after_a_wait_is_attempt_one_and_ends_the_wait() ->
     run = WaitsForY.start({})
     succeed(run, "first")
     breaker = open_breaker("svc-y")
-    assert services.step_claim(run_id=run.pk, step="book_y", task_id="t-1").outcome is ClaimOutcome.WAIT
+    assert services.step_claim(run_id=run.pk, step="book_y", task_id="t-1").outcome is Outcome.WAIT
     breaker.reset()
 
     claim = services.step_claim(run_id=run.pk, step="book_y", task_id="t-1")
 
-    assert claim.outcome is ClaimOutcome.RUN
+    assert claim.outcome is Outcome.RUN
     assert claim.context.attempt == 1
     assert claim.gate.permit is not None
     assert claim.gate.permit.allowed
@@ -100,11 +100,11 @@ def test_the_half_open_probe_goes_to_one_caller_and_the_other_waits_for_it() -> 
     probe = services.step_claim(run_id=first.pk, step="book_y", task_id="a")
     waiter = services.step_claim(run_id=second.pk, step="book_y", task_id="b")
 
-    assert probe.outcome is ClaimOutcome.RUN
+    assert probe.outcome is Outcome.RUN
     assert probe.gate.permit is not None
     assert probe.gate.permit.probe
     assert first.events.filter(type=EventType.BREAKER_HALF_OPENED).count() == 1
-    assert waiter.outcome is ClaimOutcome.WAIT
+    assert waiter.outcome is Outcome.WAIT
     assert waiter.gate.permit is not None
     # Told to come back when the probe has reported, or stopped counting: not sooner, not a whole window later.
     assert 0 < waiter.gate.permit.wait <= Y.recovery_timeout
@@ -120,7 +120,7 @@ def test_a_forward_step_fails_with_circuit_open_once_it_waited_its_circuit_wait(
 
     claim = services.step_claim(run_id=run.pk, step="book_y", task_id="t")
 
-    assert claim.outcome is ClaimOutcome.GAVE_UP
+    assert claim.outcome is Outcome.FAILED
     step = steps_of(run)["book_y"]
     assert (step.status, step.attempts, step.circuit_waiting_since) == (StepStatus.FAILED, 0, None)
     assert step.error["class"] == "circuit_open"
@@ -143,7 +143,7 @@ def test_a_refused_compensation_waits_without_spending_its_budget() -> None:
 
     for _ in range(budget + 2):
         claim = services.compensation_claim(run_id=run.pk, step="book_y", task_id="c")
-        assert claim.outcome is ClaimOutcome.WAIT
+        assert claim.outcome is Outcome.WAIT
 
     step = steps_of(run)["book_y"]
     assert (step.status, step.compensation_attempts, step.circuit_refusals) == ("compensating", 0, budget + 2)
@@ -157,7 +157,7 @@ def test_breaker_events_do_not_move_the_step_in_a_rebuild() -> None:
     run = WaitsForY.start({})
     succeed(run, "first")
     claim = services.step_claim(run_id=run.pk, step="book_y", task_id="t")
-    assert claim.outcome is ClaimOutcome.RUN
+    assert claim.outcome is Outcome.RUN
     # The attempt opened the breaker and is retried: no step transition follows the BreakerOpened event.
     services.record_breaker_change(run_id=run.pk, step="book_y", service="svc-y", before="closed", after="open")
     services.step_fail_attempt(run_id=run.pk, step="book_y", error=_refusal_error(), retry_in=1.0)

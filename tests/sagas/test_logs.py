@@ -15,7 +15,7 @@ import pytest
 from celery import shared_task
 
 from sagas import logs, services
-from sagas.services import ClaimOutcome
+from sagas.outcomes import Outcome
 from sagas.states import RunStatus
 from tests.factories import SagaRunFactory
 
@@ -60,7 +60,7 @@ def test_a_dropped_message_is_logged_by_its_module_with_the_run_and_step(caplog)
     missing = uuid.uuid4()
     with caplog.at_level(logging.WARNING, logger="sagas"):
         claim = services.step_claim(run_id=missing, step="create_order", task_id="t-1")
-    assert claim.outcome is ClaimOutcome.STOP
+    assert claim.outcome is Outcome.STOP
     (record,) = [r for r in caplog.records if "does not exist" in r.getMessage()]
     assert record.name == "sagas.services.steps"
     assert (record.run_id, record.step) == (str(missing), "create_order")

@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 import sagas
 from sagas import choreography, registry, runner
 from sagas.models import SagaEvent, SagaRun
+from sagas.outcomes import Outcome
 from sagas.states import RunStatus, StepStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)  # real transactions: no savepoints in the counts
@@ -48,7 +49,7 @@ def test_a_step_costs_one_read_and_one_write(three_steps, django_capture_on_comm
     for step in ("a", "b", "c"):
         with CaptureQueriesContext(connection) as captured:
             result = runner.execute_step(run_id=str(run.pk), step=step, task_id=f"{run.pk}:{step}:1")
-        assert result.outcome == runner.Outcome.CONTINUE
+        assert result.outcome == Outcome.CONTINUE
         counts[step] = statements(captured)
 
     # The claim reads the run with its steps (one SELECT; its lease and attempt count are Redis's); the outcome

@@ -13,7 +13,8 @@ from django.db import OperationalError
 
 from sagas import leases, services
 from sagas.models import SagaEvent, SagaRun
-from sagas.services import ClaimOutcome, _statement
+from sagas.outcomes import Outcome
+from sagas.services import _statement
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.factories import SagaRunFactory
 from tests.metrics import publishes
@@ -27,7 +28,7 @@ def test_a_claim_takes_the_lease_and_the_outcome_records_the_start(django_captur
     run = SagaRunFactory(status=RunStatus.PENDING, payload={"customer_email": "a@example.com"})
     claim = services.step_claim(run_id=run.pk, step="create_order", task_id="t-1")
 
-    assert claim.outcome is ClaimOutcome.RUN
+    assert claim.outcome is Outcome.RUN
     assert claim.context.attempt == 1
     assert claim.context.idempotency_key == f"{run.pk}:create_order"
     assert claim.context.payload == {"customer_email": "a@example.com"}
@@ -58,8 +59,8 @@ def test_a_second_delivery_waits_for_the_lease_and_counts_no_attempt() -> None:
     first = services.step_claim(run_id=run.pk, step="create_order", task_id="t-1", hard_limit=30)
     second = services.step_claim(run_id=run.pk, step="create_order", task_id="t-1")
 
-    assert first.outcome is ClaimOutcome.RUN
-    assert second.outcome is ClaimOutcome.WAIT
+    assert first.outcome is Outcome.RUN
+    assert second.outcome is Outcome.WAIT
     assert second.holder is not None
     assert second.holder.task_id == "t-1"
     assert 1.0 <= second.delay <= 30 + 60  # a tenth of what the lease has left, at least a second
@@ -76,7 +77,7 @@ def test_the_lease_of_a_dead_process_of_this_host_is_taken_over_at_once() -> Non
 
     claim = services.step_claim(run_id=run.pk, step="create_order", task_id="t-1")
 
-    assert claim.outcome is ClaimOutcome.RUN
+    assert claim.outcome is Outcome.RUN
     assert claim.context.attempt == 2  # the dead process's attempt counts
     assert leases.holder(run.pk, "create_order").pid == os.getpid()
 
@@ -94,7 +95,7 @@ def test_a_kept_lease_is_given_back_by_the_next_steps_acquire(django_capture_on_
     leases.fence(run.pk, [])  # the run is being stopped: the next step is refused, the kept lease goes all the same
     refused = services.step_claim(run_id=run.pk, step="reserve_stock", task_id="t-2", previous=kept)
 
-    assert refused.outcome is ClaimOutcome.WAIT
+    assert refused.outcome is Outcome.WAIT
     assert leases.holders(run.pk, ["create_order", "reserve_stock"]) == {}
     assert leases.started(run.pk, ["create_order", "reserve_stock"]) == {"create_order": 0, "reserve_stock": 0}
 
@@ -107,7 +108,7 @@ def test_a_handover_does_not_free_a_lease_someone_else_holds_now() -> None:
 
     claim = services.step_claim(run_id=run.pk, step="charge_payment", task_id="t-3", previous=stale)
 
-    assert claim.outcome is ClaimOutcome.RUN
+    assert claim.outcome is Outcome.RUN
     assert leases.client().get(leases.lease_key(run.pk, "reserve_stock")) == other
 
 
@@ -115,10 +116,10 @@ def test_a_run_being_stopped_refuses_new_attempts_until_the_stop_commits() -> No
     run = SagaRunFactory(status=RunStatus.EXECUTING)
     assert leases.fence(run.pk, ["create_order"]) == {}  # a stopper put the fence up and saw nothing in flight
     claim = services.step_claim(run_id=run.pk, step="create_order", task_id="t-1")
-    assert claim.outcome is ClaimOutcome.WAIT
+    assert claim.outcome is Outcome.WAIT
     assert leases.started(run.pk, ["create_order"]) == {"create_order": 0}
     SagaRun.objects.filter(pk=run.pk).update(status=RunStatus.COMPENSATING)  # the stop committed
-    assert services.step_claim(run_id=run.pk, step="create_order", task_id="t-1").outcome is ClaimOutcome.STOP
+    assert services.step_claim(run_id=run.pk, step="create_order", task_id="t-1").outcome is Outcome.STOP
 
 
 def test_a_step_in_flight_when_its_run_is_cancelled_is_not_skipped_and_is_undone_once_it_succeeds(
@@ -126,7 +127,7 @@ def test_a_step_in_flight_when_its_run_is_cancelled_is_not_skipped_and_is_undone
 ) -> None:
     run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses={"create_order": StepStatus.SUCCEEDED})
     claim = services.step_claim(run_id=run.pk, step="reserve_stock", task_id="t-1")
-    assert claim.outcome is ClaimOutcome.RUN
+    assert claim.outcome is Outcome.RUN
 
     services.run_cancel(run_id=run.pk, reason="customer called", actor="kim")
     steps = dict(run.steps.values_list("name", "status"))
@@ -143,7 +144,7 @@ def test_a_step_in_flight_when_its_run_is_cancelled_is_not_skipped_and_is_undone
 def test_a_step_that_arrives_before_the_steps_it_follows_is_dropped() -> None:
     run = SagaRunFactory(status=RunStatus.PENDING)
     claim = services.step_claim(run_id=run.pk, step="charge_payment", task_id="t")
-    assert claim.outcome is ClaimOutcome.STOP
+    assert claim.outcome is Outcome.STOP
     run.refresh_from_db()
     assert run.status == RunStatus.PENDING
     assert not SagaEvent.objects.exists()
@@ -160,9 +161,9 @@ def test_context_carries_outputs_of_completed_steps() -> None:
 
 @pytest.mark.parametrize(
     ("status", "outcome"),
-    [(RunStatus.EXECUTING, ClaimOutcome.DONE), (RunStatus.COMPLETED, ClaimOutcome.STOP)],
+    [(RunStatus.EXECUTING, Outcome.CONTINUE), (RunStatus.COMPLETED, Outcome.STOP)],
 )
-def test_a_succeeded_step_is_never_run_again(status: str, outcome: ClaimOutcome) -> None:
+def test_a_succeeded_step_is_never_run_again(status: str, outcome: Outcome) -> None:
     run = SagaRunFactory(status=status, step_statuses=DONE_TWO)
     assert services.step_claim(run_id=run.pk, step="reserve_stock", task_id="t").outcome is outcome
     assert run.steps.get(name="reserve_stock").attempts == 0
@@ -173,7 +174,7 @@ def test_attempts_that_never_reported_back_end_in_a_failure_not_a_loop() -> None
     run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses={"create_order": StepStatus.RUNNING})
     run.steps.filter(name="create_order").update(attempts=3)  # the default budget, all lost
     claim = services.step_claim(run_id=run.pk, step="create_order", task_id="t")
-    assert claim.outcome is ClaimOutcome.GAVE_UP
+    assert claim.outcome is Outcome.FAILED
     step = run.steps.get(name="create_order")
     assert (step.status, step.attempts, step.error["code"]) == (StepStatus.FAILED, 3, "attempts_lost")
 
@@ -240,7 +241,7 @@ def test_errback_firing_twice_compensates_once(django_capture_on_commit_callback
 def test_a_compensated_step_is_never_compensated_again() -> None:
     run = SagaRunFactory(status=RunStatus.COMPENSATING, step_statuses={"create_order": StepStatus.COMPENSATED})
     claim = services.compensation_claim(run_id=run.pk, step="create_order", task_id="t")
-    assert claim.outcome is ClaimOutcome.STOP
+    assert claim.outcome is Outcome.STOP
     assert run.steps.get(name="create_order").compensation_attempts == 0
 
 
@@ -285,7 +286,7 @@ def test_a_step_running_past_its_limit_is_diagnosed_from_its_lease_and_shows_run
 
     run = SagaRunFactory(status=RunStatus.EXECUTING)
     claim = services.step_claim(run_id=run.pk, step="create_order", task_id="t-1")
-    assert claim.outcome is ClaimOutcome.RUN
+    assert claim.outcome is Outcome.RUN
     steps = list(run.steps.order_by("index"))
 
     (row,) = [r for r in step_rows(run, steps) if r.step.name == "create_order"]
