@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from sagaproject import commands
+from sagas.states import FINISHED_RUN_STATES
 
 ROOT = Path(__file__).resolve().parent.parent
 STOCK = {"cup": 400, "pen": 300, "hat": 250}
-SETTLED = ("completed", "compensated", "cancelled", "failed")
 
 
 @dataclass
@@ -231,7 +231,7 @@ class Chaos:
 
         deadline = time.monotonic() + self.config.drain_timeout
         while time.monotonic() < deadline:
-            if not SagaRun.objects.filter(pk__in=run_ids).exclude(status__in=SETTLED).exists():
+            if not SagaRun.objects.filter(pk__in=run_ids).exclude(status__in=FINISHED_RUN_STATES).exists():
                 return
             time.sleep(1)
 
@@ -243,13 +243,13 @@ class Chaos:
         durations = sorted(
             (run.finished_at - run.created_at).total_seconds()
             for run in runs
-            if run.finished_at and run.status in SETTLED
+            if run.finished_at and run.status in FINISHED_RUN_STATES
         )
         problems = effect_problems(runs, ledger_before)
         return Report(
             runs=len(runs),
             by_status=dict(sorted(by_status.items())),
-            lost=sum(count for status, count in by_status.items() if status not in SETTLED),
+            lost=sum(count for status, count in by_status.items() if status not in FINISHED_RUN_STATES),
             doubled=len(problems),
             problems=problems[:20],
             kills=dict(self.kills),

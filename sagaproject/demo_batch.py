@@ -24,13 +24,12 @@ from participants.payments.models import Account, CardStatus
 from participants.shipping.models import DeliveryZone
 from participants.travel.sagas import BookTrip
 from sagas.models import SagaRun
-from sagas.states import RunStatus, StepStatus
+from sagas.states import FINISHED_RUN_STATES, RunStatus, StepStatus
 
 DEMO_DATABASE = Path(__file__).resolve().parent.parent / "db.sqlite3"  # the settings' default database
 ADMIN_USERNAME = "admin"
 ADMIN_PASSWORD = "sagas-demo"
 # A run in one of these stays there until a person acts: what the demo waits for.
-SETTLED = frozenset({RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.CANCELLED, RunStatus.FAILED})
 
 DELIVERABLE = {"country": "NL", "city": "Amsterdam", "line1": "Damrak 1", "postal_code": "1012 LG"}
 # ZZ is an ISO 3166 code reserved for private use, so no real delivery zone is ever called that.
@@ -243,7 +242,7 @@ def wait_settled(
         for run_id, status in SagaRun.objects.filter(pk__in=list(pending)).values_list("pk", "status"):
             run = pending[str(run_id)]
             run.status = status
-            if status in SETTLED:
+            if status in FINISHED_RUN_STATES:
                 run.settled_after = time.monotonic() - run.started
                 run.failure = describe_failure(run.run_id)
                 del pending[run.run_id]
@@ -268,7 +267,7 @@ def describe_failure(run_id: str) -> str:
         error = step.error or {}
         parts.append(f"{step.name} compensation gave up: {error.get('code') or error.get('class', '?')}")
     running = run.steps.filter(status__in=[StepStatus.RUNNING, StepStatus.COMPENSATING]).first()
-    if running is not None and run.status not in SETTLED:
+    if running is not None and run.status not in FINISHED_RUN_STATES:
         parts.append(f"still {running.status}: {running.name}")
     return "; ".join(parts) or "-"
 

@@ -194,7 +194,8 @@ if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
 SECURE_HSTS_SECONDS = int(env("DJANGO_HSTS_SECONDS", "0"))
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", False)
 
-# --- Celery (ARCHITECTURE §6.5): the database is the truth, messages are only triggers ---
+# --- Celery (docs/internals.md#publishing-after-commit-and-celery-settings): the database is the truth, messages
+# are only triggers ---
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", "django-db")

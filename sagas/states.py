@@ -1,4 +1,4 @@
-"""Run and step statuses, the transitions allowed between them (ARCHITECTURE §3), and event types."""
+"""Run and step statuses, the transitions allowed between them (docs/internals.md#the-state-machine), event types."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ from django.conf import settings
 from django.db import connection
 
 from sagas.models import SagaRun
+from sagas.states import FINISHED_RUN_STATES
 from sagas.testing import runs
-from sagas.testing.runs import SETTLED
 from sagas.testing.worker import SagaWorker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,10 @@ class WorkerProcess(SagaWorker):
 
 
 def wait_for_run(
-    run: SagaRun | object, worker: SagaWorker, statuses: frozenset[str] = SETTLED, timeout: float = RUN_TIMEOUT
+    run: SagaRun | object,
+    worker: SagaWorker,
+    statuses: frozenset[str] = FINISHED_RUN_STATES,
+    timeout: float = RUN_TIMEOUT,
 ) -> SagaRun:
     """Poll the database until the run reaches one of ``statuses``; fail with the worker log if not."""
     run_id = run.pk if isinstance(run, SagaRun) else run

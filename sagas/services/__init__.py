@@ -1,4 +1,4 @@
-"""The only writers of run and step state (ARCHITECTURE §6.3): each change is a guarded update plus an event."""
+"""The only writers of run and step state: each change is a guarded update plus its events (docs/internals.md)."""
 
 from sagas.services._core import saga_for
 from sagas.services.circuit import record_breaker_change

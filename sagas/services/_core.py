@@ -251,7 +251,7 @@ def step_row(run: SagaRun, name: str) -> SagaStepRun | None:
 
 
 def dispatch_on_commit(run_id: RunId, canvas: Signature, **options: Any) -> None:
-    """Publish ``canvas`` once the current transaction commits (ARCHITECTURE §6.4)."""
+    """Publish ``canvas`` once the current transaction commits (docs/internals.md#publishing-after-commit)."""
 
     def publish() -> None:
         try:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
-from sagas.states import RunStatus
+from sagas.states import FINISHED_RUN_STATES
 from sagas.testing import faults
 
 if TYPE_CHECKING:
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from sagas.testing.worker import SagaWorker
 
 # States a run stays in until a person acts: where run_saga stops waiting.
-SETTLED = frozenset({RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.CANCELLED, RunStatus.FAILED})
 RUN_TIMEOUT = 120.0  # generous: only keeps a broken run from hanging a suite
 
 # The worker the saga_worker fixture started, whose log a timeout quotes.
@@ -46,7 +45,11 @@ class SagaOutcome:
 
 
 def wait_for_run(
-    run_id: Any, *, statuses: frozenset[str] = SETTLED, timeout: float = RUN_TIMEOUT, worker: SagaWorker | None = None
+    run_id: Any,
+    *,
+    statuses: frozenset[str] = FINISHED_RUN_STATES,
+    timeout: float = RUN_TIMEOUT,
+    worker: SagaWorker | None = None,
 ) -> SagaRun:
     """Poll the run until its status is one of ``statuses``; AssertionError with the end of the worker's log
     (``worker``, else the saga_worker fixture's) if it is not within ``timeout`` seconds."""

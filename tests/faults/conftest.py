@@ -18,8 +18,9 @@ import redis
 from sagaproject.celery import app as celery_app
 from sagas import recovery
 from sagas.models import SagaRun
+from sagas.states import FINISHED_RUN_STATES
 from tests.testapp.models import Account
-from tests.worker import SETTLED, WorkerProcess
+from tests.worker import WorkerProcess
 
 REDIS_SERVER = shutil.which("redis-server")
 SETTLE_TIMEOUT = 120  # generous: only keeps a broken recovery from hanging the suite
@@ -152,10 +153,10 @@ class FaultLab:
         ids = [run.pk for run in runs]
         deadline = time.monotonic() + timeout
         while True:
-            if not SagaRun.objects.filter(pk__in=ids).exclude(status__in=SETTLED).exists():
+            if not SagaRun.objects.filter(pk__in=ids).exclude(status__in=FINISHED_RUN_STATES).exists():
                 return list(SagaRun.objects.filter(pk__in=ids).order_by("created_at"))
             if time.monotonic() > deadline:
-                stuck = SagaRun.objects.filter(pk__in=ids).exclude(status__in=SETTLED)
+                stuck = SagaRun.objects.filter(pk__in=ids).exclude(status__in=FINISHED_RUN_STATES)
                 pytest.fail(f"runs still not settled: {[(r.pk, r.status) for r in stuck]}\n{self.logs()}")
             if reap:
                 recovery.reap()

@@ -1,4 +1,4 @@
-"""Real faults on real workers: nothing lost, nothing done twice, every run ends (ARCHITECTURE §6).
+"""Real faults on real workers: nothing lost, nothing done twice, every run ends (docs/guarantees.md).
 
 Each test starts its own worker processes on a private Redis broker, injects one fault, lets the reaper run
 as beat would, and checks the invariants in tests/faults/invariants.py.

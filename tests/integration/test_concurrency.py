@@ -11,9 +11,9 @@ from participants.inventory.models import ReservationLine, ReservationStatus, St
 from participants.orders.models import Order, OrderStatus
 from participants.payments.models import Account, CardStatus, Payment, Refund
 from sagas.models import SagaRun
-from sagas.states import RunStatus, StepStatus
+from sagas.states import FINISHED_RUN_STATES, RunStatus, StepStatus
 from tests.factories import ADDRESS, AccountFactory, DeliveryZoneFactory, StockItemFactory
-from tests.worker import SETTLED, WorkerProcess, wait_until
+from tests.worker import WorkerProcess, wait_until
 
 RUNS = 200
 STOCK = {"mug": 40, "tee": 30, "cap": 25}
@@ -56,7 +56,10 @@ def test_concurrent_orders_all_end_and_conserve_stock_and_money(worker: WorkerPr
         runs.append(PlaceOrder.start(payload, idempotency_key=f"load-{number}"))
 
     wait_until(
-        lambda: not SagaRun.objects.exclude(status__in=SETTLED).exists(), worker, f"{RUNS} runs to settle", timeout=900
+        lambda: not SagaRun.objects.exclude(status__in=FINISHED_RUN_STATES).exists(),
+        worker,
+        f"{RUNS} runs to settle",
+        timeout=900,
     )
 
     outcomes = Counter(SagaRun.objects.values_list("status", flat=True))

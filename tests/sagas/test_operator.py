@@ -65,6 +65,25 @@ def test_resolve_of_an_unknown_step_lists_the_steps() -> None:
         sagas.resolve(run.pk, step="refund", reason="x")
 
 
+@pytest.mark.parametrize("status", [RunStatus.FAILED, RunStatus.COMPENSATING])
+def test_an_unknown_step_is_an_error_of_its_own_whatever_the_runs_state(status: str) -> None:
+    run = SagaRunFactory(status=status, step_statuses=COMPENSATION_FAILED)
+    with pytest.raises(sagas.UnknownStep) as raised:
+        sagas.resolve(run.pk, step="refund", reason="x")
+    assert raised.value.step == "refund"
+    assert raised.value.steps[0] == "create_order"
+    assert "charge_payment" in raised.value.steps
+    assert not SagaEvent.objects.exists()
+
+
+@pytest.mark.parametrize("operate", [sagas.cancel, sagas.retry])
+def test_a_blank_reason_is_a_reason_required_error(operate) -> None:
+    run = SagaRunFactory(status=RunStatus.FAILED, step_statuses=COMPENSATION_FAILED)
+    with pytest.raises(sagas.ReasonRequired):
+        operate(run.pk, reason=" ")
+    assert not SagaEvent.objects.exists()
+
+
 def test_resolve_on_a_run_that_is_not_failed_is_refused() -> None:
     run = SagaRunFactory(status=RunStatus.COMPENSATING, step_statuses=COMPENSATION_FAILED)
     with pytest.raises(sagas.InvalidTransition, match="only be resolved by hand on a failed run"):
