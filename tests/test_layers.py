@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "sagas.retry",
             "sagas.failures",
             "sagas.outcomes",
+            "sagas.lazy",
             "sagas.jsonsafe",
             "sagas.masking",
             "sagas.logs",

@@ -3,8 +3,9 @@ exactly once, and how does a run end on a real worker when a step fails (fixture
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sagas import lazy
 
 # Imported on first use (PEP 562): the test workers' entry point (sagas.testing.worker_main) loads this package
 # before Django is set up, when the ORM these helpers use cannot be imported yet.
@@ -31,16 +32,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'sagas.testing' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy.exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:
