@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from celery import concurrency
 from celery.concurrency.prefork import TaskPool as PreforkPool
-from django.apps import apps
-from django.core.checks import CheckMessage, Error, register
+from django.apps import AppConfig, apps
+from django.core.checks import CheckMessage, Error, Tags, register
 from django.core.checks import Warning as CheckWarning
 from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, router, transaction
 
 from sagas.breakers import breaker_settings, redis_url
 from sagas.celeryconf import celery_setting
 from sagas.conf import sagas_settings
 from sagas.engine import DEADLINE_CHECK_MAX_DELAY, message_limits
+from sagas.models import SagaRun
 from sagas.registry import all_sagas
 from sagas.retry import RetryPolicy
+from sagas.selectors import saga_versions
 
 TIMEOUT_POOLS_HINT = (
     "Run the worker with the prefork pool (`celery worker -P prefork`, Celery's default): it is the pool "
@@ -34,7 +38,8 @@ def pool_enforces_time_limits(pool: Any) -> bool:
 
 
 def steps_with_timeouts() -> list[str]:
-    return [f"{saga.name}.{step.name}" for saga in all_sagas() for step in saga.steps if step.timeout is not None]
+    names = [f"{saga.name}.{step.name}" for saga in all_sagas() for step in saga.steps if step.timeout is not None]
+    return list(dict.fromkeys(names))  # once per step, however many versions declare it
 
 
 def pool_error(pool: Any) -> str | None:
@@ -224,4 +229,34 @@ def check_delivery_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessag
                 id="sagas.W006",
             )
         )
+    return warnings
+
+
+@register("sagas", Tags.database)
+def check_undeclared_versions(
+    app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Unfinished runs of a saga version the code no longer declares: they fail as unknown when they move on. A
+    database check: `manage.py migrate` and `manage.py check --database default` run it."""
+    warnings: list[CheckMessage] = []
+    for alias in databases or []:
+        if not router.allow_migrate_model(alias, SagaRun):
+            continue
+        try:
+            with transaction.atomic(using=alias):  # a failed read inside a caller's transaction rolls back alone
+                orphaned = [found for found in saga_versions(SagaRun.objects.using(alias)) if found.orphaned]
+        except DatabaseError:  # not migrated yet (migrate runs its checks first): no runs to speak of
+            continue
+        for found in orphaned:
+            declared = sorted(saga.version for saga in all_sagas() if saga.name == found.saga)
+            warnings.append(
+                CheckWarning(
+                    f"Saga {found.saga!r} version {found.version} has {found.unfinished} unfinished run(s) in "
+                    f"database {alias!r}, and the code declares no such version (declared: "
+                    f"{', '.join(map(str, declared)) or 'none'}): they fail as unknown when they move on.",
+                    hint=f"Keep the class of version {found.version} (docs/versions.md) until `manage.py "
+                    "saga_versions` shows none of its runs unfinished.",
+                    id="sagas.W008",
+                )
+            )
     return warnings

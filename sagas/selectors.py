@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from sagas.conf import sagas_settings
 from sagas.models import SagaRun, SagaStepRun
-from sagas.states import ACTIVE_RUN_STATES, RunStatus, StepStatus
+from sagas.registry import all_sagas
+from sagas.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, RunStatus, StepStatus
 
 # A step in one of these is what a person looks at first.
 ATTENTION_STEP_STATES = (
@@ -32,6 +34,44 @@ def stuck(runs: QuerySet[SagaRun] | None = None, now: datetime | None = None) ->
     return (runs if runs is not None else SagaRun.objects.all()).filter(
         status__in=ACTIVE_RUN_STATES, updated_at__lt=cutoff
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SagaVersion:
+    """One version of a saga: whether this process's code declares it, and its runs in the database."""
+
+    saga: str
+    version: int
+    declared: bool
+    latest: bool  # the version a new run of the saga starts under
+    runs: int
+    unfinished: int  # not completed, compensated or cancelled: they need the version's code to go on
+
+    @property
+    def orphaned(self) -> bool:
+        """Unfinished runs of a version the code no longer declares: they cannot move on."""
+        return self.unfinished > 0 and not self.declared
+
+
+def saga_versions(runs: QuerySet[SagaRun] | None = None) -> list[SagaVersion]:
+    """Every saga version the code declares or the database has runs of, by saga and version."""
+    counts: dict[tuple[str, int], tuple[int, int]] = {
+        (row["saga_name"], row["version"]): (row["runs"], row["unfinished"])
+        for row in (runs if runs is not None else SagaRun.objects.all())
+        .order_by()
+        .values("saga_name", "version")
+        .annotate(runs=Count("pk"), unfinished=Count("pk", filter=~Q(status__in=TERMINAL_RUN_STATES)))
+    }
+    declared = {(saga.name, saga.version) for saga in all_sagas()}
+    latest: dict[str, int] = {}
+    for name, version in declared:
+        latest[name] = max(version, latest.get(name, version))
+    found = []
+    for name, version in sorted(declared | set(counts)):
+        total, unfinished = counts.get((name, version), (0, 0))
+        is_declared, is_latest = (name, version) in declared, latest.get(name) == version
+        found.append(SagaVersion(name, version, is_declared, is_latest, total, unfinished))
+    return found
 
 
 def waiting_on_circuit(steps: QuerySet[SagaStepRun] | None = None) -> QuerySet[SagaStepRun]:

@@ -158,3 +158,16 @@ class BookTrip(sagas.Saga):
         # The pivot: once the traveller has the itinerary, nothing is undone.
         sagas.Step(send_itinerary, service="notifications", depends_on=("charge_payment",), irreversible=True),
     ]
+
+
+class BookTripV1(BookTrip):
+    """Version 1, kept so that runs started under it finish under it (docs/versions.md): the steps of version 2,
+    without the screening declared read-only and the itinerary irreversible."""
+
+    name = BookTrip.name
+    version = 1
+    steps = [
+        sagas.Step(check_fraud, service="fraud"),
+        *BookTrip.steps[1:-1],
+        sagas.Step(send_itinerary, service="notifications", depends_on=("charge_payment",)),
+    ]

@@ -471,3 +471,33 @@ class EagerFailures(sagas.Saga):
         sagas.Step(flaky, undo, name="flaky", retry=sagas.RetryPolicy(max_attempts=3, backoff=0.05, jitter=False)),
         sagas.Step(sleepy, name="last", timeout=1, retry=sagas.RetryPolicy(max_attempts=1)),
     ]
+
+
+def second_step_v1(ctx: sagas.StepContext) -> dict:
+    _call("second_v1", ctx)
+    return {"second_by": "version 1"}
+
+
+def second_step_v2(ctx: sagas.StepContext) -> dict:
+    _call("second_v2", ctx)
+    return {"second_by": "version 2"}
+
+
+class VersionedV1(sagas.Saga):
+    """Version 1 of tests.versioned, kept beside version 2 while runs started under it remain."""
+
+    name = "tests.versioned"
+    version = 1
+    steps = [
+        sagas.Step(record, undo, name="first"),
+        sagas.Step(second_step_v1, undo, name="second"),
+        sagas.Step(record, undo, name="only_in_v1"),
+    ]
+
+
+class Versioned(sagas.Saga):
+    """Version 2: the second step does something else, and the third is gone."""
+
+    name = "tests.versioned"
+    version = 2
+    steps = [sagas.Step(record, undo, name="first"), sagas.Step(second_step_v2, undo, name="second")]
