@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from django.apps import apps
 from django.core.exceptions import AppRegistryNotReady, ImproperlyConfigured
 
-from sagas import registry
+from sagas import registry, schemas
 from sagas.conf import sagas_settings
 from sagas.exceptions import InvalidDefinition
 from sagas.masking import is_masked_key
@@ -148,6 +148,8 @@ class Saga:
     searchable: ClassVar[Sequence[str]] = ()  # payload keys whose values the admin can search runs by
     # Eager dispatch (sagas/eager.py): True, False, or None for SAGAS["EAGER"]. Only a sequence runs eagerly.
     eager: ClassVar[bool | None] = None
+    # What start() accepts: a pydantic model class or a JSON Schema dict (docs/payload-schemas.md); None: any object.
+    payload_schema: ClassVar[Any] = None
     abstract: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -310,6 +312,7 @@ def _validate(cls: type[Saga]) -> None:
         problems.append(f"{where}: timeout must be a positive number of seconds or None, got {cls.timeout!r}")
     if not cls.steps:
         problems.append(f"{where} declares no steps; set abstract = True on a base class")
+    problems += [f"{where}: {problem}" for problem in schemas.problems(cls.payload_schema)]
     if isinstance(cls.searchable, str) or not all(isinstance(key, str) for key in cls.searchable):
         problems.append(f"{where}: searchable must be a list of payload keys, got {cls.searchable!r}")
     else:

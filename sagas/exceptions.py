@@ -20,7 +20,13 @@ class DefinitionChanged(SagaError):
 
 
 class InvalidPayload(SagaError, ValueError):
-    """A start payload (or a step output) cannot be stored as JSON."""
+    """A start payload that cannot be stored as JSON or does not match the saga's ``payload_schema`` (or a step
+    output that cannot be stored). ``errors``: what is wrong, by field ("lines.0.sku"; "" for the payload itself),
+    when the schema said."""
+
+    def __init__(self, message: str = "", *, errors: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = dict(errors or {})
 
 
 class IdempotencyConflict(SagaError):

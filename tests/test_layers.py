@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "sagas.failures",
             "sagas.outcomes",
             "sagas.lazy",
+            "sagas.schemas",
             "sagas.jsonsafe",
             "sagas.masking",
             "sagas.logs",

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from rest_framework import status
 from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.settings import api_settings
 
 from sagas.exceptions import InvalidPayload, ReasonRequired, RunNotFound, SagaError, UnknownStep
 
@@ -44,6 +45,9 @@ def api_exception(exc: Exception) -> Exception:
     if isinstance(exc, RunNotFound):
         return NotFound(str(exc), code="run_not_found")
     if isinstance(exc, InvalidPayload):
+        if exc.errors:  # the saga's payload_schema said what is wrong, field by field
+            fields = {field or api_settings.NON_FIELD_ERRORS_KEY: messages for field, messages in exc.errors.items()}
+            return ValidationError({"payload": fields}, code="invalid_payload")
         return ValidationError({"payload": [str(exc)]}, code="invalid_payload")
     if isinstance(exc, UnknownStep):  # bad input, not a state conflict: a run's steps never change
         return ValidationError({"step": [str(exc)]}, code="unknown_step")

@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from sagas import schemas
 from sagas.exceptions import InvalidPayload
 from sagas.jsonsafe import json_copy
 from sagas.masking import masked
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
+from sagas.registry import all_sagas, get_saga
 from sagas.services.runs import check_payload_size
 from sagas.states import RunStatus
 
@@ -139,9 +142,57 @@ class TextField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class PayloadField(serializers.DictField):
+    """A start payload: a JSON object, whose shape each saga's ``payload_schema`` may set (PayloadFieldSchema)."""
+
+
+class PayloadFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-untyped-call]  # registers itself
+    """The payload's OpenAPI schema: any of the shapes the registered sagas declare, each titled with its saga, or
+    any object for a saga without a ``payload_schema``. Read when the schema is generated, once every saga is."""
+
+    target_class = PayloadField
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        shapes = []
+        for saga in all_sagas():
+            shape = schemas.json_schema(saga.payload_schema)
+            if shape is not None and saga is get_saga(saga.name):  # the version new runs start under
+                shapes.append({**openapi_30(schemas.inlined(shape)), "title": f"payload of {saga.name}"})
+        generic = {"type": "object", "additionalProperties": {}, "title": "payload of a saga without a payload_schema"}
+        return {"anyOf": [*shapes, generic]} if shapes else generic
+
+
+def openapi_30(node: Any) -> Any:
+    """A JSON Schema (pydantic writes draft 2020-12) as OpenAPI 3.0's dialect, which drf-spectacular serves: numeric
+    exclusive bounds become a bound and a flag, ``const`` a one-value ``enum``, a ``null`` type ``nullable``."""
+    if isinstance(node, list):
+        return [openapi_30(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {key: openapi_30(value) for key, value in node.items() if key != "$schema"}
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        value = converted.get(exclusive)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            converted[bound], converted[exclusive] = value, True
+    if "const" in converted:
+        converted["enum"] = [converted.pop("const")]
+    types = converted.get("type")
+    if isinstance(types, list):
+        others = [kind for kind in types if kind != "null"]
+        del converted["type"]
+        if len(others) == 1:
+            converted["type"] = others[0]
+        elif others:
+            converted["anyOf"] = [{"type": kind} for kind in others]
+        if "null" in types:
+            converted["nullable"] = True
+    return converted
+
+
 class StartRunSerializer(serializers.Serializer[Any]):
-    payload = serializers.DictField(
-        help_text="The saga's input, a JSON object (ids, strings, numbers, lists and objects).",
+    payload = PayloadField(
+        help_text="The saga's input, a JSON object (ids, strings, numbers, lists and objects), of the shape its "
+        "payload_schema declares (400 with the fields that do not match).",
         error_messages={"not_a_dict": 'The payload must be a JSON object, not a "{input_type}".'},
     )
     idempotency_key = TextField(

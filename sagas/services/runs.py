@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from sagas import engine, leases, logs, metrics
+from sagas import engine, leases, logs, metrics, schemas
 from sagas.conf import sagas_settings
 from sagas.engine import DEADLINE_CHECK_MAX_DELAY
 from sagas.exceptions import (
@@ -110,6 +110,8 @@ def run_start_or_existing(
         raise InvalidPayload(f"The payload of saga {saga.name!r} must be a dict, got {type(payload).__name__}.")
     stored: dict[str, Any] = json_copy(dict(payload), what=f"payload of saga {saga.name!r}")
     check_payload_size(saga.name, stored)
+    if found := schemas.errors(saga.payload_schema, stored):
+        raise InvalidPayload(schemas.describe(saga.name, found), errors=found)
     for label, value in (("idempotency_key", idempotency_key), ("correlation_id", correlation_id)):
         if value is not None and (not isinstance(value, str) or not value or len(value) > 255 or "\x00" in value):
             raise InvalidPayload(f"{label} must be a non-empty string of at most 255 characters, without NUL.")

@@ -23,6 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from sagas.api.serializers import openapi_30
 from sagas.states import RunStatus, StepStatus
 from tests.factories import COMPENSATION_FAILED, SagaRunFactory
 
@@ -139,3 +140,37 @@ def test_every_operation_answers_generated_requests_as_its_schema_says(make_user
         # Valid requests got through to the operation's work at least once, not only to its refusals.
         assert calls[(operation.label, "positive", 2)] >= 1, f"{operation.label} never answered 2xx: {calls}"
     print(f"schemathesis: {sum(calls.values())} requests to {len(operations)} operations: {sorted(calls.items())}")
+
+
+def test_the_start_request_shows_the_payload_shape_of_each_saga(client: Any, make_user: Any) -> None:
+    client.force_login(make_user(superuser=True))
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+    payload = schema["components"]["schemas"]["StartRunRequest"]["properties"]["payload"]
+    shapes = {shape["title"]: shape for shape in payload["anyOf"]}
+
+    typed = shapes["payload of tests.typed_pydantic"]  # a pydantic model, its nested model inlined
+    assert typed["required"] == ["account_id", "lines"]
+    line = typed["properties"]["lines"]["items"]
+    assert line["properties"]["quantity"] == {
+        "minimum": 0,
+        "exclusiveMinimum": True,
+        "title": "Quantity",
+        "type": "integer",
+    }
+    assert shapes["payload of tests.typed_jsonschema"]["additionalProperties"] is False  # a JSON Schema, as declared
+    assert shapes["payload of a saga without a payload_schema"] == {
+        "type": "object", "additionalProperties": {}, "title": "payload of a saga without a payload_schema",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("draft", "openapi"),
+    [
+        ({"const": "EUR"}, {"enum": ["EUR"]}),
+        ({"type": ["string", "null"]}, {"type": "string", "nullable": True}),
+        ({"type": ["string", "integer"]}, {"anyOf": [{"type": "string"}, {"type": "integer"}]}),
+        ({"exclusiveMaximum": 10, "$schema": "x"}, {"maximum": 10, "exclusiveMaximum": True}),
+    ],
+)
+def test_a_payload_schema_is_served_in_openapis_dialect(draft: dict[str, Any], openapi: dict[str, Any]) -> None:
+    assert openapi_30(draft) == openapi

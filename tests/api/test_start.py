@@ -208,3 +208,28 @@ def test_the_saga_started_event_is_in_the_log(api: APIClient) -> None:
     run_id = api.post(URL, {"payload": {"order": 1}}, format="json").json()["id"]
     event = SagaEvent.objects.get(run_id=run_id)
     assert (event.type, event.data["payload"]) == (EventType.SAGA_STARTED, {"order": 1})
+
+
+def test_a_payload_that_breaks_the_sagas_schema_is_a_400_field_by_field(api: APIClient) -> None:
+    body = {"payload": {"account_id": "seven", "lines": [{"sku": "cup", "quantity": 0}]}}
+    response = api.post("/api/sagas/tests.typed_pydantic/runs/", body, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "payload": {
+            "account_id": ["Input should be a valid integer, unable to parse string as an integer"],
+            "lines.0.quantity": ["Input should be greater than 0"],
+        }
+    }
+    assert not SagaRun.objects.exists()
+
+    body = {"payload": {"account_id": 7, "amount": "12.5", "coupon": "X"}}
+    response = api.post("/api/sagas/tests.typed_jsonschema/runs/", body, format="json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "payload": {
+            "non_field_errors": ["Additional properties are not allowed ('coupon' was unexpected)"],
+            "amount": ["'12.5' does not match '^[0-9]+\\\\.[0-9]{2}$'"],
+        }
+    }
+    assert not SagaRun.objects.exists()

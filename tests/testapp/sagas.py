@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+import pydantic
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db.models import F
 from django.utils import timezone
@@ -501,3 +502,38 @@ class Versioned(sagas.Saga):
     name = "tests.versioned"
     version = 2
     steps = [sagas.Step(record, undo, name="first"), sagas.Step(second_step_v2, undo, name="second")]
+
+
+class OrderLine(pydantic.BaseModel):
+    sku: str
+    quantity: int = pydantic.Field(gt=0)
+
+
+class TypedOrder(pydantic.BaseModel):
+    account_id: int
+    lines: list[OrderLine] = pydantic.Field(min_length=1)
+
+
+class PydanticTyped(sagas.Saga):
+    """A saga whose payload is a pydantic model."""
+
+    name = "tests.typed_pydantic"
+    payload_schema = TypedOrder
+    steps = [sagas.Step(record, undo, name="first")]
+
+
+class JsonSchemaTyped(sagas.Saga):
+    """A saga whose payload is described by a JSON Schema."""
+
+    name = "tests.typed_jsonschema"
+    payload_schema = {
+        "type": "object",
+        "required": ["account_id", "amount"],
+        "properties": {
+            "account_id": {"type": "integer"},
+            "amount": {"type": "string", "pattern": "^[0-9]+\\.[0-9]{2}$"},
+            "lines": {"type": "array", "items": {"type": "object", "properties": {"sku": {"type": "string"}}}},
+        },
+        "additionalProperties": False,
+    }
+    steps = [sagas.Step(record, undo, name="first")]
