@@ -8,10 +8,12 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from django.apps import apps
 from django.core.exceptions import AppRegistryNotReady, ImproperlyConfigured
+from django.utils import timezone
 
 from sagas import registry, schemas
 from sagas.conf import sagas_settings
@@ -227,17 +229,39 @@ class Saga:
         *,
         idempotency_key: str | None = None,
         correlation_id: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
     ) -> SagaRun:
         """Store a new run and dispatch its steps once the surrounding transaction commits.
 
-        Starting again with the same ``idempotency_key`` returns the existing run and dispatches nothing.
+        Starting again with the same ``idempotency_key`` returns the existing run and dispatches nothing. With
+        ``countdown`` (seconds) or ``eta`` (an aware datetime) the run stays ``pending`` until then: no step runs
+        before it, and it can be cancelled meanwhile (docs/delayed-start.md).
         """
+        start_at = start_time(countdown, eta)
         if _run_starter is None:
             raise ImproperlyConfigured(
                 "Saga.start() needs the sagas app to be ready: add 'sagas' to INSTALLED_APPS and call "
                 "django.setup() (manage.py, the WSGI application and Celery's Django fix-up do) before starting runs."
             )
-        return _run_starter(saga=cls, payload=payload, idempotency_key=idempotency_key, correlation_id=correlation_id)
+        return _run_starter(
+            saga=cls, payload=payload, idempotency_key=idempotency_key, correlation_id=correlation_id, start_at=start_at
+        )
+
+
+def start_time(countdown: float | None, eta: datetime | None) -> datetime | None:
+    """When a run asked to start later may start: ``eta``, or ``countdown`` seconds from now (None: at once)."""
+    if countdown is not None and eta is not None:
+        raise ValueError("Saga.start() takes countdown or eta, not both.")
+    if countdown is not None:
+        if isinstance(countdown, bool) or not isinstance(countdown, int | float) or not countdown >= 0:
+            raise ValueError(f"countdown must be a number of seconds >= 0, got {countdown!r}.")
+        return timezone.now() + timedelta(seconds=countdown)
+    if eta is not None:
+        if not isinstance(eta, datetime) or timezone.is_naive(eta):
+            raise ValueError(f"eta must be a timezone-aware datetime, got {eta!r}.")
+        return eta
+    return None
 
 
 class RunStarter(Protocol):
@@ -250,6 +274,7 @@ class RunStarter(Protocol):
         payload: Mapping[str, Any] | None,
         idempotency_key: str | None,
         correlation_id: str | None,
+        start_at: datetime | None,
     ) -> SagaRun: ...
 
 

@@ -195,7 +195,8 @@ def _open_breakers(steps: list[SagaStepRun], saga: Any) -> list[Finding]:
 
 
 def _stale(run: SagaRun, now: datetime) -> list[Finding]:
-    idle = (now - run.updated_at).total_seconds()
+    last_moved = max(run.updated_at, run.start_at) if run.start_at else run.updated_at  # a delayed start
+    idle = (now - last_moved).total_seconds()
     found = []
     if idle >= sagas_settings.LEASE_SECONDS:
         found.append(

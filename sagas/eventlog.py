@@ -29,6 +29,7 @@ RUN_FIELDS = (
     "correlation_id",
     "error",
     "deadline",
+    "start_at",
     "created_at",
     "started_at",
     "finished_at",
@@ -54,6 +55,7 @@ STEP_FIELDS = (
 )
 TIMESTAMPS = {
     "deadline",
+    "start_at",
     "created_at",
     "started_at",
     "finished_at",
@@ -109,6 +111,7 @@ class RunState:
     correlation_id: str = ""
     error: dict[str, Any] | None = None
     deadline: datetime | None = None
+    start_at: datetime | None = None
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -150,6 +153,7 @@ class RunState:
         self.payload, self.idempotency_key = data["payload"], data["idempotency_key"]
         self.search_text, self.correlation_id = data["search_text"], data["correlation_id"]
         self.deadline = datetime.fromisoformat(data["deadline"]) if data["deadline"] else None
+        self.start_at = datetime.fromisoformat(data["start_at"]) if data.get("start_at") else None
         self.created_at = at
         self.steps = {name: StepState(index=index) for index, name in enumerate(data["steps"])}
 

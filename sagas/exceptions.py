@@ -116,6 +116,17 @@ class StepInFlight(Exception):
         self.retry_after = float(retry_after)
 
 
+class StartDelayed(Exception):
+    """The run was started with a countdown or an eta that has not come: this message comes back after
+    ``retry_after`` seconds, with no attempt used."""
+
+    code = "start_delayed"
+
+    def __init__(self, run_id: str, start_at: str, *, retry_after: float) -> None:
+        super().__init__(f"Saga run {run_id} starts at {start_at}; asking again in {retry_after:.1f}s.")
+        self.retry_after = float(retry_after)
+
+
 class UnrecordedFailure(SagaError):
     """A step's task failed before the runner could record why (see the worker log)."""
 

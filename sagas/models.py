@@ -68,6 +68,12 @@ class SagaRun(models.Model):
     deadline = models.DateTimeField(
         "deadline", null=True, blank=True, help_text="When the saga's timeout expires, if it has one."
     )
+    start_at = models.DateTimeField(
+        "starts at",
+        null=True,
+        blank=True,
+        help_text="A delayed start (Saga.start's countdown or eta): no step runs before it. Empty: at once.",
+    )
     created_at = models.DateTimeField("created at", default=timezone.now, help_text="When the run was stored.")
     started_at = models.DateTimeField(
         "started at", null=True, blank=True, help_text="When the first step began executing."

@@ -50,7 +50,9 @@ def reaper_late_after() -> float:
 def stuck_run_ids(now: datetime | None = None) -> list[str]:
     """Runs with no progress for the lease, or past their deadline, and not parked: one indexed query."""
     now = now or timezone.now()
-    stale = Q(status__in=ACTIVE_RUN_STATES, updated_at__lt=now - lease())
+    # A delayed run is not stale before its start (and the lease after it): nothing was due to move it.
+    not_delayed = Q(start_at__isnull=True) | Q(start_at__lt=now - lease())
+    stale = Q(status__in=ACTIVE_RUN_STATES, updated_at__lt=now - lease()) & not_delayed
     overdue = Q(status__in=[RunStatus.PENDING, RunStatus.EXECUTING], deadline__lt=now)
     found = SagaRun.objects.filter(stale | overdue, parked_reason="").order_by("updated_at")
     return [str(pk) for pk in found.values_list("pk", flat=True)[: sagas_settings.REAPER_BATCH]]

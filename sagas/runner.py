@@ -14,7 +14,7 @@ import redis
 from sagas import breakers, engine, leases, masking, services, timelimits
 from sagas.conf import sagas_settings
 from sagas.definitions import Saga, StepContext, StepFunction
-from sagas.exceptions import AttemptsExhausted, CircuitOpen, StepInFlight
+from sagas.exceptions import AttemptsExhausted, CircuitOpen, StartDelayed, StepInFlight
 from sagas.failures import Failure
 from sagas.jsonsafe import json_copy
 from sagas.outcomes import Outcome
@@ -67,7 +67,7 @@ def execute_step(
         # Leases live in Redis: without it no attempt may start. The message comes back, as a refused call does.
         return Result(Outcome.WAIT, delay=LEASE_UNAVAILABLE_DELAY, exc=exc, retry_task_id=task_id)
     if claim.attempt is None:
-        return _unclaimed(claim, task_id, step)
+        return _unclaimed(claim, run_id, task_id, step)
     try:
         return _attempt_step(run_id, step, claim, claim.attempt, hand_over=hand_over)
     except Exception:
@@ -78,10 +78,13 @@ def execute_step(
         raise
 
 
-def _unclaimed(claim: Claim, task_id: str, step: str) -> Result:
+def _unclaimed(claim: Claim, run_id: str, task_id: str, step: str) -> Result:
     """What a message that got no attempt does: skip, stop, wait (for a breaker or a lease), or fail."""
     if claim.outcome in (Outcome.CONTINUE, Outcome.STOP):
         return Result(claim.outcome)
+    if claim.outcome is Outcome.WAIT and claim.not_before is not None:
+        delayed = StartDelayed(str(run_id), claim.not_before.isoformat(), retry_after=claim.delay)
+        return Result(Outcome.WAIT, delay=claim.delay, exc=delayed, retry_task_id=task_id)
     if claim.outcome is Outcome.WAIT and not claim.gate.refused:
         holder = claim.holder
         who = f"{holder.host} pid {holder.pid} (task {holder.task_id})" if holder else "a run being stopped"

@@ -31,8 +31,10 @@ def awaiting_person(runs: QuerySet[SagaRun] | None = None) -> QuerySet[SagaRun]:
 def stuck(runs: QuerySet[SagaRun] | None = None, now: datetime | None = None) -> QuerySet[SagaRun]:
     """Runs that should be moving but made no progress for the lease (parked ones included)."""
     cutoff = (now or timezone.now()) - timedelta(seconds=sagas_settings.LEASE_SECONDS)
-    return (runs if runs is not None else SagaRun.objects.all()).filter(
-        status__in=ACTIVE_RUN_STATES, updated_at__lt=cutoff
+    return (
+        (runs if runs is not None else SagaRun.objects.all())
+        .filter(status__in=ACTIVE_RUN_STATES, updated_at__lt=cutoff)
+        .exclude(start_at__gte=cutoff)  # a delayed start: not due yet, or due less than the lease ago
     )
 
 

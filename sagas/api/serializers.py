@@ -11,6 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from sagas import schemas
+from sagas.definitions import start_time
 from sagas.exceptions import InvalidPayload
 from sagas.jsonsafe import json_copy
 from sagas.masking import masked
@@ -89,6 +90,7 @@ class RunSerializer(serializers.ModelSerializer[SagaRun]):
             "error",
             "parked_reason",
             "deadline",
+            "start_at",
             "created_at",
             "started_at",
             "finished_at",
@@ -208,6 +210,22 @@ class StartRunSerializer(serializers.Serializer[Any]):
         trim_whitespace=False,
         help_text="Ties the run and its events to the request that started it; defaults to the run's id.",
     )
+    countdown = serializers.FloatField(
+        required=False,
+        min_value=0,
+        help_text="A delayed start: the run stays pending, and no step runs, for this many seconds.",
+    )
+    eta = serializers.DateTimeField(
+        required=False,
+        help_text="A delayed start: the run stays pending, and no step runs, until then (ISO 8601, with a zone).",
+    )
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        try:
+            data["start_at"] = start_time(data.pop("countdown", None), data.pop("eta", None))
+        except ValueError as exc:
+            raise serializers.ValidationError({"countdown": [str(exc)]}) from exc
+        return data
 
     def validate_payload(self, value: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -182,6 +182,7 @@ class StartRunView(SagaAPIView):
             payload=data["payload"],
             idempotency_key=data.get("idempotency_key"),
             correlation_id=data.get("correlation_id"),
+            start_at=data.get("start_at"),
         )
         location = request.build_absolute_uri(reverse("sagas-api:run-detail", args=[run.pk]))
         return Response(

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from sagas import engine, eventlog, logs, metrics, outbox
 from sagas.conf import sagas_settings
+from sagas.engine import DEADLINE_CHECK_MAX_DELAY
 from sagas.exceptions import InvalidTransition, RunNotFound
 from sagas.failures import Failure
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
@@ -267,6 +268,7 @@ def dispatch_on_commit(run_id: RunId, canvas: Signature, **options: Any) -> None
             )
 
     publish.canvas = canvas  # type: ignore[attr-defined]  # what it publishes, for logs and tests
+    publish.options = options  # type: ignore[attr-defined]
     transaction.on_commit(publish)
 
 
@@ -311,6 +313,14 @@ def record_retry(run: SagaRun, step_run: SagaStepRun, kind: str, failure: Failur
 def run_error(step: str, failure: Failure) -> dict[str, Any]:
     """The run's error when ``step`` is the first to fail for good."""
     return {"step": step, **failure.summary()}
+
+
+def start_delay(run: SagaRun) -> float:
+    """Seconds until a delayed run may start, in hops no longer than DEADLINE_CHECK_MAX_DELAY: a message held
+    past the broker's visibility timeout would be delivered again meanwhile."""
+    if run.start_at is None:
+        return 0.0
+    return round(max(0.0, min((run.start_at - timezone.now()).total_seconds(), DEADLINE_CHECK_MAX_DELAY)), 3)
 
 
 def past_deadline(run: SagaRun) -> bool:

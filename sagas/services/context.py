@@ -57,6 +57,7 @@ class Claim:
     gate: Gate = OPEN_GATE  # the breaker's permit for this attempt's call, reported back after it
     delay: float = 0.0  # with WAIT: seconds until the breaker is asked again
     retry_task_id: str = ""  # with RUN: the task id of the next attempt, should this one be retried
+    not_before: datetime | None = None  # with WAIT for a delayed start: when the run may start
 
 
 def step_context(

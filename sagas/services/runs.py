@@ -39,6 +39,7 @@ from sagas.services._core import (
     publish_step,
     record_retry,
     saga_for,
+    start_delay,
     step_row,
     writer,
 )
@@ -76,10 +77,12 @@ def run_start(
     payload: Mapping[str, Any] | None,
     idempotency_key: str | None = None,
     correlation_id: str | None = None,
+    start_at: datetime | None = None,
 ) -> SagaRun:
-    """Store a pending run with its steps and SagaStarted event in one transaction; dispatch on commit."""
+    """Store a pending run with its steps and SagaStarted event in one transaction; dispatch on commit (with
+    ``start_at``, a delayed start: no step runs before it)."""
     run, _ = run_start_or_existing(
-        saga=saga, payload=payload, idempotency_key=idempotency_key, correlation_id=correlation_id
+        saga=saga, payload=payload, idempotency_key=idempotency_key, correlation_id=correlation_id, start_at=start_at
     )
     return run
 
@@ -101,6 +104,7 @@ def run_start_or_existing(
     payload: Mapping[str, Any] | None,
     idempotency_key: str | None = None,
     correlation_id: str | None = None,
+    start_at: datetime | None = None,
 ) -> tuple[SagaRun, bool]:
     """``run_start``, and whether this call stored the run (False: the idempotency key's existing run, also
     when another process stored it between our check and our insert)."""
@@ -120,7 +124,7 @@ def run_start_or_existing(
         if existing is not None:
             return existing, False
     try:
-        run = _create_run(saga, stored, idempotency_key, correlation_id)
+        run = _create_run(saga, stored, idempotency_key, correlation_id, start_at)
     except IntegrityError:
         # Another process started a run with this key between our check and our insert.
         existing = _existing_run(saga, stored, idempotency_key) if idempotency_key else None
@@ -151,15 +155,19 @@ def _create_run(
     payload: dict[str, Any],
     idempotency_key: str | None,
     correlation_id: str | None,
+    start_at: datetime | None = None,
 ) -> SagaRun:
     now = timezone.now()
+    start_at = start_at if start_at is not None and start_at > now else None  # a time already past: at once
     run = SagaRun(
         saga_name=saga.name,
         version=saga.version,
         status=RunStatus.PENDING,
         payload=payload,
         idempotency_key=idempotency_key,
-        deadline=now + timedelta(seconds=saga.timeout) if saga.timeout else None,
+        # A delayed run's timeout counts from when it may start.
+        deadline=(start_at or now) + timedelta(seconds=saga.timeout) if saga.timeout else None,
+        start_at=start_at,
         created_at=now,
         updated_at=now,
         lock_version=1,
@@ -181,6 +189,7 @@ def _create_run(
             "payload": payload,
             "search_text": run.search_text,
             "deadline": run.deadline.isoformat() if run.deadline else None,
+            **({"start_at": start_at.isoformat()} if start_at else {}),
             "steps": [step.name for step in saga.steps],
         },
         correlation_id=run.correlation_id,
@@ -206,13 +215,15 @@ def _create_run(
         if not alone:
             after_append(run, started)
         metrics.run_started(saga.name)
+        # A delayed run's first steps are published to wait in hops (their claim asks them to wait until it).
+        delay = {"countdown": start_delay(run)} if start_at else {}
         if saga.is_graph():
             # The steps that depend on nothing start together; each success starts the steps it unblocks.
             roots = [s for s in saga.steps if not s.depends_on]
             for step in roots:
-                dispatch_on_commit(run.pk, engine.step_task(saga, str(run.pk), step, 1))
+                dispatch_on_commit(run.pk, engine.step_task(saga, str(run.pk), step, 1), **delay)
         else:
-            dispatch_on_commit(run.pk, engine.forward_canvas(saga, str(run.pk), saga.steps))
+            dispatch_on_commit(run.pk, engine.forward_canvas(saga, str(run.pk), saga.steps), **delay)
         if run.deadline is not None:
             dispatch_on_commit(run.pk, engine.deadline_check(str(run.pk)), countdown=deadline_check_delay(run))
     return run

@@ -35,6 +35,7 @@ from sagas.services._core import (
     record_retry,
     run_error,
     saga_for,
+    start_delay,
     step_row,
     writer,
 )
@@ -169,6 +170,9 @@ def _claim(
         return None  # no step starts after the deadline: the run times out
     if run.status not in (RunStatus.PENDING, RunStatus.EXECUTING):
         return None if step_run.status == StepStatus.RUNNING else Claim(Outcome.STOP)
+    if run.status == RunStatus.PENDING and run.start_at is not None and run.start_at > timezone.now():
+        # A delayed start: no attempt before its time. The message waits again, in hops the broker keeps.
+        return Claim(Outcome.WAIT, delay=max(start_delay(run), MIN_CIRCUIT_DELAY), not_before=run.start_at)
     if step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING) or lease is None:
         return Claim(Outcome.STOP)
     declared = saga.step(step)

@@ -233,3 +233,21 @@ def test_a_payload_that_breaks_the_sagas_schema_is_a_400_field_by_field(api: API
         }
     }
     assert not SagaRun.objects.exists()
+
+
+def test_a_countdown_starts_the_run_later(api: APIClient) -> None:
+    response = api.post(URL, {"payload": order_payload(), "countdown": 90}, format="json")
+
+    assert response.status_code == 201, response.json()
+    run = SagaRun.objects.get()
+    assert response.json()["start_at"] is not None
+    assert run.status == RunStatus.PENDING
+    assert 80 < (run.start_at - run.created_at).total_seconds() <= 90
+
+
+def test_a_countdown_with_an_eta_is_a_400(api: APIClient) -> None:
+    body = {"payload": order_payload(), "countdown": 5, "eta": "2030-01-01T00:00:00Z"}
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"countdown": ["Saga.start() takes countdown or eta, not both."]}
+    assert not SagaRun.objects.exists()
