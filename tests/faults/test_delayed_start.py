@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from django.utils import timezone
+
 from sagas.models import SagaRun
 from sagas.states import RunStatus
 from tests.faults.conftest import FaultLab
@@ -14,10 +16,11 @@ AMOUNT = 125
 
 
 def test_a_delayed_start_survives_a_worker_killed_before_its_time(lab: FaultLab, bank: dict) -> None:
-    run = Transfer.start({"from": "alice", "to": "bob", "amount": AMOUNT}, countdown=4)
-    start_at = SagaRun.objects.get(pk=run.pk).start_at
     first = lab.start_worker()
-    time.sleep(1.0)  # the worker holds the first step's message, unacknowledged, until the run's time
+    run = Transfer.start({"from": "alice", "to": "bob", "amount": AMOUNT}, countdown=10)
+    start_at = SagaRun.objects.get(pk=run.pk).start_at
+    time.sleep(1.5)  # the worker holds the first step's message, unacknowledged, until the run's time
+    assert timezone.now() < start_at  # still before it: the kill below comes first
     assert SagaRun.objects.get(pk=run.pk).status == RunStatus.PENDING
     first.kill()  # SIGKILL: the held message is neither run nor acknowledged
     lab.start_worker()
