@@ -315,12 +315,15 @@ def run_error(step: str, failure: Failure) -> dict[str, Any]:
     return {"step": step, **failure.summary()}
 
 
+def hop_towards(moment: datetime) -> float:
+    """Seconds until ``moment`` (0 once it passed), at most DEADLINE_CHECK_MAX_DELAY: a message that waits for a
+    time is published in hops, since the broker delivers one it held past its visibility timeout again."""
+    return max(0.0, min((moment - timezone.now()).total_seconds(), DEADLINE_CHECK_MAX_DELAY))
+
+
 def start_delay(run: SagaRun) -> float:
-    """Seconds until a delayed run may start, in hops no longer than DEADLINE_CHECK_MAX_DELAY: a message held
-    past the broker's visibility timeout would be delivered again meanwhile."""
-    if run.start_at is None:
-        return 0.0
-    return round(max(0.0, min((run.start_at - timezone.now()).total_seconds(), DEADLINE_CHECK_MAX_DELAY)), 3)
+    """Seconds until a delayed run may start, in hops (0 for a run that starts at once)."""
+    return round(hop_towards(run.start_at), 3) if run.start_at is not None else 0.0
 
 
 def past_deadline(run: SagaRun) -> bool:

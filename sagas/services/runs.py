@@ -14,7 +14,6 @@ from django.utils import timezone
 
 from sagas import engine, leases, logs, metrics, schemas
 from sagas.conf import sagas_settings
-from sagas.engine import DEADLINE_CHECK_MAX_DELAY
 from sagas.exceptions import (
     DefinitionChanged,
     IdempotencyConflict,
@@ -30,6 +29,7 @@ from sagas.services._core import (
     RunId,
     after_append,
     dispatch_on_commit,
+    hop_towards,
     last_event,
     lock_run,
     move_run,
@@ -230,11 +230,9 @@ def _create_run(
 
 
 def deadline_check_delay(run: SagaRun) -> float:
-    """Seconds until the run's deadline check should look again, in hops no longer than
-    DEADLINE_CHECK_MAX_DELAY: Redis redelivers a message held past its visibility timeout."""
+    """Seconds until the run's deadline check should look again, in hops (half a second past the deadline)."""
     assert run.deadline is not None
-    remaining = (run.deadline - timezone.now()).total_seconds()
-    return max(0.0, min(remaining, DEADLINE_CHECK_MAX_DELAY)) + 0.5
+    return hop_towards(run.deadline) + 0.5
 
 
 def run_on_step_failure(*, run_id: RunId, step: str) -> None:
