@@ -195,8 +195,7 @@ def _open_breakers(steps: list[SagaStepRun], saga: Any) -> list[Finding]:
 
 
 def _stale(run: SagaRun, now: datetime) -> list[Finding]:
-    last_moved = max(run.updated_at, run.start_at) if run.start_at else run.updated_at  # a delayed start
-    idle = (now - last_moved).total_seconds()
+    idle = (now - run.idle_since).total_seconds()
     found = []
     if idle >= sagas_settings.LEASE_SECONDS:
         found.append(

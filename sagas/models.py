@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.db import models
@@ -118,6 +119,12 @@ class SagaRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.saga_name} {self.id} ({self.status})"
+
+    @property
+    def idle_since(self) -> datetime:
+        """Since when nothing moved the run: its last change, or a delayed start's time if that is later (nothing
+        was due to move it before). ``selectors.stale`` is the same rule as a query."""
+        return max(self.updated_at, self.start_at) if self.start_at else self.updated_at
 
 
 class SagaStepRun(models.Model):

@@ -18,8 +18,9 @@ from django.utils import timezone
 from sagas import leases, outbox
 from sagas.conf import sagas_settings
 from sagas.models import SagaRun
-from sagas.services.redrive import Redrive, lease, run_redrive
-from sagas.states import ACTIVE_RUN_STATES, RunStatus
+from sagas.selectors import stale
+from sagas.services.redrive import Redrive, run_redrive
+from sagas.states import RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +51,8 @@ def reaper_late_after() -> float:
 def stuck_run_ids(now: datetime | None = None) -> list[str]:
     """Runs with no progress for the lease, or past their deadline, and not parked: one indexed query."""
     now = now or timezone.now()
-    # A delayed run is not stale before its start (and the lease after it): nothing was due to move it.
-    not_delayed = Q(start_at__isnull=True) | Q(start_at__lt=now - lease())
-    stale = Q(status__in=ACTIVE_RUN_STATES, updated_at__lt=now - lease()) & not_delayed
     overdue = Q(status__in=[RunStatus.PENDING, RunStatus.EXECUTING], deadline__lt=now)
-    found = SagaRun.objects.filter(stale | overdue, parked_reason="").order_by("updated_at")
+    found = SagaRun.objects.filter(stale(now) | overdue, parked_reason="").order_by("updated_at")
     return [str(pk) for pk in found.values_list("pk", flat=True)[: sagas_settings.REAPER_BATCH]]
 
 

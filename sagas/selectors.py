@@ -28,14 +28,17 @@ def awaiting_person(runs: QuerySet[SagaRun] | None = None) -> QuerySet[SagaRun]:
     return (runs if runs is not None else SagaRun.objects.all()).filter(status=RunStatus.FAILED)
 
 
+def stale(now: datetime) -> Q:
+    """Runs that should be moving but made no progress for the lease (``SagaRun.idle_since`` as a query): a
+    delayed start counts from its time, since nothing was due to move the run before."""
+    cutoff = now - timedelta(seconds=sagas_settings.LEASE_SECONDS)
+    not_delayed = Q(start_at__isnull=True) | Q(start_at__lt=cutoff)
+    return Q(status__in=ACTIVE_RUN_STATES, updated_at__lt=cutoff) & not_delayed
+
+
 def stuck(runs: QuerySet[SagaRun] | None = None, now: datetime | None = None) -> QuerySet[SagaRun]:
     """Runs that should be moving but made no progress for the lease (parked ones included)."""
-    cutoff = (now or timezone.now()) - timedelta(seconds=sagas_settings.LEASE_SECONDS)
-    return (
-        (runs if runs is not None else SagaRun.objects.all())
-        .filter(status__in=ACTIVE_RUN_STATES, updated_at__lt=cutoff)
-        .exclude(start_at__gte=cutoff)  # a delayed start: not due yet, or due less than the lease ago
-    )
+    return (runs if runs is not None else SagaRun.objects.all()).filter(stale(now or timezone.now()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,8 +66,7 @@ def is_stuck(run: SagaRun, now: datetime) -> bool:
     if run.status not in ACTIVE_RUN_STATES:
         return False
     overdue = run.status in (RunStatus.PENDING, RunStatus.EXECUTING) and past_deadline(run)
-    last_moved = max(run.updated_at, run.start_at) if run.start_at else run.updated_at  # a delayed start
-    return overdue or now - last_moved >= lease()
+    return overdue or now - run.idle_since >= lease()
 
 
 def _compensation_lost(run: SagaRun, step_run: SagaStepRun, step: Step, now: datetime) -> bool:
