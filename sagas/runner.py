@@ -82,16 +82,8 @@ def _unclaimed(claim: Claim, run_id: str, task_id: str, step: str) -> Result:
     """What a message that got no attempt does: skip, stop, wait (for a breaker or a lease), or fail."""
     if claim.outcome in (Outcome.CONTINUE, Outcome.STOP):
         return Result(claim.outcome)
-    if claim.outcome is Outcome.WAIT and claim.not_before is not None:
-        delayed = StartDelayed(str(run_id), claim.not_before.isoformat(), retry_after=claim.delay)
-        return Result(Outcome.WAIT, delay=claim.delay, exc=delayed, retry_task_id=task_id)
-    if claim.outcome is Outcome.WAIT and not claim.gate.refused:
-        holder = claim.holder
-        who = f"{holder.host} pid {holder.pid} (task {holder.task_id})" if holder else "a run being stopped"
-        exc = StepInFlight(step, who, retry_after=claim.delay)
-        return Result(Outcome.WAIT, delay=claim.delay, exc=exc, retry_task_id=task_id)
     if claim.outcome is Outcome.WAIT:
-        return _wait_for_circuit(claim, task_id)
+        return _wait(claim, run_id, task_id, step)
     if claim.outcome is Outcome.FAILED:
         message = claim.error.message if claim.error else step
         return Result(Outcome.FAILED, exc=_refused(claim) if claim.gate.refused else AttemptsExhausted(message))
@@ -138,7 +130,7 @@ def execute_compensation(*, run_id: str, step: str, task_id: str) -> Result:
     tables schedule what comes next, and the run ends ``failed`` once every other compensation has run."""
     claim = services.compensation_claim(run_id=run_id, step=step, task_id=task_id)
     if claim.outcome is Outcome.WAIT:
-        return _wait_for_circuit(claim, task_id)
+        return _wait(claim, run_id, task_id, step)
     if claim.outcome is not Outcome.RUN:  # a compensation that gives up stops only its own message
         return Result(Outcome.STOP)
     assert claim.saga is not None
@@ -177,10 +169,20 @@ def _refused(claim: Claim) -> CircuitOpen:
     return CircuitOpen(claim.gate.service, retry_after=claim.gate.permit.wait)
 
 
-def _wait_for_circuit(claim: Claim, task_id: str) -> Result:
-    """The breaker refused the call and the claim recorded it: publish the same attempt again (same task id:
-    no attempt was used) once the breaker may let it through."""
-    return Result(Outcome.WAIT, delay=claim.delay, exc=_refused(claim), retry_task_id=task_id)
+def _wait(claim: Claim, run_id: str, task_id: str, step: str) -> Result:
+    """No attempt was used: publish the same attempt again (same task id) after the claim's delay, with why as
+    ``exc``: a delayed start whose time has not come, the breaker's refusal (the claim recorded it), or another
+    delivery holding the step's lease."""
+    why: Exception
+    if claim.not_before is not None:
+        why = StartDelayed(run_id, claim.not_before.isoformat(), retry_after=claim.delay)
+    elif claim.gate.refused:
+        why = _refused(claim)
+    else:
+        holder = claim.holder
+        who = f"{holder.host} pid {holder.pid} (task {holder.task_id})" if holder else "a run being stopped"
+        why = StepInFlight(step, who, retry_after=claim.delay)
+    return Result(Outcome.WAIT, delay=claim.delay, exc=why, retry_task_id=task_id)
 
 
 def _without_calling(claim: Claim, before: Callable[[StepContext], None]) -> None:
