@@ -200,6 +200,12 @@ class Saga:
         return graph
 
     @classmethod
+    def pivots(cls) -> frozenset[str]:
+        """The names of the steps declared ``irreversible=True``: once one has succeeded the run only goes
+        forward (docs/pivots.md)."""
+        return frozenset(step.name for step in cls.steps if step.irreversible is True)
+
+    @classmethod
     def ancestors(cls) -> dict[str, frozenset[str]]:
         """Each step's dependencies, direct and indirect."""
         closure: dict[str, frozenset[str]] = {}

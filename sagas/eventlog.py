@@ -173,8 +173,10 @@ class RunState:
             # The attempt's number: a start recorded with its outcome may follow attempts lost without a record.
             step.attempts = data.get("attempt", step.attempts + 1)
             step.task_id = data.get("task_id", step.task_id)
-        elif type == EventType.STEP_SUCCEEDED:
+        elif type in (EventType.STEP_SUCCEEDED, EventType.STEP_RESOLVED):
             step.output, step.error = data["output"], None
+            if data.get("deadline_lifted"):  # a pivot succeeded: the run goes forward without a deadline
+                self.deadline = None
         elif type == EventType.COMPENSATION_SCHEDULED:
             step.compensation_task_id = data["task_id"]
             if data.get("fresh_budget"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sagas.models import SagaRun
@@ -22,16 +22,20 @@ def cancel(run_id: RunId, *, reason: str, actor: str | None = None) -> SagaRun:
 
 
 def retry(run_id: RunId, *, reason: str, actor: str | None = None) -> SagaRun:
-    """Re-run the failed compensations of a ``failed`` run with fresh attempt budgets, or re-drive a run that is
-    parked or stuck. Raises InvalidTransition when the run is neither, RunNotFound, ReasonRequired."""
+    """Re-run what a ``failed`` run gave up on with fresh attempt budgets (its failed step after the pivot, the
+    run going on forward; or its failed compensations), or re-drive a run that is parked or stuck. Raises
+    InvalidTransition when the run is neither, RunNotFound, ReasonRequired."""
     from sagas import services  # the ORM: see above
 
     return services.run_retry(run_id=run_id, reason=reason, actor=actor)
 
 
-def resolve(run_id: RunId, *, step: str, reason: str, actor: str | None = None) -> SagaRun:
-    """Record that a person undid ``step`` of a ``failed`` run by hand; the run ends ``compensated`` when no failed
-    compensation is left. Raises UnknownStep, InvalidTransition, RunNotFound, ReasonRequired."""
+def resolve(run_id: RunId, *, step: str, reason: str, actor: str | None = None, output: Any = None) -> SagaRun:
+    """Record that a person did by hand what ``step`` of a ``failed`` run gave up on. A step that failed after
+    the pivot is recorded done with ``output`` (merged into later steps' payload like any output) and the run
+    goes on forward; a failed compensation is recorded undone, and the run ends ``compensated`` when none is left.
+    Raises UnknownStep, InvalidTransition, InvalidPayload (an output that is not JSON), RunNotFound,
+    ReasonRequired."""
     from sagas import services  # the ORM: see above
 
-    return services.run_resolve(run_id=run_id, step=step, reason=reason, actor=actor)
+    return services.run_resolve(run_id=run_id, step=step, reason=reason, actor=actor, output=output)

@@ -110,7 +110,7 @@ def _attempt_step(run_id: str, step: str, claim: Claim, attempt: Attempt, *, han
     except Exception as exc:  # anything the action raised is a failed attempt, classified by the policy
         secrets = _secrets(claim.context)
         error = Failure.from_exception(exc, attempt=claim.context.attempt).masked(secrets)
-        delay = _retry_delay(policy, exc, claim.context.attempt)
+        delay = _retry_delay(policy, exc, attempt.of_budget)
         answer = services.step_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay, claim=claim)
         shown = masking.scrubbed_exception(exc, secrets)  # what Celery stores and logs
         if answer is Outcome.RETRY:

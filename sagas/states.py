@@ -32,10 +32,12 @@ class StepStatus(models.TextChoices):
 
 RUN_TRANSITIONS: dict[str, frozenset[str]] = {
     RunStatus.PENDING: frozenset({RunStatus.EXECUTING, RunStatus.CANCELLED}),
-    RunStatus.EXECUTING: frozenset({RunStatus.COMPLETED, RunStatus.COMPENSATING, RunStatus.TIMEOUT}),
+    # executing -> failed: a step after the pivot gave up; the run goes forward only, once a person acts.
+    RunStatus.EXECUTING: frozenset({RunStatus.COMPLETED, RunStatus.COMPENSATING, RunStatus.TIMEOUT, RunStatus.FAILED}),
     RunStatus.TIMEOUT: frozenset({RunStatus.COMPENSATING, RunStatus.FAILED}),
     RunStatus.COMPENSATING: frozenset({RunStatus.COMPENSATED, RunStatus.FAILED}),
-    RunStatus.FAILED: frozenset({RunStatus.COMPENSATING, RunStatus.COMPENSATED}),
+    # failed -> executing: a person retried or resolved the failed step after the pivot (forward recovery).
+    RunStatus.FAILED: frozenset({RunStatus.COMPENSATING, RunStatus.COMPENSATED, RunStatus.EXECUTING}),
     RunStatus.COMPLETED: frozenset(),
     RunStatus.COMPENSATED: frozenset(),
     RunStatus.CANCELLED: frozenset(),
@@ -52,7 +54,9 @@ STEP_TRANSITIONS: dict[str, frozenset[str]] = {
         {StepStatus.COMPENSATING, StepStatus.COMPENSATED, StepStatus.COMPENSATION_FAILED}
     ),
     StepStatus.COMPENSATION_FAILED: frozenset({StepStatus.COMPENSATING, StepStatus.RESOLVED}),
-    StepStatus.FAILED: frozenset(),
+    # After the pivot a failed step is not undone but taken up again by a person: retried with a fresh budget
+    # (failed -> running) or resolved by hand with the output it should have given (failed -> succeeded).
+    StepStatus.FAILED: frozenset({StepStatus.RUNNING, StepStatus.SUCCEEDED}),
     StepStatus.SKIPPED: frozenset(),
     StepStatus.COMPENSATED: frozenset(),
     StepStatus.RESOLVED: frozenset(),
@@ -79,19 +83,19 @@ DONE_STEP_STATES = frozenset(
 
 def stamp_run(source: str, target: str, now: datetime) -> dict[str, datetime | None]:
     """The timestamps a run transition sets: when execution began, when the run last came to rest."""
-    if target == RunStatus.EXECUTING:
+    if target == RunStatus.EXECUTING and source == RunStatus.PENDING:
         return {"started_at": now}
     if target in FINISHED_RUN_STATES:
         return {"finished_at": now}
-    if source == RunStatus.FAILED:  # a person sent it back to compensating: it is no longer finished
+    if source == RunStatus.FAILED:  # a person sent it back to compensating or on forward: no longer finished
         return {"finished_at": None}
     return {}
 
 
 def stamp_step(target: str, started_at: datetime | None, now: datetime) -> dict[str, datetime | None]:
     """The timestamps a step transition sets: its first attempt, its outcome, its undoing."""
-    if target == StepStatus.RUNNING:
-        return {"started_at": started_at or now}
+    if target == StepStatus.RUNNING:  # finished_at: a failed step a person retries is no longer finished
+        return {"started_at": started_at or now, "finished_at": None}
     if target in (StepStatus.SUCCEEDED, StepStatus.FAILED):
         return {"finished_at": now}
     if target in (StepStatus.COMPENSATED, StepStatus.RESOLVED):
@@ -120,6 +124,7 @@ class EventType(models.TextChoices):
     SAGA_FAILED = "SagaFailed"
     SAGA_CANCELLED = "SagaCancelled"
     SAGA_RETRIED = "SagaRetried"
+    SAGA_RESUMED = "SagaResumed"  # a failed run goes forward again: its failed step was resolved by hand
     SAGA_TIMED_OUT = "SagaTimedOut"
     SAGA_REDRIVEN = "SagaRedriven"
     SAGA_PARKED = "SagaParked"
@@ -128,6 +133,8 @@ class EventType(models.TextChoices):
     STEP_ATTEMPT_FAILED = "StepAttemptFailed"
     STEP_FAILED = "StepFailed"
     STEP_SKIPPED = "StepSkipped"
+    STEP_RETRIED = "StepRetried"  # a person retried a failed step after the pivot, with a fresh budget
+    STEP_RESOLVED = "StepResolved"  # a person recorded a failed step after the pivot as done, with its output
     COMPENSATION_SCHEDULED = "CompensationScheduled"
     COMPENSATION_STARTED = "CompensationStarted"
     COMPENSATION_SUCCEEDED = "CompensationSucceeded"

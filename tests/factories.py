@@ -25,6 +25,7 @@ from participants.payments.models import Account, CardStatus, Payment, PaymentSt
 from participants.shipping.models import DeliveryZone, Shipment, ShipmentStatus
 from sagas.models import SagaDefinition, SagaRun, SagaStepRun
 from sagas.states import RunStatus, StepStatus
+from tests.testapp.sagas import Pivoted
 
 # The step statuses of a PlaceOrder run whose payment refund gave up: failed, waiting for a person.
 COMPENSATION_FAILED = {
@@ -353,3 +354,24 @@ class CountedMessageFactory(DjangoModelFactory[CountedMessage]):
 
     idempotency_key = factory.Sequence(lambda n: f"message-{n}")
     outcome_count = factory.SubFactory(SagaOutcomeCountFactory)
+
+
+def forward_failed_run(**fields: Any) -> SagaRun:
+    """A ``tests.pivoted`` run planted ``failed`` after its pivot: reserve and charge (the pivot) succeeded, ship
+    failed for good, notify pending."""
+    definition = SagaDefinitionFactory(
+        name=Pivoted.name, version=Pivoted.version, spec=Pivoted.spec(), spec_hash=Pivoted.spec_hash()
+    )
+    run = SagaRunFactory(definition=definition, step_statuses={}, **{"status": RunStatus.FAILED, **fields})
+    run.steps.all().delete()  # the factory's steps are PlaceOrder's
+    statuses = {"reserve": StepStatus.SUCCEEDED, "charge": StepStatus.SUCCEEDED, "ship": StepStatus.FAILED}
+    for index, step in enumerate(Pivoted.steps):
+        SagaStepRun.objects.create(
+            run=run,
+            name=step.name,
+            index=index,
+            status=statuses.get(step.name, StepStatus.PENDING),
+            attempts=2 if step.name == "ship" else (1 if step.name in statuses else 0),
+            output={"recorded": step.name} if step.name in ("reserve", "charge") else None,
+        )
+    return run

@@ -1,4 +1,4 @@
-"""Forms of the operator's actions: every action needs a reason, a resolve also the step."""
+"""Forms of the operator's actions: every action needs a reason, a resolve also the step (and, forward, an output)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,23 @@ class ReasonForm(forms.Form):
 
 class ResolveForm(ReasonForm):
     step = forms.ChoiceField(label="Step", help_text="The step whose effect you undid by hand.")
+    output = forms.JSONField(
+        label="Output",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
+        help_text="What the step should have returned, as JSON (an object's keys are merged into the payload of "
+        "the steps after it, like any step's output). Empty: no output.",
+    )
 
-    def __init__(self, *args: Any, steps: list[str], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, steps: list[str], forward: bool = False, **kwargs: Any) -> None:
+        """``forward``: the run failed after its pivot, so the steps are resolved as done, with an output."""
         super().__init__(*args, **kwargs)
         field = self.fields["step"]
         assert isinstance(field, forms.ChoiceField)
         field.choices = [(name, name) for name in steps]
-        self.order_fields(["step", "reason"])
+        if forward:
+            field.help_text = "The step that failed after the pivot, which you did by hand."
+            self.order_fields(["step", "output", "reason"])
+        else:
+            del self.fields["output"]
+            self.order_fields(["step", "reason"])

@@ -22,6 +22,7 @@ from sagas.admin.forms import ReasonForm, ResolveForm
 from sagas.health import MAX_WINDOW_HOURS, health_report
 from sagas.models import SagaRun
 from sagas.selectors import stuck
+from sagas.services.forward import failed_forward
 from sagas.states import RunStatus, StepStatus
 
 
@@ -41,7 +42,8 @@ class Action:
         if self.name == "retry":
             return sagas.retry(run.pk, reason=data["reason"], actor=actor)
         if self.name == "resolve":
-            return sagas.resolve(run.pk, step=data["step"], reason=data["reason"], actor=actor)
+            output = data.get("output")
+            return sagas.resolve(run.pk, step=data["step"], reason=data["reason"], actor=actor, output=output)
         return sagas.cancel(run.pk, reason=data["reason"], actor=actor)
 
 
@@ -49,14 +51,17 @@ ACTIONS = {
     "retry": Action(
         "retry",
         "Retry",
-        "Re-runs the compensations that gave up, each with a fresh attempt budget; a stuck or parked run is "
-        "re-driven from its recorded state.",
+        "Re-runs what gave up, with a fresh attempt budget: the compensations that failed, or the step that "
+        "failed after the pivot (the run then goes on forward). A stuck or parked run is re-driven from its "
+        "recorded state.",
     ),
     "resolve": Action(
         "resolve",
         "Resolve",
-        "Records that a person undid this step's effect by hand. The run ends compensated once no failed "
-        "compensation is left. Nothing is called: do the undoing first.",
+        "Records that a person did by hand what the step gave up on. A failed compensation: its effect was "
+        "undone, and the run ends compensated once no failed compensation is left. A step that failed after "
+        "the pivot: it was done, with the output you give, and the run goes on forward. Nothing is called: do "
+        "it first.",
     ),
     "cancel": Action(
         "cancel",
@@ -73,7 +78,7 @@ def available_actions(model_admin: ModelAdmin[SagaRun], request: HttpRequest, ru
         run.status == RunStatus.FAILED or run.parked_reason or stuck(SagaRun.objects.filter(pk=run.pk)).exists()
     ):
         found.append(ACTIONS["retry"])
-    if may(request, "resolve") and run.status == RunStatus.FAILED and failed_compensations(run):
+    if may(request, "resolve") and run.status == RunStatus.FAILED and resolvable_steps(run):
         found.append(ACTIONS["resolve"])
     if may(request, "cancel") and run.status in (RunStatus.PENDING, RunStatus.EXECUTING):
         found.append(ACTIONS["cancel"])
@@ -84,6 +89,19 @@ def failed_compensations(run: SagaRun) -> list[str]:
     return list(
         run.steps.filter(status=StepStatus.COMPENSATION_FAILED).order_by("index").values_list("name", flat=True)
     )
+
+
+def failed_after_pivot(run: SagaRun) -> list[str]:
+    """The steps of a run that failed after its pivot, which a person retries or resolves forward."""
+    steps = list(run.steps.order_by("index"))
+    if not failed_forward(run, steps, None):
+        return []
+    return [s.name for s in steps if s.status == StepStatus.FAILED]
+
+
+def resolvable_steps(run: SagaRun) -> list[str]:
+    """What a resolve may name on this run: its failed compensations, or its steps that failed after the pivot."""
+    return failed_compensations(run) or failed_after_pivot(run)
 
 
 def run_action_view(
@@ -97,10 +115,11 @@ def run_action_view(
         run = get_object_or_404(SagaRun, pk=object_id)
     except ValidationError as exc:  # not a run id at all
         raise Http404(f"No saga run with id {object_id!r}.") from exc
-    steps = failed_compensations(run) if action.name == "resolve" else []
+    forward = action.name == "resolve" and bool(failed_after_pivot(run))
+    steps = resolvable_steps(run) if action.name == "resolve" else []
 
     def make_form(data: Any = None) -> ReasonForm:
-        return ResolveForm(data, steps=steps) if action.name == "resolve" else ReasonForm(data)
+        return ResolveForm(data, steps=steps, forward=forward) if action.name == "resolve" else ReasonForm(data)
 
     form = make_form(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():

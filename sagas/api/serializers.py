@@ -253,7 +253,17 @@ class ReasonSerializer(serializers.Serializer[Any]):
 
 class ResolveSerializer(ReasonSerializer):
     step = TextField(
-        max_length=100, trim_whitespace=False, help_text="The name of the step whose compensation you did by hand."
+        max_length=100,
+        trim_whitespace=False,
+        help_text="The name of the step whose compensation you did by hand, or of the step that failed after the "
+        "pivot which you did by hand.",
+    )
+    output = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Only for a step that failed after the pivot: what it should have returned (an object's keys are "
+        "merged into the payload of the steps after it).",
     )
 
 

@@ -375,8 +375,9 @@ class CancelRunView(RunActionView):
 
 
 @documented(
-    "Records that a person undid a step whose compensation failed; the `failed` run ends `compensated` once "
-    "none is left. 409 unless the run is `failed` and the step's compensation failed."
+    "Records that a person did by hand what a step of a `failed` run gave up on: a failed compensation (the run "
+    "ends `compensated` once none is left), or a step that failed after the pivot, done with the `output` given "
+    "(the run goes on forward). 409 unless the run is `failed` and the step is one of those."
 )
 class ResolveRunView(RunActionView):
     verb = "resolve"
@@ -384,4 +385,4 @@ class ResolveRunView(RunActionView):
     serializer_class = ResolveSerializer
 
     def act(self, run_id: str, data: dict[str, Any], actor: str) -> None:
-        sagas.resolve(run_id, step=data["step"], reason=data["reason"], actor=actor)
+        sagas.resolve(run_id, step=data["step"], reason=data["reason"], actor=actor, output=data.get("output"))

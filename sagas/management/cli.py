@@ -14,7 +14,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
-from sagas.exceptions import InvalidTransition, ReasonRequired, RunNotFound, UnknownStep
+from sagas.exceptions import InvalidPayload, InvalidTransition, ReasonRequired, RunNotFound, UnknownStep
 from sagas.masking import masked
 from sagas.models import SagaRun
 from sagas.selectors import humanize_seconds
@@ -56,7 +56,7 @@ def operator_errors(run_id: str) -> Iterator[None]:
             f"A reason is required for saga run {run_id}: say why with --reason, for the audit trail.",
             returncode=EXIT_BAD_INPUT,
         ) from exc
-    except (RunNotFound, UnknownStep) as exc:
+    except (RunNotFound, UnknownStep, InvalidPayload) as exc:
         raise CommandError(str(exc), returncode=EXIT_BAD_INPUT) from exc
     except InvalidTransition as exc:
         raise CommandError(str(exc), returncode=EXIT_NOT_ALLOWED) from exc

@@ -39,6 +39,12 @@ class Attempt:
     lease: str
     dependencies: frozenset[str]
     last: bool  # the last step of a sequence: its success completes the run
+    budget_base: int = 0  # attempts before a person's retry gave the step a fresh budget (budget_base)
+
+    @property
+    def of_budget(self) -> int:
+        """This attempt's place in the step's current budget, 1-based: what its retry policy counts."""
+        return self.number - self.budget_base
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +126,15 @@ def unrecorded_failure(
         return killed
     return UnrecordedFailure(
         f"The task of the {what} {step_run.name!r} failed before its outcome was recorded; see the worker log."
+    )
+
+
+def budget_base(step_run: SagaStepRun) -> int:
+    """The attempts that count no more against a step's retry policy: those before its last failure for good,
+    which only a person's retry after the pivot (sagas.retry) can follow. 0 for a step that never failed."""
+    return max(
+        (f.get("attempt") or 0 for f in step_run.failures if f.get("kind") == "action" and f.get("retry_in") is None),
+        default=0,
     )
 
 

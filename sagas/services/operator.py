@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.db import transaction
 
@@ -11,6 +12,7 @@ from sagas.exceptions import InvalidTransition, ReasonRequired, UnknownStep
 from sagas.models import SagaRun
 from sagas.services._core import RunId, lock_run, move_run, move_step, saga_for
 from sagas.services.compensation import advance_compensation, begin_compensation, schedule_retry
+from sagas.services.forward import failed_forward, pivot_passed, resolve_forward, retry_forward
 from sagas.services.redrive import run_redrive_by_operator
 from sagas.states import EventType, RunStatus, StepStatus
 
@@ -50,9 +52,15 @@ def run_cancel(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaR
             for step_run in run.steps.filter(status=StepStatus.PENDING).order_by("index"):
                 move_step(run, step_run, StepStatus.SKIPPED, event=EventType.STEP_SKIPPED, causation=cancelled)
         elif run.status == RunStatus.EXECUTING:
+            saga = saga_for(run)
+            if pivot_passed(run, list(run.steps.all()), saga):
+                raise InvalidTransition(
+                    f"Saga run {run.pk} is past its pivot ({', '.join(sorted(saga.pivots()))} succeeded): its "
+                    "effects cannot be undone, so it only goes forward and cannot be cancelled."
+                )
             begin_compensation(
                 run,
-                saga_for(run),
+                saga,
                 event=EventType.SAGA_CANCELLED,
                 data={"reason": reason},
                 actor=who,
@@ -67,6 +75,11 @@ def run_cancel(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaR
 def _cannot_cancel(run: SagaRun) -> str:
     if run.status in (RunStatus.COMPENSATING, RunStatus.TIMEOUT):
         return f"Saga run {run.pk} is already {run.status}: its completed steps are being undone."
+    if run.status == RunStatus.FAILED and failed_forward(run, list(run.steps.all()), None):
+        return (
+            f"Saga run {run.pk} is failed: a step after its pivot gave up. Retry it (sagas.retry) or resolve the "
+            "step by hand (sagas.resolve); it only goes forward."
+        )
     if run.status == RunStatus.FAILED:
         return (
             f"Saga run {run.pk} is failed: a compensation gave up. Retry it (sagas.retry) or resolve the "
@@ -76,14 +89,22 @@ def _cannot_cancel(run: SagaRun) -> str:
 
 
 def run_retry(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaRun:
-    """Re-run the failed compensations of a ``failed`` run, each with a fresh attempt budget; or re-drive
-    a run that is stuck (no progress for the lease) or parked."""
+    """Re-run what a ``failed`` run gave up on, each with a fresh attempt budget: its failed step after the
+    pivot (the run goes on forward), or its failed compensations; or re-drive a run that is stuck (no
+    progress for the lease) or parked."""
     reason = _require_reason(reason)
     who = _actor(actor)
     with transaction.atomic():
         run = lock_run(run_id)
         if run.status == RunStatus.FAILED:
             saga = saga_for(run)
+            steps = list(run.steps.order_by("index"))
+            if failed_forward(run, steps, saga):
+                retry_forward(run, saga, steps, reason=reason, actor=who)
+                logger.info(
+                    "saga run %s retried forward by %s: %s", run.pk, who, reason, extra=logs.fields(run, actor=who)
+                )
+                return run
             failed = list(run.steps.filter(status=StepStatus.COMPENSATION_FAILED).order_by("index"))
             move_run(
                 run,
@@ -100,9 +121,10 @@ def run_retry(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaRu
     return run_redrive_by_operator(run_id=run_id, reason=reason, actor=who)
 
 
-def run_resolve(*, run_id: RunId, step: str, reason: str, actor: str | None = None) -> SagaRun:
-    """Record that a person undid a step by hand; the run ends ``compensated`` once no failed
-    compensation is left."""
+def run_resolve(*, run_id: RunId, step: str, reason: str, actor: str | None = None, output: Any = None) -> SagaRun:
+    """Record that a person did by hand what a ``failed`` run gave up on: a step that failed after the pivot
+    (done, with ``output`` as its output; the run goes on forward), or a failed compensation (undone; the run
+    ends ``compensated`` once no failed compensation is left)."""
     reason = _require_reason(reason)
     with transaction.atomic():
         run = lock_run(run_id)
@@ -113,12 +135,30 @@ def run_resolve(*, run_id: RunId, step: str, reason: str, actor: str | None = No
             raise UnknownStep(message, step=step, steps=(*steps,))
         if run.status != RunStatus.FAILED:
             raise InvalidTransition(
-                f"Saga run {run.pk} is {run.status}; compensations can only be resolved by hand on a failed run."
+                f"Saga run {run.pk} is {run.status}; compensations can only be resolved by hand on a failed run "
+                "(and so can a step that failed after the pivot)."
+            )
+        saga = saga_for(run)
+        if step_run.status == StepStatus.FAILED and failed_forward(run, [*steps.values()], saga):
+            resolve_forward(run, saga, [*steps.values()], step_run, output=output, reason=reason, actor=_actor(actor))
+            logger.info(
+                "saga run %s: step %s resolved forward by %s: %s",
+                run.pk,
+                step,
+                _actor(actor),
+                reason,
+                extra=logs.fields(run, step=step, actor=_actor(actor)),
+            )
+            return run
+        if output is not None:
+            raise InvalidTransition(
+                f"Step {step!r} of saga run {run.pk} is {step_run.status}: an output is given only for a step that "
+                "failed after the pivot, which a person resolves as done."
             )
         if step_run.status != StepStatus.COMPENSATION_FAILED:
             raise InvalidTransition(
                 f"Step {step!r} of saga run {run.pk} is {step_run.status}; only a step whose compensation "
-                "failed can be resolved."
+                "failed, or a step that failed after the pivot, can be resolved."
             )
         resolved = move_step(
             run,

@@ -24,7 +24,6 @@ from sagas.services._core import (
     RunId,
     append_event,
     dispatch_on_commit,
-    last_event,
     lock_run,
     move_run,
     past_deadline,
@@ -37,6 +36,7 @@ from sagas.services.compensation import (
     next_compensation_task_id,
     time_out,
 )
+from sagas.services.forward import stop_after_failure
 from sagas.services.steps import fail_step, run_complete_locked
 from sagas.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, EventType, RunStatus, StepStatus
 
@@ -151,8 +151,8 @@ def _plan_executing(
     if failed is not None:
         return (
             "compensate",
-            f"compensate (errback of {failed.name} lost)",
-            lambda: _compensate_failed(run, saga, failed),
+            f"compensate, or fail after the pivot (errback of {failed.name} lost)",
+            lambda: stop_after_failure(run, saga, failed),
         )
     succeeded = {s.name for s in steps if s.status == StepStatus.SUCCEEDED}
     pending = {s.name for s in steps if s.status == StepStatus.PENDING}
@@ -209,14 +209,6 @@ def _next_attempt(step_run: SagaStepRun, started: dict[str, int]) -> int:
     return max(step_run.attempts, started.get(step_run.name, 0)) + 1
 
 
-def _compensate_failed(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:
-    begin_compensation(
-        run,
-        saga,
-        event=EventType.SAGA_COMPENSATING,
-        data={"failed_step": step_run.name},
-        causation=last_event(run, EventType.STEP_FAILED, step_run.name),
-    )
 
 
 def _move_compensation_on(run: SagaRun, saga: type[Saga], lost: list[SagaStepRun]) -> None:

@@ -30,7 +30,6 @@ from sagas.services._core import (
     after_append,
     dispatch_on_commit,
     hop_towards,
-    last_event,
     lock_run,
     move_run,
     needs_transaction,
@@ -43,8 +42,9 @@ from sagas.services._core import (
     step_row,
     writer,
 )
-from sagas.services.compensation import advance_compensation, begin_compensation, time_out
-from sagas.services.context import failure_recorded, unrecorded_failure
+from sagas.services.compensation import advance_compensation, time_out
+from sagas.services.context import budget_base, failure_recorded, unrecorded_failure
+from sagas.services.forward import fail_forward, pivot_passed, stop_after_failure
 from sagas.services.steps import fail_step, start_attempt
 from sagas.states import EventType, RunStatus, StepStatus
 
@@ -264,13 +264,7 @@ def run_on_step_failure(*, run_id: RunId, step: str) -> None:
             if not recorded and _unrecorded_failure(run, saga, step_run, attempt):
                 return  # retried
         if run.status == RunStatus.EXECUTING and step_run.status == StepStatus.FAILED:
-            begin_compensation(
-                run,
-                saga,
-                event=EventType.SAGA_COMPENSATING,
-                data={"failed_step": step},
-                causation=last_event(run, EventType.STEP_FAILED, step),
-            )
+            stop_after_failure(run, saga, step_run)
         elif run.status == RunStatus.COMPENSATING:
             advance_compensation(run, saga)
 
@@ -290,8 +284,9 @@ def _unrecorded_failure(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, a
     exc = unrecorded_failure(run, step_run, declared.timeout, EventType.STEP_STARTED, started_at)
     error = Failure.from_exception(exc, attempt=attempt)
     policy = declared.retry or sagas_settings.default_retry
-    if run.status == RunStatus.EXECUTING and not past_deadline(run) and policy.should_retry(exc, attempt):
-        delay = policy.delay(attempt, exc)
+    of_budget = attempt - budget_base(step_run)
+    if run.status == RunStatus.EXECUTING and not past_deadline(run) and policy.should_retry(exc, of_budget):
+        delay = policy.delay(of_budget, exc)
         record_retry(run, step_run, "action", error, delay)
         publish_step(run, saga, step_run.name, attempt=attempt + 1, countdown=delay)
         return True
@@ -300,7 +295,12 @@ def _unrecorded_failure(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, a
 
 
 def _fail_without_class(run: SagaRun, exc: UnknownSaga) -> None:
-    """Without the saga's class no compensation can be called: hand the run to a person."""
+    """Without the saga's class no compensation can be called: hand the run to a person (after its pivot
+    without even a compensating phase: it only goes forward)."""
+    failed = run.steps.filter(status=StepStatus.FAILED).order_by("index").first()
+    if run.status == RunStatus.EXECUTING and failed is not None and pivot_passed(run, list(run.steps.all()), None):
+        fail_forward(run, failed.name, reason=str(exc))
+        return
     if run.status == RunStatus.EXECUTING:
         move_run(run, RunStatus.COMPENSATING, event=EventType.SAGA_COMPENSATING, data={"reason": str(exc)})
     if run.status == RunStatus.COMPENSATING:

@@ -40,7 +40,7 @@ from sagas.services._core import (
     writer,
 )
 from sagas.services.compensation import advance_compensation, time_out
-from sagas.services.context import Attempt, Claim, lost_attempts_error, step_context
+from sagas.services.context import Attempt, Claim, budget_base, lost_attempts_error, step_context
 from sagas.states import EventType, RunStatus, StepStatus, stamp_run, stamp_step
 
 if TYPE_CHECKING:
@@ -178,9 +178,10 @@ def _claim(
     declared = saga.step(step)
     policy = declared.retry or sagas_settings.default_retry
     attempt = lease.attempt
-    if attempt <= step_run.attempts:  # Redis lost the count: PostgreSQL's record is the floor
+    if attempt <= step_run.attempts:  # Redis lost the count (or a person's retry): the row's record is the floor
         attempt = leases.floor_attempts(run.pk, step, step_run.attempts)
-    if attempt > policy.max_attempts:
+    base = budget_base(step_run)
+    if attempt - base > policy.max_attempts:
         return None  # every attempt of the budget started and none reported back
     if gate is None:
         gate = circuit.ask(run, step, declared.service)
@@ -207,6 +208,7 @@ def _claim(
             lease=lease.value,
             dependencies=dependencies,
             last=not saga.is_graph() and step_run.index == len(steps) - 1,
+            budget_base=base,
         ),
     )
 
@@ -240,7 +242,7 @@ def _claim_locked(run_id: RunId, step: str, task_id: str, lease: leases.Lease | 
     declared = saga.step(step)
     policy = declared.retry or sagas_settings.default_retry
     attempt = max(lease.attempt, step_run.attempts + 1)
-    if attempt > policy.max_attempts:
+    if attempt - budget_base(step_run) > policy.max_attempts:
         lost = attempt - 1
         error = lost_attempts_error(step_run, lost, "action")
         if step_run.attempts < lost:
@@ -359,13 +361,20 @@ def _record_success(run_id: RunId, step: str, output: Any, seconds: float | None
             done = step_run is not None and step_run.status == StepStatus.SUCCEEDED
             return done and run.status == RunStatus.EXECUTING
         _record_start(run, step_run, attempt)
+        lifts = run.status == RunStatus.EXECUTING and lifts_deadline(run, saga_for(run), step)
         succeeded = move_step(
             run,
             step_run,
             StepStatus.SUCCEEDED,
             event=EventType.STEP_SUCCEEDED,
-            data={"attempt": step_run.attempts, "late": run.status != RunStatus.EXECUTING, "output": output},
+            data={
+                "attempt": step_run.attempts,
+                "late": run.status != RunStatus.EXECUTING,
+                "output": output,
+                **({"deadline_lifted": True} if lifts else {}),
+            },
             fields={"output": output, "error": None},
+            run_fields={"deadline": None} if lifts else None,
         )
         if seconds is not None:
             metrics.step_succeeded(run.saga_name, step, seconds)
@@ -378,6 +387,12 @@ def _record_success(run_id: RunId, step: str, output: Any, seconds: float | None
             else:
                 run_complete_locked(run, last_success=succeeded)
         return run.status in (RunStatus.EXECUTING, RunStatus.COMPLETED)
+
+
+def lifts_deadline(run: SagaRun, saga: type[Saga], step: str) -> bool:
+    """Whether the success of ``step`` lifts the run's deadline: it is a pivot, after which nothing is undone,
+    so a deadline could only stop the run halfway (the steps after it are bound by their own limits)."""
+    return run.deadline is not None and step in saga.pivots()
 
 
 def _record_start(run: SagaRun, step_run: SagaStepRun, attempt: Attempt | None) -> None:
@@ -408,6 +423,9 @@ def _succeed_claimed(attempt: Attempt, step_id: int, step: str, output: Any, sec
 
     previous = _contract.Cause(previous=True)
     run_values: dict[str, Any] = {"updated_at": now}
+    lifts = lifts_deadline(run, saga, step)
+    if lifts:
+        run_values["deadline"] = None
     if starts:
         add(EventType.SAGA_EXECUTING, "", {"from": RunStatus.PENDING, "to": RunStatus.EXECUTING},
             attempt.started_at, _contract.Cause())  # fmt: skip
@@ -424,7 +442,7 @@ def _succeed_claimed(attempt: Attempt, step_id: int, step: str, output: Any, sec
         EventType.STEP_SUCCEEDED,
         step,
         {"from": StepStatus.RUNNING, "to": StepStatus.SUCCEEDED, "attempt": attempt.number, "late": False,
-         "output": output},
+         "output": output, **({"deadline_lifted": True} if lifts else {})},
         now,
         previous,
     )  # fmt: skip

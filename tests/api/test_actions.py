@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from sagas.models import SagaEvent, SagaRun
 from sagas.states import EventType, RunStatus, StepStatus
-from tests.factories import COMPENSATION_FAILED, SagaRunFactory
+from tests.factories import COMPENSATION_FAILED, SagaRunFactory, forward_failed_run
 from tests.metrics import publishes
 
 pytestmark = pytest.mark.django_db
@@ -181,7 +181,11 @@ def test_resolve_of_a_step_the_run_does_not_have_is_a_400_that_lists_its_steps(o
 @pytest.mark.parametrize(
     ("status", "step", "detail"),
     [
-        (RunStatus.FAILED, "reserve_stock", "is compensated; only a step whose compensation failed can be resolved"),
+        (
+            RunStatus.FAILED,
+            "reserve_stock",
+            "is compensated; only a step whose compensation failed, or a step that failed after the pivot, can be",
+        ),
         (RunStatus.COMPENSATING, "charge_payment", "compensations can only be resolved by hand on a failed run"),
     ],
 )
@@ -277,3 +281,44 @@ def test_an_unknown_run_is_a_404_whatever_the_body(operator: APIClient, action: 
 
     assert response.status_code == 404
     assert response.json() == {"detail": f"No saga run with id {run_id!r}."}
+
+
+# --- forward recovery after the pivot ---
+
+
+def test_resolve_of_a_step_failed_after_the_pivot_records_the_output_and_goes_on(operator: APIClient) -> None:
+    run = forward_failed_run()
+
+    response = post(operator, run, "resolve", step="ship", reason="couriered", output={"tracking": "BY-HAND"})
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["status"] == RunStatus.EXECUTING
+    ship = next(step for step in body["steps"] if step["name"] == "ship")
+    assert (ship["status"], ship["output"]) == (StepStatus.SUCCEEDED, {"tracking": "BY-HAND"})
+    assert events(run)[0] == (
+        EventType.STEP_RESOLVED,
+        "ship",
+        "ann",
+        {"from": "failed", "to": "succeeded", "reason": "couriered", "output": {"tracking": "BY-HAND"}},
+    )
+
+
+def test_retry_of_a_run_failed_after_the_pivot_goes_forward(operator: APIClient) -> None:
+    run = forward_failed_run()
+
+    response = post(operator, run, "retry", reason="shipping is back")
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["status"] == RunStatus.EXECUTING
+    assert [event[0] for event in events(run)] == [EventType.SAGA_RETRIED, EventType.STEP_RETRIED]
+
+
+def test_an_output_for_a_failed_compensation_is_a_409(operator: APIClient) -> None:
+    run = SagaRunFactory(status=RunStatus.FAILED, step_statuses=COMPENSATION_FAILED)
+
+    response = post(operator, run, "resolve", step="charge_payment", reason="done", output={"refund": 1})
+
+    assert response.status_code == 409
+    assert "an output is given only for a step that failed after the pivot" in response.json()["detail"]
+    assert not SagaEvent.objects.exists()

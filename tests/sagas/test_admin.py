@@ -16,7 +16,7 @@ from django.utils import timezone
 from participants.checkout.sagas import PlaceOrder
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.states import EventType, RunStatus, StepStatus
-from tests.factories import SagaDefinitionFactory, SagaRunFactory
+from tests.factories import SagaDefinitionFactory, SagaRunFactory, forward_failed_run
 
 pytestmark = pytest.mark.django_db
 
@@ -308,3 +308,28 @@ def test_outbox_lists_unpublished_messages_and_an_operator_relays_them(
     detail = admin_client.get(reverse("admin:sagas_sagaoutbox_change", args=[SagaOutbox.objects.get(run=run).pk]))
     assert detail.status_code == 200
     assert admin_client.get(reverse("admin:sagas_sagareceipt_changelist")).status_code == 200
+
+
+def test_resolve_of_a_step_failed_after_the_pivot_asks_for_its_output(admin_client, admin_user) -> None:
+    run = forward_failed_run()
+    url = reverse("admin:sagas_sagarun_resolve", args=[run.pk])
+    page = admin_client.get(url).content.decode()
+    assert '<option value="ship">' in page
+    assert 'name="output"' in page
+
+    refused = admin_client.post(url, {"step": "ship", "reason": "couriered", "output": "{not json"})
+    assert refused.status_code == 200
+    assert "Enter a valid JSON." in refused.content.decode()
+
+    done = admin_client.post(url, {"step": "ship", "reason": "couriered", "output": '{"tracking": "T-5"}'})
+    assert done.status_code == 302
+    run.refresh_from_db()
+    assert run.status == RunStatus.EXECUTING
+    assert run.steps.get(name="ship").output == {"tracking": "T-5"}
+    event = SagaEvent.objects.get(run=run, type=EventType.STEP_RESOLVED)
+    assert (event.actor, event.data["reason"]) == (admin_user.username, "couriered")
+
+
+def test_the_resolve_form_of_a_failed_compensation_has_no_output(admin_client, failed_run) -> None:
+    page = admin_client.get(reverse("admin:sagas_sagarun_resolve", args=[failed_run.pk])).content.decode()
+    assert 'name="output"' not in page

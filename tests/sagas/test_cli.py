@@ -23,12 +23,11 @@ from sagas.masking import MASK
 from sagas.models import SagaEvent, SagaRun
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.conftest import reset_breakers
-from tests.factories import COMPENSATION_FAILED, SagaRunFactory
+from tests.factories import COMPENSATION_FAILED, SagaRunFactory, forward_failed_run
 
 pytestmark = pytest.mark.django_db
 
 ROOT = Path(__file__).resolve().parents[2]
-
 
 
 def run_command(*args: str, **options: Any) -> str:
@@ -404,3 +403,29 @@ def test_saga_rebuild_exits_1_naming_each_difference(django_capture_on_commit_ca
 def test_saga_rebuild_of_a_bad_id_exits_2() -> None:
     error, _ = run_failing("saga_rebuild", "not-a-uuid")
     assert error.returncode == 2
+
+
+def test_saga_resolve_with_an_output_resolves_a_step_failed_after_the_pivot() -> None:
+    run = forward_failed_run()
+    out = run_command(
+        "saga_resolve",
+        str(run.pk),
+        "--step",
+        "ship",
+        "--reason",
+        "couriered",
+        "--output",
+        '{"tracking": "T-9"}',
+        "--actor",
+        "carol",
+    )
+    assert out.strip() == f"Saga run {run.pk} is now executing (by carol)."
+    assert run.steps.get(name="ship").output == {"tracking": "T-9"}
+
+
+def test_saga_resolve_with_an_output_that_is_not_json_exits_2_and_records_nothing() -> None:
+    run = forward_failed_run()
+    error, _ = run_failing("saga_resolve", str(run.pk), "--step", "ship", "--reason", "x", "--output", "{tracking")
+    assert error.returncode == 2
+    assert "--output is not JSON" in str(error)
+    assert not SagaEvent.objects.filter(run=run).exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 
@@ -10,11 +11,10 @@ import sagas
 from sagas import services
 from sagas.models import SagaEvent
 from sagas.states import EventType, RunStatus, StepStatus
-from tests.factories import COMPENSATION_FAILED, SagaRunFactory
+from tests.factories import COMPENSATION_FAILED, SagaRunFactory, forward_failed_run
 from tests.metrics import publishes
 
 pytestmark = pytest.mark.django_db
-
 
 
 @pytest.mark.parametrize(
@@ -171,3 +171,68 @@ def test_cancel_of_an_executing_run_stops_it_and_undoes_in_order(django_capture_
     statuses = dict(run.steps.values_list("name", "status"))
     assert (statuses["reserve_stock"], statuses["create_order"]) == (StepStatus.COMPENSATING, StepStatus.SUCCEEDED)
     assert len(publishes(callbacks)) == 1
+
+
+# --- forward recovery after the pivot ---
+
+
+def task_ids(callbacks: list[Any]) -> list[str]:
+    """The task ids the on-commit publishes would send, chains unrolled."""
+    canvases = [callback.canvas for callback in publishes(callbacks)]
+    return [task.options["task_id"] for canvas in canvases for task in getattr(canvas, "tasks", [canvas])]
+
+
+def test_retry_of_a_run_failed_after_its_pivot_runs_the_failed_step_again_with_a_fresh_budget(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    run = forward_failed_run()
+    with django_capture_on_commit_callbacks() as callbacks:
+        retried = sagas.retry(run.pk, reason="shipping is back", actor="ops")
+    assert retried.status == RunStatus.EXECUTING
+    assert retried.finished_at is None
+    ship = run.steps.get(name="ship")
+    assert (ship.status, ship.attempts) == (StepStatus.RUNNING, 2)
+    assert [e.type for e in SagaEvent.objects.filter(run=run).order_by("seq")] == [
+        EventType.SAGA_RETRIED,
+        EventType.STEP_RETRIED,
+    ]
+    assert task_ids(callbacks) == [f"{run.pk}:ship:3", f"{run.pk}:notify:1"]
+
+
+def test_resolve_of_a_step_failed_after_the_pivot_needs_a_json_output() -> None:
+    run = forward_failed_run()
+    with pytest.raises(sagas.InvalidPayload, match="not JSON-serialisable"):
+        sagas.resolve(run.pk, step="ship", reason="by hand", actor="ops", output={"when": object()})
+    assert run.steps.get(name="ship").status == StepStatus.FAILED
+    assert not SagaEvent.objects.exists()
+
+
+def test_resolve_of_a_step_failed_after_the_pivot_publishes_the_next_step(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    run = forward_failed_run()
+    with django_capture_on_commit_callbacks() as callbacks:
+        resolved = sagas.resolve(run.pk, step="ship", reason="couriered", actor="ops", output={"tracking": "X"})
+    assert resolved.status == RunStatus.EXECUTING
+    ship = run.steps.get(name="ship")
+    assert (ship.status, ship.output) == (StepStatus.SUCCEEDED, {"tracking": "X"})
+    assert [e.type for e in SagaEvent.objects.filter(run=run).order_by("seq")] == [
+        EventType.STEP_RESOLVED,
+        EventType.SAGA_RESUMED,
+    ]
+    assert task_ids(callbacks) == [f"{run.pk}:notify:1"]
+
+
+def test_an_output_is_refused_for_a_failed_compensation() -> None:
+    run = SagaRunFactory(status=RunStatus.FAILED, step_statuses=COMPENSATION_FAILED)
+    with pytest.raises(sagas.InvalidTransition, match="an output is given only for a step that failed after"):
+        sagas.resolve(run.pk, step="charge_payment", reason="by hand", output={"refund": "R-1"})
+    assert not SagaEvent.objects.exists()
+
+
+def test_a_run_past_its_pivot_cannot_be_cancelled() -> None:
+    run = forward_failed_run(status=RunStatus.EXECUTING)
+    run.steps.filter(name="ship").update(status=StepStatus.RUNNING)
+    with pytest.raises(sagas.InvalidTransition, match="past its pivot"):
+        sagas.cancel(run.pk, reason="customer called", actor="ops")
+    assert not SagaEvent.objects.exists()

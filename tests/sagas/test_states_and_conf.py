@@ -26,7 +26,9 @@ def test_every_status_has_a_row_in_its_transition_table() -> None:
 def test_terminal_runs_go_nowhere_and_failed_waits_for_a_person() -> None:
     for status in TERMINAL_RUN_STATES:
         assert RUN_TRANSITIONS[status] == frozenset()
-    assert RUN_TRANSITIONS[RunStatus.FAILED] == {RunStatus.COMPENSATING, RunStatus.COMPENSATED}
+    # Back to compensating (retried compensations), compensated (resolved), executing (forward, after a pivot).
+    assert RUN_TRANSITIONS[RunStatus.FAILED] == {RunStatus.COMPENSATING, RunStatus.COMPENSATED, RunStatus.EXECUTING}
+    assert run_sources(RunStatus.FAILED) == {RunStatus.EXECUTING, RunStatus.TIMEOUT, RunStatus.COMPENSATING}
     assert run_sources(RunStatus.COMPENSATING) == {RunStatus.EXECUTING, RunStatus.TIMEOUT, RunStatus.FAILED}
 
 

@@ -537,3 +537,32 @@ class JsonSchemaTyped(sagas.Saga):
         "additionalProperties": False,
     }
     steps = [sagas.Step(record, undo, name="first")]
+
+
+# --- pivots and forward recovery ---
+
+
+def ship_unless_down(ctx: sagas.StepContext) -> dict:
+    """A step after the pivot: fails while the switch ``shipping_down`` is on."""
+    _call("ship", ctx)
+    if switch_on("shipping_down"):
+        raise sagas.TransientError("the shipping service is down")
+    return {"tracking": "T-1"}
+
+
+def notify_with_tracking(ctx: sagas.StepContext) -> dict:
+    _call("notify", ctx)
+    return {"notified_with": ctx.payload.get("tracking")}
+
+
+class Pivoted(sagas.Saga):
+    """reserve (compensable), charge (the pivot), then ship and notify, which only go forward."""
+
+    name = "tests.pivoted"
+    timeout = 600  # lifted once the pivot succeeds
+    steps = [
+        sagas.Step(record, undo, name="reserve"),
+        sagas.Step(record, name="charge", irreversible=True),
+        sagas.Step(ship_unless_down, name="ship", retry=sagas.RetryPolicy(max_attempts=2, backoff=0.1, jitter=False)),
+        sagas.Step(notify_with_tracking, name="notify"),
+    ]

@@ -1,4 +1,4 @@
-"""`manage.py saga_retry <run_id> --reason ...`: re-run a failed run's compensations, or re-drive a stuck run."""
+"""`manage.py saga_retry <run_id> --reason ...`: re-run what a failed run gave up on, or re-drive a stuck run."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from sagas.management import cli
 
 class Command(BaseCommand):
     help = (
-        "Retry a saga run (sagas.retry): a failed run re-runs its failed compensations with a fresh budget; a "
-        "stuck or parked run is re-driven. Recorded with --actor (default cli:<OS user>) and --reason. Prints "
-        "the run's new status. Exit codes: 0 done; 2 malformed or unknown run id, or no reason; 3 not allowed "
-        "in the run's state."
+        "Retry a saga run (sagas.retry): a failed run re-runs, with a fresh budget, its failed compensations or "
+        "its step that failed after the pivot (then goes on forward); a stuck or parked run is re-driven. "
+        "Recorded with --actor (default cli:<OS user>) and --reason. Prints the run's new status. Exit codes: "
+        "0 done; 2 malformed or unknown run id, or no reason; 3 not allowed in the run's state."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
