@@ -10,7 +10,7 @@ from sagas import lazy
 # ``sagas.retry`` names the operator function and the module of RetryPolicy. Importing the module (it loads nothing
 # else) before binding the function keeps the function in that name, whatever is imported later.
 importlib.import_module("sagas.retry")
-from sagas.operations import cancel, resolve, retry  # noqa: E402  (ORM-free: each loads the services when called)
+from sagas.operations import cancel, resolve, retry, signal  # noqa: E402  (ORM-free: each loads the services when called)
 
 __version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
 
@@ -35,6 +35,8 @@ _EXPORTS = {
     "Saga": "sagas.definitions",
     "Step": "sagas.definitions",
     "StepContext": "sagas.definitions",
+    "SubSaga": "sagas.definitions",
+    "Wait": "sagas.definitions",
     "get_saga": "sagas.registry",
     "SagaMessage": "sagas.choreography",
     "on": "sagas.choreography",
@@ -60,15 +62,18 @@ __all__ = [
     "Step",
     "StepContext",
     "StepFailed",
+    "SubSaga",
     "TransientError",
     "UnknownSaga",
     "UnknownStep",
+    "Wait",
     "cancel",
     "get_saga",
     "on",
     "rebuild",
     "resolve",
     "retry",
+    "signal",
 ]
 
 
@@ -77,7 +82,7 @@ __getattr__, __dir__ = lazy.exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from sagas.choreography import SagaMessage, on
-    from sagas.definitions import Saga, Step, StepContext
+    from sagas.definitions import Saga, Step, StepContext, SubSaga, Wait
     from sagas.eventlog import RunState, rebuild
     from sagas.exceptions import (
         CircuitOpen,

@@ -48,6 +48,47 @@ StepFunction = Callable[[StepContext], Any]
 
 
 @dataclass(frozen=True, slots=True)
+class SignalWait:
+    """What a ``Wait`` step waits for: a signal of its name (``sagas.signal``), for ``timeout`` seconds at most."""
+
+    timeout: float | None = None
+
+    def problems(self) -> list[str]:
+        timeout = self.timeout
+        if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0):
+            return [f"a Wait's timeout must be a positive number of seconds or None, got {timeout!r}"]
+        return []
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"signal": True, "timeout": self.timeout}
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRun:
+    """What a ``SubSaga`` step waits for: a run of ``saga`` it starts, with ``payload(ctx)`` (None: the parent's
+    payload)."""
+
+    saga: type[Saga]
+    payload: Callable[[StepContext], Mapping[str, Any]] | None = None
+
+    def problems(self) -> list[str]:
+        problems = []
+        if not (isinstance(self.saga, type) and issubclass(self.saga, Saga)) or self.saga.abstract:
+            problems.append(f"a SubSaga runs a registered sagas.Saga subclass, got {self.saga!r}")
+        if self.payload is not None and not callable(self.payload):
+            problems.append(f"a SubSaga's payload must be a function of the context or None, got {self.payload!r}")
+        return problems
+
+    def to_spec(self) -> dict[str, Any]:
+        saga = self.saga if isinstance(self.saga, type) and issubclass(self.saga, Saga) else None
+        return {
+            "saga": saga.name if saga else repr(self.saga),
+            "version": saga.version if saga else None,
+            "payload": _qualified_name(self.payload) if self.payload else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One local transaction of a saga and the compensation that undoes it."""
 
@@ -68,6 +109,8 @@ class Step:
     # after every compensable step), or it changes nothing (a check). sagas.testing.assert_compensable asks.
     irreversible: bool = False
     read_only: bool = False
+    # Set by Wait and SubSaga: the step waits (status ``waiting``, no worker held) for a signal or a child run.
+    waits_for: SignalWait | ChildRun | None = None
 
     def __post_init__(self) -> None:
         # Only normalise here; what is wrong is reported by problems(), when the saga class is defined,
@@ -112,6 +155,8 @@ class Step:
                 problems.append(f"{flag}=True says the step has nothing to compensate, yet it has a compensation")
         if self.irreversible is True and self.read_only is True:
             problems.append("a step is irreversible (its effect stays) or read_only (it has none), not both")
+        if self.waits_for is not None:
+            problems += self.waits_for.problems()
         return problems
 
     def circuit_wait_seconds(self) -> float:
@@ -134,7 +179,66 @@ class Step:
             **({"irreversible": True} if self.irreversible is True else {}),
             **({"read_only": True} if self.read_only is True else {}),
             **({"circuit_wait": self.circuit_wait} if self.circuit_wait is not None else {}),
+            **({"waits_for": self.waits_for.to_spec()} if self.waits_for is not None else {}),
         }
+
+
+def _await_signal(ctx: StepContext) -> None:
+    """A Wait's action: never called, since its claim makes the step wait instead (sagas.services.waits)."""
+    raise AssertionError(f"the Wait step {ctx.step!r} is not run as an action")
+
+
+def _start_child(ctx: StepContext) -> None:
+    """A SubSaga's action: never called, since its claim starts the child run instead."""
+    raise AssertionError(f"the SubSaga step {ctx.step!r} is not run as an action")
+
+
+def _undo_child(ctx: StepContext) -> None:
+    """A SubSaga's compensation: never called, since its claim has the child undo its completed steps."""
+    raise AssertionError(f"the SubSaga step {ctx.step!r} is not compensated by a function")
+
+
+class Wait(Step):
+    """A step that does nothing until ``sagas.signal(run_id, name, data)`` arrives; ``data`` becomes its output.
+
+    While it waits the step is ``waiting`` and its run ``executing``: no worker is held. Past ``timeout`` seconds
+    it fails like a step (the run compensates). It has no compensation of its own (docs/waits.md).
+    """
+
+    __slots__ = ()
+
+    def __init__(self, name: str, *, timeout: float | None = None, depends_on: Sequence[str] = ()) -> None:
+        super().__init__(_await_signal, name=name, read_only=True, waits_for=SignalWait(timeout), depends_on=depends_on)
+
+
+class SubSaga(Step):
+    """A step that starts a run of ``saga`` (once, with the parent's correlation id) and waits for it durably.
+
+    ``payload``: a function of the step's context giving the child's payload (None: the parent's payload). The
+    child ``completed``: the step succeeds with the child's merged outputs; ``compensated``, ``failed`` or
+    ``cancelled``: the step fails. Undoing the step undoes the child's completed steps in the child's own order
+    (docs/child-sagas.md).
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        saga: type[Saga],
+        *,
+        name: str,
+        payload: Callable[[StepContext], Mapping[str, Any]] | None = None,
+        depends_on: Sequence[str] = (),
+        priority: int = 0,
+    ) -> None:
+        super().__init__(
+            _start_child,
+            _undo_child,
+            name=name,
+            waits_for=ChildRun(saga, payload),
+            depends_on=depends_on,
+            priority=priority,
+        )
 
 
 class Saga:

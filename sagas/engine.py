@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 ON_STEP_FAILURE = "sagas.on_step_failure"
 ON_COMPENSATION_FAILURE = "sagas.on_compensation_failure"
 DEADLINE_CHECK = "sagas.check_deadline"
+WAIT_CHECK = "sagas.check_wait"  # a Wait step's timeout
+CHILD_SETTLED = "sagas.child_settled"  # a child run finished: its parent's SubSaga step moves on
 # A deadline check is never held longer than this (seconds): Redis hands a message held past its
 # visibility timeout to another worker, so long waits are taken in hops.
 DEADLINE_CHECK_MAX_DELAY = 300.0
@@ -133,6 +135,14 @@ def compensation_task(saga: type[Saga], run_id: str, step: str, task_id: str) ->
 
 def deadline_check(run_id: str) -> Signature:
     return _task(DEADLINE_CHECK, run_id)
+
+
+def wait_check(run_id: str, step: str) -> Signature:
+    return _task(WAIT_CHECK, run_id, step)
+
+
+def child_settled(parent_id: str, step: str) -> Signature:
+    return _task(CHILD_SETTLED, parent_id, step)
 
 
 def compensation_stages(saga: type[Saga], completed: Sequence[str]) -> list[list[str]]:

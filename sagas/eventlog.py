@@ -36,6 +36,8 @@ RUN_FIELDS = (
     "updated_at",
     "parked_reason",
     "lock_version",
+    "parent_id",
+    "parent_step",
 )
 STEP_FIELDS = (
     "index",
@@ -52,6 +54,7 @@ STEP_FIELDS = (
     "compensated_at",
     "circuit_refusals",
     "circuit_waiting_since",
+    "wait_until",
 )
 TIMESTAMPS = {
     "deadline",
@@ -62,6 +65,7 @@ TIMESTAMPS = {
     "updated_at",
     "compensated_at",
     "circuit_waiting_since",
+    "wait_until",
 }
 FAILURES = {
     EventType.STEP_ATTEMPT_FAILED,
@@ -94,6 +98,7 @@ class StepState:
     compensated_at: datetime | None = None
     circuit_refusals: int = 0
     circuit_waiting_since: datetime | None = None
+    wait_until: datetime | None = None
 
 
 @dataclass
@@ -118,6 +123,8 @@ class RunState:
     updated_at: datetime | None = None
     parked_reason: str = ""
     lock_version: int = 0
+    parent_id: uuid.UUID | None = None
+    parent_step: str = ""
     steps: dict[str, StepState] = field(default_factory=dict)
     folded: int = 0  # events folded by the rebuild that produced this state (after its snapshot, if any)
     snapshot_seq: int = 0  # the snapshot the rebuild started from (0: none)
@@ -154,6 +161,8 @@ class RunState:
         self.search_text, self.correlation_id = data["search_text"], data["correlation_id"]
         self.deadline = datetime.fromisoformat(data["deadline"]) if data["deadline"] else None
         self.start_at = datetime.fromisoformat(data["start_at"]) if data.get("start_at") else None
+        self.parent_id = uuid.UUID(data["parent"]) if data.get("parent") else None
+        self.parent_step = data.get("parent_step", "")
         self.created_at = at
         self.steps = {name: StepState(index=index) for index, name in enumerate(data["steps"])}
 
@@ -173,7 +182,9 @@ class RunState:
             # The attempt's number: a start recorded with its outcome may follow attempts lost without a record.
             step.attempts = data.get("attempt", step.attempts + 1)
             step.task_id = data.get("task_id", step.task_id)
-        elif type in (EventType.STEP_SUCCEEDED, EventType.STEP_RESOLVED):
+        elif type == EventType.STEP_WAITING:
+            step.wait_until = datetime.fromisoformat(data["until"]) if data.get("until") else None
+        elif type in (EventType.STEP_SUCCEEDED, EventType.STEP_RESOLVED, EventType.SIGNAL_RECEIVED):
             step.output, step.error = data["output"], None
             if data.get("deadline_lifted"):  # a pivot succeeded: the run goes forward without a deadline
                 self.deadline = None
@@ -218,8 +229,9 @@ class RunState:
 
     @classmethod
     def from_json(cls, run_id: uuid.UUID, state: dict[str, Any]) -> RunState:
-        loaded = cls(id=run_id, **{name: _load(name, state[name]) for name in RUN_FIELDS})
-        # A snapshot taken before a column existed lacks it: the column's default is what the fold had then.
+        loaded = cls(id=run_id, **{name: _load(name, state[name]) for name in RUN_FIELDS if name in state})
+        # A snapshot taken before a column existed lacks it (run or step): the column's default is what the fold
+        # had then.
         loaded.steps = {
             name: StepState(**{f.name: _load(f.name, values[f.name]) for f in fields(StepState) if f.name in values})
             for name, values in state["steps"].items()
@@ -228,10 +240,14 @@ class RunState:
 
 
 def _dump(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
     return value.isoformat() if isinstance(value, datetime) else value
 
 
 def _load(name: str, value: Any) -> Any:
+    if name == "parent_id" and value is not None:
+        return uuid.UUID(value)
     return datetime.fromisoformat(value) if name in TIMESTAMPS and value is not None else value
 
 

@@ -95,6 +95,18 @@ class SagaRun(models.Model):
     lock_version = models.PositiveIntegerField(
         "lock version", default=0, help_text="Incremented by every change; equals the seq of the latest event."
     )
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="children",
+        verbose_name="parent run",
+        help_text="The run whose SubSaga step started this one (a child saga).",
+    )
+    parent_step = models.CharField(
+        "parent step", max_length=100, blank=True, default="", help_text="The parent's SubSaga step that waits for it."
+    )
 
     class Meta:
         verbose_name = "saga run"
@@ -104,6 +116,7 @@ class SagaRun(models.Model):
             ("retry_sagarun", "Can retry saga runs (re-run failed compensations, re-drive stuck runs)"),
             ("resolve_sagarun", "Can resolve a failed compensation by hand"),
             ("cancel_sagarun", "Can cancel saga runs"),
+            ("signal_sagarun", "Can signal a saga run waiting for a person or an outside event"),
         ]
         # No index holds updated_at or lock_version, the two columns every step writes: so a step's UPDATE of its
         # run is a HOT update (no index entry to add) while the status stays. The reaper finds stuck runs through
@@ -123,7 +136,7 @@ class SagaRun(models.Model):
     @property
     def idle_since(self) -> datetime:
         """Since when nothing moved the run: its last change, or a delayed start's time if that is later (nothing
-        was due to move it before). ``selectors.stale`` is the same rule as a query."""
+        was due to move it before). ``selectors.stale`` is the same rule as a query (with waiting steps)."""
         return max(self.updated_at, self.start_at) if self.start_at else self.updated_at
 
 
@@ -183,6 +196,12 @@ class SagaStepRun(models.Model):
         null=True,
         blank=True,
         help_text="Set while the step (or its compensation) waits for its service's circuit breaker to let it call.",
+    )
+    wait_until = models.DateTimeField(
+        "waits until",
+        null=True,
+        blank=True,
+        help_text="A Wait step with a timeout: when it fails if no signal came.",
     )
 
     class Meta:

@@ -1,7 +1,8 @@
-"""The operator functions of the public API: cancel, retry and resolve a run, with an actor and a reason."""
+"""The operator functions of the public API: cancel, retry, resolve and signal a run, with an actor and a reason."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -39,3 +40,15 @@ def resolve(run_id: RunId, *, step: str, reason: str, actor: str | None = None, 
     from sagas import services  # the ORM: see above
 
     return services.run_resolve(run_id=run_id, step=step, reason=reason, actor=actor, output=output)
+
+
+def signal(
+    run_id: RunId, name: str, data: Mapping[str, Any] | None = None, *, actor: str | None = None, reason: str = ""
+) -> SagaRun:
+    """Deliver the signal ``name`` to a run whose Wait step of that name waits: ``data`` (a JSON object, default
+    {}) becomes the step's output and the run goes on. The same signal again is a no-op. Raises
+    InvalidTransition when the run is not waiting for ``name``, InvalidPayload for data that is not a JSON
+    object, RunNotFound."""
+    from sagas import services  # the ORM: see above
+
+    return services.run_signal(run_id=run_id, name=name, data=data, actor=actor, reason=reason)

@@ -96,6 +96,9 @@ def _attempt_step(run_id: str, step: str, claim: Claim, attempt: Attempt, *, han
     assert claim.saga is not None
     assert claim.context is not None
     declared = claim.saga.step(step)
+    if declared.waits_for is not None:  # a Wait or SubSaga: it waits, holding no worker, instead of running
+        services.wait_begin(run_id=run_id, step=step, claim=claim)
+        return Result(Outcome.STOP)
     policy = declared.retry or sagas_settings.default_retry
     # An eager saga's message may carry several steps: each step's own limits are enforced here.
     limits = engine.step_limits(declared) if claim.saga.is_eager() else (None, None)

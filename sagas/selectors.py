@@ -6,19 +6,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from sagas.conf import sagas_settings
 from sagas.models import SagaRun, SagaStepRun
 from sagas.registry import all_sagas
-from sagas.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, RunStatus, StepStatus
+from sagas.states import ACTIVE_RUN_STATES, FINISHED_RUN_STATES, TERMINAL_RUN_STATES, RunStatus, StepStatus
 
 # A step in one of these is what a person looks at first.
 ATTENTION_STEP_STATES = (
     StepStatus.COMPENSATION_FAILED,
     StepStatus.FAILED,
     StepStatus.RUNNING,
+    StepStatus.WAITING,
     StepStatus.COMPENSATING,
 )
 
@@ -30,10 +31,19 @@ def awaiting_person(runs: QuerySet[SagaRun] | None = None) -> QuerySet[SagaRun]:
 
 def stale(now: datetime) -> Q:
     """Runs that should be moving but made no progress for the lease (``SagaRun.idle_since`` as a query): a
-    delayed start counts from its time, since nothing was due to move the run before."""
+    delayed start counts from its time, since nothing was due to move the run before; a run whose step waits
+    (for a signal, or a child run) is idle by design, unless the wait's timeout passed or its child finished,
+    both a lease ago."""
     cutoff = now - timedelta(seconds=sagas_settings.LEASE_SECONDS)
     not_delayed = Q(start_at__isnull=True) | Q(start_at__lt=cutoff)
-    return Q(status__in=ACTIVE_RUN_STATES, updated_at__lt=cutoff) & not_delayed
+    waiting = SagaStepRun.objects.filter(run=OuterRef("pk"), status=StepStatus.WAITING).filter(
+        Q(wait_until__isnull=True) | Q(wait_until__gt=cutoff)
+    )
+    settled_children = SagaRun.objects.filter(
+        parent=OuterRef("pk"), status__in=FINISHED_RUN_STATES, updated_at__lt=cutoff
+    )
+    moving = ~Exists(waiting) | Exists(settled_children)
+    return Q(status__in=ACTIVE_RUN_STATES, updated_at__lt=cutoff) & not_delayed & moving
 
 
 def stuck(runs: QuerySet[SagaRun] | None = None, now: datetime | None = None) -> QuerySet[SagaRun]:

@@ -21,6 +21,7 @@ class RunStatus(models.TextChoices):
 class StepStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     RUNNING = "running", "Running"
+    WAITING = "waiting", "Waiting (for a signal or a child run)"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     SKIPPED = "skipped", "Skipped"
@@ -38,16 +39,25 @@ RUN_TRANSITIONS: dict[str, frozenset[str]] = {
     RunStatus.COMPENSATING: frozenset({RunStatus.COMPENSATED, RunStatus.FAILED}),
     # failed -> executing: a person retried or resolved the failed step after the pivot (forward recovery).
     RunStatus.FAILED: frozenset({RunStatus.COMPENSATING, RunStatus.COMPENSATED, RunStatus.EXECUTING}),
-    RunStatus.COMPLETED: frozenset(),
+    # completed -> compensating: only a child run, which its parent undoes when the parent compensates.
+    RunStatus.COMPLETED: frozenset({RunStatus.COMPENSATING}),
     RunStatus.COMPENSATED: frozenset(),
     RunStatus.CANCELLED: frozenset(),
 }
 
 STEP_TRANSITIONS: dict[str, frozenset[str]] = {
     # pending -> failed: a step whose circuit stayed open past its circuit_wait fails without ever starting.
-    StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.SKIPPED, StepStatus.FAILED}),
+    # pending -> waiting: a Wait or SubSaga step's claim.
+    StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.SKIPPED, StepStatus.FAILED, StepStatus.WAITING}),
+    # waiting -> succeeded: the signal came, or the child completed; -> failed: the timeout passed, or the child
+    # did not complete; -> skipped: the run stopped before the signal; -> compensating: the run stopped while its
+    # child ran, which is undone.
+    StepStatus.WAITING: frozenset(
+        {StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.COMPENSATING}
+    ),
     # running -> running: a redelivered message (the worker died mid-step) claims the step again.
-    StepStatus.RUNNING: frozenset({StepStatus.RUNNING, StepStatus.SUCCEEDED, StepStatus.FAILED}),
+    # running -> waiting: a Wait a person retried after it failed past the pivot waits again.
+    StepStatus.RUNNING: frozenset({StepStatus.RUNNING, StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.WAITING}),
     StepStatus.SUCCEEDED: frozenset({StepStatus.COMPENSATING}),
     # compensating -> compensating: a compensation retried, or redelivered after a crash.
     StepStatus.COMPENSATING: frozenset(
@@ -62,6 +72,7 @@ STEP_TRANSITIONS: dict[str, frozenset[str]] = {
     StepStatus.RESOLVED: frozenset(),
 }
 
+# Final but for a completed child run, which its parent's compensation may undo (completed -> compensating).
 TERMINAL_RUN_STATES = frozenset({RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.CANCELLED})
 # Runs that a person has to look at: nothing moves them on by itself.
 AWAITING_PERSON_STATES = frozenset({RunStatus.FAILED})
@@ -96,6 +107,8 @@ def stamp_step(target: str, started_at: datetime | None, now: datetime) -> dict[
     """The timestamps a step transition sets: its first attempt, its outcome, its undoing."""
     if target == StepStatus.RUNNING:  # finished_at: a failed step a person retries is no longer finished
         return {"started_at": started_at or now, "finished_at": None}
+    if target == StepStatus.WAITING:
+        return {"started_at": started_at or now}
     if target in (StepStatus.SUCCEEDED, StepStatus.FAILED):
         return {"finished_at": now}
     if target in (StepStatus.COMPENSATED, StepStatus.RESOLVED):
@@ -133,6 +146,8 @@ class EventType(models.TextChoices):
     STEP_ATTEMPT_FAILED = "StepAttemptFailed"
     STEP_FAILED = "StepFailed"
     STEP_SKIPPED = "StepSkipped"
+    STEP_WAITING = "StepWaiting"  # a Wait or SubSaga step began to wait (for a signal, or the child it started)
+    SIGNAL_RECEIVED = "SignalReceived"  # the signal a Wait step waited for: its data is the step's output
     STEP_RETRIED = "StepRetried"  # a person retried a failed step after the pivot, with a fresh budget
     STEP_RESOLVED = "StepResolved"  # a person recorded a failed step after the pivot as done, with its output
     COMPENSATION_SCHEDULED = "CompensationScheduled"

@@ -153,6 +153,27 @@ def check_deadline(self: Task, run_id: str) -> None:
     services.run_check_deadline(run_id=run_id)
 
 
+@shared_task(name=engine.WAIT_CHECK, bind=True, base=SagaTask)
+def check_wait(self: Task, run_id: str, step: str) -> None:
+    """Scheduled when a Wait step with a timeout begins to wait: fail it if no signal came in time."""
+    services.run_check_wait(run_id=run_id, step=step)
+
+
+@shared_task(name=engine.CHILD_SETTLED, bind=True, base=SagaTask, max_retries=10)
+def child_settled(self: Task, parent_id: str, step: str) -> None:
+    """Published when a child run finishes: its parent's SubSaga step succeeds, fails or is undone with it."""
+    try:
+        services.run_child_settled(run_id=parent_id, step=step)
+    except Exception as exc:  # the database may be back in a moment; the reaper settles it otherwise
+        logger.exception(
+            "settling step %s of saga run %s after its child run finished failed; retrying",
+            step,
+            parent_id,
+            extra=logs.fields(run_id=parent_id, step=step),
+        )
+        raise self.retry(countdown=min(60, 2**self.request.retries), exc=exc) from exc
+
+
 @shared_task(name="sagas.reap", bind=True, base=SagaTask)
 def reap(self: Task) -> int:
     """The periodic reaper: re-drive runs that stopped moving (see sagas.recovery)."""

@@ -18,6 +18,7 @@ from sagas.services.runs import (
     run_start_or_existing,
 )
 from sagas.services.steps import step_claim, step_fail_attempt, step_succeed
+from sagas.services.waits import run_check_wait, run_child_settled, run_signal, wait_begin
 
 __all__ = [
     "Claim",
@@ -29,15 +30,19 @@ __all__ = [
     "record_breaker_change",
     "run_cancel",
     "run_check_deadline",
+    "run_check_wait",
+    "run_child_settled",
     "run_on_step_failure",
     "run_park",
     "run_redrive",
     "run_resolve",
     "run_retry",
+    "run_signal",
     "run_start",
     "run_start_or_existing",
     "saga_for",
     "step_claim",
     "step_fail_attempt",
     "step_succeed",
+    "wait_begin",
 ]

@@ -20,7 +20,7 @@ from sagas.failures import Failure
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.registry import get_saga
 from sagas.services import _contract, _portable, _statement
-from sagas.states import RUN_TRANSITIONS, STEP_TRANSITIONS, EventType, stamp_run, stamp_step
+from sagas.states import FINISHED_RUN_STATES, RUN_TRANSITIONS, STEP_TRANSITIONS, EventType, stamp_run, stamp_step
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
@@ -176,9 +176,12 @@ def move_run(
 
 
 def announce_run_move(run: SagaRun, source: str, to: str) -> None:
-    """What a run's move tells besides its event: the outcome metric and the log line."""
+    """What a run's move tells besides its event: the outcome metric, the log line, and a child run's end to
+    its parent (whose SubSaga step waits for it)."""
     # Counts only outcomes (completed, compensated, cancelled, failed), with the time since the run started.
     metrics.run_finished(run.saga_name, to, (timezone.now() - run.created_at).total_seconds())
+    if run.parent_id is not None and to in FINISHED_RUN_STATES:
+        dispatch_on_commit(run.parent_id, engine.child_settled(str(run.parent_id), run.parent_step))
     logger.info("saga %s %s: %s -> %s", run.saga_name, run.pk, source, to, extra=logs.fields(run, status=str(to)))
 
 

@@ -55,6 +55,19 @@ def has_compensation(saga: type[Saga], name: str) -> bool:
         return False
 
 
+def pivots_of(run: SagaRun, saga: type[Saga] | None) -> frozenset[str]:
+    """The run's pivot steps: from its saga class, or, when the class is missing, its stored definition."""
+    if saga is not None:
+        return saga.pivots()
+    return frozenset(step["name"] for step in run.definition.spec["steps"] if step.get("irreversible"))
+
+
+def pivot_passed(run: SagaRun, steps: list[SagaStepRun], saga: type[Saga] | None) -> bool:
+    """Whether a pivot step of the run has succeeded: from then on its steps are retried, never compensated."""
+    pivots = pivots_of(run, saga)
+    return any(s.name in pivots and s.status == StepStatus.SUCCEEDED for s in steps)
+
+
 def begin_compensation(
     run: SagaRun,
     saga: type[Saga],
@@ -66,17 +79,109 @@ def begin_compensation(
     fields: dict[str, Any] | None = None,
 ) -> None:
     """Move a locked run to ``compensating``: no further step starts, pending steps are skipped (but for any
-    running under its lease, which finishes first and is undone if it succeeded), and the compensations of
-    completed steps are scheduled."""
-    pending = list(run.steps.filter(status=StepStatus.PENDING).order_by("index"))
-    in_flight = leases.fence(run.pk, [s.name for s in pending])
+    running under its lease, which finishes first and is undone if it succeeded), a Wait's signal is no longer
+    awaited, a running child run is undone, and the compensations of completed steps are scheduled."""
+    unstarted = list(run.steps.filter(status__in=[StepStatus.PENDING, StepStatus.WAITING]).order_by("index"))
+    in_flight = leases.fence(run.pk, [s.name for s in unstarted if s.status == StepStatus.PENDING])
     compensating = move_run(
         run, RunStatus.COMPENSATING, event=event, data=data, actor=actor, causation=causation, fields=fields
     )
-    for step_run in pending:
-        if step_run.name not in in_flight:
+    for step_run in unstarted:
+        if step_run.name in in_flight:
+            continue
+        if step_run.status == StepStatus.WAITING and has_compensation(saga, step_run.name):
+            # A SubSaga whose child runs: the step is undone by undoing the child, which it now waits for.
+            move_step(
+                run, step_run, StepStatus.COMPENSATING, event=EventType.COMPENSATION_SCHEDULED,
+                data={"stage": None, "task_id": "", "fresh_budget": False}, causation=compensating,
+            )  # fmt: skip
+            settle_child_undo(run, saga, step_run)
+        else:
             move_step(run, step_run, StepStatus.SKIPPED, event=EventType.STEP_SKIPPED, causation=compensating)
     advance_compensation(run, saga)
+
+
+def stop_run(
+    run: SagaRun,
+    saga: type[Saga] | None,
+    *,
+    reason: str,
+    actor: str,
+    event: str = EventType.SAGA_CANCELLED,
+) -> None:
+    """Stop a locked ``pending`` or ``executing`` run (a cancel): a pending run ends ``cancelled``, an executing
+    one compensates what completed. The caller checked that the run may stop (not past its pivot). ``saga``:
+    the run's class, when the caller has it (a pending run that ends cancelled needs none)."""
+    if run.status == RunStatus.PENDING and leases.fence(run.pk, run.steps.values_list("name", flat=True)):
+        # Its first step is running (the run starts executing with that step's outcome): stop it as an
+        # executing run, so the step finishes first and is undone if it succeeded.
+        move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
+    if run.status == RunStatus.PENDING:
+        cancelled = move_run(run, RunStatus.CANCELLED, event=event, data={"reason": reason}, actor=actor)
+        for step_run in run.steps.filter(status=StepStatus.PENDING).order_by("index"):
+            move_step(run, step_run, StepStatus.SKIPPED, event=EventType.STEP_SKIPPED, causation=cancelled)
+        return
+    begin_compensation(
+        run,
+        saga or saga_for(run),
+        event=event,
+        data={"reason": reason},
+        actor=actor,
+        fields={"error": {"class": "cancelled", "code": "cancelled", "message": reason, "actor": actor}},
+    )
+
+
+def child_of(run: SagaRun, step: str, *, lock: bool = False) -> SagaRun | None:
+    """The child run the SubSaga step ``step`` of ``run`` started (locked with ``lock``), if it started one."""
+    children = SagaRun.objects.filter(parent=run, parent_step=step)
+    return (children.select_for_update() if lock else children).first()
+
+
+def undo_child(run: SagaRun, step_run: SagaStepRun) -> str:
+    """Have the child run of a SubSaga step undo what it did (caller holds the parent's lock; the child's is
+    taken after it, the one order both are ever taken in). Returns ``"undone"`` (nothing of it stands: no child,
+    or it ended compensated or cancelled), ``"failed"`` (it cannot be undone: a person must look at it), or
+    ``"undoing"`` (it compensates now, and its end moves the step on: sagas.services.waits.run_child_settled)."""
+    child = child_of(run, step_run.name, lock=True)
+    if child is None or child.status in (RunStatus.COMPENSATED, RunStatus.CANCELLED):
+        return "undone"
+    if child.status in (RunStatus.COMPENSATING, RunStatus.TIMEOUT):
+        return "undoing"
+    if child.status == RunStatus.FAILED:
+        return "failed"
+    try:
+        child_saga = saga_for(child)
+    except UnknownSaga:
+        return "failed"
+    if pivot_passed(child, list(child.steps.all()), child_saga):
+        return "failed"  # its effects stand: it only goes forward
+    reason = f"its parent run {run.pk} compensates (step {step_run.name!r})"
+    if child.status == RunStatus.COMPLETED:
+        begin_compensation(
+            child, child_saga, event=EventType.SAGA_COMPENSATING, data={"reason": reason, "parent": str(run.pk)}
+        )
+    else:
+        stop_run(child, child_saga, reason=reason, actor="")
+    return "undone" if child.status in (RunStatus.COMPENSATED, RunStatus.CANCELLED) else "undoing"
+
+
+def settle_child_undo(run: SagaRun, saga: type[Saga], step_run: SagaStepRun) -> None:
+    """Undo the child of a compensating SubSaga step, and settle the step if that is done (or cannot be)."""
+    answer = undo_child(run, step_run)
+    if answer == "undone":
+        move_step(run, step_run, StepStatus.COMPENSATED, event=EventType.COMPENSATION_SUCCEEDED, data={"child": True})
+    elif answer == "failed":
+        child = child_of(run, step_run.name)
+        assert child is not None
+        error = Failure.without_exception(
+            "sagas.ChildNotUndone",
+            f"The child run {child.pk} ({child.saga_name}) of step {step_run.name!r} is {child.status} and cannot be "
+            "undone by its parent (it failed awaiting a person, is past its pivot, or its saga is missing); settle it, "
+            "then resolve this compensation by hand.",
+            code="child_not_undone",
+            attempt=step_run.compensation_attempts,
+        )
+        record_give_up(run, step_run, error)
 
 
 def time_out(run: SagaRun, saga: type[Saga]) -> None:
@@ -245,6 +350,10 @@ def compensation_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
             _give_up(run, None, step_run, error)
             return Claim(Outcome.FAILED, error=error)
         declared = saga.step(step)
+        if declared.waits_for is not None:  # a SubSaga: undone by its child, which reports back when it is
+            settle_child_undo(run, saga, step_run)
+            advance_compensation(run, saga)
+            return Claim(Outcome.STOP)
         policy = declared.compensation_retry or sagas_settings.default_compensation_retry
         if step_run.compensation_attempts >= policy.max_attempts:
             error = lost_attempts_error(step_run, step_run.compensation_attempts, "compensation")
@@ -305,6 +414,17 @@ def compensation_fail_attempt(*, run_id: RunId, step: str, error: Failure, retry
 
 
 def _give_up(run: SagaRun, saga: type[Saga] | None, step_run: SagaStepRun, error: Failure) -> None:
+    record_give_up(run, step_run, error)
+    if saga is not None:
+        advance_compensation(run, saga)
+    elif not run.steps.filter(status__in=[StepStatus.COMPENSATING, StepStatus.RUNNING]).exists():
+        # Without the saga's class there are no stages to follow; end once nothing else is under way.
+        gave_up = run.steps.filter(status=StepStatus.COMPENSATION_FAILED).values_list("name", flat=True)
+        _end_compensation(run, list(gave_up))
+
+
+def record_give_up(run: SagaRun, step_run: SagaStepRun, error: Failure) -> None:
+    """Mark a compensation given up (caller holds the lock); the caller moves the compensation on."""
     fields, data = log_failure(step_run, "compensation", error, None)
     move_step(
         run, step_run, StepStatus.COMPENSATION_FAILED, event=EventType.COMPENSATION_FAILED, data=data, fields=fields
@@ -318,9 +438,3 @@ def _give_up(run: SagaRun, saga: type[Saga] | None, step_run: SagaStepRun, error
         error.message,
         extra=logs.fields(run, step=step_run.name, attempt=step_run.compensation_attempts),
     )
-    if saga is not None:
-        advance_compensation(run, saga)
-    elif not run.steps.filter(status__in=[StepStatus.COMPENSATING, StepStatus.RUNNING]).exists():
-        # Without the saga's class there are no stages to follow; end once nothing else is under way.
-        gave_up = run.steps.filter(status=StepStatus.COMPENSATION_FAILED).values_list("name", flat=True)
-        _end_compensation(run, list(gave_up))

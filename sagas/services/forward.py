@@ -9,7 +9,7 @@ from sagas import engine, logs
 from sagas.jsonsafe import json_copy
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.services._core import last_event, move_run, move_step, publish_step
-from sagas.services.compensation import begin_compensation
+from sagas.services.compensation import begin_compensation, pivot_passed
 from sagas.services.steps import run_complete_locked
 from sagas.states import EventType, RunStatus, StepStatus
 
@@ -22,19 +22,6 @@ logger = logging.getLogger(__name__)
 UNDOING_STEP_STATES = frozenset(
     {StepStatus.COMPENSATING, StepStatus.COMPENSATED, StepStatus.COMPENSATION_FAILED, StepStatus.RESOLVED}
 )
-
-
-def pivots_of(run: SagaRun, saga: type[Saga] | None) -> frozenset[str]:
-    """The run's pivot steps: from its saga class, or, when the class is missing, its stored definition."""
-    if saga is not None:
-        return saga.pivots()
-    return frozenset(step["name"] for step in run.definition.spec["steps"] if step.get("irreversible"))
-
-
-def pivot_passed(run: SagaRun, steps: list[SagaStepRun], saga: type[Saga] | None) -> bool:
-    """Whether a pivot step of the run has succeeded: from then on its steps are retried, never compensated."""
-    pivots = pivots_of(run, saga)
-    return any(s.name in pivots and s.status == StepStatus.SUCCEEDED for s in steps)
 
 
 def failed_forward(run: SagaRun, steps: list[SagaStepRun], saga: type[Saga] | None) -> bool:

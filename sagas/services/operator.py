@@ -7,12 +7,12 @@ from typing import Any
 
 from django.db import transaction
 
-from sagas import leases, logs
+from sagas import logs
 from sagas.exceptions import InvalidTransition, ReasonRequired, UnknownStep
 from sagas.models import SagaRun
 from sagas.services._core import RunId, lock_run, move_run, move_step, saga_for
-from sagas.services.compensation import advance_compensation, begin_compensation, schedule_retry
-from sagas.services.forward import failed_forward, pivot_passed, resolve_forward, retry_forward
+from sagas.services.compensation import advance_compensation, pivot_passed, schedule_retry, stop_run
+from sagas.services.forward import failed_forward, resolve_forward, retry_forward
 from sagas.services.redrive import run_redrive_by_operator
 from sagas.states import EventType, RunStatus, StepStatus
 
@@ -37,37 +37,15 @@ def run_cancel(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaR
     who = _actor(actor)
     with transaction.atomic():
         run = lock_run(run_id)
-        if run.status == RunStatus.PENDING and leases.fence(run.pk, run.steps.values_list("name", flat=True)):
-            # Its first step is running (the run starts executing with that step's outcome): stop it as an
-            # executing run, so the step finishes first and is undone if it succeeded.
-            move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
-        if run.status == RunStatus.PENDING:
-            cancelled = move_run(
-                run,
-                RunStatus.CANCELLED,
-                event=EventType.SAGA_CANCELLED,
-                data={"reason": reason},
-                actor=who,
-            )
-            for step_run in run.steps.filter(status=StepStatus.PENDING).order_by("index"):
-                move_step(run, step_run, StepStatus.SKIPPED, event=EventType.STEP_SKIPPED, causation=cancelled)
-        elif run.status == RunStatus.EXECUTING:
-            saga = saga_for(run)
-            if pivot_passed(run, list(run.steps.all()), saga):
-                raise InvalidTransition(
-                    f"Saga run {run.pk} is past its pivot ({', '.join(sorted(saga.pivots()))} succeeded): its "
-                    "effects cannot be undone, so it only goes forward and cannot be cancelled."
-                )
-            begin_compensation(
-                run,
-                saga,
-                event=EventType.SAGA_CANCELLED,
-                data={"reason": reason},
-                actor=who,
-                fields={"error": {"class": "cancelled", "code": "cancelled", "message": reason, "actor": who}},
-            )
-        else:
+        if run.status not in (RunStatus.PENDING, RunStatus.EXECUTING):
             raise InvalidTransition(_cannot_cancel(run))
+        saga = saga_for(run) if run.status == RunStatus.EXECUTING else None
+        if saga is not None and pivot_passed(run, list(run.steps.all()), saga):
+            raise InvalidTransition(
+                f"Saga run {run.pk} is past its pivot ({', '.join(sorted(saga.pivots()))} succeeded): its "
+                "effects cannot be undone, so it only goes forward and cannot be cancelled."
+            )
+        stop_run(run, saga, reason=reason, actor=who)
     logger.info("saga run %s cancelled by %s: %s", run.pk, who, reason, extra=logs.fields(run, actor=who))
     return run
 

@@ -7,6 +7,7 @@ reaper, a late redelivery, an errback and an operator can race and only one of t
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,12 +34,14 @@ from sagas.services._core import (
 from sagas.services.compensation import (
     advance_compensation,
     begin_compensation,
+    child_of,
     next_compensation_task_id,
     time_out,
 )
 from sagas.services.forward import stop_after_failure
 from sagas.services.steps import fail_step, run_complete_locked
-from sagas.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, EventType, RunStatus, StepStatus
+from sagas.services.waits import fail_overdue_wait, settle_child_step
+from sagas.states import ACTIVE_RUN_STATES, FINISHED_RUN_STATES, TERMINAL_RUN_STATES, EventType, RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -147,6 +150,22 @@ def _plan_executing(
     (or whose fan-in, in a graph) was lost and the attempts that vanished."""
     if all(s.status == StepStatus.SUCCEEDED for s in steps):
         return "complete", "complete (finish message lost)", lambda: run_complete_locked(run)
+    overdue = next((s for s in steps if s.status == StepStatus.WAITING and s.wait_until and s.wait_until <= now), None)
+    if overdue is not None:
+        return (
+            "fail_wait",
+            f"fail the wait {overdue.name} (its timeout passed)",
+            lambda: fail_overdue_wait(run, saga, overdue),
+        )
+    settled = [s for s in steps if s.status == StepStatus.WAITING and saga.step(s.name).waits_for is not None]
+    for step_run in settled:
+        child = child_of(run, step_run.name)
+        if child is not None and child.status in FINISHED_RUN_STATES:
+            return (
+                "settle_child",
+                f"move {step_run.name} on (its child run {child.status})",
+                functools.partial(settle_child_step, run, saga, step_run),
+            )
     failed = next((s for s in steps if s.status == StepStatus.FAILED), None)
     if failed is not None:
         return (
@@ -207,8 +226,6 @@ def _publish_start(run: SagaRun, saga: type[Saga], first: list[SagaStepRun], sta
 def _next_attempt(step_run: SagaStepRun, started: dict[str, int]) -> int:
     """The attempt after the last one that started: recorded in the row, or only counted in Redis (lost)."""
     return max(step_run.attempts, started.get(step_run.name, 0)) + 1
-
-
 
 
 def _move_compensation_on(run: SagaRun, saga: type[Saga], lost: list[SagaStepRun]) -> None:

@@ -105,9 +105,12 @@ def run_start_or_existing(
     idempotency_key: str | None = None,
     correlation_id: str | None = None,
     start_at: datetime | None = None,
+    parent: SagaRun | None = None,
+    parent_step: str = "",
 ) -> tuple[SagaRun, bool]:
     """``run_start``, and whether this call stored the run (False: the idempotency key's existing run, also
-    when another process stored it between our check and our insert)."""
+    when another process stored it between our check and our insert). ``parent``: the run whose SubSaga step
+    ``parent_step`` starts this one (a child run)."""
     if payload is None:
         payload = {}
     if not isinstance(payload, Mapping):
@@ -124,7 +127,7 @@ def run_start_or_existing(
         if existing is not None:
             return existing, False
     try:
-        run = _create_run(saga, stored, idempotency_key, correlation_id, start_at)
+        run = _create_run(saga, stored, idempotency_key, correlation_id, start_at, parent, parent_step)
     except IntegrityError:
         # Another process started a run with this key between our check and our insert.
         existing = _existing_run(saga, stored, idempotency_key) if idempotency_key else None
@@ -156,6 +159,8 @@ def _create_run(
     idempotency_key: str | None,
     correlation_id: str | None,
     start_at: datetime | None = None,
+    parent: SagaRun | None = None,
+    parent_step: str = "",
 ) -> SagaRun:
     now = timezone.now()
     start_at = start_at if start_at is not None and start_at > now else None  # a time already past: at once
@@ -171,6 +176,8 @@ def _create_run(
         created_at=now,
         updated_at=now,
         lock_version=1,
+        parent=parent,
+        parent_step=parent_step,
     )
     run.correlation_id = correlation_id or str(run.pk)
     run.search_text = " ".join(str(payload[key]) for key in saga.searchable if payload.get(key) not in (None, ""))
@@ -190,6 +197,7 @@ def _create_run(
             "search_text": run.search_text,
             "deadline": run.deadline.isoformat() if run.deadline else None,
             **({"start_at": start_at.isoformat()} if start_at else {}),
+            **({"parent": str(parent.pk), "parent_step": parent_step} if parent is not None else {}),
             "steps": [step.name for step in saga.steps],
         },
         correlation_id=run.correlation_id,

@@ -513,6 +513,15 @@ def _start_unblocked(run: SagaRun, saga: type[Saga], succeeded_step: str) -> Non
             publish_step(run, saga, name, attempt=1)
 
 
+def continue_after(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, cause: SagaEvent) -> None:
+    """A locked executing run goes on after ``step_run`` succeeded without an attempt's message to carry the
+    chain on (its signal came, or its child run completed): complete it, or publish what comes next."""
+    if saga.is_graph():
+        _start_unblocked(run, saga, step_run.name)
+    elif not run_complete_locked(run, last_success=cause):
+        publish_step(run, saga, saga.steps[step_run.index + 1].name, attempt=1)
+
+
 def run_complete_locked(run: SagaRun, *, last_success: SagaEvent | None = None) -> bool:
     """Mark a locked executing run completed when all its steps succeeded; False if it was not ready.
     ``last_success``: the StepSucceeded it follows from, when the caller just wrote it (else looked up)."""

@@ -566,3 +566,62 @@ class Pivoted(sagas.Saga):
         sagas.Step(ship_unless_down, name="ship", retry=sagas.RetryPolicy(max_attempts=2, backoff=0.1, jitter=False)),
         sagas.Step(notify_with_tracking, name="notify"),
     ]
+
+
+# --- durable waits and child sagas ---
+
+
+class Approval(sagas.Saga):
+    """reserve, then wait for a manager's approval (at most ``timeout`` seconds), then charge with its data."""
+
+    name = "tests.approval"
+    steps = [
+        sagas.Step(record, undo, name="reserve"),
+        sagas.Wait("approved", timeout=600),
+        sagas.Step(notify_with_tracking, name="after"),
+    ]
+
+
+class QuickApproval(sagas.Saga):
+    """Its Wait times out after two seconds."""
+
+    name = "tests.quick_approval"
+    steps = [
+        sagas.Step(record, undo, name="reserve"),
+        sagas.Wait("approved", timeout=2),
+        sagas.Step(record, undo, name="after"),
+    ]
+
+
+def child_flaky(ctx: sagas.StepContext) -> dict:
+    """A child's step: fails for good when the payload says so."""
+    _call("child", ctx)
+    if ctx.payload.get("child_fails"):
+        raise sagas.StepFailed("the child cannot", code="child_refused")
+    return {"child_said": ctx.payload.get("greeting", "hello")}
+
+
+class Child(sagas.Saga):
+    name = "tests.child"
+    steps = [
+        sagas.Step(record, undo, name="child_first"),
+        sagas.Step(child_flaky, undo, name="child_second"),
+    ]
+
+
+def fail_if_asked(ctx: sagas.StepContext) -> dict:
+    _call("parent_last", ctx)
+    if ctx.payload.get("parent_fails"):
+        raise sagas.StepFailed("the parent's last step refuses", code="refused")
+    return {"child_said_seen": ctx.payload.get("child_said")}
+
+
+class Parent(sagas.Saga):
+    """prepare, run a Child (with the payload it computes), then a last step that may fail."""
+
+    name = "tests.parent"
+    steps = [
+        sagas.Step(record, undo, name="prepare"),
+        sagas.SubSaga(Child, name="child", payload=lambda ctx: {**ctx.payload, "greeting": "from the parent"}),
+        sagas.Step(fail_if_asked, name="last"),
+    ]
