@@ -25,7 +25,7 @@ from participants.payments.models import Account, CardStatus, Payment, PaymentSt
 from participants.shipping.models import DeliveryZone, Shipment, ShipmentStatus
 from sagas.models import SagaDefinition, SagaRun, SagaStepRun
 from sagas.states import RunStatus, StepStatus
-from tests.testapp.sagas import Pivoted
+from tests.testapp.sagas import Approval, Pivoted
 
 # The step statuses of a PlaceOrder run whose payment refund gave up: failed, waiting for a person.
 COMPENSATION_FAILED = {
@@ -373,5 +373,20 @@ def forward_failed_run(**fields: Any) -> SagaRun:
             status=statuses.get(step.name, StepStatus.PENDING),
             attempts=2 if step.name == "ship" else (1 if step.name in statuses else 0),
             output={"recorded": step.name} if step.name in ("reserve", "charge") else None,
+        )
+    return run
+
+
+def waiting_run(**fields: Any) -> SagaRun:
+    """A ``tests.approval`` run planted ``executing`` while its Wait step ``approved`` waits (reserve done)."""
+    definition = SagaDefinitionFactory(
+        name=Approval.name, version=Approval.version, spec=Approval.spec(), spec_hash=Approval.spec_hash()
+    )
+    run = SagaRunFactory(definition=definition, step_statuses={}, **{"status": RunStatus.EXECUTING, **fields})
+    run.steps.all().delete()  # the factory's steps are PlaceOrder's
+    statuses = {"reserve": StepStatus.SUCCEEDED, "approved": StepStatus.WAITING}
+    for index, step in enumerate(Approval.steps):
+        SagaStepRun.objects.create(
+            run=run, name=step.name, index=index, status=statuses.get(step.name, StepStatus.PENDING)
         )
     return run

@@ -1,4 +1,4 @@
-"""Forms of the operator's actions: every action needs a reason, a resolve also the step (and, forward, an output)."""
+"""Forms of the operator's actions: a reason, a resolve's step (and output, forward), a signal's name and data."""
 
 from __future__ import annotations
 
@@ -44,3 +44,35 @@ class ResolveForm(ReasonForm):
         else:
             del self.fields["output"]
             self.order_fields(["step", "reason"])
+
+
+class SignalForm(forms.Form):
+    name = forms.ChoiceField(label="Signal", help_text="The Wait step the signal is for.")
+    data = forms.JSONField(
+        label="Data",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
+        help_text="A JSON object: it becomes the step's output, merged into the payload of the steps after it. "
+        "Empty: {}.",
+    )
+    reason = forms.CharField(
+        label="Reason",
+        required=False,
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 80}),
+        help_text="Optional: recorded with your name in the run's event log.",
+    )
+
+    def __init__(self, *args: Any, signals: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["name"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [(name, name) for name in signals]
+
+    def clean_data(self) -> dict[str, Any]:
+        data = self.cleaned_data["data"]
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise forms.ValidationError("Give a JSON object, such as {\"approved\": true}.")
+        return data

@@ -210,4 +210,5 @@ def run_page_context(run: SagaRun, *, check_workers: bool = False, events_before
         "findings": findings,
         "payload": pretty_json(masked(run.payload)),
         "error": pretty_json(masked(run.error)) if run.error else None,
+        "children": list(run.children.order_by("created_at")),
     }

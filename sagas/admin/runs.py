@@ -109,6 +109,7 @@ class SagaRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             before = request.GET.get("events_before", "")
             context.update(run_page_context(run, events_before=int(before) if before.isdecimal() else None))
             context["actions_available"] = views.available_actions(self, request, run)
+            context["signal_form"] = views.signal_form(request, run)
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     # --- actions: permissions, pages and bulk versions ---
@@ -124,6 +125,9 @@ class SagaRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return self.has_permission_to(request, "cancel")
+
+    def has_signal_permission(self, request: HttpRequest) -> bool:
+        return self.has_permission_to(request, "signal")
 
     def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view

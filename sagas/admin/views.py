@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from django import forms
 from django.contrib import messages
 from django.contrib.admin import ModelAdmin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
@@ -18,7 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 import sagas
-from sagas.admin.forms import ReasonForm, ResolveForm
+from sagas.admin.forms import ReasonForm, ResolveForm, SignalForm
 from sagas.health import MAX_WINDOW_HOURS, health_report
 from sagas.models import SagaRun
 from sagas.selectors import stuck
@@ -41,6 +42,8 @@ class Action:
         actor = request.user.get_username()
         if self.name == "retry":
             return sagas.retry(run.pk, reason=data["reason"], actor=actor)
+        if self.name == "signal":
+            return sagas.signal(run.pk, data["name"], data["data"], actor=actor, reason=data.get("reason") or "")
         if self.name == "resolve":
             output = data.get("output")
             return sagas.resolve(run.pk, step=data["step"], reason=data["reason"], actor=actor, output=output)
@@ -62,6 +65,11 @@ ACTIONS = {
         "undone, and the run ends compensated once no failed compensation is left. A step that failed after "
         "the pivot: it was done, with the output you give, and the run goes on forward. Nothing is called: do "
         "it first.",
+    ),
+    "signal": Action(
+        "signal",
+        "Signal",
+        "Delivers the signal a Wait step waits for: its data becomes the step's output and the run goes on.",
     ),
     "cancel": Action(
         "cancel",
@@ -91,6 +99,22 @@ def failed_compensations(run: SagaRun) -> list[str]:
     )
 
 
+def waiting_signals(run: SagaRun) -> list[str]:
+    """The signals the run waits for now: its Wait steps that are ``waiting`` (read from its stored definition,
+    so the page works without the saga's class)."""
+    if run.status != RunStatus.EXECUTING:
+        return []
+    signals = {s["name"] for s in run.definition.spec["steps"] if s.get("waits_for", {}).get("signal")}
+    waiting = run.steps.filter(status=StepStatus.WAITING, name__in=signals).order_by("index")
+    return list(waiting.values_list("name", flat=True))
+
+
+def signal_form(request: HttpRequest, run: SagaRun) -> SignalForm | None:
+    """The run page's signal form, when the run waits for a signal and the person may send one."""
+    signals = waiting_signals(run)
+    return SignalForm(signals=signals) if signals and may(request, "signal") else None
+
+
 def failed_after_pivot(run: SagaRun) -> list[str]:
     """The steps of a run that failed after its pivot, which a person retries or resolves forward."""
     steps = list(run.steps.order_by("index"))
@@ -118,7 +142,9 @@ def run_action_view(
     forward = action.name == "resolve" and bool(failed_after_pivot(run))
     steps = resolvable_steps(run) if action.name == "resolve" else []
 
-    def make_form(data: Any = None) -> ReasonForm:
+    def make_form(data: Any = None) -> forms.Form:
+        if action.name == "signal":
+            return SignalForm(data, signals=waiting_signals(run))
         return ResolveForm(data, steps=steps, forward=forward) if action.name == "resolve" else ReasonForm(data)
 
     form = make_form(request.POST if request.method == "POST" else None)
@@ -128,7 +154,7 @@ def run_action_view(
         except sagas.SagaError as exc:
             form.add_error(None, str(exc))
         else:
-            model_admin.log_change(request, run, f"{action.verb}: {form.cleaned_data['reason']}")
+            model_admin.log_change(request, run, _change_message(action, form.cleaned_data))
             model_admin.message_user(request, f"{action.verb} of run {run.pk} recorded; it is now {run.status}.")
             return HttpResponseRedirect(reverse("admin:sagas_sagarun_change", args=[run.pk]))
     context = {
@@ -142,6 +168,12 @@ def run_action_view(
         "bulk": False,
     }
     return TemplateResponse(request, "admin/sagas/confirm_action.html", context)
+
+
+def _change_message(action: Action, data: dict[str, Any]) -> str:
+    """The admin log's line: "Retry: <reason>", "Signal approved: <reason>" (a signal's reason may be empty)."""
+    head = f"{action.verb} {data['name']}" if action.name == "signal" else action.verb
+    return f"{head}: {data['reason']}" if data.get("reason") else head
 
 
 def bulk_action(

@@ -267,6 +267,23 @@ class ResolveSerializer(ReasonSerializer):
     )
 
 
+class SignalSerializer(serializers.Serializer[Any]):
+    name = TextField(max_length=100, trim_whitespace=False, help_text="The name of the Wait step the signal is for.")
+    data = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="A JSON object: it becomes the Wait step's output, merged into the payload of the steps after it.",
+    )
+    reason = TextField(
+        max_length=1000,
+        required=False,
+        default="",
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="Optional: recorded with your username in the run's event log.",
+    )
+
+
 class RunFilterSerializer(serializers.Serializer[Any]):
     """The list's filters. DRF reads an empty query value of an optional field as absent, so ``?status=`` (as
     a form sends it) filters nothing; the schema says so with ``allowEmptyValue``."""

@@ -14,4 +14,5 @@ urlpatterns = [
     path("runs/<str:run_id>/retry/", views.RetryRunView.as_view(), name="run-retry"),
     path("runs/<str:run_id>/cancel/", views.CancelRunView.as_view(), name="run-cancel"),
     path("runs/<str:run_id>/resolve/", views.ResolveRunView.as_view(), name="run-resolve"),
+    path("runs/<str:run_id>/signal/", views.SignalRunView.as_view(), name="run-signal"),
 ]

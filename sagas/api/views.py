@@ -33,6 +33,7 @@ from sagas.api.serializers import (
     RunDetailSerializer,
     RunFilterSerializer,
     RunSerializer,
+    SignalSerializer,
     StartRunSerializer,
 )
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
@@ -386,3 +387,16 @@ class ResolveRunView(RunActionView):
 
     def act(self, run_id: str, data: dict[str, Any], actor: str) -> None:
         sagas.resolve(run_id, step=data["step"], reason=data["reason"], actor=actor, output=data.get("output"))
+
+
+@documented(
+    "Delivers the signal `name` to a run whose Wait step of that name is `waiting`: `data` becomes the step's "
+    "output and the run goes on. The same signal again is a no-op; 409 when the run is not waiting for it."
+)
+class SignalRunView(RunActionView):
+    verb = "signal"
+    required_permission = "sagas.signal_sagarun"
+    serializer_class = SignalSerializer
+
+    def act(self, run_id: str, data: dict[str, Any], actor: str) -> None:
+        sagas.signal(run_id, data["name"], data["data"], actor=actor, reason=data["reason"])

@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from sagas.models import SagaEvent, SagaRun
 from sagas.states import EventType, RunStatus, StepStatus
-from tests.factories import COMPENSATION_FAILED, SagaRunFactory, forward_failed_run
+from tests.factories import COMPENSATION_FAILED, SagaRunFactory, forward_failed_run, waiting_run
 from tests.metrics import publishes
 
 pytestmark = pytest.mark.django_db
@@ -321,4 +321,44 @@ def test_an_output_for_a_failed_compensation_is_a_409(operator: APIClient) -> No
 
     assert response.status_code == 409
     assert "an output is given only for a step that failed after the pivot" in response.json()["detail"]
+    assert not SagaEvent.objects.exists()
+
+
+# --- signal ---
+
+
+def test_a_signal_completes_the_wait_with_its_data_as_the_user(api_as: Any) -> None:
+    client = api_as("view", "signal", username="ann")
+    run = waiting_run()
+
+    response = post(client, run, "signal", name="approved", data={"tracking": "OK-1"}, reason="manager said yes")
+
+    assert response.status_code == 200, response.json()
+    approved = next(step for step in response.json()["steps"] if step["name"] == "approved")
+    assert (approved["status"], approved["output"]) == (StepStatus.SUCCEEDED, {"tracking": "OK-1"})
+    assert events(run)[0] == (
+        EventType.SIGNAL_RECEIVED,
+        "approved",
+        "ann",
+        {"from": "waiting", "to": "succeeded", "output": {"tracking": "OK-1"}, "reason": "manager said yes"},
+    )
+
+
+def test_a_signal_the_run_does_not_wait_for_is_a_409_and_bad_data_a_400(api_as: Any) -> None:
+    client = api_as("view", "signal", username="ann")
+    run = waiting_run()
+
+    misdirected = post(client, run, "signal", name="rejected")
+    assert misdirected.status_code == 409
+    assert "has no Wait step 'rejected'" in misdirected.json()["detail"]
+    not_an_object = post(client, run, "signal", name="approved", data=[1, 2])
+    assert not_an_object.status_code == 400
+    assert "data" in not_an_object.json()
+    assert not SagaEvent.objects.exists()
+
+
+def test_a_signal_needs_the_signal_permission(api_as: Any) -> None:
+    client = api_as("view", "retry", "cancel", "resolve", username="bob")
+    run = waiting_run()
+    assert post(client, run, "signal", name="approved").status_code == 403
     assert not SagaEvent.objects.exists()

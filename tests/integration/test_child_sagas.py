@@ -18,7 +18,7 @@ def test_a_completed_child_gives_its_merged_outputs_to_the_parent(worker: Worker
 
     assert parent.status == RunStatus.COMPLETED
     child = _child(parent)
-    assert (child.status, child.saga_name, child.parent_step) == (RunStatus.COMPLETED, "tests.child", "child")
+    assert (child.status, child.saga_name, child.parent_step) == (RunStatus.COMPLETED, "tests.child_of_parent", "child")
     assert child.correlation_id == "req-42"  # the parent's
     assert child.payload == {"order": 1, "recorded": "prepare", "greeting": "from the parent"}
     step = parent.steps.get(name="child")

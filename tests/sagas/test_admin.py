@@ -16,7 +16,7 @@ from django.utils import timezone
 from participants.checkout.sagas import PlaceOrder
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.states import EventType, RunStatus, StepStatus
-from tests.factories import SagaDefinitionFactory, SagaRunFactory, forward_failed_run
+from tests.factories import SagaDefinitionFactory, SagaRunFactory, forward_failed_run, waiting_run
 
 pytestmark = pytest.mark.django_db
 
@@ -333,3 +333,35 @@ def test_resolve_of_a_step_failed_after_the_pivot_asks_for_its_output(admin_clie
 def test_the_resolve_form_of_a_failed_compensation_has_no_output(admin_client, failed_run) -> None:
     page = admin_client.get(reverse("admin:sagas_sagarun_resolve", args=[failed_run.pk])).content.decode()
     assert 'name="output"' not in page
+
+
+def test_the_run_page_of_a_waiting_run_has_a_signal_form_that_sends_it(admin_client, admin_user) -> None:
+    run = waiting_run()
+    page = admin_client.get(reverse("admin:sagas_sagarun_change", args=[run.pk])).content.decode()
+    assert 'id="signal-form"' in page
+    assert '<option value="approved">' in page
+
+    url = reverse("admin:sagas_sagarun_signal", args=[run.pk])
+    refused = admin_client.post(url, {"name": "approved", "data": "[1, 2]"})
+    assert refused.status_code == 200
+    assert "Give a JSON object" in refused.content.decode()
+
+    done = admin_client.post(url, {"name": "approved", "data": '{"approved_by": "ann"}', "reason": "fine"})
+    assert done.status_code == 302
+    assert run.steps.get(name="approved").output == {"approved_by": "ann"}
+    event = SagaEvent.objects.get(run=run, type=EventType.SIGNAL_RECEIVED)
+    assert (event.actor, event.data["reason"]) == (admin_user.username, "fine")
+    entry = LogEntry.objects.get(object_id=str(run.pk))
+    assert entry.get_change_message() == "Signal approved: fine"
+    page = admin_client.get(reverse("admin:sagas_sagarun_change", args=[run.pk])).content.decode()
+    assert 'id="signal-form"' not in page  # nothing waits any more
+
+
+def test_the_run_pages_of_parent_and_child_link_each_other(admin_client) -> None:
+    parent = SagaRunFactory(status=RunStatus.EXECUTING)
+    child = SagaRunFactory(status=RunStatus.COMPLETED, parent=parent, parent_step="charge_payment")
+    parent_page = admin_client.get(reverse("admin:sagas_sagarun_change", args=[parent.pk])).content.decode()
+    assert reverse("admin:sagas_sagarun_change", args=[child.pk]) in parent_page
+    child_page = admin_client.get(reverse("admin:sagas_sagarun_change", args=[child.pk])).content.decode()
+    assert reverse("admin:sagas_sagarun_change", args=[parent.pk]) in child_page
+    assert "its step charge_payment" in child_page

@@ -23,7 +23,7 @@ from sagas.masking import MASK
 from sagas.models import SagaEvent, SagaRun
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.conftest import reset_breakers
-from tests.factories import COMPENSATION_FAILED, SagaRunFactory, forward_failed_run
+from tests.factories import COMPENSATION_FAILED, SagaRunFactory, forward_failed_run, waiting_run
 
 pytestmark = pytest.mark.django_db
 
@@ -428,4 +428,27 @@ def test_saga_resolve_with_an_output_that_is_not_json_exits_2_and_records_nothin
     error, _ = run_failing("saga_resolve", str(run.pk), "--step", "ship", "--reason", "x", "--output", "{tracking")
     assert error.returncode == 2
     assert "--output is not JSON" in str(error)
+    assert not SagaEvent.objects.filter(run=run).exists()
+
+
+def test_saga_signal_delivers_the_data_and_prints_the_status() -> None:
+    run = waiting_run()
+    out = run_command("saga_signal", str(run.pk), "approved", "--data", '{"ok": true}', "--actor", "dana", "--json")
+    assert json.loads(out) == {"run": str(run.pk), "status": "executing", "actor": "dana"}
+    assert run.steps.get(name="approved").output == {"ok": True}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["rejected"], 3, "has no Wait step 'rejected'"),
+        (["approved", "--data", "{nope"], 2, "--data is not JSON"),
+        (["approved", "--data", "[1]"], 2, "must be a JSON object"),
+    ],
+)
+def test_saga_signal_refusals_exit_with_their_code(args: list[str], code: int, message: str) -> None:
+    run = waiting_run()
+    error, _ = run_failing("saga_signal", str(run.pk), *args)
+    assert error.returncode == code
+    assert message in str(error)
     assert not SagaEvent.objects.filter(run=run).exists()

@@ -24,12 +24,19 @@ def test_every_status_has_a_row_in_its_transition_table() -> None:
 
 
 def test_terminal_runs_go_nowhere_and_failed_waits_for_a_person() -> None:
-    for status in TERMINAL_RUN_STATES:
+    for status in TERMINAL_RUN_STATES - {RunStatus.COMPLETED}:
         assert RUN_TRANSITIONS[status] == frozenset()
+    # Only a child run leaves completed: its parent undoes it (sagas.services.compensation.undo_child).
+    assert RUN_TRANSITIONS[RunStatus.COMPLETED] == {RunStatus.COMPENSATING}
     # Back to compensating (retried compensations), compensated (resolved), executing (forward, after a pivot).
     assert RUN_TRANSITIONS[RunStatus.FAILED] == {RunStatus.COMPENSATING, RunStatus.COMPENSATED, RunStatus.EXECUTING}
     assert run_sources(RunStatus.FAILED) == {RunStatus.EXECUTING, RunStatus.TIMEOUT, RunStatus.COMPENSATING}
-    assert run_sources(RunStatus.COMPENSATING) == {RunStatus.EXECUTING, RunStatus.TIMEOUT, RunStatus.FAILED}
+    assert run_sources(RunStatus.COMPENSATING) == {
+        RunStatus.EXECUTING,
+        RunStatus.TIMEOUT,
+        RunStatus.FAILED,
+        RunStatus.COMPLETED,
+    }
 
 
 def test_unknown_sagas_setting_is_a_configuration_error(settings) -> None:

@@ -602,7 +602,7 @@ def child_flaky(ctx: sagas.StepContext) -> dict:
 
 
 class Child(sagas.Saga):
-    name = "tests.child"
+    name = "tests.child_of_parent"
     steps = [
         sagas.Step(record, undo, name="child_first"),
         sagas.Step(child_flaky, undo, name="child_second"),
@@ -624,4 +624,23 @@ class Parent(sagas.Saga):
         sagas.Step(record, undo, name="prepare"),
         sagas.SubSaga(Child, name="child", payload=lambda ctx: {**ctx.payload, "greeting": "from the parent"}),
         sagas.Step(fail_if_asked, name="last"),
+    ]
+
+
+class GatedChild(sagas.Saga):
+    """A child whose second step waits at the gate the payload names (so a test can kill its worker there)."""
+
+    name = "tests.gated_child"
+    steps = [
+        sagas.Step(record, undo, name="child_first"),
+        sagas.Step(wait_at_gate, undo, name="child_gate"),
+    ]
+
+
+class GatedParent(sagas.Saga):
+    name = "tests.gated_parent"
+    steps = [
+        sagas.Step(record, undo, name="prepare"),
+        sagas.SubSaga(GatedChild, name="child"),
+        sagas.Step(record, undo, name="last"),
     ]
