@@ -17,7 +17,8 @@ from sagas.celeryconf import celery_setting
 from sagas.conf import sagas_settings
 from sagas.models import SagaRun, SagaStepRun
 from sagas.registry import get_saga
-from sagas.selectors import circuit_call, humanize_seconds
+from sagas.selectors import circuit_call, humanize_seconds, stuck
+from sagas.services.forward import failed_forward
 from sagas.states import ACTIVE_RUN_STATES, EventType, RunStatus, StepStatus
 
 
@@ -58,6 +59,7 @@ def diagnose(run: SagaRun, *, now: datetime | None = None, check_workers: bool =
             )
         )
     findings += _exhausted_compensations(run, steps)
+    findings += _failed_after_pivot(run, steps)
     if run.status in ACTIVE_RUN_STATES:
         findings += _over_timeout(run, steps, saga, now)
         findings += _circuit_waits(run, steps, saga, now)
@@ -81,6 +83,27 @@ def _exhausted_compensations(run: SagaRun, steps: list[SagaStepRun]) -> list[Fin
                 f"{error}",
                 f"Fix the cause, then `manage.py saga_retry {run.pk} --reason ...`; or undo the step by hand and "
                 f"`manage.py saga_resolve {run.pk} --step {step.name} --reason ...`.",
+            )
+        )
+    return found
+
+
+def _failed_after_pivot(run: SagaRun, steps: list[SagaStepRun]) -> list[Finding]:
+    """A failed run whose step after the pivot gave up: it goes forward only, once a person acts."""
+    if not failed_forward(run, steps, None):
+        return []
+    found = []
+    for step in steps:
+        if step.status != StepStatus.FAILED:
+            continue
+        error = (step.error or {}).get("message", "no error recorded")
+        found.append(
+            Finding(
+                "failed_after_pivot",
+                f"Step {step.name!r} failed after the pivot ({step.attempts} attempt(s)): {error}. Nothing was "
+                "undone: the pivot's effect stands, so the run can only go forward.",
+                f"Fix the cause, then `manage.py saga_retry {run.pk} --reason ...` (a fresh budget); or do the step "
+                f"by hand and `manage.py saga_resolve {run.pk} --step {step.name} --output '<json>' --reason ...`.",
             )
         )
     return found
@@ -197,7 +220,8 @@ def _open_breakers(steps: list[SagaStepRun], saga: Any) -> list[Finding]:
 def _stale(run: SagaRun, now: datetime) -> list[Finding]:
     idle = (now - run.idle_since).total_seconds()
     found = []
-    if idle >= sagas_settings.LEASE_SECONDS:
+    # Idle is not stuck for a run whose step waits for a signal or a child run (selectors.stale says when).
+    if idle >= sagas_settings.LEASE_SECONDS and stuck(SagaRun.objects.filter(pk=run.pk), now).exists():
         found.append(
             Finding(
                 "lease_expired",

@@ -28,7 +28,13 @@ RUN_TOPICS: dict[str, str] = {
     EventType.SAGA_COMPENSATED: "compensated",
     EventType.SAGA_FAILED: "failed",
 }
-STEP_TOPICS: dict[str, str] = {EventType.STEP_SUCCEEDED: "completed", EventType.STEP_FAILED: "failed"}
+# A signal received and a step resolved by hand after the pivot complete a step as its success does.
+STEP_TOPICS: dict[str, str] = {
+    EventType.STEP_SUCCEEDED: "completed",
+    EventType.SIGNAL_RECEIVED: "completed",
+    EventType.STEP_RESOLVED: "completed",
+    EventType.STEP_FAILED: "failed",
+}
 
 
 def topic_of(run: SagaRun, event: SagaEvent) -> str | None:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 FILL: dict[str, str] = {
     StepStatus.PENDING: "#e5e7eb",
     StepStatus.RUNNING: "#fde68a",
+    StepStatus.WAITING: "#fef3c7",
     StepStatus.SUCCEEDED: "#bbf7d0",
     StepStatus.FAILED: "#fca5a5",
     StepStatus.SKIPPED: "#f3f4f6",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import sagas
+from sagas.diagnose import diagnose
 from sagas.models import SagaRun
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.testapp.models import Switch, calls_of
@@ -91,3 +92,12 @@ def test_resolve_records_the_step_done_by_hand_with_its_output_and_the_run_goes_
     assert run.steps.get(name="notify").output == {"notified_with": "BY-HAND-7"}  # merged like an output
     event = run.events.get(type=EventType.STEP_RESOLVED)
     assert (event.actor, event.data["reason"]) == ("ops", "shipped by courier")
+
+
+def test_the_diagnosis_of_a_run_failed_after_its_pivot_says_how_to_go_forward(
+    worker: WorkerProcess, shipping_down: Switch
+) -> None:
+    run = _failed_after_pivot(worker)
+    (finding,) = [f for f in diagnose(run, check_workers=False) if f.cause == "failed_after_pivot"]
+    assert "the shipping service is down" in finding.summary
+    assert f"saga_resolve {run.pk} --step ship --output" in finding.action

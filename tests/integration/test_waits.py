@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 import sagas
+from sagas.diagnose import diagnose
 from sagas.models import SagaRun
 from sagas.selectors import stuck
 from sagas.states import EventType, RunStatus, StepStatus
@@ -84,3 +87,13 @@ def test_a_wait_past_its_timeout_fails_and_the_run_compensates(worker: WorkerPro
     assert calls_of(run, "after") == 0
     with pytest.raises(sagas.InvalidTransition, match="not waiting for signal"):
         sagas.signal(run.pk, "approved", actor="late")
+
+
+def test_a_waiting_run_is_not_diagnosed_as_stuck(worker: WorkerProcess, settings) -> None:
+    settings.SAGAS = {**settings.SAGAS, "LEASE_SECONDS": 1}
+    run = _waiting(Approval.start({}), worker)
+    later = run.updated_at + timedelta(seconds=30)
+    assert not [f for f in diagnose(run, now=later, check_workers=False) if f.cause == "lease_expired"]
+    assert not stuck(SagaRun.objects.filter(pk=run.pk), later).exists()
+    sagas.cancel(run.pk, reason="done with it", actor="ann")
+    wait_for_run(run, worker)
