@@ -32,17 +32,23 @@ def awaiting_person(runs: QuerySet[SagaRun] | None = None) -> QuerySet[SagaRun]:
 def stale(now: datetime) -> Q:
     """Runs that should be moving but made no progress for the lease (``SagaRun.idle_since`` as a query): a
     delayed start counts from its time, since nothing was due to move the run before; a run whose step waits
-    (for a signal, or a child run) is idle by design, unless the wait's timeout passed or its child finished,
-    both a lease ago."""
+    (for a signal, or a child run that is still going) is idle by design, unless the wait's timeout passed or the
+    child its step waits for finished, both a lease ago."""
     cutoff = now - timedelta(seconds=sagas_settings.LEASE_SECONDS)
     not_delayed = Q(start_at__isnull=True) | Q(start_at__lt=cutoff)
     waiting = SagaStepRun.objects.filter(run=OuterRef("pk"), status=StepStatus.WAITING).filter(
         Q(wait_until__isnull=True) | Q(wait_until__gt=cutoff)
     )
-    settled_children = SagaRun.objects.filter(
-        parent=OuterRef("pk"), status__in=FINISHED_RUN_STATES, updated_at__lt=cutoff
+    active_children = SagaRun.objects.filter(parent=OuterRef("pk"), status__in=ACTIVE_RUN_STATES)
+    step_waits = SagaStepRun.objects.filter(
+        run=OuterRef("parent"),
+        name=OuterRef("parent_step"),
+        status__in=[StepStatus.WAITING, StepStatus.COMPENSATING],
     )
-    moving = ~Exists(waiting) | Exists(settled_children)
+    settled_children = SagaRun.objects.filter(
+        Exists(step_waits), parent=OuterRef("pk"), status__in=FINISHED_RUN_STATES, updated_at__lt=cutoff
+    )
+    moving = (~Exists(waiting) & ~Exists(active_children)) | Exists(settled_children)
     return Q(status__in=ACTIVE_RUN_STATES, updated_at__lt=cutoff) & not_delayed & moving
 
 

@@ -132,8 +132,9 @@ def stop_run(
 
 
 def child_of(run: SagaRun, step: str, *, lock: bool = False) -> SagaRun | None:
-    """The child run the SubSaga step ``step`` of ``run`` started (locked with ``lock``), if it started one."""
-    children = SagaRun.objects.filter(parent=run, parent_step=step)
+    """The child run the SubSaga step ``step`` of ``run`` started last (locked with ``lock``), if it started one
+    (a step a person retried after the pivot starts a new child)."""
+    children = SagaRun.objects.filter(parent=run, parent_step=step).order_by("-created_at")
     return (children.select_for_update() if lock else children).first()
 
 

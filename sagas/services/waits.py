@@ -98,7 +98,13 @@ def _arm_wait_check(run: SagaRun, step: str, until: Any) -> None:
 
 
 def _start_child(run: SagaRun, step_run: SagaStepRun, waits_for: ChildRun, context: StepContext) -> SagaRun:
-    """Start the child run of a SubSaga step, once (its idempotency key is the parent's run and step)."""
+    """Start the child run of a SubSaga step, once (its idempotency key is the parent's run and step; a step that
+    a person retries after its child failed starts a new child, with the round appended)."""
+    previous = child_of(run, step_run.name)
+    if previous is not None and previous.status not in FINISHED_RUN_STATES:
+        return previous  # still running: the step waits for it
+    rounds = SagaRun.objects.filter(parent=run, parent_step=step_run.name).count()
+    key = f"{run.pk}:{step_run.name}" + (f":{rounds + 1}" if rounds else "")
     try:
         payload = waits_for.payload(context) if waits_for.payload is not None else run.payload
     except Exception as exc:
@@ -108,7 +114,7 @@ def _start_child(run: SagaRun, step_run: SagaStepRun, waits_for: ChildRun, conte
     child, _ = run_start_or_existing(
         saga=waits_for.saga,
         payload=payload,
-        idempotency_key=f"{run.pk}:{step_run.name}",
+        idempotency_key=key,
         correlation_id=run.correlation_id,
         parent=run,
         parent_step=step_run.name,
