@@ -49,7 +49,7 @@ def stale(now: datetime) -> Q:
         Exists(step_waits), parent=OuterRef("pk"), status__in=FINISHED_RUN_STATES, updated_at__lt=cutoff
     )
     moving = (~Exists(waiting) & ~Exists(active_children)) | Exists(settled_children)
-    return Q(status__in=ACTIVE_RUN_STATES, updated_at__lt=cutoff) & not_delayed & moving
+    return Q(status__in=ACTIVE_RUN_STATES, updated_at__lt=cutoff) & not_delayed & Q(moving)
 
 
 def stuck(runs: QuerySet[SagaRun] | None = None, now: datetime | None = None) -> QuerySet[SagaRun]:

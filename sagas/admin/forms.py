@@ -48,7 +48,9 @@ class ResolveForm(ReasonForm):
 
 class SignalForm(forms.Form):
     name = forms.ChoiceField(label="Signal", help_text="The Wait step the signal is for.")
-    data = forms.JSONField(
+    # Named "data" like the API's field: the form's metaclass moves declared fields off the class, so Form.data
+    # (the bound input) is untouched.
+    data = forms.JSONField(  # type: ignore[assignment]
         label="Data",
         required=False,
         widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),

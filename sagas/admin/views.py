@@ -23,12 +23,13 @@ from sagas.admin.forms import ReasonForm, ResolveForm, SignalForm
 from sagas.health import MAX_WINDOW_HOURS, health_report
 from sagas.models import SagaRun
 from sagas.selectors import stuck
+from sagas.services.compensation import pivot_passed
 from sagas.services.forward import failed_forward
 from sagas.states import RunStatus, StepStatus
 
 
 def may(request: HttpRequest, action: str) -> bool:
-    """Whether the user has the permission of an operator action ("retry", "resolve" or "cancel")."""
+    """Whether the user has the permission of an operator action ("retry", "resolve", "cancel" or "signal")."""
     return bool(request.user.has_perm(f"sagas.{action}_sagarun"))
 
 
@@ -88,7 +89,7 @@ def available_actions(model_admin: ModelAdmin[SagaRun], request: HttpRequest, ru
         found.append(ACTIONS["retry"])
     if may(request, "resolve") and run.status == RunStatus.FAILED and resolvable_steps(run):
         found.append(ACTIONS["resolve"])
-    if may(request, "cancel") and run.status in (RunStatus.PENDING, RunStatus.EXECUTING):
+    if may(request, "cancel") and run.status in (RunStatus.PENDING, RunStatus.EXECUTING) and not past_pivot(run):
         found.append(ACTIONS["cancel"])
     return found
 
@@ -97,6 +98,11 @@ def failed_compensations(run: SagaRun) -> list[str]:
     return list(
         run.steps.filter(status=StepStatus.COMPENSATION_FAILED).order_by("index").values_list("name", flat=True)
     )
+
+
+def past_pivot(run: SagaRun) -> bool:
+    """Whether a pivot of the run succeeded: it only goes forward, so it cannot be cancelled."""
+    return pivot_passed(run, list(run.steps.all()), None)
 
 
 def waiting_signals(run: SagaRun) -> list[str]:

@@ -269,7 +269,8 @@ class ResolveSerializer(ReasonSerializer):
 
 class SignalSerializer(serializers.Serializer[Any]):
     name = TextField(max_length=100, trim_whitespace=False, help_text="The name of the Wait step the signal is for.")
-    data = serializers.DictField(
+    # The serializer's metaclass moves declared fields off the class, so Serializer.data is untouched.
+    data = serializers.DictField(  # type: ignore[assignment]
         required=False,
         default=dict,
         help_text="A JSON object: it becomes the Wait step's output, merged into the payload of the steps after it.",

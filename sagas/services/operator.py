@@ -40,10 +40,12 @@ def run_cancel(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaR
         if run.status not in (RunStatus.PENDING, RunStatus.EXECUTING):
             raise InvalidTransition(_cannot_cancel(run))
         saga = saga_for(run) if run.status == RunStatus.EXECUTING else None
-        if saga is not None and pivot_passed(run, list(run.steps.all()), saga):
+        steps = list(run.steps.all())
+        if saga is not None and pivot_passed(run, steps, saga):
+            passed = sorted(s.name for s in steps if s.name in saga.pivots() and s.status == StepStatus.SUCCEEDED)
             raise InvalidTransition(
-                f"Saga run {run.pk} is past its pivot ({', '.join(sorted(saga.pivots()))} succeeded): its "
-                "effects cannot be undone, so it only goes forward and cannot be cancelled."
+                f"Saga run {run.pk} is past its pivot ({', '.join(passed)} succeeded): its effects cannot be "
+                "undone, so it only goes forward and cannot be cancelled."
             )
         stop_run(run, saga, reason=reason, actor=who)
     logger.info("saga run %s cancelled by %s: %s", run.pk, who, reason, extra=logs.fields(run, actor=who))

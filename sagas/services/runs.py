@@ -42,9 +42,9 @@ from sagas.services._core import (
     step_row,
     writer,
 )
-from sagas.services.compensation import advance_compensation, time_out
+from sagas.services.compensation import advance_compensation, pivot_passed, time_out
 from sagas.services.context import budget_base, failure_recorded, unrecorded_failure
-from sagas.services.forward import fail_forward, pivot_passed, stop_after_failure
+from sagas.services.forward import fail_forward, stop_after_failure
 from sagas.services.steps import fail_step, start_attempt
 from sagas.states import EventType, RunStatus, StepStatus
 

@@ -365,3 +365,10 @@ def test_the_run_pages_of_parent_and_child_link_each_other(admin_client) -> None
     child_page = admin_client.get(reverse("admin:sagas_sagarun_change", args=[child.pk])).content.decode()
     assert reverse("admin:sagas_sagarun_change", args=[parent.pk]) in child_page
     assert "its step charge_payment" in child_page
+
+
+def test_a_run_past_its_pivot_offers_no_cancel(admin_client) -> None:
+    run = forward_failed_run(status=RunStatus.EXECUTING)
+    run.steps.filter(name="ship").update(status=StepStatus.RUNNING)
+    page = admin_client.get(reverse("admin:sagas_sagarun_change", args=[run.pk])).content.decode()
+    assert 'id="action-cancel"' not in page
