@@ -113,8 +113,8 @@ class SagaRun(models.Model):
         verbose_name_plural = "saga runs"
         ordering = ["-created_at"]
         permissions = [
-            ("retry_sagarun", "Can retry saga runs (re-run failed compensations, re-drive stuck runs)"),
-            ("resolve_sagarun", "Can resolve a failed compensation by hand"),
+            ("retry_sagarun", "Can retry saga runs (re-run what gave up, re-drive stuck runs)"),
+            ("resolve_sagarun", "Can resolve by hand what a failed run gave up on"),
             ("cancel_sagarun", "Can cancel saga runs"),
             ("signal_sagarun", "Can signal a saga run waiting for a person or an outside event"),
         ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -116,35 +117,35 @@ def register_saga_tasks(saga: type[Saga]) -> None:
 registry.on_register(register_saga_tasks)
 
 
-@shared_task(name=engine.ON_STEP_FAILURE, bind=True, base=SagaTask, max_retries=10)
-def on_step_failure(self: Task, run_id: str, step: str) -> None:
-    """The errback of every step: report the failure to the run's tables, which decide what it means.
-    It may fire zero or many times per failure; extra calls do nothing."""
+def _retried_on_failure(task: Task, what: str, run_id: str, step: str, call: Callable[[], object]) -> None:
+    """Report to the run's tables with ``call``; if that fails, log it and retry the task with a growing delay.
+    These tasks never fail for good: the database may be back in a moment (and the reaper covers the rest)."""
     try:
-        services.run_on_step_failure(run_id=run_id, step=step)
-    except Exception as exc:  # errbacks never fail for good: the database may be back in a moment
+        call()
+    except Exception as exc:
         logger.exception(
-            "errback for step %s of saga run %s failed; retrying",
+            "%s for step %s of saga run %s failed; retrying",
+            what,
             step,
             run_id,
             extra=logs.fields(run_id=run_id, step=step),
         )
-        raise self.retry(countdown=min(60, 2**self.request.retries), exc=exc) from exc
+        raise task.retry(countdown=min(60, 2**task.request.retries), exc=exc) from exc
+
+
+@shared_task(name=engine.ON_STEP_FAILURE, bind=True, base=SagaTask, max_retries=10)
+def on_step_failure(self: Task, run_id: str, step: str) -> None:
+    """The errback of every step: report the failure to the run's tables, which decide what it means.
+    It may fire zero or many times per failure; extra calls do nothing."""
+    _retried_on_failure(self, "errback", run_id, step, lambda: services.run_on_step_failure(run_id=run_id, step=step))
 
 
 @shared_task(name=engine.ON_COMPENSATION_FAILURE, bind=True, base=SagaTask, max_retries=10)
 def on_compensation_failure(self: Task, run_id: str, step: str) -> None:
     """The errback of every compensation task: a failure the runner could not record (a hard time limit)."""
-    try:
-        run_on_compensation_failure(run_id=run_id, step=step)
-    except Exception as exc:
-        logger.exception(
-            "errback for the compensation of %s of saga run %s failed; retrying",
-            step,
-            run_id,
-            extra=logs.fields(run_id=run_id, step=step),
-        )
-        raise self.retry(countdown=min(60, 2**self.request.retries), exc=exc) from exc
+    _retried_on_failure(
+        self, "compensation errback", run_id, step, lambda: run_on_compensation_failure(run_id=run_id, step=step)
+    )
 
 
 @shared_task(name=engine.DEADLINE_CHECK, bind=True, base=SagaTask)
@@ -162,16 +163,10 @@ def check_wait(self: Task, run_id: str, step: str) -> None:
 @shared_task(name=engine.CHILD_SETTLED, bind=True, base=SagaTask, max_retries=10)
 def child_settled(self: Task, parent_id: str, step: str) -> None:
     """Published when a child run finishes: its parent's SubSaga step succeeds, fails or is undone with it."""
-    try:
-        services.run_child_settled(run_id=parent_id, step=step)
-    except Exception as exc:  # the database may be back in a moment; the reaper settles it otherwise
-        logger.exception(
-            "settling step %s of saga run %s after its child run finished failed; retrying",
-            step,
-            parent_id,
-            extra=logs.fields(run_id=parent_id, step=step),
-        )
-        raise self.retry(countdown=min(60, 2**self.request.retries), exc=exc) from exc
+    _retried_on_failure(
+        self, "settling after the child's end", parent_id, step,
+        lambda: services.run_child_settled(run_id=parent_id, step=step),
+    )  # fmt: skip
 
 
 @shared_task(name="sagas.reap", bind=True, base=SagaTask)

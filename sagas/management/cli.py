@@ -72,6 +72,17 @@ def add_operator_arguments(parser: CommandParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
+def json_option(options: dict[str, Any], name: str) -> Any:
+    """The value of a ``--<name> JSON`` option, parsed (None when not given), or exit 2 saying it is not JSON."""
+    text = options[name]
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise CommandError(f"--{name} is not JSON: {exc}.", returncode=EXIT_BAD_INPUT) from exc
+
+
 def operator_options(options: dict[str, Any]) -> tuple[str, str]:
     """The (reason, actor) of an operator command (the service refuses a blank reason: see operator_errors)."""
     return options["reason"] or "", options["actor"] or default_actor()

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from sagas import logs
 from sagas.exceptions import InvalidTransition, ReasonRequired, UnknownStep
-from sagas.models import SagaRun
+from sagas.models import SagaRun, SagaStepRun
 from sagas.services._core import RunId, lock_run, move_run, move_step, saga_for
 from sagas.services.compensation import advance_compensation, pivot_passed, schedule_retry, stop_run
 from sagas.services.forward import failed_forward, resolve_forward, retry_forward
@@ -119,50 +119,47 @@ def run_resolve(*, run_id: RunId, step: str, reason: str, actor: str | None = No
                 "(and so can a step that failed after the pivot)."
             )
         saga = saga_for(run)
-        if step_run.status == StepStatus.FAILED and failed_forward(run, [*steps.values()], saga):
+        forward = step_run.status == StepStatus.FAILED and failed_forward(run, [*steps.values()], saga)
+        if forward:
             resolve_forward(run, saga, [*steps.values()], step_run, output=output, reason=reason, actor=_actor(actor))
-            logger.info(
-                "saga run %s: step %s resolved forward by %s: %s",
-                run.pk,
-                step,
-                _actor(actor),
-                reason,
-                extra=logs.fields(run, step=step, actor=_actor(actor)),
-            )
-            return run
-        if output is not None:
-            raise InvalidTransition(
-                f"Step {step!r} of saga run {run.pk} is {step_run.status}: an output is given only for a step that "
-                "failed after the pivot, which a person resolves as done."
-            )
-        if step_run.status != StepStatus.COMPENSATION_FAILED:
-            raise InvalidTransition(
-                f"Step {step!r} of saga run {run.pk} is {step_run.status}; only a step whose compensation "
-                "failed, or a step that failed after the pivot, can be resolved."
-            )
-        resolved = move_step(
-            run,
-            step_run,
-            StepStatus.RESOLVED,
-            event=EventType.COMPENSATION_RESOLVED,
-            data={"reason": reason},
-            actor=_actor(actor),
-        )
-        if not any(s.status == StepStatus.COMPENSATION_FAILED for s in steps.values()):
-            move_run(
-                run,
-                RunStatus.COMPENSATED,
-                event=EventType.SAGA_COMPENSATED,
-                data={"reason": reason, "resolved": True},
-                actor=_actor(actor),
-                causation=resolved,
-            )
+        else:
+            _resolve_compensation(run, step_run, steps, output=output, reason=reason, actor=_actor(actor))
     logger.info(
-        "saga run %s: step %s resolved by %s: %s",
+        "saga run %s: step %s resolved%s by %s: %s",
         run.pk,
         step,
+        " forward" if forward else "",
         _actor(actor),
         reason,
         extra=logs.fields(run, step=step, actor=_actor(actor)),
     )
     return run
+
+
+def _resolve_compensation(
+    run: SagaRun, step_run: SagaStepRun, steps: dict[str, SagaStepRun], *, output: Any, reason: str, actor: str
+) -> None:
+    """A failed compensation done by hand (caller holds the lock); the run ends compensated once none is left."""
+    step = step_run.name
+    if output is not None:
+        raise InvalidTransition(
+            f"Step {step!r} of saga run {run.pk} is {step_run.status}: an output is given only for a step that "
+            "failed after the pivot, which a person resolves as done."
+        )
+    if step_run.status != StepStatus.COMPENSATION_FAILED:
+        raise InvalidTransition(
+            f"Step {step!r} of saga run {run.pk} is {step_run.status}; only a step whose compensation "
+            "failed, or a step that failed after the pivot, can be resolved."
+        )
+    resolved = move_step(
+        run, step_run, StepStatus.RESOLVED, event=EventType.COMPENSATION_RESOLVED, data={"reason": reason}, actor=actor
+    )
+    if not any(s.status == StepStatus.COMPENSATION_FAILED for s in steps.values()):
+        move_run(
+            run,
+            RunStatus.COMPENSATED,
+            event=EventType.SAGA_COMPENSATED,
+            data={"reason": reason, "resolved": True},
+            actor=actor,
+            causation=resolved,
+        )

@@ -23,6 +23,7 @@ ENDPOINTS = [
     ("post", f"/api/runs/{RUN_ID}/retry/", {"reason": "x"}),
     ("post", f"/api/runs/{RUN_ID}/cancel/", {"reason": "x"}),
     ("post", f"/api/runs/{RUN_ID}/resolve/", {"step": "charge_payment", "reason": "x"}),
+    ("post", f"/api/runs/{RUN_ID}/signal/", {"name": "approved"}),
 ]
 
 

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
 
 from sagas.api.serializers import openapi_30
 from sagas.states import RunStatus, StepStatus
-from tests.factories import COMPENSATION_FAILED, SagaRunFactory
+from tests.factories import COMPENSATION_FAILED, SagaRunFactory, waiting_run
 
 EXAMPLES = 25  # per operation and generation mode
 CHECKS = [
@@ -55,6 +55,7 @@ def test_the_schema_documents_every_endpoint(client: Any, make_user: Any) -> Non
         "retry_run": ("/api/runs/{run_id}/retry/", "post"),
         "cancel_run": ("/api/runs/{run_id}/cancel/", "post"),
         "resolve_run": ("/api/runs/{run_id}/resolve/", "post"),
+        "signal_run": ("/api/runs/{run_id}/signal/", "post"),
     }
     start = schema["paths"]["/api/sagas/{name}/runs/"]["post"]
     assert set(start["responses"]) == {"200", "201", "400", "401", "403", "404", "409", "413"}
@@ -69,7 +70,7 @@ Calls = Counter[tuple[str, str, int]]  # (operation, generation mode, status cla
 def runs_in_every_state() -> dict[str, str]:
     """A run in each state an action can meet (status -> id), so generated requests get past the 404 of a
     random id; new ones for each operation, so one operation's successes leave the next something to act on."""
-    return {
+    runs = {
         status: str(SagaRunFactory(status=status, step_statuses=steps).pk)
         for status, steps in [
             (RunStatus.PENDING, {}),
@@ -78,6 +79,7 @@ def runs_in_every_state() -> dict[str, str]:
             (RunStatus.COMPLETED, {name: StepStatus.SUCCEEDED for name in COMPENSATION_FAILED}),
         ]
     }
+    return {**runs, StepStatus.WAITING: str(waiting_run().pk)}
 
 
 def strategies(operation: Any, mode: GenerationMode, headers: dict[str, str]) -> list[Any]:
@@ -94,6 +96,11 @@ def strategies(operation: Any, mode: GenerationMode, headers: dict[str, str]) ->
         body = {"step": "charge_payment", "reason": "refunded by hand"}
         found.append(
             operation.as_strategy(headers=headers, path_parameters={"run_id": runs[RunStatus.FAILED]}, body=body)
+        )
+    if operation.path.endswith("/signal/") and mode == GenerationMode.POSITIVE:
+        body = {"name": "approved", "data": {"approved_by": "ann"}}
+        found.append(
+            operation.as_strategy(headers=headers, path_parameters={"run_id": runs[StepStatus.WAITING]}, body=body)
         )
     return found
 
@@ -132,7 +139,7 @@ def test_every_operation_answers_generated_requests_as_its_schema_says(make_user
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             fuzz(operation, mode, headers, calls)
 
-    assert len(operations) == 7
+    assert len(operations) == 8
     for operation in operations:
         for mode in ("positive", "negative"):
             sent = sum(n for (label, m, _), n in calls.items() if (label, m) == (operation.label, mode))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
 import sagas
 from sagas.management import cli
@@ -33,12 +32,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         reason, actor = cli.operator_options(options)
         run_id = str(cli.parse_run_id(options["run_id"]))
-        output = None
-        if options["output"] is not None:
-            try:
-                output = json.loads(options["output"])
-            except ValueError as exc:
-                raise CommandError(f"--output is not JSON: {exc}.", returncode=cli.EXIT_BAD_INPUT) from exc
+        output = cli.json_option(options, "output")
         with cli.operator_errors(run_id):
             run = sagas.resolve(run_id, step=options["step"], reason=reason, actor=actor, output=output)
         self.stdout.write(cli.operator_result(run, actor=actor, as_json=options["json"]))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
 import sagas
 from sagas.management import cli
@@ -32,12 +31,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         actor = options["actor"] or cli.default_actor()
         run_id = str(cli.parse_run_id(options["run_id"]))
-        data = None
-        if options["data"] is not None:
-            try:
-                data = json.loads(options["data"])
-            except ValueError as exc:
-                raise CommandError(f"--data is not JSON: {exc}.", returncode=cli.EXIT_BAD_INPUT) from exc
+        data = cli.json_option(options, "data")
         with cli.operator_errors(run_id):
             run = sagas.signal(run_id, options["name"], data, actor=actor, reason=options["reason"])
         self.stdout.write(cli.operator_result(run, actor=actor, as_json=options["json"]))
