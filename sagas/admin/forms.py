@@ -76,5 +76,5 @@ class SignalForm(forms.Form):
         if data is None:
             return {}
         if not isinstance(data, dict):
-            raise forms.ValidationError("Give a JSON object, such as {\"approved\": true}.")
+            raise forms.ValidationError('Give a JSON object, such as {"approved": true}.')
         return data

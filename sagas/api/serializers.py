@@ -56,6 +56,7 @@ class StepSerializer(serializers.ModelSerializer[SagaStepRun]):
             "started_at",
             "finished_at",
             "compensated_at",
+            "wait_until",
         ]
         read_only_fields = fields
 
@@ -95,6 +96,8 @@ class RunSerializer(serializers.ModelSerializer[SagaRun]):
             "started_at",
             "finished_at",
             "updated_at",
+            "parent",
+            "parent_step",
         ]
         read_only_fields = fields
 

@@ -16,7 +16,7 @@ from participants.checkout.sagas import PlaceOrder
 from sagas.masking import MASK
 from sagas.models import SagaEvent, SagaRun
 from sagas.states import EventType, RunStatus, StepStatus
-from tests.factories import COMPENSATION_FAILED, SagaRunFactory
+from tests.factories import COMPENSATION_FAILED, SagaRunFactory, waiting_run
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +51,7 @@ def test_a_run_comes_with_its_steps_in_order_and_its_events_with_their_causes(ap
     assert (charge["attempts"], charge["compensation_attempts"], charge["error"]) == (1, 3, {"message": "down"})
     assert set(charge) == {
         "name", "index", "status", "attempts", "compensation_attempts", "output", "error",
-        "started_at", "finished_at", "compensated_at",
+        "started_at", "finished_at", "compensated_at", "wait_until",
     }  # fmt: skip
     assert [(e["seq"], e["type"], e["step"], e["causation_seq"]) for e in body["events"]] == [
         (1, EventType.STEP_FAILED, "schedule_shipment", None),
@@ -246,3 +246,17 @@ def test_reading_needs_the_view_permission(api_as: Any) -> None:
         response = client.get(url)
         assert response.status_code == 403
         assert "'starter' lacks the permission 'sagas.view_sagarun'" in response.json()["detail"]
+
+
+def test_a_child_run_names_its_parent_and_a_waiting_step_its_timeout(api: APIClient) -> None:
+    parent = waiting_run()
+    until = timezone.now() + timedelta(hours=1)
+    parent.steps.filter(name="approved").update(wait_until=until)
+    child = SagaRunFactory(status=RunStatus.EXECUTING, parent=parent, parent_step="approved")
+
+    body = api.get(f"/api/runs/{child.pk}/").json()
+    assert (body["parent"], body["parent_step"]) == (str(parent.pk), "approved")
+    steps = {step["name"]: step for step in api.get(f"/api/runs/{parent.pk}/").json()["steps"]}
+    assert steps["approved"]["status"] == StepStatus.WAITING
+    assert datetime.fromisoformat(steps["approved"]["wait_until"].replace("Z", "+00:00")) == until
+    assert api.get(f"/api/runs/{parent.pk}/").json()["parent"] is None

@@ -9,9 +9,10 @@ from playwright.sync_api import Page, expect
 
 from participants.checkout.sagas import PlaceOrder
 from sagas.models import SagaEvent, SagaRun
-from sagas.states import EventType, RunStatus
+from sagas.states import EventType, RunStatus, StepStatus
 from tests.integration.conftest import Shop
-from tests.worker import WorkerProcess, wait_for_run
+from tests.testapp.sagas import Approval
+from tests.worker import WorkerProcess, wait_for_run, wait_until
 
 UNSERVICEABLE = {"country": "ZZ", "city": "Nowhere", "line1": "1 Road", "postal_code": "0000"}
 PASSWORD = "correct horse battery staple"
@@ -99,3 +100,25 @@ def test_without_the_permission_there_is_no_button_and_a_forged_post_is_refused(
     assert response.status == 403
     failed.refresh_from_db()
     assert failed.status == RunStatus.FAILED
+
+
+def test_a_manager_approves_a_waiting_run_from_its_page(live_server, worker: WorkerProcess, page: Page) -> None:
+    run = Approval.start({"order": 9})
+    wait_until(lambda: run.steps.get(name="approved").status == StepStatus.WAITING, worker, "the run to wait")
+    User.objects.create_superuser("manager", "manager@example.com", PASSWORD)
+    base = live_server.url
+
+    log_in(page, base, "manager")
+    page.goto(f"{base}/admin/sagas/sagarun/{run.pk}/change/")
+    expect(page.locator("#run-status")).to_have_text("executing")
+    expect(page.locator("svg.saga-graph g[data-step=approved][data-status=waiting]")).to_be_visible()
+    page.select_option("#signal-form select[name=name]", "approved")
+    page.fill("#signal-form textarea[name=data]", '{"tracking": "APPROVED-IN-BROWSER"}')
+    page.fill("#signal-form textarea[name=reason]", "known customer")
+    page.click("#send-signal")
+
+    received = page.locator("#timeline tbody tr[data-type=SignalReceived]")
+    expect(received).to_contain_text("manager")
+    run = wait_for_run(run, worker)
+    assert run.status == RunStatus.COMPLETED
+    assert run.steps.get(name="after").output == {"notified_with": "APPROVED-IN-BROWSER"}
