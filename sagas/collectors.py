@@ -22,7 +22,7 @@ from sagas.metrics import counts_registry
 from sagas.models import SagaOutbox
 from sagas.recovery import last_reaped
 from sagas.registry import all_sagas
-from sagas.selectors import awaiting_person, circuit_call, waiting_on_circuit
+from sagas.selectors import awaiting_person, circuit_call, stuck, waiting_on_circuit
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,38 @@ class AwaitingPersonCollector:
     def _family() -> GaugeMetricFamily:
         return GaugeMetricFamily(
             "sagas_runs_awaiting_person",
-            "Runs that stopped (failed) because a compensation gave up: a person must retry or resolve them.",
+            "Runs that stopped (failed) because a compensation, or a step after the pivot, gave up: a person must "
+            "retry or resolve them.",
+            labels=["saga"],
+        )
+
+
+class StuckRunsCollector:
+    """``sagas_runs_stuck``: runs that should be moving but made no progress for the lease (``selectors.stuck``:
+    not a run waiting for a signal or a child), by saga, counted at each scrape. The reaper re-drives them on its
+    next pass: a count that stays above 0 means it does not run, or cannot move them."""
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            rows = stuck().order_by().values_list("saga_name").annotate(runs=Count("pk"))
+            counts: dict[str, int] = {name: 0 for name in (saga.name for saga in all_sagas())}
+            counts.update(dict(rows))
+        except DatabaseError:
+            logger.exception("metrics: could not count the stuck saga runs; the gauge is left out")
+            return
+        family = self._family()
+        for saga, runs in sorted(counts.items()):
+            family.add_metric([saga], runs)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "sagas_runs_stuck",
+            "Runs that should be moving but made no progress for the lease (the reaper re-drives them).",
             labels=["saga"],
         )
 
@@ -186,11 +217,12 @@ class BreakerStateCollector:
 
 
 def register_collectors(registry: CollectorRegistry = REGISTRY) -> None:
-    """Register the gauges read at scrape time (runs awaiting a person, outbox backlog, circuit waits, breaker
-    states, the reaper's last pass) on ``registry``: for a project that serves its own /metrics (django-prometheus
-    reads the default registry), call it once, say in an AppConfig's ``ready``."""
+    """Register the gauges read at scrape time (runs awaiting a person, stuck runs, outbox backlog, circuit waits,
+    breaker states, the reaper's last pass) on ``registry``: for a project that serves its own /metrics
+    (django-prometheus reads the default registry), call it once, say in an AppConfig's ``ready``."""
     for collector in (
         AwaitingPersonCollector(),
+        StuckRunsCollector(),
         OutboxBacklogCollector(),
         CircuitWaitCollector(),
         ReaperCollector(),

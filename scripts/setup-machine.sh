@@ -20,6 +20,7 @@ command -v chromium >/dev/null || need_packages+=(chromium)
 answers 6379 || command -v redis-server >/dev/null || need_packages+=(redis-server)
 answers 5432 || command -v pg_ctlcluster >/dev/null || need_packages+=(postgresql)
 answers 5672 || command -v rabbitmq-server >/dev/null || need_packages+=(rabbitmq-server)
+command -v promtool >/dev/null || need_packages+=(prometheus)  # promtool checks and tests the shipped alert rules
 if [ ${#need_packages[@]} -gt 0 ]; then
   if ! can_root || ! command -v apt-get >/dev/null; then
     log "missing: ${need_packages[*]}; install them (Debian: apt-get install ${need_packages[*]}), then run this again"

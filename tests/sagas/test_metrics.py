@@ -85,6 +85,15 @@ def test_awaiting_a_person_is_counted_in_the_database_at_each_scrape(client: Cli
 
 
 @pytest.mark.django_db
+def test_stuck_runs_are_counted_in_the_database_at_each_scrape(client: Client) -> None:
+    assert scrape(client).value("sagas_runs_stuck", saga=SAGA) == 0
+    run = SagaRunFactory(status=RunStatus.EXECUTING)
+    assert scrape(client).value("sagas_runs_stuck", saga=SAGA) == 0  # it just moved
+    SagaRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+    assert scrape(client).value("sagas_runs_stuck", saga=SAGA) == 1
+
+
+@pytest.mark.django_db
 @pytest.mark.django_db
 @pytest.mark.parametrize(("address", "status"), [("127.0.0.1", 200), ("::1", 200), ("203.0.113.9", 403)])
 def test_metrics_are_served_to_loopback_only_by_default(client: Client, address: str, status: int) -> None:
