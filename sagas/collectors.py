@@ -12,14 +12,14 @@ from collections.abc import Iterator
 import redis
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
-from django.db.models import Count, Min
+from django.db.models import Count, Min, QuerySet
 from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from sagas import breakers
 from sagas.metrics import counts_registry
-from sagas.models import SagaOutbox
+from sagas.models import SagaOutbox, SagaRun
 from sagas.recovery import last_reaped
 from sagas.registry import all_sagas
 from sagas.selectors import awaiting_person, circuit_call, stuck, waiting_on_circuit
@@ -27,12 +27,17 @@ from sagas.selectors import awaiting_person, circuit_call, stuck, waiting_on_cir
 logger = logging.getLogger(__name__)
 
 
-class AwaitingPersonCollector:
-    """``sagas_runs_awaiting_person``: runs stopped for a person, by saga, counted in the database at each scrape.
+class RunsBySagaCollector:
+    """A gauge of runs by saga, one grouped COUNT query at each scrape: every registered saga is listed, at 0 when
+    none of its runs counts. A gauge kept in process memory would drift from the rows (a run resolved by hand, a
+    process restarted)."""
 
-    A gauge kept in process memory would drift from the rows (a run resolved by hand, a process restarted), so it is
-    one grouped COUNT query instead. Every registered saga is listed, at 0 when none of its runs waits.
-    """
+    name = ""
+    documentation = ""
+    what = ""  # for the log line when the database cannot answer
+
+    def runs(self) -> QuerySet[SagaRun]:
+        raise NotImplementedError
 
     def describe(self) -> Iterator[Metric]:
         # Registering the collector must not query the database.
@@ -40,55 +45,46 @@ class AwaitingPersonCollector:
 
     def collect(self) -> Iterator[Metric]:
         try:
-            rows = awaiting_person().order_by().values_list("saga_name").annotate(runs=Count("pk"))
-            waiting: dict[str, int] = {name: 0 for name in (saga.name for saga in all_sagas())}
-            waiting.update(dict(rows))
-        except DatabaseError:
-            logger.exception("metrics: could not count the saga runs awaiting a person; the gauge is left out")
-            return
-        family = self._family()
-        for saga, runs in sorted(waiting.items()):
-            family.add_metric([saga], runs)
-        yield family
-
-    @staticmethod
-    def _family() -> GaugeMetricFamily:
-        return GaugeMetricFamily(
-            "sagas_runs_awaiting_person",
-            "Runs that stopped (failed) because a compensation, or a step after the pivot, gave up: a person must "
-            "retry or resolve them.",
-            labels=["saga"],
-        )
-
-
-class StuckRunsCollector:
-    """``sagas_runs_stuck``: runs that should be moving but made no progress for the lease (``selectors.stuck``:
-    not a run waiting for a signal or a child), by saga, counted at each scrape. The reaper re-drives them on its
-    next pass: a count that stays above 0 means it does not run, or cannot move them."""
-
-    def describe(self) -> Iterator[Metric]:
-        yield self._family()
-
-    def collect(self) -> Iterator[Metric]:
-        try:
-            rows = stuck().order_by().values_list("saga_name").annotate(runs=Count("pk"))
+            rows = self.runs().order_by().values_list("saga_name").annotate(runs=Count("pk"))
             counts: dict[str, int] = {name: 0 for name in (saga.name for saga in all_sagas())}
             counts.update(dict(rows))
         except DatabaseError:
-            logger.exception("metrics: could not count the stuck saga runs; the gauge is left out")
+            logger.exception("metrics: could not count the %s; the gauge is left out", self.what)
             return
         family = self._family()
         for saga, runs in sorted(counts.items()):
             family.add_metric([saga], runs)
         yield family
 
-    @staticmethod
-    def _family() -> GaugeMetricFamily:
-        return GaugeMetricFamily(
-            "sagas_runs_stuck",
-            "Runs that should be moving but made no progress for the lease (the reaper re-drives them).",
-            labels=["saga"],
-        )
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(self.name, self.documentation, labels=["saga"])
+
+
+class AwaitingPersonCollector(RunsBySagaCollector):
+    """``sagas_runs_awaiting_person``: runs stopped for a person, by saga."""
+
+    name = "sagas_runs_awaiting_person"
+    documentation = (
+        "Runs that stopped (failed) because a compensation, or a step after the pivot, gave up: a person must "
+        "retry or resolve them."
+    )
+    what = "saga runs awaiting a person"
+
+    def runs(self) -> QuerySet[SagaRun]:
+        return awaiting_person()
+
+
+class StuckRunsCollector(RunsBySagaCollector):
+    """``sagas_runs_stuck``: runs that should be moving but made no progress for the lease (``selectors.stuck``:
+    not a run waiting for a signal or a child), by saga. The reaper re-drives them on its next pass: a count that
+    stays above 0 means it does not run, or cannot move them."""
+
+    name = "sagas_runs_stuck"
+    documentation = "Runs that should be moving but made no progress for the lease (the reaper re-drives them)."
+    what = "stuck saga runs"
+
+    def runs(self) -> QuerySet[SagaRun]:
+        return stuck()
 
 
 class OutboxBacklogCollector:
