@@ -47,6 +47,11 @@ class StepContext:
 StepFunction = Callable[[StepContext], Any]
 
 
+def positive_seconds(value: object) -> bool:
+    """Whether ``value`` is a number of seconds above 0 (an int or a float, not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and not value <= 0
+
+
 @dataclass(frozen=True, slots=True)
 class SignalWait:
     """What a ``Wait`` step waits for: a signal of its name (``sagas.signal``), for ``timeout`` seconds at most."""
@@ -54,9 +59,8 @@ class SignalWait:
     timeout: float | None = None
 
     def problems(self) -> list[str]:
-        timeout = self.timeout
-        if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0):
-            return [f"a Wait's timeout must be a positive number of seconds or None, got {timeout!r}"]
+        if self.timeout is not None and not positive_seconds(self.timeout):
+            return [f"a Wait's timeout must be a positive number of seconds or None, got {self.timeout!r}"]
         return []
 
     def to_spec(self) -> dict[str, Any]:
@@ -130,9 +134,7 @@ class Step:
             problems.append(
                 f"name {self.name!r} is not a valid identifier; pass name='...' (letters, digits, underscore)"
             )
-        if self.timeout is not None and (
-            not isinstance(self.timeout, int | float) or isinstance(self.timeout, bool) or self.timeout <= 0
-        ):
+        if self.timeout is not None and not positive_seconds(self.timeout):
             problems.append(f"timeout must be a positive number of seconds, got {self.timeout!r}")
         wait = self.circuit_wait
         if wait is not None and (not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0):
@@ -441,9 +443,7 @@ def _validate(cls: type[Saga]) -> None:
         problems.append(f"{where}: name must be dotted words of letters, digits and underscores")
     if not isinstance(cls.version, int) or isinstance(cls.version, bool) or cls.version < 1:
         problems.append(f"{where}: version must be an int >= 1, got {cls.version!r}")
-    if cls.timeout is not None and (
-        not isinstance(cls.timeout, int | float) or isinstance(cls.timeout, bool) or cls.timeout <= 0
-    ):
+    if cls.timeout is not None and not positive_seconds(cls.timeout):
         problems.append(f"{where}: timeout must be a positive number of seconds or None, got {cls.timeout!r}")
     if not cls.steps:
         problems.append(f"{where} declares no steps; set abstract = True on a base class")

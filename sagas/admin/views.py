@@ -145,8 +145,10 @@ def run_action_view(
         run = get_object_or_404(SagaRun, pk=object_id)
     except ValidationError as exc:  # not a run id at all
         raise Http404(f"No saga run with id {object_id!r}.") from exc
-    forward = action.name == "resolve" and bool(failed_after_pivot(run))
-    steps = resolvable_steps(run) if action.name == "resolve" else []
+    # What a resolve names: the failed compensations, else the steps that failed after the pivot (forward).
+    steps = failed_compensations(run) if action.name == "resolve" else []
+    forward_steps = failed_after_pivot(run) if action.name == "resolve" and not steps else []
+    steps, forward = steps or forward_steps, bool(forward_steps)
 
     def make_form(data: Any = None) -> forms.Form:
         if action.name == "signal":

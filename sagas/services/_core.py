@@ -324,6 +324,12 @@ def hop_towards(moment: datetime) -> float:
     return max(0.0, min((moment - timezone.now()).total_seconds(), DEADLINE_CHECK_MAX_DELAY))
 
 
+def check_countdown(moment: datetime) -> float:
+    """The countdown of a check that looks at a time having passed (a deadline, a Wait's timeout): half a second
+    past ``moment``, so it finds the time passed, in hops (``hop_towards``)."""
+    return hop_towards(moment) + 0.5
+
+
 def start_delay(run: SagaRun) -> float:
     """Seconds until a delayed run may start, in hops (0 for a run that starts at once)."""
     return round(hop_towards(run.start_at), 3) if run.start_at is not None else 0.0

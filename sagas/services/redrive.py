@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from sagas import engine, leases, logs, metrics
 from sagas.conf import sagas_settings
+from sagas.definitions import ChildRun
 from sagas.exceptions import InvalidTransition, RunNotFound, UnknownSaga
 from sagas.failures import Failure
 from sagas.models import SagaRun, SagaStepRun
@@ -157,8 +158,11 @@ def _plan_executing(
             f"fail the wait {overdue.name} (its timeout passed)",
             lambda: fail_overdue_wait(run, saga, overdue),
         )
-    settled = [s for s in steps if s.status == StepStatus.WAITING and saga.step(s.name).waits_for is not None]
-    for step_run in settled:
+    # Only a SubSaga's wait has a child to look up; a Wait's is the signal's.
+    on_child = [
+        s for s in steps if s.status == StepStatus.WAITING and isinstance(saga.step(s.name).waits_for, ChildRun)
+    ]
+    for step_run in on_child:
         child = child_of(run, step_run.name)
         if child is not None and child.status in FINISHED_RUN_STATES:
             return (

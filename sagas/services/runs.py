@@ -28,8 +28,8 @@ from sagas.services import _contract
 from sagas.services._core import (
     RunId,
     after_append,
+    check_countdown,
     dispatch_on_commit,
-    hop_towards,
     lock_run,
     move_run,
     needs_transaction,
@@ -240,7 +240,7 @@ def _create_run(
 def deadline_check_delay(run: SagaRun) -> float:
     """Seconds until the run's deadline check should look again, in hops (half a second past the deadline)."""
     assert run.deadline is not None
-    return hop_towards(run.deadline) + 0.5
+    return check_countdown(run.deadline)
 
 
 def run_on_step_failure(*, run_id: RunId, step: str) -> None:

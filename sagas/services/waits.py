@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -18,8 +18,8 @@ from sagas.jsonsafe import json_copy
 from sagas.models import SagaRun, SagaStepRun
 from sagas.services._core import (
     RunId,
+    check_countdown,
     dispatch_on_commit,
-    hop_towards,
     lock_run,
     move_run,
     move_step,
@@ -92,9 +92,9 @@ def _begin(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, declared: Step
         _arm_wait_check(run, step_run.name, until)
 
 
-def _arm_wait_check(run: SagaRun, step: str, until: Any) -> None:
+def _arm_wait_check(run: SagaRun, step: str, until: datetime) -> None:
     # In hops: the broker hands a message held past its visibility timeout to another worker.
-    dispatch_on_commit(run.pk, engine.wait_check(str(run.pk), step), countdown=hop_towards(until) + 0.5)
+    dispatch_on_commit(run.pk, engine.wait_check(str(run.pk), step), countdown=check_countdown(until))
 
 
 def _start_child(run: SagaRun, step_run: SagaStepRun, waits_for: ChildRun, context: StepContext) -> SagaRun:
