@@ -27,9 +27,17 @@ class Finding:
     cause: str  # a stable code: compensation_exhausted, step_over_timeout, breaker_open, no_worker, ...
     summary: str  # what is wrong, in a sentence
     action: str  # what a person can do about it
+    task_id: str = ""  # the Celery task to look at, if one is to blame
+    worker: str = ""  # the worker process that ran (or runs) it, as recorded: "celery@host pid 123"
+
+    @property
+    def flower(self) -> str:
+        """The task's page in Flower, when ``SAGAS["FLOWER_URL"]`` is set."""
+        base = str(sagas_settings.FLOWER_URL or "").rstrip("/")
+        return f"{base}/task/{self.task_id}" if base and self.task_id else ""
 
     def as_json(self) -> dict[str, str]:
-        return asdict(self)
+        return {**asdict(self), "flower": self.flower}
 
 
 def diagnose(run: SagaRun, *, now: datetime | None = None, check_workers: bool = True) -> list[Finding]:
@@ -83,6 +91,8 @@ def _exhausted_compensations(run: SagaRun, steps: list[SagaStepRun]) -> list[Fin
                 f"{error}",
                 f"Fix the cause, then `manage.py saga_retry {run.pk} --reason ...`; or undo the step by hand and "
                 f"`manage.py saga_resolve {run.pk} --step {step.name} --reason ...`.",
+                task_id=step.compensation_task_id,
+                worker=_worker(step),
             )
         )
     return found
@@ -104,9 +114,18 @@ def _failed_after_pivot(run: SagaRun, steps: list[SagaStepRun]) -> list[Finding]
                 "undone: the pivot's effect stands, so the run can only go forward.",
                 f"Fix the cause, then `manage.py saga_retry {run.pk} --reason ...` (a fresh budget); or do the step "
                 f"by hand and `manage.py saga_resolve {run.pk} --step {step.name} --output '<json>' --reason ...`.",
+                task_id=step.task_id,
+                worker=_worker(step),
             )
         )
     return found
+
+
+def _worker(step: SagaStepRun) -> str:
+    """The worker process of the step's latest recorded attempt, or "" when none is on record."""
+    if not step.worker:
+        return ""
+    return f"{step.worker} pid {step.worker_pid}" if step.worker_pid is not None else step.worker
 
 
 def _limit(step: SagaStepRun, saga: Any) -> float | None:
@@ -129,11 +148,11 @@ def _over_timeout(run: SagaRun, steps: list[SagaStepRun], saga: Any, now: dateti
     found = []
     held = _in_flight(run, steps)
     for step in steps:
-        task_id = step.compensation_task_id
+        task_id, worker = step.compensation_task_id, _worker(step)
         if step.name in held:
             holder = held[step.name]
             started: datetime | None = datetime.fromtimestamp(holder.started, tz=UTC)
-            task_id = holder.task_id
+            task_id, worker = holder.task_id, f"{holder.host} pid {holder.pid}"
         elif step.status == StepStatus.COMPENSATING and not step.circuit_waiting_since:
             started = (
                 run.events.filter(type=EventType.COMPENSATION_STARTED, step=step.name)
@@ -155,6 +174,8 @@ def _over_timeout(run: SagaRun, steps: list[SagaStepRun], saga: Any, now: dateti
                     f"{humanize_seconds(limit)} (task {task_id}).",
                     "Look for that task id in the worker log and Flower; a worker that died takes its attempt with "
                     "it, and the reaper runs it again once its hard limit and the lease have passed.",
+                    task_id=task_id,
+                    worker=worker,
                 )
             )
     return found

@@ -55,6 +55,8 @@ STEP_FIELDS = (
     "circuit_refusals",
     "circuit_waiting_since",
     "wait_until",
+    "worker",
+    "worker_pid",
 )
 TIMESTAMPS = {
     "deadline",
@@ -99,6 +101,8 @@ class StepState:
     circuit_refusals: int = 0
     circuit_waiting_since: datetime | None = None
     wait_until: datetime | None = None
+    worker: str = ""
+    worker_pid: int | None = None
 
 
 @dataclass
@@ -182,6 +186,7 @@ class RunState:
             # The attempt's number: a start recorded with its outcome may follow attempts lost without a record.
             step.attempts = data.get("attempt", step.attempts + 1)
             step.task_id = data.get("task_id", step.task_id)
+            _record_worker(step, data)
         elif type == EventType.STEP_WAITING:
             step.wait_until = datetime.fromisoformat(data["until"]) if data.get("until") else None
         elif type in (EventType.STEP_SUCCEEDED, EventType.STEP_RESOLVED, EventType.SIGNAL_RECEIVED):
@@ -195,6 +200,7 @@ class RunState:
         elif type == EventType.COMPENSATION_STARTED:
             step.compensation_attempts += 1
             step.compensation_task_id = data["task_id"]
+            _record_worker(step, data)
         if type in FAILURES:
             step.error = data["error"]
             step.failures = [*step.failures, data["failure"]]
@@ -237,6 +243,11 @@ class RunState:
             for name, values in state["steps"].items()
         }
         return loaded
+
+
+def _record_worker(step: StepState, data: dict[str, Any]) -> None:
+    # An attempt recorded by another process (one lost with its worker) names no worker: the row then names none.
+    step.worker, step.worker_pid = data.get("worker", ""), data.get("pid")
 
 
 def _dump(value: Any) -> Any:

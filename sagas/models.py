@@ -203,6 +203,16 @@ class SagaStepRun(models.Model):
         blank=True,
         help_text="A Wait step with a timeout: when it fails if no signal came.",
     )
+    worker = models.CharField(
+        "worker",
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="Celery worker (node name) that ran the latest attempt of the action or the compensation.",
+    )
+    worker_pid = models.PositiveIntegerField(
+        "worker pid", null=True, blank=True, help_text="Process id of the worker that ran the latest attempt."
+    )
 
     class Meta:
         verbose_name = "saga step"

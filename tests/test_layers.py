@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "sagas.states",
             "sagas.timelimits",
             "sagas.connections",
+            "sagas.workers",
         ),
     ),
     (

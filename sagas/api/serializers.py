@@ -57,6 +57,8 @@ class StepSerializer(serializers.ModelSerializer[SagaStepRun]):
             "finished_at",
             "compensated_at",
             "wait_until",
+            "worker",
+            "worker_pid",
         ]
         read_only_fields = fields
 

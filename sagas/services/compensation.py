@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import engine, leases, logs, metrics
+from sagas import engine, leases, logs, metrics, workers
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.failures import Failure
@@ -367,13 +367,14 @@ def compensation_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
             delay = gate.refusal_delay()
             circuit.record_refusal(run, step_run, gate, call="compensation", retry_in=delay, now=timezone.now())
             return Claim(Outcome.WAIT, gate=gate, delay=delay)
+        worker = workers.current()
         move_step(
             run,
             step_run,
             StepStatus.COMPENSATING,
             event=EventType.COMPENSATION_STARTED,
-            data={"attempt": step_run.compensation_attempts + 1, "task_id": task_id},
-            fields={"compensation_task_id": task_id},
+            data={"attempt": step_run.compensation_attempts + 1, "task_id": task_id, **worker.event_data()},
+            fields={"compensation_task_id": task_id, **worker.step_fields()},
             increment="compensation_attempts",
         )
         context = step_context(run, step_run, compensation=True)

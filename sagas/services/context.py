@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from celery.exceptions import TimeLimitExceeded
 from django.utils import timezone
 
+from sagas import workers
 from sagas.conf import sagas_settings
 from sagas.definitions import StepContext
 from sagas.exceptions import UnrecordedFailure
@@ -19,6 +20,7 @@ from sagas.outcomes import Outcome
 from sagas.services._core import last_event
 from sagas.services.circuit import OPEN_GATE, Gate
 from sagas.states import DONE_STEP_STATES, EventType
+from sagas.workers import WorkerId
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
@@ -40,6 +42,7 @@ class Attempt:
     dependencies: frozenset[str]
     last: bool  # the last step of a sequence: its success completes the run
     budget_base: int = 0  # attempts before a person's retry gave the step a fresh budget (budget_base)
+    worker: WorkerId = field(default_factory=workers.current)  # the process the attempt runs in
 
     @property
     def of_budget(self) -> int:

@@ -47,6 +47,7 @@ from sagas.services.context import budget_base, failure_recorded, unrecorded_fai
 from sagas.services.forward import fail_forward, stop_after_failure
 from sagas.services.steps import fail_step, start_attempt
 from sagas.states import EventType, RunStatus, StepStatus
+from sagas.workers import WorkerId
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
@@ -287,8 +288,11 @@ def _unrecorded_failure(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, a
         started_at = datetime.fromtimestamp(holder.started, tz=UTC)
         leases.forget(run.pk, step_run.name)  # its holder is gone: a retry need not wait for the lease to lapse
     if step_run.status == StepStatus.PENDING or step_run.attempts < attempt:
-        task_id = holder.task_id if holder is not None and holder.attempt == attempt else step_run.task_id
-        start_attempt(run, step_run, number=attempt, task_id=task_id, at=started_at or timezone.now())
+        known = holder is not None and holder.attempt == attempt
+        task_id = holder.task_id if holder is not None and known else step_run.task_id
+        # The lease names the process that ran the lost attempt (its host name: the node name is not in it).
+        worker = WorkerId(holder.host, holder.pid) if holder is not None and known else None
+        start_attempt(run, step_run, number=attempt, task_id=task_id, at=started_at or timezone.now(), worker=worker)
     exc = unrecorded_failure(run, step_run, declared.timeout, EventType.STEP_STARTED, started_at)
     error = Failure.from_exception(exc, attempt=attempt)
     policy = declared.retry or sagas_settings.default_retry

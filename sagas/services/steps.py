@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import engine, leases, logs, metrics
+from sagas import engine, leases, logs, metrics, workers
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.failures import Failure
@@ -45,6 +45,10 @@ from sagas.states import EventType, RunStatus, StepStatus, stamp_run, stamp_step
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga, Step
+    from sagas.workers import WorkerId
+
+# The step row's worker columns for an attempt whose worker is not known.
+NO_WORKER: dict[str, Any] = {"worker": "", "worker_pid": None}
 
 
 logger = logging.getLogger(__name__)
@@ -209,6 +213,7 @@ def _claim(
             dependencies=dependencies,
             last=not saga.is_graph() and step_run.index == len(steps) - 1,
             budget_base=base,
+            worker=workers.current(),
         ),
     )
 
@@ -246,7 +251,7 @@ def _claim_locked(run_id: RunId, step: str, task_id: str, lease: leases.Lease | 
         lost = attempt - 1
         error = lost_attempts_error(step_run, lost, "action")
         if step_run.attempts < lost:
-            start_attempt(run, step_run, number=lost, task_id=step_run.task_id, at=timezone.now())
+            start_attempt(run, step_run, number=lost, task_id=step_run.task_id, at=timezone.now(), worker=None)
         fail_step(run, step_run, error)
         return Claim(Outcome.FAILED, error=error)
     gate = circuit.ask(run, step, declared.service)
@@ -255,9 +260,12 @@ def _claim_locked(run_id: RunId, step: str, task_id: str, lease: leases.Lease | 
     return _claim(run, steps, step, task_id, lease, gate) or Claim(Outcome.STOP)
 
 
-def start_attempt(run: SagaRun, step_run: SagaStepRun, *, number: int, task_id: str, at: datetime) -> SagaEvent:
-    """Record that attempt ``number`` of a step started at ``at`` (caller holds the run lock): the StepStarted a
-    claim leaves to the attempt's outcome. A pending run starts executing with it."""
+def start_attempt(
+    run: SagaRun, step_run: SagaStepRun, *, number: int, task_id: str, at: datetime, worker: WorkerId | None
+) -> SagaEvent:
+    """Record that attempt ``number`` of a step started at ``at`` in ``worker`` (caller holds the run lock): the
+    StepStarted a claim leaves to the attempt's outcome. A pending run starts executing with it. ``worker`` None:
+    an attempt recorded by another process, whose worker is not known."""
     if run.status == RunStatus.PENDING:
         move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING, at=at)
     return move_step(
@@ -265,8 +273,8 @@ def start_attempt(run: SagaRun, step_run: SagaStepRun, *, number: int, task_id: 
         step_run,
         StepStatus.RUNNING,
         event=EventType.STEP_STARTED,
-        data={"attempt": number, "task_id": task_id},
-        fields={"task_id": task_id, "attempts": number},
+        data={"attempt": number, "task_id": task_id, **(worker.event_data() if worker else {})},
+        fields={"task_id": task_id, "attempts": number, **(worker.step_fields() if worker else NO_WORKER)},
         at=at,
     )
 
@@ -301,7 +309,9 @@ def _claim_without_class(run: SagaRun, step_run: SagaStepRun, exc: UnknownSaga) 
         return Claim(Outcome.STOP)
     error = Failure.from_exception(exc, attempt=step_run.attempts + 1)
     if step_run.status == StepStatus.PENDING:
-        move_step(run, step_run, StepStatus.RUNNING, event=EventType.STEP_STARTED, increment="attempts")
+        worker = workers.current()
+        move_step(run, step_run, StepStatus.RUNNING, event=EventType.STEP_STARTED, increment="attempts",
+                  data=worker.event_data(), fields=worker.step_fields())  # fmt: skip
     fail_step(run, step_run, error)
     return Claim(Outcome.FAILED, error=error)
 
@@ -400,9 +410,11 @@ def _record_start(run: SagaRun, step_run: SagaStepRun, attempt: Attempt | None) 
     the run lock). Without the claim's attempt (an outcome reported by other means), the next attempt now."""
     if attempt is not None:
         if step_run.status == StepStatus.PENDING or step_run.attempts < attempt.number:
-            start_attempt(run, step_run, number=attempt.number, task_id=attempt.task_id, at=attempt.started_at)
+            start_attempt(run, step_run, number=attempt.number, task_id=attempt.task_id, at=attempt.started_at,
+                          worker=attempt.worker)  # fmt: skip
     elif step_run.status == StepStatus.PENDING:
-        start_attempt(run, step_run, number=step_run.attempts + 1, task_id=step_run.task_id, at=timezone.now())
+        start_attempt(run, step_run, number=step_run.attempts + 1, task_id=step_run.task_id, at=timezone.now(),
+                      worker=None)  # fmt: skip
 
 
 def _succeed_claimed(attempt: Attempt, step_id: int, step: str, output: Any, seconds: float | None) -> bool:
@@ -431,10 +443,11 @@ def _succeed_claimed(attempt: Attempt, step_id: int, step: str, output: Any, sec
             attempt.started_at, _contract.Cause())  # fmt: skip
         run_values.update(status=RunStatus.EXECUTING, **stamp_run(RunStatus.PENDING, RunStatus.EXECUTING,
                                                                   attempt.started_at))  # fmt: skip
+    started = {"from": attempt.step_status, "to": StepStatus.RUNNING, "attempt": attempt.number}
     add(
         EventType.STEP_STARTED,
         step,
-        {"from": attempt.step_status, "to": StepStatus.RUNNING, "attempt": attempt.number, "task_id": attempt.task_id},
+        {**started, "task_id": attempt.task_id, **attempt.worker.event_data()},
         attempt.started_at,
         previous if starts else _contract.Cause(attempt_of=(step, attempt.dependencies)),
     )
@@ -458,6 +471,7 @@ def _succeed_claimed(attempt: Attempt, step_id: int, step: str, output: Any, sec
         "output": output,
         "error": None,
         "circuit_waiting_since": None,
+        **attempt.worker.step_fields(),
     }
     change = _contract.StepChange(step_id, attempt.step_status, step_values, attempts=attempt.recorded)
     for event in events:

@@ -51,7 +51,7 @@ def test_a_run_comes_with_its_steps_in_order_and_its_events_with_their_causes(ap
     assert (charge["attempts"], charge["compensation_attempts"], charge["error"]) == (1, 3, {"message": "down"})
     assert set(charge) == {
         "name", "index", "status", "attempts", "compensation_attempts", "output", "error",
-        "started_at", "finished_at", "compensated_at", "wait_until",
+        "started_at", "finished_at", "compensated_at", "wait_until", "worker", "worker_pid",
     }  # fmt: skip
     assert [(e["seq"], e["type"], e["step"], e["causation_seq"]) for e in body["events"]] == [
         (1, EventType.STEP_FAILED, "schedule_shipment", None),

@@ -62,7 +62,17 @@ def test_sigkill_of_a_pool_process_mid_step_redelivers_the_step(lab: FaultLab, b
     (run,) = lab.settle([run])
 
     assert run.status == RunStatus.COMPLETED
-    assert run.steps.get(name="debit").attempts == 2
+    debit = run.steps.get(name="debit")
+    assert debit.attempts == 2
+    # The attempt that ran names the pool process that ran it. The killed one's start was never recorded (its
+    # outcome would have recorded it): the redelivery took its lease over at once, and only the count shows it.
+    second = Call.objects.filter(service="gate").exclude(pk=first.pk).get()
+    assert second.pid != first.pid
+    assert (debit.worker, debit.worker_pid) == (lab.workers[0].hostname, second.pid)
+    started = SagaEvent.objects.filter(run=run, type=EventType.STEP_STARTED, step="debit")
+    assert [(e.data["attempt"], e.data["worker"], e.data["pid"]) for e in started] == [
+        (2, lab.workers[0].hostname, second.pid)
+    ]
     check_transfers([run], bank)
 
 

@@ -38,6 +38,12 @@ def test_place_order_completes_with_every_effect_once(shop: Shop, worker: Worker
     # task stores no result: the run's tables hold its outcome (failed attempts are stored: test_retries).
     assert [s.task_id for s in steps] == [f"{run.pk}:{n}:1" for n in STEPS]
     assert not TaskResult.objects.filter(task_id__in=[s.task_id for s in steps]).exists()
+    # Each attempt names the worker and the pool process that ran it, on the step row and in its start event.
+    pool = set(worker.pool_pids())
+    assert {s.worker for s in steps} == {worker.hostname}
+    assert {s.worker_pid for s in steps} <= pool
+    started = SagaEvent.objects.filter(run=run, type=EventType.STEP_STARTED).order_by("seq")
+    assert [(e.data["worker"], e.data["pid"]) for e in started] == [(s.worker, s.worker_pid) for s in steps]
     assert event_types(run) == [
         ("SagaStarted", ""),
         ("SagaExecuting", ""),
@@ -105,6 +111,9 @@ def test_business_failure_compensates_completed_steps_in_reverse(
     assert run.error["step"] == failing
     for name in completed:
         assert (steps[name].status, steps[name].compensation_attempts) == (StepStatus.COMPENSATED, 1)
+        assert (steps[name].worker, steps[name].worker_pid in worker.pool_pids()) == (worker.hostname, True)
+    undone = SagaEvent.objects.filter(run=run, type=EventType.COMPENSATION_STARTED)
+    assert {(e.data["worker"], e.data["pid"] in worker.pool_pids()) for e in undone} <= {(worker.hostname, True)}
     for name in STEPS[k + 1 :]:
         assert (steps[name].status, steps[name].attempts) == (StepStatus.SKIPPED, 0)
     compensated_in_order = list(

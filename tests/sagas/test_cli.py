@@ -164,6 +164,22 @@ def test_saga_trace_summarises_errors_and_retries() -> None:
     assert "error: TransientError (transient): gateway timeout; retry in 2.5s; attempt 1" in out
 
 
+def test_saga_trace_names_the_worker_process_of_each_attempt() -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING)
+    run.steps.filter(name="create_order").update(worker="w2@box", worker_pid=31337)
+    SagaEvent.objects.create(
+        run=run,
+        seq=1,
+        type=EventType.STEP_STARTED,
+        step="create_order",
+        data={"from": "pending", "to": "running", "attempt": 1, "task_id": "t", "worker": "w2@box", "pid": 31337},
+    )
+    out = run_command("saga_trace", str(run.pk))
+    assert "pending→running; attempt 1; on w2@box pid 31337" in out
+    data = json.loads(run_command("saga_trace", str(run.pk), "--json"))
+    assert (data["steps"][0]["worker"], data["steps"][0]["worker_pid"]) == ("w2@box", 31337)
+
+
 def test_saga_trace_json_masks_secrets_in_payload_and_events() -> None:
     run = SagaRunFactory(status=RunStatus.PENDING, payload={"card_number": "4111111111111111", "sku": "A1"})
     SagaEvent.objects.create(run=run, seq=1, type=EventType.SAGA_STARTED, data={"card_number": "4111111111111111"})
@@ -292,14 +308,29 @@ def test_an_action_not_allowed_in_the_runs_state_exits_3_with_the_reason(
 # --- saga_diagnose ---
 
 
-def test_saga_diagnose_of_a_failed_run_finds_the_exhausted_compensation_and_exits_1() -> None:
+def test_saga_diagnose_of_a_failed_run_finds_the_exhausted_compensation_and_exits_1(settings) -> None:
+    settings.SAGAS = {**settings.SAGAS, "FLOWER_URL": "http://flower:5555/"}
     run = failed_run()
+    task_id = f"{run.pk}:charge_payment:compensate:3"
+    run.steps.filter(name="charge_payment").update(compensation_task_id=task_id, worker="w1@box", worker_pid=4242)
     error, out = run_failing("saga_diagnose", str(run.pk), "--no-workers")
     assert error.returncode == 1
     assert "compensation_exhausted" in str(error)
     assert "[compensation_exhausted]" in out
     assert "'charge_payment' gave up after 3 attempt(s): refund gateway down" in out
     assert f"manage.py saga_resolve {run.pk} --step charge_payment" in out
+    # The task to look at, the worker process that ran it, and its page in Flower.
+    assert f"  task {task_id} (ran in w1@box pid 4242): http://flower:5555/task/{task_id}" in out
+
+
+def test_saga_diagnose_names_the_task_without_a_link_when_no_flower_url_is_set(settings) -> None:
+    settings.SAGAS = {**settings.SAGAS, "FLOWER_URL": ""}
+    run = failed_run()
+    task_id = f"{run.pk}:charge_payment:compensate:3"
+    run.steps.filter(name="charge_payment").update(compensation_task_id=task_id)
+    _, out = run_failing("saga_diagnose", str(run.pk), "--no-workers", "--json")
+    (finding,) = json.loads(out)["findings"]
+    assert (finding["task_id"], finding["worker"], finding["flower"]) == (task_id, "", "")
 
 
 def test_saga_diagnose_of_a_stale_run_finds_its_lease_expired() -> None:
@@ -310,7 +341,7 @@ def test_saga_diagnose_of_a_stale_run_finds_its_lease_expired() -> None:
     data = json.loads(out)
     assert data["run"] == str(run.pk)
     assert [f["cause"] for f in data["findings"]] == ["lease_expired"]
-    assert set(data["findings"][0]) == {"cause", "summary", "action"}
+    assert set(data["findings"][0]) == {"cause", "summary", "action", "task_id", "worker", "flower"}
 
 
 def test_saga_diagnose_of_a_healthy_run_finds_no_problem_and_exits_0() -> None:

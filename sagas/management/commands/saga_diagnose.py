@@ -14,7 +14,9 @@ class Command(BaseCommand):
     help = (
         "Diagnose a saga run: each probable cause (a stable code such as compensation_exhausted, "
         "lease_expired, breaker_open, no_worker) with what is wrong and the recommended action. For an active "
-        "run it asks the workers over the broker whether any consumes the saga queue, unless --no-workers. "
+        "run it asks the workers over the broker whether any consumes the saga queue, unless --no-workers. A "
+        "finding that blames a task names it, the worker process that ran it, and its Flower page when "
+        "SAGAS['FLOWER_URL'] is set. "
         "Exit codes: 0 no problem found; 1 something was found; 2 malformed or unknown run id."
     )
 
@@ -35,6 +37,10 @@ class Command(BaseCommand):
             self.stdout.write(f"Saga run {run.pk} ({run.status}):")
             for finding in findings:
                 self.stdout.write(f"\n[{finding.cause}] {finding.summary}\n  → {finding.action}")
+                if finding.task_id:
+                    ran = f" (ran in {finding.worker})" if finding.worker else ""
+                    link = f": {finding.flower}" if finding.flower else ""
+                    self.stdout.write(f"  task {finding.task_id}{ran}{link}")
         if findings:
             raise CommandError(
                 f"{len(findings)} finding(s) for saga run {run.pk}: {', '.join(f.cause for f in findings)}.",

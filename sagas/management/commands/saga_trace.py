@@ -15,7 +15,8 @@ from sagas.models import SagaEvent, SagaRun, SagaStepRun
 class Command(BaseCommand):
     help = (
         "Show a saga run: saga, status, idempotency key, correlation id and error, then every event in order "
-        "with its time, the time since the event before, type, step, actor and a summary of its data. Payload, "
+        "with its time, the time since the event before, type, step, actor and a summary of its data (an "
+        "attempt's start names the worker process that ran it). Payload, "
         "error and event data are masked (SAGAS['MASKED_KEYS']). Exit codes: 0 ok; 2 malformed or unknown run id."
     )
 
@@ -96,6 +97,8 @@ def _summary(data: dict[str, Any]) -> str:
         parts.append(f"retry in {float(data['retry_in']):.1f}s")
     if data.get("attempt") is not None:
         parts.append(f"attempt {data['attempt']}")
+    if data.get("worker"):  # an attempt's start: the worker process that ran it
+        parts.append(f"on {data['worker']} pid {data.get('pid', '?')}")
     for key in ("failed_step", "action", "service", "task"):
         if data.get(key):
             parts.append(f"{key.replace('_', ' ')}: {data[key]}")
@@ -113,6 +116,8 @@ def _step_json(step: SagaStepRun) -> dict[str, Any]:
         "error": masked(step.error),
         "task_id": step.task_id,
         "compensation_task_id": step.compensation_task_id,
+        "worker": step.worker,
+        "worker_pid": step.worker_pid,
         "started_at": step.started_at,
         "finished_at": step.finished_at,
         "compensated_at": step.compensated_at,
