@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: install machine demo test test-matrix test-rabbitmq test-portable test-faults-eager test-fast test-faults chaos bench-rebuild lint typecheck worker web clean
+.PHONY: install machine demo test test-matrix test-rabbitmq test-rabbitmq-suites rabbitmq-answers test-portable test-faults-eager test-fast test-faults chaos bench-rebuild lint typecheck worker web clean
 
 # The runtime pins (requirements.txt, all the Dockerfile installs) and the test and tooling ones on top.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -39,13 +39,25 @@ test-portable: install
 test-faults-eager: install
 	SAGAS_EAGER=1 $(BIN)/python -m pytest -m faults -k "not chaos"
 
-# The circuit-breaker scenarios again with RabbitMQ as the broker (Redis keeps the breakers): part of `make test`.
+# RabbitMQ as the broker (Redis keeps the breakers and leases: docs/rabbitmq.md), part of `make test`: the
+# circuit-breaker scenarios, the worker-kill faults (a pool process and the whole worker SIGKILLed mid-step, a kill
+# between commit and ack, a poison message), then quorum queues (their delivery limit; countdowns in the broker).
 RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672//
-test-rabbitmq: install
+RABBITMQ_KILL_FAULTS := sigkill or kill_after_the_step or poison_message
+test-rabbitmq: install rabbitmq-answers
+	TEST_BROKER_URL='$(RABBITMQ_URL)' $(BIN)/python -m pytest tests/integration/test_breakers.py \
+		tests/faults/test_faults.py -k 'not test_faults.py or $(RABBITMQ_KILL_FAULTS)'
+	CELERY_QUEUE_TYPE=quorum TEST_BROKER_URL='$(RABBITMQ_URL)' $(BIN)/python -m pytest \
+		tests/integration/test_rabbitmq_quorum.py tests/integration/test_retries.py
+
+# The whole integration and fault suites again on RabbitMQ (about 12 minutes; CI runs it after `make test`).
+test-rabbitmq-suites: install rabbitmq-answers
+	TEST_BROKER_URL='$(RABBITMQ_URL)' $(BIN)/python -m pytest tests/integration tests/faults
+
+rabbitmq-answers:
 	@$(BIN)/python -c 'import kombu, sys; kombu.Connection(sys.argv[1], connect_timeout=5).ensure_connection(max_retries=1)' \
 		'$(RABBITMQ_URL)' 2>/dev/null || { echo "RabbitMQ does not answer at $(RABBITMQ_URL): install and start it \
 	(Debian: apt-get install rabbitmq-server; service rabbitmq-server start), or set RABBITMQ_URL."; exit 1; }
-	TEST_BROKER_URL='$(RABBITMQ_URL)' $(BIN)/python -m pytest tests/integration/test_breakers.py
 
 # The suite on the lowest and on the newest versions of Django, Celery and the framework's other dependencies
 # that pyproject.toml allows (noxfile.py; each in its own .nox/ environment): about 25 minutes. NOX_ARGS, e.g.

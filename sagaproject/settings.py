@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -214,11 +215,35 @@ CELERY_WORKER_POOL = env("CELERY_WORKER_POOL", "prefork")
 # A hard limit on every task; steps with their own `timeout` get tighter limits.
 CELERY_TASK_TIME_LIMIT = int(env("CELERY_TASK_TIME_LIMIT", "300"))
 CELERY_TASK_SOFT_TIME_LIMIT = int(env("CELERY_TASK_SOFT_TIME_LIMIT", "270"))
-# Redis redelivers anything unacked after this many seconds; it must exceed the longest
-# step hard limit plus the longest retry countdown, or a slow step runs twice.
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": int(env("CELERY_VISIBILITY_TIMEOUT", "3600")),
-}
+if CELERY_BROKER_URL.split("://", 1)[0] in ("amqp", "amqps", "pyamqp"):  # RabbitMQ (docs/rabbitmq.md)
+    # Publisher confirms: a publish returns once RabbitMQ has taken the message, and raises when it did not, so a
+    # step's commit is never followed by a message that silently went nowhere (the outbox and reaper take over).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+    # Quorum queues as an option (`CELERY_QUEUE_TYPE=quorum`): replicated, and a message redelivered more than
+    # RABBITMQ_DELIVERY_LIMIT times (it kills every worker that takes it) is dropped by the broker. Celery then
+    # delays countdown messages in the broker (native delayed delivery), which needs topic exchanges.
+    CELERY_TASK_DEFAULT_QUEUE_TYPE = env("CELERY_QUEUE_TYPE", "classic")
+    CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = CELERY_TASK_DEFAULT_QUEUE_TYPE
+    if CELERY_TASK_DEFAULT_QUEUE_TYPE == "quorum":
+        CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+        CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
+        CELERY_TASK_QUEUES = [
+            Queue(
+                CELERY_TASK_DEFAULT_QUEUE,
+                Exchange(CELERY_TASK_DEFAULT_QUEUE, type="topic"),
+                routing_key=CELERY_TASK_DEFAULT_QUEUE,
+                queue_arguments={
+                    "x-queue-type": "quorum",
+                    "x-delivery-limit": int(env("RABBITMQ_DELIVERY_LIMIT", "10")),
+                },
+            )
+        ]
+else:
+    # Redis redelivers anything unacked after this many seconds; it must exceed the longest
+    # step hard limit plus the longest retry countdown, or a slow step runs twice.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": int(env("CELERY_VISIBILITY_TIMEOUT", "3600")),
+    }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_SEND_SENT_EVENT = True

@@ -196,6 +196,8 @@ def check_delivery_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessag
                     id="sagas.W003",
                 )
             )
+    if broker.startswith(RABBITMQ_SCHEMES):
+        warnings += _rabbitmq_warnings()
     serializers = {
         celery_setting("task_serializer", "json"),
         celery_setting("result_serializer", "json"),
@@ -227,6 +229,51 @@ def check_delivery_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessag
                 "cannot tell a lost attempt of it from a slow one.",
                 hint="Set CELERY_TASK_TIME_LIMIT (seconds), or give every step a timeout.",
                 id="sagas.W006",
+            )
+        )
+    return warnings
+
+
+RABBITMQ_SCHEMES = ("amqp", "pyamqp", "amqps")
+# RabbitMQ's default consumer_timeout (rabbitmq.conf): a delivery unacknowledged this long closes its channel.
+RABBITMQ_CONSUMER_TIMEOUT = 1800.0
+
+
+def _rabbitmq_warnings() -> list[CheckMessage]:
+    """What at-least-once delivery needs of a RabbitMQ broker (docs/rabbitmq.md)."""
+    warnings: list[CheckMessage] = []
+    options = celery_setting("broker_transport_options", {}) or {}
+    if not options.get("confirm_publish"):
+        warnings.append(
+            CheckWarning(
+                "The RabbitMQ broker is used without publisher confirms: a step's message that RabbitMQ did not "
+                "take (a full disk, a failover) is lost without an error, and its run waits for the reaper.",
+                hint="Set CELERY_BROKER_TRANSPORT_OPTIONS = {'confirm_publish': True}.",
+                id="sagas.W009",
+            )
+        )
+    quorum = celery_setting("task_default_queue_type", "classic") == "quorum"
+    needed = longest_hard_limit() + (0.0 if quorum else longest_backoff())
+    if needed > RABBITMQ_CONSUMER_TIMEOUT:
+        warnings.append(
+            CheckWarning(
+                f"A saga task may stay unacknowledged for {needed:g}s (the longest step hard limit"
+                f"{'' if quorum else ' plus the longest retry delay, which a classic queue waits out in the worker'}"
+                f"), longer than RabbitMQ's default consumer_timeout ({RABBITMQ_CONSUMER_TIMEOUT:g}s): RabbitMQ would "
+                "close the worker's channel and deliver the task again.",
+                hint=f"Set consumer_timeout in rabbitmq.conf above {needed * 1000:.0f} (milliseconds), or shorten "
+                "the limits; with quorum queues, countdowns wait in the broker instead.",
+                id="sagas.W010",
+            )
+        )
+    if quorum and celery_setting("task_default_exchange_type", "direct") == "direct":
+        warnings.append(
+            CheckWarning(
+                "Quorum queues with a direct exchange: Celery cannot delay a countdown message in the broker, so "
+                "every retry's countdown holds a worker process until it is due.",
+                hint="Set CELERY_TASK_DEFAULT_EXCHANGE_TYPE = 'topic' (and "
+                "CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = 'topic').",
+                id="sagas.W011",
             )
         )
     return warnings

@@ -1,28 +1,26 @@
-"""The fault lab: a private Redis broker that a test may restart or flush, and worker processes it may kill."""
+"""The fault lab: a private broker (Redis, or a RabbitMQ vhost) that a test may restart or flush, and worker
+processes it may kill."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
+from django.conf import settings as django_settings
 
 from sagaproject.celery import app as celery_app
 from sagas import recovery
 from sagas.models import SagaRun
 from sagas.states import FINISHED_RUN_STATES
+from tests.faults.brokers import PrivateBroker, private_broker
 from tests.testapp.models import Account
 from tests.worker import WorkerProcess
 
-REDIS_SERVER = shutil.which("redis-server")
 SETTLE_TIMEOUT = 120  # generous: only keeps a broken recovery from hanging the suite
 
 
@@ -30,75 +28,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/faults/" in str(item.fspath):
             item.add_marker(pytest.mark.faults)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of the test's own (no persistence, like a broker restarted without AOF)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        assert REDIS_SERVER is not None
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(redis.ConnectionError):
-                if client.ping():
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("private redis-server did not start")
-            time.sleep(0.05)
-        client.close()
-
-    def kill(self) -> None:
-        """Gone at once, and with it every message it held."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def flushdb(self) -> None:
-        client = redis.Redis.from_url(self.url)
-        client.flushdb()
-        client.close()
-
-    def queued(self, queue: str) -> int:
-        client = redis.Redis.from_url(self.url)
-        try:
-            return int(client.llen(queue))
-        finally:
-            client.close()
 
 
 @contextlib.contextmanager
@@ -133,14 +62,14 @@ def publishing_to(url: str) -> Iterator[None]:
 class FaultLab:
     """Workers on a private broker, and the means to hurt them."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, broker: PrivateBroker) -> None:
         self.tmp_path = tmp_path
-        self.redis = PrivateRedis(tmp_path)
+        self.broker = broker
         self.workers: list[WorkerProcess] = []
 
     def start_worker(self, concurrency: int = 2, **env: str) -> WorkerProcess:
         log = self.tmp_path / f"worker-{len(self.workers)}.log"
-        worker = WorkerProcess(log, concurrency=concurrency, env={"TEST_BROKER_URL": self.redis.url, **env})
+        worker = WorkerProcess(log, concurrency=concurrency, env={"TEST_BROKER_URL": self.broker.url, **env})
         self.workers.append(worker)
         worker.wait_ready()
         return worker
@@ -165,18 +94,17 @@ class FaultLab:
     def close(self) -> None:
         for worker in self.workers:
             worker.stop()
-        self.redis.kill()
+        self.broker.close()
 
 
 @pytest.fixture
 def lab(transactional_db, tmp_path: Path, settings) -> Iterator[FaultLab]:
     """A fault lab for one test; the reaper's lease (and the outbox's grace) is short so recovery shows within
     seconds."""
-    if REDIS_SERVER is None:
-        pytest.fail("redis-server is not installed; the fault suite starts private brokers with it")
     settings.SAGAS = {**settings.SAGAS, "LEASE_SECONDS": 2, "OUTBOX_RELAY_AFTER": 1}
-    lab = FaultLab(tmp_path)
-    with publishing_to(lab.redis.url):
+    # The kind of broker the session runs on (TEST_BROKER_URL): Redis by default, RabbitMQ in `make test-rabbitmq`.
+    lab = FaultLab(tmp_path, private_broker(django_settings.CELERY_BROKER_URL, tmp_path))
+    with publishing_to(lab.broker.url):
         try:
             yield lab
         finally:

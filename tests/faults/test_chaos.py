@@ -18,7 +18,7 @@ def test_a_short_chaos_soak_loses_nothing_and_doubles_nothing(lab: FaultLab, tmp
     chaos = Chaos(
         config,
         database_url=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        broker_url=lab.redis.url,
+        broker_url=lab.broker.url,
         queue=celery_app.conf.task_default_queue,
         settings_module="tests.settings",
     )

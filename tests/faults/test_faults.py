@@ -135,7 +135,7 @@ def test_broker_restart_mid_saga_loses_queued_messages_and_nothing_else(lab: Fau
     run, gate = gated_transfer(lab, "debit")
     others = [transfer() for _ in range(3)]
 
-    lab.redis.restart()  # without persistence: every queued and unacknowledged message is gone
+    lab.broker.restart()  # without persistence: every queued and unacknowledged message is gone
     open_gate(gate)
     runs = lab.settle([run, *others])
 
@@ -145,9 +145,9 @@ def test_broker_restart_mid_saga_loses_queued_messages_and_nothing_else(lab: Fau
 
 def test_flushdb_of_the_broker_while_messages_are_queued(lab: FaultLab, bank: dict) -> None:
     runs = [transfer() for _ in range(4)]  # no worker yet: their messages wait in Redis
-    assert lab.redis.queued(celery_app.conf.task_default_queue) > 0
+    assert lab.broker.queued(celery_app.conf.task_default_queue) > 0
 
-    lab.redis.flushdb()
+    lab.broker.purge()
     lab.start_worker()
     runs = lab.settle(runs)
 
@@ -193,7 +193,7 @@ def test_a_compensation_that_fails_for_good_leaves_the_others_done_once(lab: Fau
 
 def test_an_operator_retry_racing_the_reaper_redrives_once(lab: FaultLab, bank: dict) -> None:
     run = transfer()  # started, then its message dropped before any worker saw it
-    lab.redis.flushdb()
+    lab.broker.purge()
     lab.start_worker()
     time.sleep(2.5)  # let it go stale by the lab's 2 s lease
 
@@ -242,9 +242,7 @@ def test_an_errback_that_never_ran_is_made_up_for_by_the_reaper(lab: FaultLab, b
 
 def test_a_message_for_a_renamed_task_parks_the_run(lab: FaultLab, bank: dict) -> None:
     run = transfer()  # no worker yet
-    client = __import__("redis").Redis.from_url(lab.redis.url)
-    client.delete(celery_app.conf.task_default_queue)  # the deploy dropped what the old code had queued
-    client.close()
+    lab.broker.drop_queue(celery_app.conf.task_default_queue)  # the deploy dropped what the old code had queued
     old_name = "saga.tests.transfer.withdraw"  # what the step was called before the deploy
     celery_app.send_task(old_name, args=[str(run.pk), "debit"])
     lab.start_worker()

@@ -99,6 +99,49 @@ def test_the_visibility_warning_names_the_timeout_needed(settings) -> None:
     assert f"at least {needed:g}" in warning.hint
 
 
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def test_a_rabbitmq_broker_with_confirms_and_short_limits_passes(settings) -> None:
+    from sagas.checks import check_delivery_settings
+
+    settings.CELERY_BROKER_URL = RABBITMQ_URL
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+    assert check_delivery_settings(None) == []
+
+
+def test_a_rabbitmq_broker_without_publisher_confirms_is_warned_about(settings) -> None:
+    from sagas.checks import check_delivery_settings
+
+    settings.CELERY_BROKER_URL = RABBITMQ_URL
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    (warning,) = check_delivery_settings(None)
+    assert warning.id == "sagas.W009"
+    assert "'confirm_publish': True" in warning.hint
+
+
+def test_limits_longer_than_rabbitmqs_consumer_timeout_are_warned_about(settings) -> None:
+    from sagas.checks import check_delivery_settings
+
+    settings.CELERY_BROKER_URL = RABBITMQ_URL
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+    settings.CELERY_TASK_TIME_LIMIT = 3600
+    (warning,) = check_delivery_settings(None)
+    assert warning.id == "sagas.W010"
+    assert "consumer_timeout in rabbitmq.conf above" in warning.hint
+
+
+def test_quorum_queues_on_a_direct_exchange_are_warned_about(settings) -> None:
+    from sagas.checks import check_delivery_settings
+
+    settings.CELERY_BROKER_URL = RABBITMQ_URL
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+    settings.CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+    assert [w.id for w in check_delivery_settings(None)] == ["sagas.W011"]
+    settings.CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+    assert check_delivery_settings(None) == []
+
+
 @pytest.fixture
 def celery_configured_without_django_settings(settings):
     """A project whose Celery app is configured in code (``app.conf.update``), with no CELERY_* Django setting."""

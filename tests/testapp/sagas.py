@@ -177,6 +177,13 @@ def refuse_after_gate(ctx: sagas.StepContext) -> None:
     raise sagas.StepFailed("no", code="refused")
 
 
+class SlowRetry(sagas.Saga):
+    """One retry, three seconds later: long enough to see where its countdown waits."""
+
+    name = "tests.slow_retry"
+    steps = [sagas.Step(flaky_then_ok, retry=sagas.RetryPolicy(max_attempts=2, backoff=3.0, jitter=False))]
+
+
 class UndoesY(sagas.Saga):
     """Books at service Y, then is refused (when the payload's ``gate`` opens, if it names one): Y's booking is
     undone (or, with ``broken_undo``, fails to be)."""
