@@ -118,7 +118,7 @@ def _publish(message: SagaOutbox) -> bool:
 
     try:
         # With tracing on, the deliveries carry the run's trace context, also when the reaper relays them.
-        tracing.bound(send, lambda: selectors.trace_context(message.run_id))()
+        tracing.bound(send, message.run_id, lambda: selectors.trace_context(message.run_id))()
     except Exception:
         # The state change is committed; only the announcement waits. The reaper tries again.
         logger.exception(

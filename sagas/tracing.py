@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery.exceptions import Retry
@@ -56,12 +57,24 @@ Function = TypeVar("Function", bound=Callable[..., Any])
 # change of the SAGAS setting), so the hot path pays one global read when tracing is off.
 _on: bool | None = None
 
-# The trace context of the run this code works for: every saga message published meanwhile carries it, so every
-# span of a run is a child of its saga.start span, whichever process publishes (docs/tracing.md).
-_run: ContextVar[Context | None] = ContextVar("sagas_run_trace_context", default=None)
+# The header that names the run whose trace context a message carries.
+RUN_HEADER = "sagas_trace_run"
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """The trace context of a run (its saga.start span's); ``run_id`` None while the run is being started."""
+
+    run_id: str | None
+    context: Context
+
+
+# The run this code works for: every saga message published meanwhile carries its context, so every span of a run
+# is a child of its saga.start span, whichever process publishes (docs/tracing.md).
+_run: ContextVar[RunContext | None] = ContextVar("sagas_run_trace_context", default=None)
 
 # What a worker attached for the task it runs, by task id: undone when the task ends (retried or not).
-_entered: dict[str, tuple[Token[Context | None], Token[Context]]] = {}
+_entered: dict[str, tuple[Token[RunContext | None], Token[Context]]] = {}
 
 
 def enabled() -> bool:
@@ -102,19 +115,20 @@ class Traced:
         self._name, self._attributes, self._run_context = name, attributes, run_context
         self._span: Span | None = None
         self._manager: Any = None
-        self._token: Token[Context | None] | None = None
+        self._token: Token[RunContext | None] | None = None
 
     def __enter__(self) -> Traced:
         # A step's, compensation's or receiver's span is the child of its run's (saga.start); a start's is the child
         # of whatever span is current (a request's, or a parent run's step).
-        parent = None if self._run_context else _run.get()
+        run = None if self._run_context else _run.get()
+        parent = run.context if run is not None else None
         self._manager = _tracer().start_as_current_span(
             self._name, context=parent, attributes=self._attributes, record_exception=False,
             set_status_on_exception=False,
         )  # fmt: skip
         self._span = self._manager.__enter__()
         if self._run_context:
-            self._token = _run.set(otel_context.get_current())
+            self._token = _run.set(RunContext(None, otel_context.get_current()))
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
@@ -206,28 +220,34 @@ def stored() -> dict[str, Any]:
     """What a run's SagaStarted event keeps of its trace context (``{STORED_KEY: {...}}``), or nothing."""
     if not enabled():
         return {}
-    context = _run.get()
-    if context is None:
+    run = _run.get()
+    if run is None:
         return {}
     carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=context)
+    propagate.inject(carrier, context=run.context)
     return {STORED_KEY: carrier} if carrier else {}
 
 
-def bound(publish: Function, stored_context: Callable[[], Mapping[str, str]]) -> Function:
-    """``publish`` as it is with tracing off; with it on, ``publish`` run under the trace context in force now, or
-    else (a reaper's re-drive, an operator's action) the one the run stored at its start (``stored_context()``, read
-    only then), so the messages it publishes join the run's trace."""
+def bound(publish: Function, run_id: object, stored_context: Callable[[], Mapping[str, str]]) -> Function:
+    """``publish`` (of messages for run ``run_id``) as it is with tracing off; with it on, ``publish`` run under that
+    run's trace context: the one in force now when it is that run's, or else (a reaper's re-drive, an operator's
+    action, a child run telling its parent) the one the run stored at its start (``stored_context()``, read only
+    then), so the messages it publishes join the run's trace."""
     if not enabled():
         return publish
+    run_key = str(run_id)
     captured = _run.get()
+    if captured is not None and captured.run_id not in (None, run_key):
+        captured = None  # another run's (a parent's or a child's)
 
     @functools.wraps(publish)
     def traced(*args: Any, **kwargs: Any) -> Any:
-        context = captured if captured is not None else _valid(propagate.extract(dict(stored_context())))
-        if context is None:
-            return publish(*args, **kwargs)
-        token = _run.set(context)
+        if captured is not None:
+            run: RunContext | None = RunContext(run_key, captured.context)
+        else:
+            context = _valid(propagate.extract(dict(stored_context())))
+            run = RunContext(run_key, context) if context is not None else None
+        token = _run.set(run)
         try:
             return publish(*args, **kwargs)
         finally:
@@ -245,9 +265,11 @@ def _inject(sender: object = None, headers: dict[str, Any] | None = None, **kwar
     message headers (W3C ``traceparent`` and ``tracestate`` with the default propagator)."""
     if headers is None or not _saga_task(sender) or not enabled():
         return
-    context = _run.get()
-    if context is not None:
-        propagate.inject(headers, context=context)
+    run = _run.get()
+    if run is not None:
+        propagate.inject(headers, context=run.context)
+        if run.run_id is not None:
+            headers[RUN_HEADER] = run.run_id
 
 
 def _enter(task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
@@ -259,7 +281,9 @@ def _enter(task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
     carrier = {field: value for field in fields if isinstance(value := getattr(task.request, field, None), str)}
     context = _valid(propagate.extract(carrier)) if carrier else None
     if context is not None:
-        _entered[task_id] = (_run.set(context), otel_context.attach(context))
+        run_id = getattr(task.request, RUN_HEADER, None)
+        run = RunContext(run_id if isinstance(run_id, str) else None, context)
+        _entered[task_id] = (_run.set(run), otel_context.attach(context))
 
 
 def _leave(task_id: str | None = None, **kwargs: Any) -> None:

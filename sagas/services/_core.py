@@ -273,7 +273,7 @@ def dispatch_on_commit(run_id: RunId, canvas: Signature, **options: Any) -> None
     publish.canvas = canvas  # type: ignore[attr-defined]  # what it publishes, for logs and tests
     publish.options = options  # type: ignore[attr-defined]
     # With tracing on, the messages carry the run's trace context (docs/tracing.md).
-    transaction.on_commit(tracing.bound(publish, lambda: selectors.trace_context(run_id)))
+    transaction.on_commit(tracing.bound(publish, run_id, lambda: selectors.trace_context(run_id)))
 
 
 def publish_step(run: SagaRun, saga: type[Saga], step: str, *, attempt: int, **options: Any) -> None:

@@ -19,7 +19,7 @@ from sagas import checks, selectors, services
 from sagas.models import SagaEvent, SagaRun
 from sagas.states import FINISHED_RUN_STATES
 from sagas.testing import queues
-from tests.testapp.sagas import Traced
+from tests.testapp.sagas import Child, Parent, Traced
 from tests.tracing import drain, finished_spans, memory_exporter
 from tests.worker import ROOT
 
@@ -116,6 +116,31 @@ def test_a_step_published_again_by_a_re_drive_joins_the_runs_trace(tracing_on, q
     steps = [span for span in spans if span["name"] == "saga.step"]
     assert sorted(span["attributes"]["saga.step"] for span in steps) == ["first", "second", "third"]
     assert {(span["trace_id"], span["parent_id"]) for span in steps} == {(start["trace_id"], start["span_id"])}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_child_run_is_a_branch_of_its_parents_trace_and_each_keeps_its_own_spans(tracing_on, queue: str) -> None:
+    parent = Parent.start({"parent_fails": True})  # its last step refuses: the child is undone with it
+    drain(queue, finished(parent.pk))
+    child = SagaRun.objects.get(parent=parent)
+    assert (SagaRun.objects.get(pk=parent.pk).status, SagaRun.objects.get(pk=child.pk).status) == (
+        "compensated", "compensated",
+    )  # fmt: skip
+
+    spans = finished_spans()
+    assert len({span["trace_id"] for span in spans}) == 1
+    starts = {span["attributes"]["saga.name"]: span for span in spans if span["name"] == "saga.start"}
+    (waits,) = [span for span in spans if span["name"] == "saga.step" and span["attributes"]["saga.step"] == "child"]
+    assert starts[Child.name]["parent_id"] == waits["span_id"]  # started by the parent's SubSaga step
+    for run, saga in ((parent, Parent.name), (child, Child.name)):
+        # Whoever published them (the child telling its parent it ended, the parent's compensation undoing the
+        # child), a run's attempts are children of its own start.
+        attempts = [span for span in spans if span["name"] != "saga.start" and span["attributes"]["saga.name"] == saga]
+        assert attempts
+        assert {span["attributes"]["saga.run_id"] for span in attempts} == {str(run.pk)}
+        assert {span["parent_id"] for span in attempts} == {starts[saga]["span_id"]}, saga
+    names = {(span["attributes"]["saga.name"], span["name"]) for span in spans}
+    assert {(Child.name, "saga.compensate"), (Parent.name, "saga.compensate")} <= names
 
 
 @pytest.mark.django_db(transaction=True)
