@@ -21,7 +21,7 @@ class SagasConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the system checks, and the Celery tasks of sagas and receivers as they are declared.
-        from sagas import checks, delivery, tasks  # noqa: F401
+        from sagas import checks, delivery, tasks, tracing  # noqa: F401
         from sagas.definitions import install_run_starter
         from sagas.services import run_start
 
@@ -35,6 +35,9 @@ class SagasConfig(AppConfig):
         worker_init.connect(serve_worker_metrics, weak=False)
         worker_process_shutdown.connect(forget_pool_process, weak=False)
         task_unknown.connect(park_runs_of_unknown_tasks, weak=False)
+        # With SAGAS["TRACING"] on, Celery's publishing and task signals carry the runs' trace context from the
+        # first task on (docs/tracing.md); with it off this connects nothing.
+        tracing.enabled()
 
 
 def refuse_pools_without_time_limits(sender: Any = None, **kwargs: Any) -> None:

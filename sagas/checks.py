@@ -21,6 +21,7 @@ from sagas.models import SagaRun
 from sagas.registry import all_sagas
 from sagas.retry import RetryPolicy
 from sagas.selectors import saga_versions
+from sagas.tracing import INSTALLED as TRACING_INSTALLED
 
 TIMEOUT_POOLS_HINT = (
     "Run the worker with the prefork pool (`celery worker -P prefork`, Celery's default): it is the pool "
@@ -136,6 +137,20 @@ def check_required_apps(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
             "django_celery_beat's tables and failed attempts are linked to django_celery_results' rows.",
             hint=f"Add {', '.join(repr(name) for name in missing)} to INSTALLED_APPS, then run migrate.",
             id="sagas.E005",
+        )
+    ]
+
+
+@register("sagas")
+def check_tracing(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    if not sagas_settings.TRACING or TRACING_INSTALLED:
+        return []
+    return [
+        Error(
+            "SAGAS['TRACING'] is on, but the OpenTelemetry API is not installed: runs would make no spans.",
+            hint="pip install django-celery-sagas[tracing] (and an OpenTelemetry SDK with an exporter), or turn "
+            "SAGAS['TRACING'] off.",
+            id="sagas.E006",
         )
     ]
 

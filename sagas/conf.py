@@ -86,6 +86,9 @@ DEFAULTS: dict[str, Any] = {
     # pool it needs PROMETHEUS_MULTIPROC_DIR. It listens on WORKER_METRICS_ADDRESS ("0.0.0.0" in a container).
     "WORKER_METRICS_PORT": None,
     "WORKER_METRICS_ADDRESS": "127.0.0.1",
+    # OpenTelemetry spans of runs, attempts and receivers, with the trace context carried in saga messages
+    # (docs/tracing.md); needs the tracing extra (check sagas.E006).
+    "TRACING": False,
 }
 
 

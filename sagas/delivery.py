@@ -10,7 +10,7 @@ from celery import Task, shared_task
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from sagas import choreography, logs, masking, metrics
+from sagas import choreography, logs, masking, metrics, tracing
 from sagas.choreography import Receiver, SagaMessage
 from sagas.models import SagaOutbox, SagaReceipt
 from sagas.tasks import SagaTask
@@ -39,7 +39,8 @@ def register_receiver_task(receiver: Receiver) -> None:
                 extra=logs.fields(receiver=receiver.name, message_id=str(message_id)),
             )
             return
-        receive(self, receiver, message)
+        with tracing.receiving(receiver.name, message, self.request.retries + 1) as span:
+            span.ended(receive(self, receiver, message))
 
     deliver.__doc__ = f"Delivers saga messages matching {', '.join(receiver.patterns)} to {receiver.name}."
     shared_task(name=receiver.task_name, bind=True, base=SagaTask)(deliver)
@@ -57,8 +58,9 @@ def load_message(reference: str | dict[str, Any]) -> SagaMessage | None:
     return SagaMessage.from_json(stored) if stored is not None else None
 
 
-def receive(task: Task, receiver: Receiver, message: SagaMessage) -> None:
-    """Call the receiver once per message id: its effects and the receipt commit together."""
+def receive(task: Task, receiver: Receiver, message: SagaMessage) -> str:
+    """Call the receiver once per message id: its effects and the receipt commit together. Returns
+    ``"received"`` or ``"duplicate"``."""
     try:
         with transaction.atomic():
             receipt, created = SagaReceipt.objects.get_or_create(receiver=receiver.name, message_id=message.id)
@@ -108,6 +110,7 @@ def receive(task: Task, receiver: Receiver, message: SagaMessage) -> None:
             message.topic,
             extra=_message_fields(receiver.name, message),
         )
+    return outcome
 
 
 choreography.on_declare(register_receiver_task)

@@ -15,7 +15,7 @@ from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import choreography, logs
+from sagas import choreography, logs, selectors, tracing
 from sagas.conf import sagas_settings
 from sagas.models import SagaEvent, SagaOutbox, SagaRun
 from sagas.states import DONE_STEP_STATES, EventType, RunStatus
@@ -106,7 +106,8 @@ def relay(ids: list[uuid.UUID]) -> int:
 
 def _publish(message: SagaOutbox) -> bool:
     options = {"queue": sagas_settings.QUEUE} if sagas_settings.QUEUE else {}
-    try:
+
+    def send() -> None:
         for receiver in choreography.receivers_of(message.topic, step=bool(message.message.get("step"))):
             current_app.send_task(
                 receiver.task_name,
@@ -114,6 +115,10 @@ def _publish(message: SagaOutbox) -> bool:
                 task_id=f"{message.pk}:{receiver.name}",
                 **options,
             )
+
+    try:
+        # With tracing on, the deliveries carry the run's trace context, also when the reaper relays them.
+        tracing.bound(send, message.run_id, lambda: selectors.trace_context(message.run_id))()
     except Exception:
         # The state change is committed; only the announcement waits. The reaper tries again.
         logger.exception(

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from sagas import breakers, engine, leases, masking, services, timelimits
+from sagas import breakers, engine, leases, masking, services, timelimits, tracing
 from sagas.conf import sagas_settings
 from sagas.definitions import Saga, StepContext, StepFunction
 from sagas.exceptions import AttemptsExhausted, CircuitOpen, StartDelayed, StepInFlight
@@ -39,7 +39,8 @@ LEASE_UNAVAILABLE_DELAY = 5.0
 @dataclass(frozen=True, slots=True)
 class Result:
     """What the task does with the message: CONTINUE, STOP, or with the delay and ``exc`` (what Celery records),
-    WAIT or RETRY (publish ``retry_task_id``), or FAILED (raise ``exc``)."""
+    WAIT or RETRY (publish ``retry_task_id``), or FAILED (raise ``exc``). A compensation that gave up is a STOP
+    with its ``exc``, which only its span records."""
 
     outcome: Outcome
     delay: float = 0.0
@@ -68,8 +69,13 @@ def execute_step(
         return Result(Outcome.WAIT, delay=LEASE_UNAVAILABLE_DELAY, exc=exc, retry_task_id=task_id)
     if claim.attempt is None:
         return _unclaimed(claim, run_id, task_id, step)
+    assert claim.saga is not None
+    assert claim.context is not None
     try:
-        return _attempt_step(run_id, step, claim, claim.attempt, hand_over=hand_over)
+        with tracing.attempt(tracing.STEP, claim.context, claim.saga.version) as span:
+            result = _attempt_step(run_id, step, claim, claim.attempt, hand_over=hand_over)
+            span.ended(result.outcome, result.exc)
+        return result
     except Exception:
         # The outcome could not be recorded (the database went away): the attempt started, so its count stays,
         # but nobody runs it any more. The errback, a redelivery or the reaper takes it from there.
@@ -138,6 +144,16 @@ def execute_compensation(*, run_id: str, step: str, task_id: str) -> Result:
         return Result(Outcome.STOP)
     assert claim.saga is not None
     assert claim.context is not None
+    with tracing.attempt(tracing.COMPENSATE, claim.context, claim.saga.version) as span:
+        result = _attempt_compensation(run_id, step, claim)
+        span.ended(result.outcome, result.exc)
+    return result
+
+
+def _attempt_compensation(run_id: str, step: str, claim: Claim) -> Result:
+    """Call the compensation for the claimed attempt and record how it went."""
+    assert claim.saga is not None
+    assert claim.context is not None
     declared = claim.saga.step(step)
     assert declared.compensation is not None
     policy = declared.compensation_retry or sagas_settings.default_compensation_retry
@@ -148,10 +164,10 @@ def execute_compensation(*, run_id: str, step: str, task_id: str) -> Result:
         error = Failure.from_exception(exc, attempt=claim.context.attempt).masked(secrets)
         delay = _retry_delay(policy, exc, claim.context.attempt)
         answer = services.compensation_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay)
+        shown = masking.scrubbed_exception(exc, secrets)
         if answer is Outcome.RETRY:
-            shown = masking.scrubbed_exception(exc, secrets)
             return Result(Outcome.RETRY, delay=delay or 0.0, exc=shown, retry_task_id=claim.retry_task_id)
-        return Result(Outcome.STOP)
+        return Result(Outcome.STOP, exc=shown)  # it gave up: the error only for the span, the task stops
     services.compensation_succeed(run_id=run_id, step=step)
     return Result(Outcome.STOP)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -10,9 +11,10 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from sagas.conf import sagas_settings
-from sagas.models import SagaRun, SagaStepRun
+from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.registry import all_sagas
 from sagas.states import ACTIVE_RUN_STATES, FINISHED_RUN_STATES, TERMINAL_RUN_STATES, RunStatus, StepStatus
+from sagas.tracing import STORED_KEY
 
 # A step in one of these is what a person looks at first.
 ATTENTION_STEP_STATES = (
@@ -142,3 +144,11 @@ def humanize_seconds(seconds: float) -> str:
     if hours < 48:
         return f"{hours}h {minutes:02d}m"
     return f"{hours // 24}d {hours % 24}h"
+
+
+def trace_context(run_id: uuid.UUID | str) -> dict[str, str]:
+    """The trace context a run stored at its start (its SagaStarted event's, with tracing on), else nothing: one
+    read of the run's first event, by the unique (run, seq) index."""
+    first = SagaEvent.objects.filter(run_id=run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(run_id), seq=1)
+    stored = first.values_list(f"data__{STORED_KEY}", flat=True).first()  # that key alone, not the payload
+    return {str(key): str(value) for key, value in stored.items()} if isinstance(stored, dict) else {}

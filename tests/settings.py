@@ -58,6 +58,10 @@ SAGAS = {
     "SNAPSHOT_EVERY": 7,
     # A worker started by a test may serve its own metrics (tests/integration/test_worker_metrics.py).
     "WORKER_METRICS_PORT": int(os.environ.get("SAGAS_WORKER_METRICS_PORT") or 0) or None,
+    # A worker started by a test may trace, and send what it publishes to that test's queue
+    # (tests/integration/test_tracing.py).
+    "TRACING": os.environ.get("SAGAS_TRACING") == "1",
+    "QUEUE": os.environ.get("SAGAS_QUEUE") or None,
 }
 
 # The fault suite drops errbacks by routing them to a queue no worker consumes.

@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "sagas.timelimits",
             "sagas.connections",
             "sagas.workers",
+            "sagas.tracing",
         ),
     ),
     (
@@ -85,11 +86,13 @@ ALLOWED_LOCAL_IMPORTS: dict[tuple[str, str], str] = {
             "sagas.registry",
             "sagas.services",
             "sagas.tasks",
+            "sagas.tracing",
         )
     },
     ("sagas.operations", "sagas.services"): "the package binds sagas.cancel/retry/resolve while Django loads it",
     ("sagas.testing.worker_main", "sagas.runner"): "the test worker's entry point runs before Django is set up",
     ("sagas.testing.worker_main", "sagas.testing.faults"): "the test worker's entry point runs before Django is set up",
+    ("sagas.testing.worker_main", "sagas.testing.spans"): "only the tests that trace need the OpenTelemetry SDK",
 }
 
 

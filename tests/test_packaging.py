@@ -69,7 +69,7 @@ def test_the_wheel_declares_what_the_framework_imports_with_capped_majors(built:
     for name in ("Django", "celery", "redis", "django-celery-results", "django-celery-beat", "prometheus-client"):
         (declared,) = [r for r in requires if r.lower().startswith(name.lower() + "<")]  # a cap first
         assert ">=" in declared, declared  # and a floor
-    assert {"postgres", "api", "testing"} <= set(fields["Provides-Extra"])
+    assert {"postgres", "api", "testing", "tracing"} <= set(fields["Provides-Extra"])
     assert any(line.startswith("psycopg[binary]") and 'extra == "postgres"' in line for line in fields["Requires-Dist"])
 
 

@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from sagas import engine, eventlog, logs, metrics, outbox
+from sagas import engine, eventlog, logs, metrics, outbox, selectors, tracing
 from sagas.conf import sagas_settings
 from sagas.engine import DEADLINE_CHECK_MAX_DELAY
 from sagas.exceptions import InvalidTransition, RunNotFound
@@ -272,7 +272,8 @@ def dispatch_on_commit(run_id: RunId, canvas: Signature, **options: Any) -> None
 
     publish.canvas = canvas  # type: ignore[attr-defined]  # what it publishes, for logs and tests
     publish.options = options  # type: ignore[attr-defined]
-    transaction.on_commit(publish)
+    # With tracing on, the messages carry the run's trace context (docs/tracing.md).
+    transaction.on_commit(tracing.bound(publish, run_id, lambda: selectors.trace_context(run_id)))
 
 
 def publish_step(run: SagaRun, saga: type[Saga], step: str, *, attempt: int, **options: Any) -> None:

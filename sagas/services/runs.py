@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from sagas import engine, leases, logs, metrics, schemas
+from sagas import engine, leases, logs, metrics, schemas, tracing
 from sagas.conf import sagas_settings
 from sagas.exceptions import (
     DefinitionChanged,
@@ -112,6 +112,25 @@ def run_start_or_existing(
     """``run_start``, and whether this call stored the run (False: the idempotency key's existing run, also
     when another process stored it between our check and our insert). ``parent``: the run whose SubSaga step
     ``parent_step`` starts this one (a child run)."""
+    with tracing.starting(saga.name, saga.version) as span:
+        run, created = _start_or_existing(
+            saga, payload, idempotency_key, correlation_id, start_at, parent=parent, parent_step=parent_step
+        )
+        span.identify(run.pk)
+        span.ended("started" if created else "existing")
+    return run, created
+
+
+def _start_or_existing(
+    saga: type[Saga],
+    payload: Mapping[str, Any] | None,
+    idempotency_key: str | None,
+    correlation_id: str | None,
+    start_at: datetime | None,
+    *,
+    parent: SagaRun | None,
+    parent_step: str,
+) -> tuple[SagaRun, bool]:
     if payload is None:
         payload = {}
     if not isinstance(payload, Mapping):
@@ -200,6 +219,7 @@ def _create_run(
             **({"start_at": start_at.isoformat()} if start_at else {}),
             **({"parent": str(parent.pk), "parent_step": parent_step} if parent is not None else {}),
             "steps": [step.name for step in saga.steps],
+            **tracing.stored(),  # with tracing on: so a re-drive's messages join the run's trace
         },
         correlation_id=run.correlation_id,
         created_at=now,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from celery.__main__ import main as celery_main
@@ -11,6 +12,8 @@ from celery.signals import import_modules, worker_process_init
 
 # {"alias": "name of the test database"}: set by SagaWorker for the worker it starts.
 DATABASES_VARIABLE = "SAGAS_TESTING_DATABASES"
+# A directory: when set, each pool process writes the spans it makes there (sagas.testing.spans).
+SPANS_VARIABLE = "SAGAS_TESTING_SPANS"
 
 
 def use_test_databases(**kwargs: Any) -> None:
@@ -36,9 +39,20 @@ def install_planned_failures(**kwargs: Any) -> None:
     runner.install_attempt_hook(faults.inject)
 
 
+def export_spans(**kwargs: Any) -> None:
+    """In each pool process, when the test asked for them: its spans go to files the test reads."""
+    directory = os.environ.get(SPANS_VARIABLE)
+    if directory:
+        # Only the tests that trace need the OpenTelemetry SDK.
+        from sagas.testing import spans
+
+        spans.install(Path(directory))
+
+
 def main() -> None:
     import_modules.connect(use_test_databases, weak=False)
     worker_process_init.connect(install_planned_failures, weak=False)
+    worker_process_init.connect(export_spans, weak=False)
     celery_main()
 
 

@@ -37,3 +37,9 @@ def moody_ledger(message: sagas.SagaMessage) -> None:
 def broken_keeper(message: sagas.SagaMessage) -> None:
     """Receives a message full of secrets and gives up at once, so a failed delivery is on record."""
     raise ValueError("the keeper is broken")
+
+
+@sagas.on("tests.traced.completed", "tests.traced.compensated", name="tests.traced_ledger")
+def traced_ledger(message: sagas.SagaMessage) -> None:
+    """How a Traced run ended: its delivery is a span of the run's trace."""
+    _effect("traced ended", message)

@@ -651,3 +651,18 @@ class GatedParent(sagas.Saga):
         sagas.SubSaga(GatedChild, name="child"),
         sagas.Step(record, undo, name="last"),
     ]
+
+
+# --- tracing: the spans of one run's start, attempts, compensations and receivers (issue 18) ---
+
+
+class Traced(sagas.Saga):
+    """`first`, then `second`, whose first `fail_times` attempts fail and are retried, then `third`, which refuses
+    when the payload says `parent_fails` (the run compensates `second` and `first`)."""
+
+    name = "tests.traced"
+    steps = [
+        sagas.Step(record, undo, name="first"),
+        sagas.Step(flaky, undo, name="second", retry=sagas.RetryPolicy(max_attempts=3, backoff=0.05, jitter=False)),
+        sagas.Step(fail_if_asked, name="third"),
+    ]
