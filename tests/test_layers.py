@@ -50,7 +50,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("storage", ("sagas.models", "sagas.selectors", "sagas.eventlog", "sagas.outbox")),
     ("services", ("sagas.services",)),
-    ("execution", ("sagas.runner", "sagas.recovery", "sagas.operations")),
+    ("execution", ("sagas.runner", "sagas.recovery", "sagas.retention", "sagas.operations")),
     ("tasks", ("sagas.tasks", "sagas.delivery")),
     (
         "top",
@@ -82,6 +82,7 @@ ALLOWED_LOCAL_IMPORTS: dict[tuple[str, str], str] = {
             "sagas.metrics",
             "sagas.recovery",
             "sagas.registry",
+            "sagas.retention",
             "sagas.services",
             "sagas.tasks",
         )
