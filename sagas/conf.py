@@ -73,7 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "PURGE_AFTER": None,
     # How often the scheduled purge runs (seconds), and how many top-level runs each of its transactions deletes.
     "PURGE_INTERVAL": 3600,
-    "PURGE_BATCH": 500,
+    "PURGE_BATCH": 200,
     # The health report (admin page, manage.py saga_health): its window and when it raises an alert.
     "HEALTH_WINDOW_HOURS": 24,
     "ALERT_FAILURE_RATE": 0.05,  # share of finished runs that ended failed (a person must act)

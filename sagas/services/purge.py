@@ -101,7 +101,7 @@ def purge_runs(
     *,
     older_than: timedelta,
     statuses: Collection[str] = DEFAULT_STATUSES,
-    batch_size: int = 500,
+    batch_size: int = 200,
     dry_run: bool = False,
     archive: Archive | None = None,
     now: datetime | None = None,
