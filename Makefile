@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: install machine demo test test-matrix test-rabbitmq test-rabbitmq-suites rabbitmq-answers test-portable test-faults-eager test-fast test-faults chaos bench-rebuild lint typecheck worker web clean
+.PHONY: install machine demo test test-matrix test-rabbitmq test-rabbitmq-suites rabbitmq-answers test-portable test-faults-eager test-fast test-faults chaos bench-rebuild bench-purge lint typecheck worker web clean
 
 # The runtime pins (requirements.txt, all the Dockerfile installs) and the test and tooling ones on top.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -80,6 +80,10 @@ chaos: install
 # Rebuild of a 1,000-event run from its latest snapshot versus a fold of its whole log.
 bench-rebuild: install
 	$(BIN)/python -m bench.rebuild $(REBUILD_ARGS)
+
+# Purge of 100,000 finished runs while a saga runs, timing the saga's writes: see bench/README.md.
+bench-purge: install
+	$(BIN)/python -m bench.purge $(PURGE_ARGS)
 
 # Throughput and latency of our sagas (default and eager mode) against bare Celery chains and DBOS Transact: see
 # bench/README.md. It first installs the peers (bench/requirements-peers.txt: DBOS) into the venv; BENCH_PEERS=0

@@ -31,6 +31,7 @@ class SagasConfig(AppConfig):
         autodiscover_modules("receivers")  # @sagas.on receivers of saga messages
         post_migrate.connect(sync_definitions, sender=self)
         post_migrate.connect(install_reaper, sender=self)
+        post_migrate.connect(install_purge, sender=self)
         worker_init.connect(refuse_pools_without_time_limits, weak=False)
         worker_init.connect(serve_worker_metrics, weak=False)
         worker_process_shutdown.connect(forget_pool_process, weak=False)
@@ -64,6 +65,14 @@ def install_reaper(**kwargs: Any) -> None:
     from sagas.recovery import ensure_reaper_schedule
 
     ensure_reaper_schedule()
+
+
+def install_purge(**kwargs: Any) -> None:
+    """After migrations, put the purge on django-celery-beat's schedule if SAGAS["PURGE_AFTER"] is set (or take
+    it off if it no longer is)."""
+    from sagas.retention import ensure_purge_schedule
+
+    ensure_purge_schedule()
 
 
 def park_runs_of_unknown_tasks(sender: Any = None, message: Any = None, name: str = "", **kwargs: Any) -> None:

@@ -68,6 +68,12 @@ DEFAULTS: dict[str, Any] = {
     "REAPER_INTERVAL": 15,
     # At most this many stuck runs are re-driven per tick; the rest wait for the next one.
     "REAPER_BATCH": 500,
+    # The scheduled purge (sagas.retention): runs completed, compensated or cancelled longer ago than this (seconds,
+    # a timedelta, or an age such as "30d"; at least an hour) are deleted with their rows. None: no scheduled purge.
+    "PURGE_AFTER": None,
+    # How often the scheduled purge runs (seconds), and how many top-level runs each of its transactions deletes.
+    "PURGE_INTERVAL": 3600,
+    "PURGE_BATCH": 200,
     # The health report (admin page, manage.py saga_health): its window and when it raises an alert.
     "HEALTH_WINDOW_HOURS": 24,
     "ALERT_FAILURE_RATE": 0.05,  # share of finished runs that ended failed (a person must act)

@@ -121,9 +121,13 @@ class SagaRun(models.Model):
         # No index holds updated_at or lock_version, the two columns every step writes: so a step's UPDATE of its
         # run is a HOT update (no index entry to add) while the status stays. The reaper finds stuck runs through
         # the partial index of active runs, few next to the finished ones, and sorts them by updated_at itself.
+        # finished_at changes only with the status, whose index changes anyway: the purge walks runs in its order.
         indexes = [
             models.Index(
                 fields=["status"], name="sagas_run_active", condition=models.Q(status__in=sorted(ACTIVE_RUN_STATES))
+            ),
+            models.Index(
+                fields=["finished_at", "id"], name="sagas_run_finished", condition=models.Q(finished_at__isnull=False)
             ),
             models.Index(fields=["saga_name", "status"], name="sagas_run_name_status"),
             models.Index(fields=["created_at"], name="sagas_run_created"),
@@ -357,6 +361,8 @@ class SagaReceipt(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["receiver", "message_id"], name="sagas_receipt_receiver_message")
         ]
+        # The purge deletes a message's receipts by message id, whoever received it.
+        indexes = [models.Index(fields=["message_id"], name="sagas_receipt_message")]
 
     def __str__(self) -> str:
         return f"{self.receiver} got {self.message_id}"

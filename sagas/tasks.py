@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from celery import Task, shared_task
 
-from sagas import connections, eager, engine, leases, logs, recovery, registry, runner, services
+from sagas import connections, eager, engine, leases, logs, recovery, registry, retention, runner, services
 from sagas.definitions import Saga
 from sagas.exceptions import StepFailed
 from sagas.outcomes import Outcome
@@ -175,3 +175,10 @@ def reap(self: Task) -> int:
     done = recovery.reap()
     recovery.mark_reaped()
     return len(done)
+
+
+@shared_task(name=retention.PURGE_TASK, bind=True, base=SagaTask)
+def purge(self: Task) -> int:
+    """The scheduled purge of finished runs, when ``SAGAS["PURGE_AFTER"]`` is set (see sagas.retention)."""
+    report = retention.scheduled_purge()
+    return report.runs if report is not None else 0

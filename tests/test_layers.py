@@ -52,7 +52,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("storage", ("sagas.models", "sagas.selectors", "sagas.eventlog", "sagas.outbox")),
     ("services", ("sagas.services",)),
-    ("execution", ("sagas.runner", "sagas.recovery", "sagas.operations")),
+    ("execution", ("sagas.runner", "sagas.recovery", "sagas.retention", "sagas.operations")),
     ("tasks", ("sagas.tasks", "sagas.delivery")),
     (
         "top",
@@ -84,6 +84,7 @@ ALLOWED_LOCAL_IMPORTS: dict[tuple[str, str], str] = {
             "sagas.metrics",
             "sagas.recovery",
             "sagas.registry",
+            "sagas.retention",
             "sagas.services",
             "sagas.tasks",
             "sagas.tracing",
