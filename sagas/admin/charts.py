@@ -110,7 +110,7 @@ def activity_svg(activity: Activity) -> SafeString:
     unit = "day" if length >= timedelta(days=1) else "hour"
     totals = {key: sum(getattr(p, key) for p in periods) for key, _, _ in SERIES}
     started = sum(p.started for p in periods)
-    description = f"{started} run(s) started over {len(periods)} {unit}(s): " + ", ".join(
+    description = f"{started} run(s) started in the window: " + ", ".join(
         f"{totals[key]} {label}" for key, label, _ in SERIES
     )
     parts = _svg_open("activity-chart", f"Runs started per {unit}, by outcome", description)

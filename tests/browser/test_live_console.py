@@ -1,4 +1,5 @@
-"""The console, live, in a real browser: a run page that follows its run to the end without a reload."""
+"""The console, live, in a real browser: a run page that follows its run to the end without a reload, and the
+health page's charts of the runs a test made."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
 import sagas
-from sagas.states import StepStatus
-from tests.browser.test_console import PASSWORD, log_in
+from participants.checkout.sagas import PlaceOrder
+from sagas.states import RunStatus, StepStatus
+from tests.browser.test_console import PASSWORD, UNSERVICEABLE, failed_and_completed_runs, log_in
+from tests.integration.conftest import Shop
 from tests.testapp.sagas import Approval
-from tests.worker import WorkerProcess, wait_until
+from tests.worker import WorkerProcess, wait_for_run, wait_until
 
 # Generous: the page polls every few seconds and the worker shares the machine; nothing here measures time.
 LIVE_TIMEOUT_MS = 60_000
@@ -48,3 +51,40 @@ def test_the_run_page_follows_a_run_from_executing_to_completed_by_itself(
     expect(page.locator("#live-indicator")).to_contain_text("run finished")
     assert page.evaluate("window.sameDocument") is True
     page.screenshot(path=str(artifacts / "run-page-live.png"), full_page=True)
+
+
+def test_the_health_page_charts_the_runs_by_hour_and_by_duration(
+    live_server, worker: WorkerProcess, shop: Shop, page: Page, artifacts: Path
+) -> None:
+    compensated = wait_for_run(PlaceOrder.start(shop.payload(shipping_address=UNSERVICEABLE)), worker)
+    assert compensated.status == RunStatus.COMPENSATED
+    failed_and_completed_runs(shop, worker)
+    User.objects.create_superuser("lead", "lead@example.com", PASSWORD)
+    base = live_server.url
+
+    log_in(page, base, "lead")
+    page.goto(f"{base}/admin/sagas/sagarun/health/")
+    activity = page.locator("#activity-chart")
+    expect(activity).to_be_visible()
+    expect(activity.locator("desc")).to_have_text(
+        "3 run(s) started in the window: 1 completed, 1 compensated, 1 failed, 0 cancelled, 0 in progress"
+    )
+    for series in ("completed", "compensated", "failed"):
+        segment = activity.locator(f"rect.segment[data-series={series}]")
+        expect(segment).to_have_count(1)
+        expect(segment.locator("title")).to_contain_text(f": 1 {series}")
+    started = activity.locator("g.period").evaluate_all("gs => gs.map(g => +g.dataset.started)")
+    assert sum(started) == 3 and len(started) >= 24  # noqa: PT018 (every hour of the window, empty ones too)
+
+    durations = page.locator("#durations-chart")
+    expect(durations).to_be_visible()
+    expect(durations.locator("desc")).to_contain_text("3 finished run(s) by duration")
+    runs = durations.locator("g.bucket").evaluate_all("gs => gs.map(g => +g.dataset.runs)")
+    assert sum(runs) == 3
+    expect(durations.locator("g.bucket rect title").first).to_contain_text("run(s)")
+
+    page.click("#activity summary")  # the same counts as a table
+    rows = page.locator("#activity table tbody tr")
+    expect(rows.first).to_be_visible()
+    assert sum(rows.evaluate_all("rs => rs.map(r => +r.cells[1].textContent)")) == 3
+    page.screenshot(path=str(artifacts / "health-charts.png"), full_page=True)

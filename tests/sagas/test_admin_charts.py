@@ -51,7 +51,7 @@ def test_each_period_is_a_bar_split_by_outcome_with_its_counts_in_titles() -> No
     assert chart.get("aria-labelledby") == "activity-chart-title activity-chart-desc"
     assert chart.findtext(f"{SVG}title") == "Runs started per hour, by outcome"
     assert chart.findtext(f"{SVG}desc") == (
-        "6 run(s) started over 3 hour(s): 2 completed, 1 compensated, 1 failed, 0 cancelled, 2 in progress"
+        "6 run(s) started in the window: 2 completed, 1 compensated, 1 failed, 0 cancelled, 2 in progress"
     )
     bars = chart.findall(f"{SVG}g[@class='period']")
     assert [bar.get("data-started") for bar in bars] == ["0", "5", "1"]
