@@ -12,6 +12,7 @@ import sagas
 from participants.checkout.sagas import PlaceOrder
 from sagas.states import RunStatus, StepStatus
 from tests.browser.test_console import PASSWORD, UNSERVICEABLE, failed_and_completed_runs, log_in
+from tests.factories import waiting_run
 from tests.integration.conftest import Shop
 from tests.testapp.sagas import Approval
 from tests.worker import WorkerProcess, wait_for_run, wait_until
@@ -29,6 +30,8 @@ def test_the_run_page_follows_a_run_from_executing_to_completed_by_itself(
     base = live_server.url
 
     log_in(page, base, "watcher")
+    polls: list[int] = []
+    page.on("response", lambda response: polls.append(response.status) if "/live/" in response.url else None)
     page.goto(f"{base}/admin/sagas/sagarun/{run.pk}/change/")
     expect(page.locator("#run-status")).to_have_text("executing")
     expect(page.locator("#live-indicator")).to_contain_text("live")
@@ -36,6 +39,9 @@ def test_the_run_page_follows_a_run_from_executing_to_completed_by_itself(
     expect(page.locator("#signal-form")).to_be_visible()
     expect(page.locator("#action-cancel")).to_be_visible()
     page.evaluate("window.sameDocument = true")  # gone if the page reloads
+    # While nothing happens, a poll gets 304 Not Modified: the page is not rendered again.
+    with page.expect_response(lambda r: "/live/" in r.url and r.status == 304, timeout=LIVE_TIMEOUT_MS):
+        pass  # the next poll
 
     # Someone else lets the run go on (the API, the command line, another person's console).
     sagas.signal(run.pk, "approved", {"tracking": "LIVE-1"}, actor="elsewhere")
@@ -50,7 +56,22 @@ def test_the_run_page_follows_a_run_from_executing_to_completed_by_itself(
     expect(page.locator("#action-cancel")).to_have_count(0)  # a completed run cannot be cancelled
     expect(page.locator("#live-indicator")).to_contain_text("run finished")
     assert page.evaluate("window.sameDocument") is True
+    assert 200 in polls  # the poll that brought the change
     page.screenshot(path=str(artifacts / "run-page-live.png"), full_page=True)
+
+
+def test_a_page_whose_session_ended_stops_polling_and_asks_for_a_reload(live_server, page: Page) -> None:
+    run = waiting_run()
+    User.objects.create_superuser("leaver", "leaver@example.com", PASSWORD)
+    base = live_server.url
+    log_in(page, base, "leaver")
+    page.goto(f"{base}/admin/sagas/sagarun/{run.pk}/change/")
+    expect(page.locator("#live-indicator")).to_have_text("live")
+
+    page.context.clear_cookies()  # logged out elsewhere: the next poll lands on the login page
+
+    expect(page.locator("#live-indicator")).to_have_text("not updating: reload the page", timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#run-status")).to_have_text("executing")  # what it showed stays
 
 
 def test_the_health_page_charts_the_runs_by_hour_and_by_duration(
