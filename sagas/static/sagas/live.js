@@ -32,8 +32,8 @@
 
   // A person may have opened a traceback or an output: keep it open across the swap.
   function detailsKey(details) {
-    var row = details.closest("[data-step], [data-seq]");
-    var owner = row ? row.getAttribute("data-step") || row.getAttribute("data-seq") : "";
+    var row = details.closest("[data-step]");
+    var owner = row ? row.getAttribute("data-step") : "";
     var summary = details.querySelector("summary");
     return owner + "|" + (summary ? summary.textContent : "");
   }
