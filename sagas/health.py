@@ -11,7 +11,8 @@ from typing import Any
 
 import redis
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import Count
+from django.db.models import Case, Count, F, IntegerField, Value, When
+from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
 from sagas import breakers, recovery
@@ -24,6 +25,11 @@ logger = logging.getLogger(__name__)
 
 MAX_WINDOW_HOURS = 24 * 366  # the widest window a report covers: a year
 FINISHED = (RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.FAILED, RunStatus.CANCELLED)
+# Over a window longer than this, runs are counted per day rather than per hour: a year is 366 bars, not 8,784.
+DAILY_AFTER_HOURS = 24 * 14
+# The upper edges (seconds) of the duration histogram's bins, about evenly spaced on a log scale; a last bin
+# takes the runs that took a day or more.
+DURATION_EDGES: tuple[float, ...] = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 6 * 3600, 24 * 3600)
 
 
 @dataclass
@@ -213,3 +219,107 @@ def _alerts(report: HealthReport, now: datetime) -> list[str]:
         f"Circuit breaker of {b['service']} is {b['state']}." for b in report.breakers if b.get("state") != "closed"
     ]
     return alerts
+
+
+@dataclass(frozen=True)
+class Period:
+    """The runs started in one hour (or day) of the window, by how they stand now."""
+
+    start: datetime  # in the current time zone
+    started: int
+    completed: int
+    compensated: int
+    failed: int
+    cancelled: int
+
+    @property
+    def going(self) -> int:
+        """Still pending, executing or compensating."""
+        return self.started - self.completed - self.compensated - self.failed - self.cancelled
+
+
+@dataclass(frozen=True)
+class Activity:
+    """The window's runs per period: every period of the window, those without runs too."""
+
+    period: timedelta  # an hour, or a day over a window longer than DAILY_AFTER_HOURS
+    periods: list[Period]
+
+
+def activity(*, since: datetime, now: datetime) -> Activity:
+    """The runs started since ``since`` (the report's runs), per hour or day, by status: one grouped query."""
+    daily = now - since > timedelta(hours=DAILY_AFTER_HOURS)
+    truncate = TruncDay if daily else TruncHour
+    rows = (
+        SagaRun.objects.filter(created_at__gte=since)
+        .annotate(period=truncate("created_at"))
+        .values_list("period", "status")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    counts: dict[datetime, Counter[str]] = {}
+    for start, status, n in rows:
+        counts.setdefault(start, Counter())[status] += n
+    periods = []
+    for start in _period_starts(since, now, daily=daily):
+        found = counts.get(start, Counter())
+        periods.append(
+            Period(
+                start=start,
+                started=sum(found.values()),
+                completed=found[RunStatus.COMPLETED],
+                compensated=found[RunStatus.COMPENSATED],
+                failed=found[RunStatus.FAILED],
+                cancelled=found[RunStatus.CANCELLED],
+            )
+        )
+    return Activity(period=timedelta(days=1) if daily else timedelta(hours=1), periods=periods)
+
+
+def _period_starts(since: datetime, now: datetime, *, daily: bool) -> list[datetime]:
+    """The start of every hour (or day) from the one holding ``since`` to the one holding ``now``, in the current
+    time zone, as the database truncates: stepping an hour at a time keeps a day of 23 or 25 hours right."""
+
+    def truncate(moment: datetime) -> datetime:
+        local = timezone.localtime(moment).replace(minute=0, second=0, microsecond=0)
+        return local.replace(hour=0) if daily else local
+
+    starts: list[datetime] = []
+    moment = since
+    while True:
+        start = truncate(min(moment, now))
+        if not starts or starts[-1] != start:
+            starts.append(start)
+        if moment >= now:
+            return starts
+        moment += timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class DurationBin:
+    """How many of the window's finished runs took from ``low`` (included) to ``high`` seconds."""
+
+    low: float
+    high: float | None  # None: no upper bound
+    runs: int
+
+
+def durations(*, since: datetime) -> list[DurationBin]:
+    """The durations of the runs started since ``since`` that finished (those behind the report's p50 and p95),
+    in the bins of DURATION_EDGES: one grouped query."""
+    took = Case(
+        *(
+            When(finished_at__lt=F("created_at") + timedelta(seconds=edge), then=Value(index))
+            for index, edge in enumerate(DURATION_EDGES)
+        ),
+        default=Value(len(DURATION_EDGES)),
+        output_field=IntegerField(),
+    )
+    finished = SagaRun.objects.filter(created_at__gte=since, status__in=FINISHED, finished_at__isnull=False)
+    counts = dict(finished.annotate(bin=took).values_list("bin").annotate(n=Count("pk")).order_by())
+    lows = (0.0, *DURATION_EDGES)
+    highs = (*DURATION_EDGES, None)
+    return [
+        DurationBin(low=low, high=high, runs=counts.get(i, 0))
+        for i, (low, high) in enumerate(zip(lows, highs, strict=True))
+    ]

@@ -102,17 +102,22 @@ def step_rows(run: SagaRun, steps: list[SagaStepRun]) -> list[StepRow]:
     return rows
 
 
-def _in_flight(run: SagaRun, steps: list[SagaStepRun]) -> dict[str, str]:
-    """The steps running now, from their leases (an attempt's start is recorded with its outcome), in words."""
+def in_flight(run: SagaRun, steps: list[SagaStepRun]) -> dict[str, leases.Holder]:
+    """The steps running now, from their leases: an attempt's start is recorded with its outcome, so only the
+    lease says a step is under way."""
     try:
-        holders = leases.in_flight(run.pk, steps)
+        return leases.in_flight(run.pk, steps)
     except (redis.RedisError, ImproperlyConfigured):
         return {}  # the page still shows what the database says
+
+
+def _in_flight(run: SagaRun, steps: list[SagaStepRun]) -> dict[str, str]:
+    """The steps running now, in words."""
     now = time.time()
     return {
         name: f"attempt {h.attempt} running for {humanize_seconds(max(0.0, now - h.started))} "
         f"on {h.host} (pid {h.pid}, task {h.task_id})"
-        for name, h in holders.items()
+        for name, h in in_flight(run, steps).items()
     }
 
 

@@ -12,9 +12,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from sagas.admin import views
+from sagas.admin import live, views
 from sagas.admin.common import ReadOnlyAdminMixin, badge
-from sagas.admin.run_page import run_page_context
 from sagas.models import SagaRun
 from sagas.selectors import awaiting_person, current_step, humanize_seconds, run_duration, stuck
 
@@ -106,10 +105,7 @@ class SagaRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         run = self.get_object(request, object_id)
         context = dict(extra_context or {})
         if run is not None:
-            before = request.GET.get("events_before", "")
-            context.update(run_page_context(run, events_before=int(before) if before.isdecimal() else None))
-            context["actions_available"] = views.available_actions(self, request, run)
-            context["signal_form"] = views.signal_form(request, run)
+            context.update(live.run_context(self, request, run, live.events_before_param(request)))
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     # --- actions: permissions, pages and bulk versions ---
@@ -133,6 +129,11 @@ class SagaRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         wrap = self.admin_site.admin_view
         own = [
             path("health/", wrap(lambda request: views.health_view(self, request)), name="sagas_health"),
+            path(
+                "<path:object_id>/live/",
+                wrap(lambda request, object_id: live.live_view(self, request, object_id)),
+                name="sagas_sagarun_live",
+            ),
             *(
                 path(
                     f"<path:object_id>/{name}/",

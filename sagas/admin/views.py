@@ -17,10 +17,12 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 
 import sagas
+from sagas.admin import charts
 from sagas.admin.forms import ReasonForm, ResolveForm, SignalForm
-from sagas.health import MAX_WINDOW_HOURS, health_report
+from sagas.health import MAX_WINDOW_HOURS, activity, durations, health_report
 from sagas.models import SagaRun
 from sagas.selectors import stuck
 from sagas.services.compensation import pivot_passed
@@ -263,12 +265,20 @@ def health_view(model_admin: ModelAdmin[SagaRun], request: HttpRequest) -> HttpR
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
     hours = _window_hours(request)
-    report = health_report(window_hours=hours)
+    now = timezone.now()
+    report = health_report(window_hours=hours, now=now)
+    runs = activity(since=report.since, now=now)
+    took = durations(since=report.since)
     context = {
         **model_admin.admin_site.each_context(request),
         "opts": SagaRun._meta,
         "title": "Saga health",
         "report": report,
         "windows": [1, 6, 24, 24 * 7],
+        "activity_unit": "day" if runs.period.days else "hour",
+        "activity_chart": charts.activity_svg(runs),
+        "activity_rows": [(charts.period_label(p, runs.period), p) for p in runs.periods if p.started],
+        "durations_chart": charts.durations_svg(took),
+        "duration_rows": [(charts.duration_label(b), b.runs) for b in took],
     }
     return TemplateResponse(request, "admin/sagas/health.html", context)

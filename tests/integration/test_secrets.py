@@ -76,6 +76,7 @@ def test_a_receivers_task_carries_the_message_id_only(worker: WorkerProcess) -> 
         "outbox list": reverse("admin:sagas_sagaoutbox_changelist"),
         "task result": reverse("admin:django_celery_results_taskresult_change", args=[result.pk]),
         "run page": reverse("admin:sagas_sagarun_change", args=[run.pk]),
+        "live run page": reverse("admin:sagas_sagarun_live", args=[run.pk]),
     }
     for name, url in pages.items():
         response = client.get(url)
@@ -117,6 +118,7 @@ def test_secrets_in_error_messages_and_tracebacks_are_masked_wherever_they_are_s
     stored["the result backend"] = json.dumps([[r.result, r.traceback, r.task_args] for r in results])
     client = viewer()
     stored["the admin's run page"] = client.get(reverse("admin:sagas_sagarun_change", args=[run.pk])).content.decode()
+    stored["the admin's live page"] = client.get(reverse("admin:sagas_sagarun_live", args=[run.pk])).content.decode()
     stored["the API"] = client.get(f"/api/runs/{run.pk}/").content.decode()
     for where, text in stored.items():
         assert_no_secret(text, where)
