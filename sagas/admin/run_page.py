@@ -141,6 +141,8 @@ def _summary(event: SagaEvent) -> str:
         parts.append(f"{data['from']} → {data['to']}")
     if "attempt" in data and data["attempt"] is not None:
         parts.append(f"attempt {data['attempt']}")
+    if data.get("worker"):  # an attempt's start: the worker process that ran it
+        parts.append(f"on {data['worker']} pid {data.get('pid', '?')}")
     error = data.get("error")
     if isinstance(error, dict):
         parts.append(f"{error.get('class', '')}: {error.get('message', '')}")

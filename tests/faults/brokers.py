@@ -37,8 +37,8 @@ class PrivateBroker(Protocol):
     def queued(self, queue: str) -> int:
         """Messages waiting in ``queue``."""
 
-    def drop_queue(self, queue: str) -> None:
-        """``queue`` and what waits in it are gone."""
+    def empty_queue(self, queue: str) -> None:
+        """What waits in ``queue`` is gone."""
 
     def close(self) -> None:
         """Stop or remove the broker."""
@@ -113,7 +113,7 @@ class PrivateRedis:
         finally:
             client.close()
 
-    def drop_queue(self, queue: str) -> None:
+    def empty_queue(self, queue: str) -> None:
         client = redis.Redis.from_url(self.url)
         client.delete(queue)
         client.close()
@@ -171,9 +171,11 @@ class PrivateVhost:
         with Connection(self.url, connect_timeout=10) as connection:
             return queues.waiting(connection, queue)
 
-    def drop_queue(self, queue: str) -> None:
+    def empty_queue(self, queue: str) -> None:
+        # Purged, not deleted: deleting it would drop its binding too, and a publisher that declared it once
+        # would then send into nothing.
         with Connection(self.url, connect_timeout=10) as connection:
-            queues.delete(connection, queue)
+            connection.default_channel.queue_purge(queue=queue)
 
     def close(self) -> None:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):

@@ -87,8 +87,14 @@ def test_sigkill_of_the_whole_worker_mid_step_then_a_new_worker(lab: FaultLab, b
 
     assert run.status == RunStatus.COMPLETED
     assert run.steps.get(name="credit").attempts == 2
-    redriven = SagaEvent.objects.get(run=run, type=EventType.SAGA_REDRIVEN)
-    assert redriven.data["action"] == "run step credit again (attempt lost)"
+    if lab.broker.kind == "redis":
+        # Redis keeps the killed worker's unacknowledged message until its visibility timeout: the reaper re-drives.
+        redriven = SagaEvent.objects.get(run=run, type=EventType.SAGA_REDRIVEN)
+        assert redriven.data["action"] == "run step credit again (attempt lost)"
+    else:
+        # RabbitMQ gives the message back as soon as the killed worker's connection closes, and the new worker runs
+        # it (the reaper may re-drive it as well: the step's lease lets one delivery run it).
+        assert SagaEvent.objects.filter(run=run, type=EventType.SAGA_REDRIVEN).count() <= 1
     check_transfers([run], bank)
 
 
@@ -242,7 +248,7 @@ def test_an_errback_that_never_ran_is_made_up_for_by_the_reaper(lab: FaultLab, b
 
 def test_a_message_for_a_renamed_task_parks_the_run(lab: FaultLab, bank: dict) -> None:
     run = transfer()  # no worker yet
-    lab.broker.drop_queue(celery_app.conf.task_default_queue)  # the deploy dropped what the old code had queued
+    lab.broker.empty_queue(celery_app.conf.task_default_queue)  # the deploy dropped what the old code had queued
     old_name = "saga.tests.transfer.withdraw"  # what the step was called before the deploy
     celery_app.send_task(old_name, args=[str(run.pk), "debit"])
     lab.start_worker()

@@ -372,3 +372,21 @@ def test_a_run_past_its_pivot_offers_no_cancel(admin_client) -> None:
     run.steps.filter(name="ship").update(status=StepStatus.RUNNING)
     page = admin_client.get(reverse("admin:sagas_sagarun_change", args=[run.pk])).content.decode()
     assert 'id="action-cancel"' not in page
+
+
+def test_the_run_page_names_the_worker_process_of_each_attempt(admin_client) -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING)
+    run.steps.filter(name="create_order").update(status=StepStatus.SUCCEEDED, worker="w7@box", worker_pid=4711)
+    SagaEvent.objects.create(
+        run=run,
+        seq=1,
+        type=EventType.STEP_STARTED,
+        step="create_order",
+        data={"from": "pending", "to": "running", "attempt": 1, "task_id": "t", "worker": "w7@box", "pid": 4711},
+    )
+    page = admin_client.get(reverse("admin:sagas_sagarun_change", args=[run.pk])).content.decode()
+    steps = page[page.index('id="steps"') : page.index("</table>", page.index('id="steps"'))]
+    row = steps[steps.index('data-step="create_order"') :]
+    assert '<td class="saga-worker">w7@box<div class="saga-circuit">pid 4711</div></td>' in row
+    assert '<td class="saga-worker">-</td>' in steps[steps.index('data-step="reserve_stock"') :]
+    assert "attempt 1; on w7@box pid 4711" in page  # the timeline
