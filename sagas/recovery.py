@@ -7,7 +7,6 @@ outbox).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ from datetime import UTC, datetime
 from django.db.models import Q
 from django.utils import timezone
 
-from sagas import leases, outbox
+from sagas import leases, outbox, schedules
 from sagas.conf import sagas_settings
 from sagas.models import SagaRun
 from sagas.selectors import stale
@@ -73,18 +72,10 @@ def reap(*, dry_run: bool = False, actor: str = "reaper") -> list[Redrive]:
 
 def ensure_reaper_schedule() -> None:
     """Install (or update) the reaper's periodic task on django-celery-beat's database schedule."""
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
-    every, _ = IntervalSchedule.objects.get_or_create(
-        every=int(sagas_settings.REAPER_INTERVAL), period=IntervalSchedule.SECONDS
-    )
-    PeriodicTask.objects.update_or_create(
-        name=REAPER_SCHEDULE_NAME,
-        defaults={
-            "task": REAPER_TASK,
-            "interval": every,
-            "kwargs": json.dumps({}),
-            "description": "Re-drives saga runs that a lost message, a killed worker or a lost errback left "
-            "stuck (sagas.recovery). Installed by the sagas app; its interval is SAGAS['REAPER_INTERVAL'].",
-        },
+    schedules.schedule_every(
+        REAPER_SCHEDULE_NAME,
+        task=REAPER_TASK,
+        seconds=int(sagas_settings.REAPER_INTERVAL),
+        description="Re-drives saga runs that a lost message, a killed worker or a lost errback left stuck "
+        "(sagas.recovery). Installed by the sagas app; its interval is SAGAS['REAPER_INTERVAL'].",
     )

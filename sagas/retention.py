@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from datetime import timedelta
 
 from django.core.exceptions import ImproperlyConfigured
 
+from sagas import schedules
 from sagas.conf import sagas_settings
 from sagas.services.purge import MIN_AGE, PurgeReport, purge_runs
 
@@ -55,25 +55,16 @@ def purge_after() -> timedelta | None:
 def ensure_purge_schedule() -> None:
     """Put the purge on django-celery-beat's database schedule when ``SAGAS["PURGE_AFTER"]`` is set, every
     ``SAGAS["PURGE_INTERVAL"]`` seconds; take it off when it is not."""
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
     if purge_after() is None:
-        PeriodicTask.objects.filter(name=PURGE_SCHEDULE_NAME).delete()
+        schedules.unschedule(PURGE_SCHEDULE_NAME)
         return
-    every, _ = IntervalSchedule.objects.get_or_create(
-        every=int(sagas_settings.PURGE_INTERVAL), period=IntervalSchedule.SECONDS
-    )
-    PeriodicTask.objects.update_or_create(
-        name=PURGE_SCHEDULE_NAME,
-        defaults={
-            "task": PURGE_TASK,
-            "interval": every,
-            "kwargs": json.dumps({}),
-            "enabled": True,
-            "description": "Deletes saga runs finished longer than SAGAS['PURGE_AFTER'] ago, with their steps, "
-            "events, snapshots, outbox messages and receipts (sagas.retention). Installed by the sagas app; its "
-            "interval is SAGAS['PURGE_INTERVAL'].",
-        },
+    schedules.schedule_every(
+        PURGE_SCHEDULE_NAME,
+        task=PURGE_TASK,
+        seconds=int(sagas_settings.PURGE_INTERVAL),
+        description="Deletes saga runs finished longer than SAGAS['PURGE_AFTER'] ago, with their steps, events, "
+        "snapshots, outbox messages and receipts (sagas.retention). Installed by the sagas app; its interval is "
+        "SAGAS['PURGE_INTERVAL'].",
     )
 
 

@@ -50,7 +50,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "sagas.metrics",
         ),
     ),
-    ("storage", ("sagas.models", "sagas.selectors", "sagas.eventlog", "sagas.outbox")),
+    ("storage", ("sagas.models", "sagas.selectors", "sagas.eventlog", "sagas.outbox", "sagas.schedules")),
     ("services", ("sagas.services",)),
     ("execution", ("sagas.runner", "sagas.recovery", "sagas.retention", "sagas.operations")),
     ("tasks", ("sagas.tasks", "sagas.delivery")),
