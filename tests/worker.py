@@ -22,21 +22,23 @@ RUN_TIMEOUT = 120
 
 class WorkerProcess(SagaWorker):
     """sagas.testing's worker with this suite's settings: the project's Celery app, tests.settings, the
-    session's queue; ``env`` adds or overrides variables (the fault tests point one at another broker)."""
+    session's queue (or ``queue``: a test's own, with the session's key prefix); ``env`` adds or overrides
+    variables (the fault tests point one at another broker)."""
 
-    def __init__(self, log_path: Path, concurrency: int = 2, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, log_path: Path, concurrency: int = 2, env: dict[str, str] | None = None, queue: str | None = None
+    ) -> None:
         db = connection.settings_dict
-        queue = settings.CELERY_TASK_DEFAULT_QUEUE
         super().__init__(
             log_path,
             app="sagaproject",
-            queues=[queue],
+            queues=[queue or settings.CELERY_TASK_DEFAULT_QUEUE],
             concurrency=concurrency,
             cwd=ROOT,
             env={
                 "DJANGO_SETTINGS_MODULE": "tests.settings",
                 "TEST_DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-                "CELERY_TASK_DEFAULT_QUEUE": queue,
+                "CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
                 **(env or {}),
             },
         )

@@ -8,15 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 
 from sagaproject.celery import app
 from sagas.testing import queues, spans
-from sagas.testing.worker import SagaWorker
 from sagas.testing.worker_main import SPANS_VARIABLE
 from tests.testapp.sagas import Traced
 from tests.tracing import finished_spans, memory_exporter
-from tests.worker import ROOT, wait_for_run, wait_until
+from tests.worker import WorkerProcess, wait_for_run, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -54,16 +52,10 @@ def test_a_runs_spans_in_the_worker_are_children_of_its_start_here(tmp_path: Pat
     exporter = memory_exporter()
     exporter.clear()
     settings.SAGAS = {**settings.SAGAS, "QUEUE": queue, "TRACING": True}
-    db = django_settings.DATABASES["default"]
-    worker = SagaWorker(
+    worker = WorkerProcess(
         tmp_path / "worker.log",
-        app="sagaproject",
-        queues=[queue],
-        cwd=ROOT,
+        queue=queue,
         env={
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "TEST_DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            "CELERY_TASK_DEFAULT_QUEUE": django_settings.CELERY_TASK_DEFAULT_QUEUE,  # the same key prefix
             "SAGAS_QUEUE": queue,  # what the worker publishes comes back to it
             "SAGAS_TRACING": "1",
             SPANS_VARIABLE: str(directory),

@@ -10,12 +10,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.conf import settings as django_settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from sagas.testing.worker import SagaWorker
 from tests.testapp.sagas import EagerThree
-from tests.worker import ROOT, wait_for_run
+from tests.worker import WorkerProcess, wait_for_run
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -41,16 +39,10 @@ def test_a_worker_serves_the_counts_of_its_pool_processes(tmp_path: Path, settin
     directory = tmp_path / "metrics"
     directory.mkdir()
     settings.SAGAS = {**settings.SAGAS, "QUEUE": queue}  # this test's runs go to this worker only
-    db = django_settings.DATABASES["default"]
-    worker = SagaWorker(
+    worker = WorkerProcess(
         tmp_path / "worker.log",
-        app="sagaproject",
-        queues=[queue],
-        cwd=ROOT,
+        queue=queue,
         env={
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "TEST_DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            "CELERY_TASK_DEFAULT_QUEUE": django_settings.CELERY_TASK_DEFAULT_QUEUE,  # the same key prefix
             "PROMETHEUS_MULTIPROC_DIR": str(directory),
             "SAGAS_WORKER_METRICS_PORT": str(port),
         },
