@@ -7,7 +7,6 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
-from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -218,7 +217,7 @@ CELERY_TASK_SOFT_TIME_LIMIT = int(env("CELERY_TASK_SOFT_TIME_LIMIT", "270"))
 if CELERY_BROKER_URL.split("://", 1)[0] in ("amqp", "amqps", "pyamqp"):  # RabbitMQ (docs/rabbitmq.md)
     # Publisher confirms: a publish returns once RabbitMQ has taken the message, and raises when it did not, so a
     # step's commit is never followed by a message that silently went nowhere (the outbox and reaper take over).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"confirm_publish": True}
     # Quorum queues as an option (`CELERY_QUEUE_TYPE=quorum`): replicated, and a message redelivered more than
     # RABBITMQ_DELIVERY_LIMIT times (it kills every worker that takes it) is dropped by the broker. Celery then
     # delays countdown messages in the broker (native delayed delivery), which needs topic exchanges.
@@ -227,17 +226,17 @@ if CELERY_BROKER_URL.split("://", 1)[0] in ("amqp", "amqps", "pyamqp"):  # Rabbi
     if CELERY_TASK_DEFAULT_QUEUE_TYPE == "quorum":
         CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
         CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
-        CELERY_TASK_QUEUES = [
-            Queue(
-                CELERY_TASK_DEFAULT_QUEUE,
-                Exchange(CELERY_TASK_DEFAULT_QUEUE, type="topic"),
-                routing_key=CELERY_TASK_DEFAULT_QUEUE,
-                queue_arguments={
+        CELERY_TASK_QUEUES = {
+            CELERY_TASK_DEFAULT_QUEUE: {
+                "exchange": CELERY_TASK_DEFAULT_QUEUE,
+                "exchange_type": "topic",
+                "routing_key": CELERY_TASK_DEFAULT_QUEUE,
+                "queue_arguments": {
                     "x-queue-type": "quorum",
                     "x-delivery-limit": int(env("RABBITMQ_DELIVERY_LIMIT", "10")),
                 },
-            )
-        ]
+            }
+        }
 else:
     # Redis redelivers anything unacked after this many seconds; it must exceed the longest
     # step hard limit plus the longest retry countdown, or a slow step runs twice.

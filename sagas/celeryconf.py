@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 
@@ -14,3 +15,29 @@ def celery_setting(name: str, default: Any = None) -> Any:
 
     value = current_app.conf.get(name)
     return default if value is None else value
+
+
+RABBITMQ_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+
+def on_quorum_queues(app: Any) -> bool:
+    """Whether ``app`` publishes to RabbitMQ quorum queues, where Celery delays countdowns in the broker."""
+    from celery.utils.quorum_queues import detect_quorum_queues
+
+    scheme = str(app.conf.broker_url or "").split("://", 1)[0]
+    return scheme in RABBITMQ_SCHEMES and detect_quorum_queues(app, "amqp")[0]
+
+
+def broker_delay(app: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The publish ``options`` with a delay Celery can publish: on quorum queues Celery delays a message in the
+    broker in whole seconds and refuses to publish one due in less than a second (kombu's calculate_routing_key
+    raises on 0), so such a delay becomes one second there. Elsewhere the options are returned as they are."""
+    countdown, eta = options.get("countdown"), options.get("eta")
+    if not (countdown or eta) or not on_quorum_queues(app):
+        return options
+    if eta is not None:
+        due = datetime.fromisoformat(eta) if isinstance(eta, str) else eta
+        countdown = (due - app.now()).total_seconds()
+    if countdown is None or not 0 < float(countdown) < 1:
+        return options
+    return {**{name: value for name, value in options.items() if name != "eta"}, "countdown": 1.0}

@@ -11,6 +11,7 @@ import redis
 from celery import Task, shared_task
 
 from sagas import connections, eager, engine, leases, logs, recovery, registry, retention, runner, services
+from sagas.celeryconf import broker_delay
 from sagas.definitions import Saga
 from sagas.exceptions import StepFailed
 from sagas.outcomes import Outcome
@@ -45,6 +46,11 @@ class SagaTask(Task):
 
     def after_return(self, *args: Any, **kwargs: Any) -> None:
         connections.after_task()
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None, *rest: Any,
+                    **options: Any) -> Any:  # fmt: skip
+        # Every publish of a saga task (a chain's next step, a retry, a re-drive, a check) passes here.
+        return super().apply_async(args, kwargs, task_id, *rest, **broker_delay(self.app, options))
 
 
 def _finish(task: Task, result: Any) -> None:
