@@ -34,7 +34,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def publishing_to(url: str) -> Iterator[None]:
     """Point this process's Celery app (what start() and the reaper publish with) at another broker."""
     conf = celery_app.conf
-    previous = conf.broker_url
+    # The app's own override, if any: restored as it was, so the URL is read from Django's settings again after.
+    had_override, previous = "broker_url" in conf.changes, conf.changes.get("broker_url")
     previous_env = os.environ.get("CELERY_BROKER_URL")
 
     def reset_pools() -> None:
@@ -51,7 +52,10 @@ def publishing_to(url: str) -> Iterator[None]:
     try:
         yield
     finally:
-        conf.broker_url = previous
+        if had_override:
+            conf.changes["broker_url"] = previous
+        else:
+            conf.changes.pop("broker_url", None)
         if previous_env is None:
             os.environ.pop("CELERY_BROKER_URL", None)
         else:
