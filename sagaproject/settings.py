@@ -308,4 +308,8 @@ SAGAS: dict[str, object] = {
     # A worker's own metrics endpoint (its processes' counts), when a port is given: compose serves it on 9808.
     "WORKER_METRICS_PORT": int(env("SAGAS_WORKER_METRICS_PORT", "0")) or None,
     "WORKER_METRICS_ADDRESS": env("SAGAS_WORKER_METRICS_ADDRESS", "127.0.0.1"),
+    # Retention: finished runs older than this age (e.g. `30d`) are purged every hour; unset, none are.
+    "PURGE_AFTER": os.environ.get("SAGAS_PURGE_AFTER") or None,
+    # OpenTelemetry spans (the `tracing` extra, and an SDK with an exporter the project configures).
+    "TRACING": env_bool("SAGAS_TRACING", False),
 }
