@@ -1,4 +1,4 @@
-"""Chaos soaks: workers killed while sagas run (`python -m bench.chaos`)."""
+"""Chaos soaks: worker kills (`python -m bench.chaos`), and server and network faults too (`--infra`)."""
 
 from bench.chaos.kills import Chaos, Config, Report, main
 from bench.chaos.processes import Process, create_database, drop_database
