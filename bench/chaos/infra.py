@@ -50,6 +50,7 @@ class Config:
     workers: int = 2  # worker instances, each with `concurrency` pool processes
     concurrency: int = 2
     fault_every: float = 5.0  # mean seconds between faults
+    kinds: tuple[str, ...] = fault_kinds.KINDS  # the kinds of fault inflicted (all, unless isolating one)
     trips: float = 0.4  # share of BookTrip runs
     planned: float = 0.15  # share of runs that plan failures of their own steps
     lease: int = 5  # SAGAS["LEASE_SECONDS"]
@@ -64,7 +65,7 @@ class InfraSoak:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.targets = random.Random(f"targets:{config.seed}")  # which worker a kill hits
-        self.schedule = fault_kinds.schedule(config.seed, config.seconds, config.fault_every)
+        self.schedule = fault_kinds.schedule(config.seed, config.seconds, config.fault_every, config.kinds)
         self.log = FaultLog()
         self.lock = threading.Lock()  # the worker list, shared by the fault thread and the supervisor
         self.workers: list[Process] = []
@@ -342,17 +343,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="a random one, printed, when not given")
     parser.add_argument("--fault-every", type=float, default=5.0, help="mean seconds between faults")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--kinds", default=",".join(fault_kinds.KINDS), help="the kinds of fault, comma-separated")
     parser.add_argument("--drain", type=float, default=300.0, help="seconds the last runs may take to settle")
     parser.add_argument("--log-dir", type=Path, default=ROOT / ".chaos" / "infra")
     args = parser.parse_args(argv)
+    kinds = tuple(kind for kind in args.kinds.split(",") if kind)
+    unknown = sorted(set(kinds) - set(fault_kinds.KINDS))
+    if unknown or not kinds:
+        named = ", ".join(unknown) or "(none given)"
+        parser.error(f"--kinds: unknown {named}; the kinds are {', '.join(fault_kinds.KINDS)}")
     seed_value = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 1_000_000)
     config = Config(runs=args.runs, seconds=args.minutes * 60, seed=seed_value, workers=args.workers,
-                    fault_every=args.fault_every, drain_timeout=args.drain, log_dir=args.log_dir)  # fmt: skip
+                    fault_every=args.fault_every, kinds=kinds, drain_timeout=args.drain,
+                    log_dir=args.log_dir)  # fmt: skip
     shutil.rmtree(config.log_dir, ignore_errors=True)
     # A SIGTERM unwinds like Ctrl-C does, so the servers and processes below are stopped and removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     replay = (f"python -m bench.chaos --infra --seed {config.seed} --runs {config.runs} --minutes {args.minutes:g} "
-              f"--fault-every {config.fault_every:g} --workers {config.workers}")  # fmt: skip
+              f"--fault-every {config.fault_every:g} --workers {config.workers}"
+              + ("" if kinds == fault_kinds.KINDS else f" --kinds {args.kinds}"))  # fmt: skip
     print(f"chaos-infra: seed={config.seed} (replay: {replay}); logs in {config.log_dir}", flush=True)
     soak = InfraSoak(config)
     try:
