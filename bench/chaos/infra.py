@@ -189,15 +189,17 @@ class InfraSoak:
             alive = [w for w in self.workers if w.alive()]
             if not alive:
                 raise RuntimeError("no worker alive")
-            target = self.targets.choice(alive)
             if not whole:
-                children = target.children()
-                if not children:
-                    raise RuntimeError(f"{target.name} has no pool process")
+                # A worker started by the last whole-worker kill may not have forked its pool yet.
+                pools = [(worker, children) for worker in alive if (children := worker.children())]
+                if not pools:
+                    raise RuntimeError("no worker has a pool process")
+                target, children = self.targets.choice(pools)
                 pid = self.targets.choice(children)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 return f"({target.name} pid {pid})"
+            target = self.targets.choice(alive)
             target.kill()
             self.workers.remove(target)
             replacement = self.start_worker()
