@@ -1,5 +1,4 @@
-"""The infrastructure soak's own parts: its seeded fault schedule, its proxy's faults and its history checker's
-judgements, each without the soak."""
+"""The infrastructure soak's parts without the soak: its fault schedule, its proxy, its checker's judgements."""
 
 from __future__ import annotations
 

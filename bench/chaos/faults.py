@@ -1,5 +1,4 @@
-"""The infrastructure soak's faults: their kinds, a schedule drawn from the seed (the same seed, the same faults at the
-same offsets), and the log of what was inflicted when, which the history checker lays beside each run's events."""
+"""The infrastructure soak's faults: their kinds, a schedule drawn from the seed, and the log of what was done."""
 
 from __future__ import annotations
 

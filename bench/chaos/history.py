@@ -1,13 +1,4 @@
-"""The history checker: after a soak, every run's rows, event log, participant effects and receiver effects, checked
-against what the framework promises (docs/guarantees.md), each violation with the run's timeline.
-
-Categories (bench/README.md): **lost** (a started run missing, an event log that does not fold to the rows, an
-effect the rows say happened that the participant never saw, or the other way round, a receiver that never got
-its message), **doubled** (an effect applied or undone twice, a receiver effect counted twice, counters that do not
-add up), **misordered** (a compensation started before an earlier stage had settled), **unsettled** (a run not
-finished, ``failed`` without the permanent failure its payload planned, or compensated with an effect left in
-place).
-"""
+"""The history checker: every run's rows, events, participant and receiver effects checked after a soak."""
 
 from __future__ import annotations
 
@@ -27,6 +18,7 @@ from sagas.choreography import receivers_of
 from sagas.models import SagaEvent, SagaOutbox, SagaReceipt, SagaRun
 from sagas.states import EventType, RunStatus, StepStatus
 
+# What each category counts: bench/README.md, "The history checker".
 CATEGORIES = ("lost", "doubled", "misordered", "unsettled")
 REFUND_DOWN = "refund_gateway_unavailable"
 

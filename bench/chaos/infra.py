@@ -55,7 +55,7 @@ class Config:
     planned: float = 0.15  # share of runs that plan failures of their own steps
     lease: int = 5  # SAGAS["LEASE_SECONDS"]
     task_time_limit: int = 20
-    drain_timeout: float = 300.0  # after the soak, how long the last runs (and receivers) may take to settle
+    drain_timeout: float = 600.0  # after the soak, how long the last runs (and receivers) may take to settle
     log_dir: Path = field(default_factory=lambda: ROOT / ".chaos" / "infra")
 
 
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-every", type=float, default=5.0, help="mean seconds between faults")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--kinds", default=",".join(fault_kinds.KINDS), help="the kinds of fault, comma-separated")
-    parser.add_argument("--drain", type=float, default=300.0, help="seconds the last runs may take to settle")
+    parser.add_argument("--drain", type=float, default=600.0, help="seconds the last runs may take to settle")
     parser.add_argument("--log-dir", type=Path, default=ROOT / ".chaos" / "infra")
     args = parser.parse_args(argv)
     kinds = tuple(kind for kind in args.kinds.split(",") if kind)

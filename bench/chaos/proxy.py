@@ -1,5 +1,4 @@
-"""A fault-injecting TCP proxy on loopback: the soak's workers reach PostgreSQL and Redis through it, and the soak
-adds latency to, stalls, or cuts their connections (toxiproxy's toxics, without toxiproxy)."""
+"""A fault-injecting TCP proxy on loopback: latency, stalls and cuts between the workers and their servers."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The soaks' workload: a shop and a travel agency seeded with traps, PlaceOrder and BookTrip payloads, the failures
-each run plans for itself, and the ledger that tells whether stock, seats and money still add up."""
+"""The soaks' workload: seeded participants with traps, PlaceOrder and BookTrip payloads, planned failures, ledger."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The infrastructure soak, short: PlaceOrder and BookTrip runs while workers are killed, PostgreSQL and Redis restart
-and the network between them misbehaves; nothing lost, doubled, misordered or left unsettled."""
+"""The infrastructure soak, short: servers restarted and connections hurt; nothing lost, doubled or misordered."""
 
 from __future__ import annotations
 
