@@ -248,9 +248,11 @@ class InfraSoak:
         print(f"soak: {soak:.0f} s; draining (at most {config.drain_timeout:.0f} s)", flush=True)
         drained = self.drain(run_ids)
         connections.close_all()
+        checking = time.monotonic()
         verdict = history.check(run_ids, shop, ledger_before)
         counts = self.log.counts()
-        print(f"runs by status: {verdict.by_status}; drained in {drained:.0f} s")
+        print(f"runs by status: {verdict.by_status}; drained in {drained:.0f} s, checked in "
+              f"{time.monotonic() - checking:.0f} s")  # fmt: skip
         failed_faults = [entry for entry in self.log.entries if entry.error]
         if failed_faults:
             first_failed = failed_faults[0]
