@@ -361,8 +361,10 @@ def main(argv: list[str] | None = None) -> int:
                     fault_every=args.fault_every, kinds=kinds, drain_timeout=args.drain,
                     log_dir=args.log_dir)  # fmt: skip
     shutil.rmtree(config.log_dir, ignore_errors=True)
-    # A SIGTERM unwinds like Ctrl-C does, so the servers and processes below are stopped and removed.
+    # SIGTERM unwinds as Ctrl-C does, so the servers and processes below are stopped and removed; and Ctrl-C does
+    # even where SIGINT came ignored (a job started in the background by a non-interactive shell).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     replay = (f"python -m bench.chaos --infra --seed {config.seed} --runs {config.runs} --minutes {args.minutes:g} "
               f"--fault-every {config.fault_every:g} --workers {config.workers}"
               + ("" if kinds == fault_kinds.KINDS else f" --kinds {args.kinds}"))  # fmt: skip
