@@ -132,8 +132,16 @@ def _check_run(run: SagaRun, log: list[SagaEvent], effects: dict[str, Effect], s
     except Exception as exc:  # an unfoldable log is a finding, not a crash of the checker
         differences = [f"the log does not fold: {exc!r}"]
     found += [("lost", f"rebuild differs: {d}") for d in differences]
-    # Effects: at most once each, undone at most once, and as the step rows say.
+    # Effects: at most once each, undone at most once, and as the step rows say. A run that compensated (or failed
+    # compensating) must have undone every step it did; a completed one must have done them all.
+    undoing = run.status == RunStatus.COMPENSATED or any(
+        step.status == StepStatus.COMPENSATION_FAILED for step in steps.values()
+    )
     for name, step in steps.items():
+        if run.status == RunStatus.COMPLETED and step.status != StepStatus.SUCCEEDED:
+            found.append(("lost", f"the run completed, but {name} is {step.status}"))
+        if undoing and step.status == StepStatus.SUCCEEDED and effects[name].undone is not None:
+            found.append(("unsettled", f"the run compensated, but {name} is still succeeded: its effect left in place"))
         effect = effects[name]
         model = effect.model()
         rows = list(model.objects.filter(idempotency_key=f"{run.pk}:{name}"))  # type: ignore[attr-defined]
