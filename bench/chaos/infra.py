@@ -292,9 +292,9 @@ class InfraSoak:
                 unreceived = messages.filter(published_at__isnull=True).exists() or (
                     SagaReceipt.objects.filter(message_id__in=messages.values("id")).count() < _receipts_due(messages)
                 )
-            except Error:
+            except Error:  # the soak's own connection, hurt before the faults stopped: read again
                 connections.close_all()
-                unfinished = True
+                unfinished = unreceived = True
             if not unfinished and not unreceived:
                 break
             time.sleep(1)
