@@ -216,7 +216,7 @@ class InfraSoak:
 
         config = self.config
         ensure_reaper_schedule()
-        shop = seed(QUEUE)
+        shop = seed(QUEUE, scale=-(-config.runs // 1000))  # as much to sell per 1,000 runs as the worker-kill soak
         ledger_before = ledger()
         workload = Workload(shop, random.Random(f"runs:{config.seed}"), trips=config.trips, planned=config.planned)
         for _ in range(config.workers):

@@ -34,8 +34,10 @@ class Shop:
     blocked: str
 
 
-def seed(tag: str) -> Shop:
-    """Seed the participants' tables for one soak; ``tag`` keeps its rows apart from anything else there."""
+def seed(tag: str, scale: int = 1) -> Shop:
+    """Seed the participants' tables for one soak; ``tag`` keeps its rows apart from anything else there. ``scale``
+    multiplies the stock, seats, rooms and cars, so that a longer soak does not sell out early and end most of its
+    runs at the same step."""
     from participants.airline.models import Flight
     from participants.cars.models import CarClass
     from participants.fraud.models import BlockedTraveller
@@ -46,7 +48,7 @@ def seed(tag: str) -> Shop:
 
     DeliveryZone.objects.get_or_create(country="NL", defaults={"active": True})
     for sku, units in STOCK.items():
-        StockItem.objects.create(sku=f"{sku}-{tag}", name=sku, available=units)
+        StockItem.objects.create(sku=f"{sku}-{tag}", name=sku, available=units * scale)
     accounts = [
         Account.objects.create(holder=f"chaos {n}", email=f"chaos{n}@example.com", balance=Decimal(2000))
         for n in range(20)
@@ -58,15 +60,15 @@ def seed(tag: str) -> Shop:
     # The last of each is nearly full: most bookings on it are refused, and release what the others held.
     flights = [
         Flight.objects.create(number=f"{tag[:6]}{n}", departs_on="2027-06-01", seats_total=seats).number
-        for n, seats in enumerate((400, 400, 3))
+        for n, seats in enumerate((400 * scale, 400 * scale, 3))
     ]
     hotels = [
         Hotel.objects.create(name=f"hotel {n}", city="Utrecht", rooms_total=rooms).pk
-        for n, rooms in enumerate((400, 400, 3))
+        for n, rooms in enumerate((400 * scale, 400 * scale, 3))
     ]
     car_classes = [
         CarClass.objects.create(name=f"class {n}", city="Utrecht", cars_total=cars).pk
-        for n, cars in enumerate((400, 3))
+        for n, cars in enumerate((400 * scale, 3))
     ]
     blocked = f"blocked-{tag}@example.com"
     BlockedTraveller.objects.create(email=blocked, reason="chaos soak")
@@ -83,8 +85,7 @@ def seed(tag: str) -> Shop:
 
 class Workload:
     """The runs of a soak, drawn from ``rng``: BookTrip with probability ``trips``, else PlaceOrder; with
-    probability ``planned`` a run plans failures of its own steps (a transient failure or two within the step's
-    budget, or a refusal; a refusal of the last, irreversible step leaves the run ``failed`` for a person)."""
+    probability ``planned`` a run plans failures of its own steps (``plan``)."""
 
     def __init__(self, shop: Shop, rng: random.Random, *, trips: float = 0.0, planned: float = 0.0) -> None:
         self.shop = shop
@@ -100,7 +101,7 @@ class Workload:
         saga: type[sagas.Saga] = BookTrip if self.trips and self.rng.random() < self.trips else PlaceOrder
         payload = self.order(number) if saga is PlaceOrder else self.trip(number)
         if self.planned and self.rng.random() < self.planned:
-            payload[PLAN_KEY] = self.plan(saga)
+            payload[PLAN_KEY] = self.plan(saga, payload)
         return saga, payload
 
     def order(self, number: int) -> dict[str, Any]:
@@ -128,10 +129,15 @@ class Workload:
             "amount": str(rng.choice([120, 450, 980])),
         }
 
-    def plan(self, saga: type[sagas.Saga]) -> dict[str, str]:
+    def plan(self, saga: type[sagas.Saga], payload: dict[str, Any]) -> dict[str, str]:
+        """Failures of the run's own steps. A refusal of the last step (the pivot: nothing irreversible has
+        happened yet) compensates the run; charged to the account whose refunds cannot get through, the run then
+        stops ``failed``, awaiting a person: the soak's planned permanent failure."""
         rng = self.rng
         last = saga.steps[-1]
         if rng.random() < 0.15:
+            if rng.random() < 0.5:
+                payload["account_id"] = self.shop.refunds_down
             return {last.name: "business"}
         steps = [step for step in saga.steps if step is not last]
         step = rng.choice(steps)
