@@ -261,13 +261,16 @@ class InfraSoak:
             print(f"processes that died by themselves (started again): {dict(self.crashes)}")
         for category in history.CATEGORIES:
             print(f"{category}: {verdict.count(category)}")
-        if verdict.violations:
-            first = verdict.violations[0]
-            print(f"first violation ({first.category}): {first.message}")
-            if first.run_id is not None:
-                print(history.timeline(first.run_id, self.log))
-            for violation in verdict.violations[1:20]:
-                print(f"  {violation.category}: run {violation.run_id}: {violation.message}")
+        # The first violation of each category, with its run's timeline, then a few more by name.
+        firsts = {v.category: v for v in reversed(verdict.violations)}
+        for category in history.CATEGORIES:
+            if category in firsts:
+                first = firsts[category]
+                print(f"first {category} violation: run {first.run_id}: {first.message}")
+                if first.run_id is not None:
+                    print(history.timeline(first.run_id, self.log))
+        for violation in verdict.violations[:20]:
+            print(f"  {violation.category}: run {violation.run_id}: {violation.message}")
         print(
             f"chaos: runs={verdict.runs} lost={verdict.count('lost')} doubled={verdict.count('doubled')} "
             f"misordered={verdict.count('misordered')} unsettled={verdict.count('unsettled')} "
