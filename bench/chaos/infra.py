@@ -31,15 +31,13 @@ from typing import Any
 
 from bench.chaos import faults as fault_kinds
 from bench.chaos.faults import Fault, FaultLog, Inflicted
-from bench.chaos.processes import ROOT, Process
+from bench.chaos.processes import INHERITED_PREFIXES, ROOT, Process, clean_environment
 from bench.chaos.proxy import FaultProxy
 from bench.chaos.servers import PrivatePostgres, PrivateRedis
 from sagaproject import commands
 
 DATABASE = "sagas_chaos"
 QUEUE = "chaos-infra"
-# What the soak's processes must not inherit from whoever started it (a test session's database, broker, queue).
-INHERITED_PREFIXES = ("CELERY_", "SAGAS_", "DATABASE_", "TEST_", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR", "DJANGO_")
 
 
 @dataclass
@@ -319,10 +317,6 @@ def _receipts_due(messages: Any) -> int:
     from sagas.choreography import receivers_of
 
     return sum(len(receivers_of(m.topic, step=bool(m.message.get("step")))) for m in messages)
-
-
-def clean_environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(INHERITED_PREFIXES)}
 
 
 def start_run(saga: Any, payload: dict[str, Any], key: str, patience: float = 120.0) -> uuid.UUID:

@@ -9,6 +9,13 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+# What a soak's processes must not inherit from whoever started it (a test session's database, broker, queue).
+INHERITED_PREFIXES = ("CELERY_", "SAGAS_", "DATABASE_", "TEST_", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR", "DJANGO_")
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without the settings a soak gives its processes itself."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(INHERITED_PREFIXES)}
 
 
 class Process:

@@ -9,8 +9,7 @@ import sys
 import pytest
 
 from bench.chaos.faults import KINDS
-from bench.chaos.infra import clean_environment
-from bench.chaos.processes import ROOT
+from bench.chaos.processes import ROOT, clean_environment
 
 # Three minutes of faults, then the drain and the checks: about six minutes in all, so it runs when asked
 # (`make test-chaos-infra`) rather than in every `make test`.
