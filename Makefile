@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: install machine demo test test-matrix test-rabbitmq test-rabbitmq-suites rabbitmq-answers test-portable test-faults-eager test-fast test-faults chaos bench-rebuild bench-purge lint typecheck worker web clean
+.PHONY: install machine demo test test-matrix test-rabbitmq test-rabbitmq-suites rabbitmq-answers test-portable test-faults-eager test-fast test-faults chaos chaos-infra test-chaos-infra bench-rebuild bench-purge lint typecheck worker web clean
 
 # The runtime pins (requirements.txt, all the Dockerfile installs) and the test and tooling ones on top.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -76,6 +76,16 @@ test-faults: install
 # The full chaos soak: 1,000 runs for 5 minutes while workers are killed (`make test` runs a short one).
 chaos: install
 	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
+
+# The infrastructure soak: PlaceOrder and BookTrip, 10,000 runs over 30 minutes, while a seeded scheduler kills
+# workers, restarts PostgreSQL and Redis (servers of its own), terminates backends and slows, stalls or cuts the
+# workers' connections; then the history checker (bench/README.md). CHAOS_ARGS="--seed N" replays a run.
+chaos-infra: install
+	$(BIN)/python -m bench.chaos --infra $(CHAOS_ARGS)
+
+# Its 3-minute version as a test (about 6 minutes in all; not part of `make test`).
+test-chaos-infra: install
+	SAGAS_CHAOS_INFRA=1 $(BIN)/python -m pytest tests/faults/test_chaos_infra.py
 
 # Rebuild of a 1,000-event run from its latest snapshot versus a fold of its whole log.
 bench-rebuild: install

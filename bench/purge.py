@@ -34,7 +34,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from bench.chaos import Process, _create_database, _drop_database
+from bench.chaos.processes import Process, create_database, drop_database
 from sagaproject import commands
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     name = f"sagas_purge_{uuid.uuid4().hex[:6]}"
     queue = f"bench-purge-{uuid.uuid4().hex[:8]}"
-    _create_database(f"{args.postgres}/postgres", name)
+    create_database(f"{args.postgres}/postgres", name)
     env = {
         "DJANGO_SETTINGS_MODULE": "bench.settings",
         "DATABASE_URL": f"{args.postgres}/{name}",
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
 
         connections.close_all()
         if not args.keep_database:
-            _drop_database(f"{args.postgres}/postgres", name)
+            drop_database(f"{args.postgres}/postgres", name)
         with app.connection_for_write() as conn:
             conn.default_channel.client.delete(queue)
 

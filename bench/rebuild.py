@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from bench.chaos import _create_database, _drop_database
+from bench.chaos.processes import create_database, drop_database
 
 
 def measure(attempts: int, repeat: int) -> dict[str, Any]:
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     name = f"sagas_rebuild_{uuid.uuid4().hex[:6]}"
     queue = f"bench-rebuild-{uuid.uuid4().hex[:8]}"
-    _create_database(f"{args.postgres}/postgres", name)
+    create_database(f"{args.postgres}/postgres", name)
     # Nothing consumes the queue: the start publishes its step there, and it is dropped at the end.
     os.environ.update(
         DJANGO_SETTINGS_MODULE="sagaproject.settings",
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         from sagaproject.celery import app
 
         connections.close_all()
-        _drop_database(f"{args.postgres}/postgres", name)
+        drop_database(f"{args.postgres}/postgres", name)
         with app.connection_for_write() as conn:
             conn.default_channel.client.delete(queue)
     print(f"run with {report['events']} events (written in {report['write_seconds']} s)")

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import probes, report
-from bench.chaos import Process, _create_database, _drop_database
+from bench.chaos.processes import Process, create_database, drop_database
 from bench.noop import counting
 from bench.variants import ChainVariant, DbosVariant, SagaVariant, Variant, count_sqlalchemy
 from sagaproject import commands
@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = RESULTS / "logs" / stamp
     log_dir.mkdir(parents=True, exist_ok=True)
     queues = {system: f"bench-{system}-{uuid.uuid4().hex[:6]}" for system in ("ours", "chain", "dbos")}
-    _create_database(f"{args.postgres}/postgres", name)
+    create_database(f"{args.postgres}/postgres", name)
     bench = None
     was_empty = False
     try:
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
 
         connections.close_all()
         if not args.keep_database:
-            _drop_database(f"{args.postgres}/postgres", name)
+            drop_database(f"{args.postgres}/postgres", name)
     summary = report.summarise(results, config=asdict(config), dbos_skipped=bench.dbos_skipped)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"throughput-{stamp}.json"

@@ -67,3 +67,9 @@ SAGAS = {
 # The fault suite drops errbacks by routing them to a queue no worker consumes.
 if os.environ.get("SAGAS_FAULT_DROP_ERRBACKS"):
     CELERY_TASK_ROUTES = {"sagas.on_step_failure": {"queue": "errbacks-nobody-consumes"}}
+# ... and loses a receiver's deliveries after they were published the same way (tests/faults/test_receivers.py):
+# the broker took them, and then nobody will ever get them, as when Redis restarts without its data.
+if os.environ.get("SAGAS_FAULT_LOSE_DELIVERIES"):
+    CELERY_TASK_ROUTES = {
+        f"sagas.receiver.{os.environ['SAGAS_FAULT_LOSE_DELIVERIES']}": {"queue": "deliveries-nobody-consumes"}
+    }

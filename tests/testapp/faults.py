@@ -22,6 +22,8 @@ def install() -> None:
         _lose_first_publish()
     if os.environ.get(KILL_AT_RELAY):
         _kill_at_relay()
+    if os.environ.get(KILL_WORKER_AFTER_ACTION):
+        _kill_worker_after_action()
 
 
 def _kill_after_commit(sender: Any = None, **kwargs: Any) -> None:
@@ -84,3 +86,24 @@ def _first_time() -> bool:
     except FileExistsError:
         return False
     return True
+
+
+KILL_WORKER_AFTER_ACTION = "SAGAS_FAULT_KILL_WORKER_AFTER_ACTION"  # a step name: kill the worker after its action
+
+
+def _kill_worker_after_action() -> None:
+    """Kill the whole worker (the pool process and its parent) once, right after the step's action returned: its
+    effect is committed, its outcome not recorded, and its message stays unacknowledged with the dead worker."""
+    from sagas import runner
+
+    step = os.environ[KILL_WORKER_AFTER_ACTION]
+    call_admitted = runner.call_admitted
+
+    def call_then_maybe_die(function: Any, claim: Any) -> Any:
+        result = call_admitted(function, claim)
+        if claim.context is not None and claim.context.step == step and _first_time():
+            os.kill(os.getppid(), signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    runner.call_admitted = call_then_maybe_die

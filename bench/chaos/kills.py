@@ -1,6 +1,6 @@
-"""Chaos soak: PlaceOrder runs with random failures while worker processes are SIGKILLed and restarted.
+"""The worker-kill soak: PlaceOrder runs with random failures while worker processes are SIGKILLed and restarted.
 
-    python -m bench.chaos [--runs 1000] [--minutes 5] [--workers 2] [--kill-every 3] [--json]
+    python -m bench.chaos [--runs 1000] [--minutes 5] [--workers 2] [--kill-every 3] [--seed 7]
 
 Creates (and drops) its own PostgreSQL database, starts worker processes and celery beat (whose reaper
 re-drives what the kills leave stuck), starts the runs over the first part of the soak while a killer thread
@@ -19,22 +19,19 @@ import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from bench.chaos.processes import ROOT, Process, create_database, drop_database
+from bench.chaos.workload import Workload, effect_problems, ledger, seed
 from sagaproject import commands
 from sagas.states import FINISHED_RUN_STATES
-
-ROOT = Path(__file__).resolve().parent.parent
-STOCK = {"cup": 400, "pen": 300, "hat": 250}
 
 
 @dataclass
@@ -66,34 +63,6 @@ class Report:
     @property
     def ok(self) -> bool:
         return self.lost == 0 and self.doubled == 0
-
-
-class Process:
-    """A child process in its own session, logging to a file."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in kill()
-        self.popen = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def children(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.popen.pid)], capture_output=True, text=True, check=False)
-        return [int(pid) for pid in out.stdout.split()]
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait()
-        self.log.close()
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=20)
-        self.kill()
 
 
 class Chaos:
@@ -163,43 +132,11 @@ class Chaos:
 
     # --- the soak ---
 
-    def seed_shop(self) -> dict[str, Any]:
-        from participants.inventory.models import StockItem
-        from participants.payments.models import Account, CardStatus
-        from participants.shipping.models import DeliveryZone
-
-        DeliveryZone.objects.get_or_create(country="NL", defaults={"active": True})
-        for sku, units in STOCK.items():
-            StockItem.objects.create(sku=f"{sku}-{self.queue}", name=sku, available=units)
-        accounts = [
-            Account.objects.create(holder=f"chaos {n}", email=f"chaos{n}@example.com", balance=Decimal(2000))
-            for n in range(20)
-        ]
-        accounts[0].card_status = CardStatus.DECLINED
-        accounts[0].save()
-        accounts[1].refund_gateway_down = True
-        accounts[1].save()
-        return {"accounts": [a.pk for a in accounts], "skus": [f"{s}-{self.queue}" for s in STOCK]}
-
-    def payload(self, shop: dict[str, Any], number: int) -> dict[str, Any]:
-        rng = self.rng
-        country = "ZZ" if rng.random() < 0.08 else "NL"
-        return {
-            "customer_email": f"buyer{number}@example.com",
-            "account_id": rng.choice(shop["accounts"]),
-            "lines": [
-                {"sku": sku, "quantity": rng.randint(1, 3), "unit_price": str(rng.choice([4, 9, 15]))}
-                for sku in rng.sample(shop["skus"], k=rng.randint(1, 2))
-            ],
-            "shipping_address": {"country": country, "city": "Utrecht", "line1": "Oudegracht 1", "postal_code": "3511"},
-        }
-
     def run(self) -> Report:
-        from participants.checkout.sagas import PlaceOrder
         from sagas.recovery import ensure_reaper_schedule
 
         ensure_reaper_schedule()
-        shop = self.seed_shop()
+        workload = Workload(seed(self.queue), self.rng)
         ledger_before = ledger()
         for _ in range(self.config.workers):
             self.start_worker()
@@ -212,9 +149,8 @@ class Chaos:
         spread = self.config.seconds * 0.7  # runs start during the first 70% of the soak
         try:
             for number in range(self.config.runs):
-                run_ids.append(
-                    PlaceOrder.start(self.payload(shop, number), idempotency_key=f"{self.queue}-{number}").pk
-                )
+                saga, payload = workload.next(number)
+                run_ids.append(saga.start(payload, idempotency_key=f"{self.queue}-{number}").pk)
                 due = started + spread * (number + 1) / self.config.runs
                 time.sleep(max(0.0, due - time.monotonic()))
             time.sleep(max(0.0, started + self.config.seconds - time.monotonic()))
@@ -264,48 +200,6 @@ class Chaos:
             process.stop()
 
 
-def ledger() -> dict[str, Any]:
-    from participants.inventory.models import StockItem
-    from participants.payments.models import Account
-
-    return {
-        "stock": {item.sku: item.available + item.reserved for item in StockItem.objects.all()},
-        "balances": {account.pk: account.balance for account in Account.objects.all()},
-    }
-
-
-def effect_problems(runs: list[Any], before: dict[str, Any]) -> list[str]:
-    """Every sign of an effect applied twice (or undone twice, or undone without being done)."""
-    from participants.inventory.models import Reservation, StockItem
-    from participants.orders.models import Order
-    from participants.payments.models import Account, Payment, Refund
-    from participants.shipping.models import Shipment
-
-    problems = []
-    for item in StockItem.objects.all():
-        if item.available + item.reserved != before["stock"].get(item.sku, item.available + item.reserved):
-            problems.append(f"stock of {item.sku} changed: {item.available} + {item.reserved}")
-    for account in Account.objects.all():
-        paid = sum(p.amount for p in Payment.objects.filter(account=account))
-        refunded = sum(r.amount for r in Refund.objects.filter(payment__account=account))
-        if account.balance != before["balances"][account.pk] - paid + refunded:
-            problems.append(f"account {account.pk}: balance {account.balance} disagrees with its payments")
-    for run in runs:
-        key = str(run.pk)
-        for model, field_name in (
-            (Order, "idempotency_key"),
-            (Payment, "idempotency_key"),
-            (Shipment, "idempotency_key"),
-            (Reservation, "idempotency_key"),
-        ):
-            count = model.objects.filter(**{f"{field_name}__startswith": key}).count()
-            if count > 1:
-                problems.append(f"run {key}: {count} {model.__name__} rows")
-        if run.status == "completed" and Refund.objects.filter(payment__idempotency_key__startswith=key).exists():
-            problems.append(f"run {key}: completed but refunded")
-    return problems
-
-
 def _print(report: Report) -> None:
     print(f"runs: {report.runs} in a {report.soak_seconds:.0f} s soak; kills: {report.kills}")
     for status, count in report.by_status.items():
@@ -316,21 +210,6 @@ def _print(report: Report) -> None:
         print(f"  {problem}")
     print(f"time to settled: p50 {report.p50_seconds} s, p99 {report.p99_seconds} s")
     print(json.dumps({k: v for k, v in asdict(report).items() if k != "problems"}, sort_keys=True))
-
-
-def _create_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def _drop_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     name = f"sagas_chaos_{uuid.uuid4().hex[:6]}"
     database_url = f"{args.postgres}/{name}"
-    _create_database(f"{args.postgres}/postgres", name)
+    create_database(f"{args.postgres}/postgres", name)
     queue = f"chaos-{uuid.uuid4().hex[:8]}"
     os.environ.update(
         DJANGO_SETTINGS_MODULE="sagaproject.settings",
@@ -375,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
 
         connections.close_all()
         if not args.keep_database:
-            _drop_database(f"{args.postgres}/postgres", name)
+            drop_database(f"{args.postgres}/postgres", name)
     _print(report)
     return 0 if report.ok else 1
 
