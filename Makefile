@@ -83,9 +83,11 @@ chaos: install
 chaos-infra: install
 	$(BIN)/python -m bench.chaos --infra $(CHAOS_ARGS)
 
-# Its 3-minute version as a test (about 6 minutes in all; not part of `make test`).
+# Its 3-minute version as a test (about 6 minutes in all; not part of `make test` until it passes), and the
+# reproductions of what it found that is still open (strict xfails).
 test-chaos-infra: install
-	SAGAS_CHAOS_INFRA=1 $(BIN)/python -m pytest tests/faults/test_chaos_infra.py
+	SAGAS_CHAOS_INFRA=1 $(BIN)/python -m pytest tests/faults/test_chaos_infra.py tests/faults/test_receivers.py \
+		tests/faults/test_unrecorded_effects.py
 
 # Rebuild of a 1,000-event run from its latest snapshot versus a fold of its whole log.
 bench-rebuild: install

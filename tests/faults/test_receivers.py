@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from sagas import recovery
@@ -11,6 +13,12 @@ from tests.faults.conftest import FaultLab
 from tests.testapp.models import Effect
 from tests.testapp.sagas import Transfer
 from tests.worker import wait_until
+
+# A reproduction of an open bug of issue 19, run by `make test-chaos-infra` with the soak that found it; a strict
+# xfail, so it fails the day the framework is fixed, and is then to be made a plain regression test of make test.
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("SAGAS_CHAOS_INFRA"), reason="an open issue-19 reproduction: make test-chaos-infra runs it"
+)
 
 LOST = "deliveries-nobody-consumes"  # tests/settings.py routes the lost deliveries there
 

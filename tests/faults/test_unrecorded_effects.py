@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,12 @@ from tests.faults.conftest import FaultLab
 from tests.testapp.models import calls_of
 from tests.testapp.sagas import Diamond
 from tests.worker import wait_until
+
+# A reproduction of an open bug of issue 19, run by `make test-chaos-infra` with the soak that found it; a strict
+# xfail, so it fails the day the framework is fixed, and is then to be made a plain regression test of make test.
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("SAGAS_CHAOS_INFRA"), reason="an open issue-19 reproduction: make test-chaos-infra runs it"
+)
 
 
 @pytest.mark.xfail(
