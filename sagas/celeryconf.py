@@ -20,12 +20,16 @@ def celery_setting(name: str, default: Any = None) -> Any:
 RABBITMQ_SCHEMES = ("amqp", "amqps", "pyamqp")
 
 
+def is_rabbitmq(broker_url: str) -> bool:
+    """Whether ``broker_url`` names a RabbitMQ broker."""
+    return broker_url.split("://", 1)[0] in RABBITMQ_SCHEMES
+
+
 def on_quorum_queues(app: Any) -> bool:
     """Whether ``app`` publishes to RabbitMQ quorum queues, where Celery delays countdowns in the broker."""
     from celery.utils.quorum_queues import detect_quorum_queues
 
-    scheme = str(app.conf.broker_url or "").split("://", 1)[0]
-    return scheme in RABBITMQ_SCHEMES and detect_quorum_queues(app, "amqp")[0]
+    return is_rabbitmq(str(app.conf.broker_url or "")) and detect_quorum_queues(app, "amqp")[0]
 
 
 def broker_delay(app: Any, options: dict[str, Any]) -> dict[str, Any]:

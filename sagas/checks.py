@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, router, transaction
 
 from sagas.breakers import breaker_settings, redis_url
-from sagas.celeryconf import celery_setting
+from sagas.celeryconf import celery_setting, is_rabbitmq
 from sagas.conf import sagas_settings
 from sagas.engine import DEADLINE_CHECK_MAX_DELAY, message_limits
 from sagas.models import SagaRun
@@ -211,7 +211,7 @@ def check_delivery_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessag
                     id="sagas.W003",
                 )
             )
-    if broker.startswith(RABBITMQ_SCHEMES):
+    if is_rabbitmq(broker):
         warnings += _rabbitmq_warnings()
     serializers = {
         celery_setting("task_serializer", "json"),
@@ -249,7 +249,6 @@ def check_delivery_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessag
     return warnings
 
 
-RABBITMQ_SCHEMES = ("amqp", "pyamqp", "amqps")
 # RabbitMQ's default consumer_timeout (rabbitmq.conf): a delivery unacknowledged this long closes its channel.
 RABBITMQ_CONSUMER_TIMEOUT = 1800.0
 

@@ -20,6 +20,7 @@ from sagas.registry import get_saga
 from sagas.selectors import circuit_call, humanize_seconds, stuck
 from sagas.services.forward import failed_forward
 from sagas.states import ACTIVE_RUN_STATES, EventType, RunStatus, StepStatus
+from sagas.workers import WorkerId
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +126,7 @@ def _worker(step: SagaStepRun) -> str:
     """The worker process of the step's latest recorded attempt, or "" when none is on record."""
     if not step.worker:
         return ""
-    return f"{step.worker} pid {step.worker_pid}" if step.worker_pid is not None else step.worker
+    return str(WorkerId(step.worker, step.worker_pid)) if step.worker_pid is not None else step.worker
 
 
 def _limit(step: SagaStepRun, saga: Any) -> float | None:
@@ -152,7 +153,7 @@ def _over_timeout(run: SagaRun, steps: list[SagaStepRun], saga: Any, now: dateti
         if step.name in held:
             holder = held[step.name]
             started: datetime | None = datetime.fromtimestamp(holder.started, tz=UTC)
-            task_id, worker = holder.task_id, f"{holder.host} pid {holder.pid}"
+            task_id, worker = holder.task_id, str(WorkerId(holder.host, holder.pid))
         elif step.status == StepStatus.COMPENSATING and not step.circuit_waiting_since:
             started = (
                 run.events.filter(type=EventType.COMPENSATION_STARTED, step=step.name)

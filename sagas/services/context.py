@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from celery.exceptions import TimeLimitExceeded
 from django.utils import timezone
 
-from sagas import workers
 from sagas.conf import sagas_settings
 from sagas.definitions import StepContext
 from sagas.exceptions import UnrecordedFailure
@@ -41,8 +40,8 @@ class Attempt:
     lease: str
     dependencies: frozenset[str]
     last: bool  # the last step of a sequence: its success completes the run
+    worker: WorkerId  # the process the attempt runs in
     budget_base: int = 0  # attempts before a person's retry gave the step a fresh budget (budget_base)
-    worker: WorkerId = field(default_factory=workers.current)  # the process the attempt runs in
 
     @property
     def of_budget(self) -> int:

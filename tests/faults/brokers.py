@@ -52,6 +52,17 @@ def private_broker(session_broker_url: str, directory: Path) -> PrivateBroker:
     return PrivateRedis(directory)
 
 
+def rabbitmqctl(*args: str) -> str:
+    """Run ``rabbitmqctl -q ARGS`` (through sudo unless root: it needs the node's Erlang cookie); its output."""
+    command = [RABBITMQCTL, "-q", *args]
+    if os.geteuid() != 0:
+        command = ["sudo", "-n", *command]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr or done.stdout}")
+    return done.stdout
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -138,29 +149,18 @@ class PrivateVhost:
         self.url = urlunsplit((parts.scheme, parts.netloc, f"/{self.vhost}", "", ""))
         self._create()
 
-    def _ctl(self, *args: str) -> None:
-        command = [RABBITMQCTL, "-q", *args]
-        if os.geteuid() != 0:
-            command = ["sudo", "-n", *command]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr or done.stdout}")
-
     def _create(self) -> None:
-        self._ctl("add_vhost", self.vhost)
-        self._ctl("set_permissions", "-p", self.vhost, self.user, ".*", ".*", ".*")
+        rabbitmqctl("add_vhost", self.vhost)
+        rabbitmqctl("set_permissions", "-p", self.vhost, self.user, ".*", ".*", ".*")
 
     def restart(self) -> None:
-        self._ctl("delete_vhost", self.vhost)
+        rabbitmqctl("delete_vhost", self.vhost)
         self._create()
 
     def purge(self) -> None:
         # Every queue of the vhost, whoever declared it: the workers' own (pidbox, events) are emptied too, as
         # a Redis FLUSHDB empties everything.
-        command = [RABBITMQCTL, "-q", "list_queues", "-p", self.vhost, "name", "--no-table-headers"]
-        if os.geteuid() != 0:
-            command = ["sudo", "-n", *command]
-        names = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout.split()
+        names = rabbitmqctl("list_queues", "-p", self.vhost, "name", "--no-table-headers").split()
         with Connection(self.url, connect_timeout=10) as connection:
             channel = connection.default_channel
             for name in names:
@@ -179,4 +179,4 @@ class PrivateVhost:
 
     def close(self) -> None:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-            self._ctl("delete_vhost", self.vhost)
+            rabbitmqctl("delete_vhost", self.vhost)

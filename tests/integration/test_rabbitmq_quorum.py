@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 
 import pytest
@@ -14,6 +13,7 @@ from django.conf import settings
 from sagaproject.celery import app as celery_app
 from sagas.models import SagaEvent
 from sagas.states import EventType, RunStatus
+from tests.faults.brokers import rabbitmqctl
 from tests.testapp.sagas import SlowRetry
 from tests.worker import WorkerProcess, wait_for_run, wait_until
 
@@ -24,10 +24,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _queues() -> dict[str, dict]:
-    command = ["rabbitmqctl", "-q", "list_queues", "-p", "/", "name", "type", "arguments", "--formatter", "json"]
-    if os.geteuid() != 0:
-        command = ["sudo", "-n", *command]
-    listed = json.loads(subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout)
+    listed = json.loads(rabbitmqctl("list_queues", "-p", "/", "name", "type", "arguments", "--formatter", "json"))
     return {queue["name"]: queue for queue in listed}
 
 
