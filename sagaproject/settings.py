@@ -301,6 +301,8 @@ SPECTACULAR_SETTINGS = {
 SAGAS: dict[str, object] = {
     "LEASE_SECONDS": int(env("SAGAS_LEASE_SECONDS", "60")),
     "REAPER_INTERVAL": int(env("SAGAS_REAPER_INTERVAL", "15")),
+    # Seconds before the reaper publishes a message again to a receiver with no receipt (the broker lost it).
+    "OUTBOX_REDELIVER_AFTER": int(env("SAGAS_OUTBOX_REDELIVER_AFTER", "900")),
     # Where the admin links each step's task: Flower as the browser reaches it.
     "FLOWER_URL": env("SAGAS_FLOWER_URL", "http://127.0.0.1:5555"),
     # Who may read /metrics besides loopback: Prometheus sends `Authorization: Bearer <token>`.

@@ -33,6 +33,12 @@ DEFAULTS: dict[str, Any] = {
     "SNAPSHOT_EVERY": 100,
     # The reaper relays outbox messages still unpublished this many seconds after they were written.
     "OUTBOX_RELAY_AFTER": 10,
+    # A published message that some receiver has no receipt for this many seconds after its last publish (the
+    # broker lost the delivery: a Redis restarted without its data, a worker killed holding it) is published
+    # again to those receivers, at most OUTBOX_REDELIVER_MAX times. Longer than a receiver's retry schedule
+    # (the default one spans about 14 minutes), so a delivery still being retried is rarely sent twice.
+    "OUTBOX_REDELIVER_AFTER": 900,
+    "OUTBOX_REDELIVER_MAX": 3,
     # Seconds between a step's soft time limit (its `timeout`) and the hard limit that kills it.
     "TIME_LIMIT_GRACE": 5,
     # Queue for every saga task; None uses Celery's routing (task_routes, then the default queue).

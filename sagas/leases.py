@@ -34,15 +34,15 @@ COUNTER_SECONDS = 7 * 24 * 3600
 
 # KEYS: fence, lease, counter, and optionally the lease and counter of a step this process just finished.
 # ARGV: the holder prefix, lease ms, counter seconds, the holder value to replace (a holder known to be dead) or
-# "", and with the optional keys the finished step's holder value. Gives the finished step's lease back (as
-# RELEASE "done" does), then returns {answer, number, holder}: ok with the attempt number, held with the lease's
-# ms left and its holder, or fenced with the fence's ms left.
+# "", "1" to pass the fence (else ""), and with the optional keys the finished step's holder value. Gives the
+# finished step's lease back (as RELEASE "done" does), then returns {answer, number, holder}: ok with the
+# attempt number, held with the lease's ms left and its holder, or fenced with the fence's ms left.
 ACQUIRE = """
 if KEYS[4] then
-  if redis.call('GET', KEYS[4]) == ARGV[5] then redis.call('DEL', KEYS[4]) end
+  if redis.call('GET', KEYS[4]) == ARGV[6] then redis.call('DEL', KEYS[4]) end
   redis.call('DEL', KEYS[5])
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if ARGV[5] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
   return {'fenced', redis.call('PTTL', KEYS[1]), ''}
 end
 local holder = redis.call('GET', KEYS[2])
@@ -178,10 +178,19 @@ def _script(source: str) -> Any:
     return _scripts[key]
 
 
-def acquire(run_id: Any, step: str, *, task_id: str, seconds: float, previous: Handover | None = None) -> Lease:
+def acquire(
+    run_id: Any,
+    step: str,
+    *,
+    task_id: str,
+    seconds: float,
+    previous: Handover | None = None,
+    through_fence: bool = False,
+) -> Lease:
     """Take the step's lease for ``seconds`` and count the attempt; or say who holds it, or that the run is
     fenced. A holder that is a dead process of this host is replaced at once. ``previous``: a finished step's
-    lease to give back first (whatever the answer)."""
+    lease to give back first (whatever the answer). ``through_fence``: the stop the fence guarded is known to
+    be committed (an attempt settling a step in doubt, sagas.services.doubt)."""
     started = time.time()
     prefix = f"{socket.gethostname()}|{os.getpid()}|{started:.3f}|{task_id}"
     keys = [fence_key(run_id), lease_key(run_id, step), counter_key(run_id, step)]
@@ -190,9 +199,10 @@ def acquire(run_id: Any, step: str, *, task_id: str, seconds: float, previous: H
         keys += [lease_key(run_id, previous.step), counter_key(run_id, previous.step)]
         handed_back = [previous.value]
     replace = ""
+    passing = "1" if through_fence else ""
     for _ in range(2):
         answer, number, raw = _script(ACQUIRE)(
-            keys=keys, args=[prefix, max(1, int(seconds * 1000)), COUNTER_SECONDS, replace, *handed_back]
+            keys=keys, args=[prefix, max(1, int(seconds * 1000)), COUNTER_SECONDS, replace, passing, *handed_back]
         )
         if answer == Answer.OK:
             return Lease(Answer.OK, attempt=int(number), value=f"{prefix}|{number}")

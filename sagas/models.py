@@ -328,6 +328,23 @@ class SagaOutbox(models.Model):
     attempts = models.PositiveIntegerField(
         "failed publishes", default=0, help_text="Times publishing it failed (the broker was unreachable)."
     )
+    receivers = models.JSONField(
+        "receivers",
+        default=list,
+        blank=True,
+        help_text="The receivers it was published to: the ones whose receipts the reaper looks for.",
+    )
+    redeliveries = models.PositiveIntegerField(
+        "redeliveries",
+        default=0,
+        help_text="Times it was published again because a receiver had no receipt for it (the delivery was lost).",
+    )
+    settled_at = models.DateTimeField(
+        "settled at",
+        null=True,
+        blank=True,
+        help_text="When the reaper found a receipt from every receiver (or stopped publishing it again).",
+    )
 
     class Meta:
         verbose_name = "outbox message"
@@ -336,6 +353,11 @@ class SagaOutbox(models.Model):
         indexes = [
             models.Index(
                 fields=["created_at"], condition=models.Q(published_at__isnull=True), name="sagas_outbox_unpublished"
+            ),
+            models.Index(
+                fields=["published_at"],
+                condition=models.Q(published_at__isnull=False, settled_at__isnull=True),
+                name="sagas_outbox_unsettled",
             ),
             models.Index(fields=["topic", "created_at"], name="sagas_outbox_topic_created"),
         ]

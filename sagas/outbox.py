@@ -2,14 +2,16 @@
 
 A message is written in the transaction of the event it announces, only when some receiver's pattern
 matches its topic. After commit it is published to each receiver's task and marked published; a process
-that dies in between leaves it unpublished, and the reaper relays it (at least once; receivers dedupe).
+that dies in between leaves it unpublished, and the reaper relays it (at least once; receivers dedupe). A
+delivery the broker loses after the publish leaves a receiver without its receipt: the reaper publishes the
+message again to that receiver, a bounded number of times.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from celery import current_app
 from django.db import transaction
@@ -17,7 +19,7 @@ from django.utils import timezone
 
 from sagas import choreography, logs, selectors, tracing
 from sagas.conf import sagas_settings
-from sagas.models import SagaEvent, SagaOutbox, SagaRun
+from sagas.models import SagaEvent, SagaOutbox, SagaReceipt, SagaRun
 from sagas.states import DONE_STEP_STATES, EventType, RunStatus
 
 logger = logging.getLogger(__name__)
@@ -96,19 +98,26 @@ def relay(ids: list[uuid.UUID]) -> int:
             )
             if message is None:
                 continue
-            if _publish(message):
-                SagaOutbox.objects.filter(pk=message.pk).update(published_at=timezone.now())
+            receivers = _receivers(message)
+            if _publish(message, receivers):
+                SagaOutbox.objects.filter(pk=message.pk).update(
+                    published_at=timezone.now(), receivers=[receiver.name for receiver in receivers]
+                )
                 published += 1
             else:
                 SagaOutbox.objects.filter(pk=message.pk).update(attempts=message.attempts + 1)
     return published
 
 
-def _publish(message: SagaOutbox) -> bool:
+def _receivers(message: SagaOutbox) -> list[choreography.Receiver]:
+    return choreography.receivers_of(message.topic, step=bool(message.message.get("step")))
+
+
+def _publish(message: SagaOutbox, receivers: list[choreography.Receiver]) -> bool:
     options = {"queue": sagas_settings.QUEUE} if sagas_settings.QUEUE else {}
 
     def send() -> None:
-        for receiver in choreography.receivers_of(message.topic, step=bool(message.message.get("step"))):
+        for receiver in receivers:
             current_app.send_task(
                 receiver.task_name,
                 args=[str(message.pk)],  # the id only: the receiver loads the message (and its secrets) itself
@@ -146,3 +155,74 @@ def relay_stuck() -> int:
     published = relay(ids)
     logger.warning("reaper relayed %d of %d unpublished saga message(s)", published, len(ids))
     return published
+
+
+def unsettled(now: datetime | None = None) -> list[tuple[uuid.UUID, list[str]]]:
+    """Published messages not yet known delivered, ``OUTBOX_REDELIVER_AFTER`` seconds after their last publish,
+    with the receivers they were published to: one indexed query."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=sagas_settings.OUTBOX_REDELIVER_AFTER)
+    found = SagaOutbox.objects.filter(settled_at__isnull=True, published_at__lt=cutoff).order_by("published_at")
+    return [(pk, list(names)) for pk, names in found.values_list("pk", "receivers")[: sagas_settings.REAPER_BATCH]]
+
+
+def redeliver_lost() -> int:
+    """The reaper's part: settle the published messages every receiver has a receipt for, and publish the others
+    again to the receivers without one (their delivery was lost: a Redis restarted without its data, a worker
+    killed holding it); how many were published again. After ``OUTBOX_REDELIVER_MAX`` redeliveries a message is
+    settled as it stands, with an error in the log: its receiver fails for good, or is gone."""
+    candidates = unsettled()
+    if not candidates:
+        return 0
+    receipts = SagaReceipt.objects.filter(message_id__in=[pk for pk, _ in candidates])
+    received: dict[uuid.UUID, set[str]] = {}
+    for message_id, receiver in receipts.values_list("message_id", "receiver"):
+        received.setdefault(message_id, set()).add(receiver)
+    delivered = [pk for pk, names in candidates if set(names) <= received.get(pk, set())]
+    if delivered:
+        SagaOutbox.objects.filter(pk__in=delivered).update(settled_at=timezone.now())
+    lost = {pk: set(names) - received.get(pk, set()) for pk, names in candidates if pk not in delivered}
+    again = sum(_redeliver(pk, missing) for pk, missing in lost.items())
+    if again:
+        logger.warning("reaper published %d saga message(s) again: a receiver had no receipt", again)
+    return again
+
+
+def _redeliver(message_id: uuid.UUID, missing: set[str]) -> bool:
+    """Publish one message again to the receivers of ``missing`` still declared, under its row lock; whether it
+    was."""
+    cutoff = timezone.now() - timedelta(seconds=sagas_settings.OUTBOX_REDELIVER_AFTER)
+    with transaction.atomic():
+        message = (
+            SagaOutbox.objects.select_for_update(skip_locked=True)
+            .filter(pk=message_id, settled_at__isnull=True, published_at__lt=cutoff)
+            .first()
+        )
+        if message is None:
+            return False
+        receivers = [receiver for receiver in _receivers(message) if receiver.name in missing]
+        fields = logs.fields(run_id=message.run_id, message_id=str(message.pk), topic=message.topic)
+        if not receivers or message.redeliveries >= sagas_settings.OUTBOX_REDELIVER_MAX:
+            SagaOutbox.objects.filter(pk=message.pk).update(settled_at=timezone.now())
+            logger.error(
+                "saga message %s (%s) has no receipt from %s after %d redeliveries; not publishing it again",
+                message.pk,
+                message.topic,
+                ", ".join(sorted(missing)),
+                message.redeliveries,
+                extra=fields,
+            )
+            return False
+        if not _publish(message, receivers):
+            return False
+        SagaOutbox.objects.filter(pk=message.pk).update(
+            published_at=timezone.now(), redeliveries=message.redeliveries + 1
+        )
+        logger.warning(
+            "saga message %s (%s) published again to %s: no receipt %ds after it was published",
+            message.pk,
+            message.topic,
+            ", ".join(receiver.name for receiver in receivers),
+            sagas_settings.OUTBOX_REDELIVER_AFTER,
+            extra=fields,
+        )
+        return True

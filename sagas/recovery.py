@@ -57,9 +57,10 @@ def stuck_run_ids(now: datetime | None = None) -> list[str]:
 
 def reap(*, dry_run: bool = False, actor: str = "reaper") -> list[Redrive]:
     """Re-drive every stuck run (or, with ``dry_run``, say what would be done); the runs acted on. Also
-    relays the outbox messages a crash left unpublished."""
+    relays the outbox messages a crash left unpublished, and those whose delivery the broker lost."""
     if not dry_run:
         outbox.relay_stuck()
+        outbox.redeliver_lost()
     done = []
     for run_id in stuck_run_ids():
         outcome = run_redrive(run_id=run_id, actor=actor, dry_run=dry_run)

@@ -53,6 +53,7 @@ class Config:
     planned: float = 0.15  # share of runs that plan failures of their own steps
     lease: int = 5  # SAGAS["LEASE_SECONDS"]
     task_time_limit: int = 20
+    redeliver_after: int = 30  # SAGAS["OUTBOX_REDELIVER_AFTER"]: a lost delivery is sent again this soon
     drain_timeout: float = 600.0  # after the soak, how long the last runs (and receivers) may take to settle
     log_dir: Path = field(default_factory=lambda: ROOT / ".chaos" / "infra")
 
@@ -96,6 +97,8 @@ class InfraSoak:
             "CELERY_TASK_SOFT_TIME_LIMIT": str(config.task_time_limit - 2),
             "SAGAS_LEASE_SECONDS": str(config.lease),
             "SAGAS_REAPER_INTERVAL": "2",
+            # A delivery the broker lost is published again this long after the last publish.
+            "SAGAS_OUTBOX_REDELIVER_AFTER": str(config.redeliver_after),
             "PYTHONUNBUFFERED": "1",
         }
 

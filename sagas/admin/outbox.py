@@ -14,7 +14,10 @@ from sagas.admin.common import ReadOnlyAdminMixin, pretty_json
 from sagas.masking import masked
 from sagas.models import SagaOutbox, SagaReceipt
 
-OUTBOX_FIELDS = ("id", "topic", "run_link", "event", "created_at", "published_at", "attempts", "message_pretty")
+OUTBOX_FIELDS = (
+    "id", "topic", "run_link", "event", "created_at", "published_at", "attempts", "receivers", "redeliveries",
+    "settled_at", "message_pretty",
+)  # fmt: skip
 
 
 class PublishedFilter(admin.SimpleListFilter):
@@ -22,19 +25,25 @@ class PublishedFilter(admin.SimpleListFilter):
     parameter_name = "published"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("no", "Not yet (waiting for the relay)"), ("yes", "Published")]
+        return [
+            ("no", "Not yet (waiting for the relay)"),
+            ("yes", "Published"),
+            ("redelivered", "Published again (a delivery was lost)"),
+        ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[SagaOutbox]) -> QuerySet[SagaOutbox]:
         if self.value() == "no":
             return queryset.filter(published_at__isnull=True)
         if self.value() == "yes":
             return queryset.filter(published_at__isnull=False)
+        if self.value() == "redelivered":
+            return queryset.filter(redeliveries__gt=0)
         return queryset
 
 
 @admin.register(SagaOutbox)
 class SagaOutboxAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["topic", "run_link", "created_at", "published_at", "attempts"]
+    list_display = ["topic", "run_link", "created_at", "published_at", "attempts", "redeliveries"]
     list_filter = [PublishedFilter]
     search_fields = ["=id", "topic", "=run__id"]
     date_hierarchy = "created_at"

@@ -20,12 +20,25 @@ from sagas.failures import Failure
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.registry import get_saga
 from sagas.services import _contract, _portable, _statement
-from sagas.states import FINISHED_RUN_STATES, RUN_TRANSITIONS, STEP_TRANSITIONS, EventType, stamp_run, stamp_step
+from sagas.states import (
+    FINISHED_RUN_STATES,
+    RUN_TRANSITIONS,
+    STEP_TRANSITIONS,
+    EventType,
+    RunStatus,
+    StepStatus,
+    stamp_run,
+    stamp_step,
+)
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga
+    from sagas.workers import WorkerId
 
 RunId = uuid.UUID | str  # a run's primary key, as a UUID or its string form
+
+# The step row's worker columns for an attempt whose worker is not known.
+NO_WORKER: dict[str, Any] = {"worker": "", "worker_pid": None}
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +265,25 @@ def saga_for(run: SagaRun) -> type[Saga]:
 
 def step_row(run: SagaRun, name: str) -> SagaStepRun | None:
     return run.steps.filter(name=name).first()
+
+
+def start_attempt(
+    run: SagaRun, step_run: SagaStepRun, *, number: int, task_id: str, at: datetime, worker: WorkerId | None
+) -> SagaEvent:
+    """Record that attempt ``number`` of a step started at ``at`` in ``worker`` (caller holds the run lock): the
+    StepStarted a claim leaves to the attempt's outcome. A pending run starts executing with it. ``worker`` None:
+    an attempt recorded by another process, whose worker is not known."""
+    if run.status == RunStatus.PENDING:
+        move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING, at=at)
+    return move_step(
+        run,
+        step_run,
+        StepStatus.RUNNING,
+        event=EventType.STEP_STARTED,
+        data={"attempt": number, "task_id": task_id, **(worker.event_data() if worker else {})},
+        fields={"task_id": task_id, "attempts": number, **(worker.step_fields() if worker else NO_WORKER)},
+        at=at,
+    )
 
 
 def dispatch_on_commit(run_id: RunId, canvas: Signature, **options: Any) -> None:

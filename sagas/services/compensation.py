@@ -19,7 +19,7 @@ from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.failures import Failure
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.outcomes import Outcome
-from sagas.services import circuit
+from sagas.services import circuit, doubt
 from sagas.services._core import (
     RunId,
     dispatch_on_commit,
@@ -83,11 +83,16 @@ def begin_compensation(
     awaited, a running child run is undone, and the compensations of completed steps are scheduled."""
     unstarted = list(run.steps.filter(status__in=[StepStatus.PENDING, StepStatus.WAITING]).order_by("index"))
     in_flight = leases.fence(run.pk, [s.name for s in unstarted if s.status == StepStatus.PENDING])
+    lost = doubt.unreported(run, [s for s in unstarted if s.name not in in_flight])
     compensating = move_run(
         run, RunStatus.COMPENSATING, event=event, data=data, actor=actor, causation=causation, fields=fields
     )
     for step_run in unstarted:
         if step_run.name in in_flight:
+            continue
+        if step_run.name in lost:
+            # An attempt of it started and never reported back: its effect may stand, so it is settled first.
+            doubt.settle(run, saga, step_run, lost[step_run.name])
             continue
         if step_run.status == StepStatus.WAITING and has_compensation(saga, step_run.name):
             # A SubSaga whose child runs: the step is undone by undoing the child, which it now waits for.
@@ -112,10 +117,13 @@ def stop_run(
     """Stop a locked ``pending`` or ``executing`` run (a cancel): a pending run ends ``cancelled``, an executing
     one compensates what completed. The caller checked that the run may stop (not past its pivot). ``saga``:
     the run's class, when the caller has it (a pending run that ends cancelled needs none)."""
-    if run.status == RunStatus.PENDING and leases.fence(run.pk, run.steps.values_list("name", flat=True)):
-        # Its first step is running (the run starts executing with that step's outcome): stop it as an
-        # executing run, so the step finishes first and is undone if it succeeded.
-        move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
+    if run.status == RunStatus.PENDING:
+        steps = list(run.steps.all())
+        if leases.fence(run.pk, [s.name for s in steps]) or doubt.unreported(run, steps):
+            # Its first step is running, or an attempt of it started and never reported back (the run starts
+            # executing with that step's outcome): stop it as an executing run, so the step finishes first
+            # and is undone if it succeeded.
+            move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
     if run.status == RunStatus.PENDING:
         cancelled = move_run(run, RunStatus.CANCELLED, event=event, data={"reason": reason}, actor=actor)
         for step_run in run.steps.filter(status=StepStatus.PENDING).order_by("index"):
@@ -216,11 +224,18 @@ def advance_compensation(run: SagaRun, saga: type[Saga]) -> str | None:
     pending = [s for s in steps if s.status == StepStatus.PENDING]
     if pending:
         # A pending step is in flight while a delivery holds its lease (its start is recorded with its outcome).
-        # The fence keeps any other from starting, so a pending step nobody holds will never run: skipped.
+        # The fence keeps any other from starting, so a pending step nobody holds will never run: skipped,
+        # unless an attempt of it started and never reported back, which is settled first.
         if leases.fence(run.pk, [s.name for s in pending]):
             return None
+        lost = doubt.unreported(run, pending)
         for step_run in pending:
-            move_step(run, step_run, StepStatus.SKIPPED, event=EventType.STEP_SKIPPED)
+            if step_run.name in lost:
+                doubt.settle(run, saga, step_run, lost[step_run.name])
+            else:
+                move_step(run, step_run, StepStatus.SKIPPED, event=EventType.STEP_SKIPPED)
+        if lost:
+            return None
     by_name = {step_run.name: step_run for step_run in steps}
     owed = [s for s in steps if s.status in DONE_STEP_STATES and has_compensation(saga, s.name)]
     owed.sort(key=lambda s: (s.finished_at or run.created_at, s.index))

@@ -18,7 +18,7 @@ from sagas.models import SagaRun, SagaStepRun
 from sagas.outcomes import Outcome
 from sagas.services._core import last_event
 from sagas.services.circuit import OPEN_GATE, Gate
-from sagas.states import DONE_STEP_STATES, EventType
+from sagas.states import DONE_STEP_STATES, EventType, StepStatus
 from sagas.workers import WorkerId
 
 if TYPE_CHECKING:
@@ -131,13 +131,40 @@ def unrecorded_failure(
     )
 
 
+# The code of the failure recorded for an attempt that started and never reported back while its run compensated:
+# its effect may have happened, so the step runs again (sagas.services.doubt) until its outcome is known.
+IN_DOUBT = "attempt_in_doubt"
+
+
 def budget_base(step_run: SagaStepRun) -> int:
     """The attempts that count no more against a step's retry policy: those before its last failure for good,
-    which only a person's retry after the pivot (sagas.retry) can follow. 0 for a step that never failed."""
+    which only a person's retry after the pivot (sagas.retry) can follow, or before the first attempt found in
+    doubt since then (the attempts that settle it get a budget of their own). 0 for a step that never failed."""
+    return min(_doubts(step_run), default=_gave_up_at(step_run))
+
+
+def in_doubt(step_run: SagaStepRun) -> bool:
+    """Whether a running step is being settled: an attempt of it started and never reported back after its run
+    stopped executing, so it is run again (same idempotency key) until its outcome is known."""
+    return step_run.status == StepStatus.RUNNING and bool(_doubts(step_run))
+
+
+def _gave_up_at(step_run: SagaStepRun) -> int:
+    """The attempt of the step's last failure for good (0 if none)."""
     return max(
         (f.get("attempt") or 0 for f in step_run.failures if f.get("kind") == "action" and f.get("retry_in") is None),
         default=0,
     )
+
+
+def _doubts(step_run: SagaStepRun) -> list[int]:
+    """The attempts found in doubt since the step last failed for good."""
+    base = _gave_up_at(step_run)
+    return [
+        f.get("attempt") or 0
+        for f in step_run.failures
+        if f.get("kind") == "action" and f.get("code") == IN_DOUBT and (f.get("attempt") or 0) > base
+    ]
 
 
 def failure_recorded(step_run: SagaStepRun, kind: str, attempt: int) -> bool:

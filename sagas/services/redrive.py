@@ -22,6 +22,7 @@ from sagas.definitions import ChildRun
 from sagas.exceptions import InvalidTransition, RunNotFound, UnknownSaga
 from sagas.failures import Failure
 from sagas.models import SagaRun, SagaStepRun
+from sagas.services import doubt
 from sagas.services._core import (
     RunId,
     append_event,
@@ -39,6 +40,7 @@ from sagas.services.compensation import (
     next_compensation_task_id,
     time_out,
 )
+from sagas.services.context import in_doubt
 from sagas.services.forward import stop_after_failure
 from sagas.services.steps import fail_step, run_complete_locked
 from sagas.services.waits import fail_overdue_wait, settle_child_step
@@ -233,9 +235,16 @@ def _next_attempt(step_run: SagaStepRun, started: dict[str, int]) -> int:
 
 
 def _move_compensation_on(run: SagaRun, saga: type[Saga], lost: list[SagaStepRun]) -> None:
+    unreported = doubt.unreported(run, lost)
     for step_run in lost:
-        if step_run.status == StepStatus.RUNNING:
-            # A forward step of a stopped run whose attempt vanished: it will never report back.
+        if step_run.name in unreported:
+            # A forward step of a stopped run whose attempt started and vanished: its effect may stand.
+            doubt.settle(run, saga, step_run, unreported[step_run.name])
+        elif in_doubt(step_run):
+            # The attempt that settles it was lost before it started: published again.
+            publish_step(run, saga, step_run.name, attempt=step_run.attempts + 1)
+        elif step_run.status == StepStatus.RUNNING:
+            # A forward step of a stopped run waiting for a retry that was lost: its last attempt failed.
             fail_step(run, step_run, _lost_error(step_run, "action"))
         else:
             task = engine.compensation_task(saga, str(run.pk), step_run.name, next_compensation_task_id(run, step_run))

@@ -24,7 +24,7 @@ from sagas.exceptions import (
 from sagas.failures import Failure
 from sagas.jsonsafe import json_copy
 from sagas.models import SagaDefinition, SagaEvent, SagaRun, SagaStepRun
-from sagas.services import _contract
+from sagas.services import _contract, doubt
 from sagas.services._core import (
     RunId,
     after_append,
@@ -313,6 +313,11 @@ def _unrecorded_failure(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, a
         # The lease names the process that ran the lost attempt (its host name: the node name is not in it).
         worker = WorkerId(holder.host, holder.pid) if holder is not None and known else None
         start_attempt(run, step_run, number=attempt, task_id=task_id, at=started_at or timezone.now(), worker=worker)
+    if run.status == RunStatus.COMPENSATING:
+        # Killed at its hard limit or unable to record its outcome after its run stopped executing: what the
+        # attempt did is not known, so the step is settled (run again with the same key) before it is undone.
+        doubt.settle(run, saga, step_run, attempt)
+        return True
     exc = unrecorded_failure(run, step_run, declared.timeout, EventType.STEP_STARTED, started_at)
     error = Failure.from_exception(exc, attempt=attempt)
     policy = declared.retry or sagas_settings.default_retry

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -17,7 +16,7 @@ from sagas.exceptions import RunNotFound, UnknownSaga
 from sagas.failures import Failure
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.outcomes import Outcome
-from sagas.services import _contract, _statement, circuit
+from sagas.services import _contract, _statement, circuit, doubt
 from sagas.services._core import (
     RunId,
     after_append,
@@ -35,21 +34,17 @@ from sagas.services._core import (
     record_retry,
     run_error,
     saga_for,
+    start_attempt,
     start_delay,
     step_row,
     writer,
 )
 from sagas.services.compensation import advance_compensation, time_out
-from sagas.services.context import Attempt, Claim, budget_base, lost_attempts_error, step_context
+from sagas.services.context import Attempt, Claim, budget_base, in_doubt, lost_attempts_error, step_context
 from sagas.states import EventType, RunStatus, StepStatus, stamp_run, stamp_step
 
 if TYPE_CHECKING:
     from sagas.definitions import Saga, Step
-    from sagas.workers import WorkerId
-
-# The step row's worker columns for an attempt whose worker is not known.
-NO_WORKER: dict[str, Any] = {"worker": "", "worker_pid": None}
-
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +73,7 @@ def step_claim(
         # Another delivery runs this step now: come back when it has surely finished or let its lease go.
         return Claim(Outcome.WAIT, delay=_lease_wait(lease.wait), holder=lease.holder)
     try:
-        claim = _claim_with_lease(run_id, step, task_id, lease)
+        claim = _claim_with_lease(run_id, step, task_id, lease, seconds)
     except Exception:
         # The read or a decision failed (the database went away): no attempt started, so it is taken back off
         # the count and the lease is freed; the errback or the reaper moves the run on.
@@ -89,7 +84,7 @@ def step_claim(
     return claim
 
 
-def _claim_with_lease(run_id: RunId, step: str, task_id: str, lease: leases.Lease) -> Claim:
+def _claim_with_lease(run_id: RunId, step: str, task_id: str, lease: leases.Lease, seconds: float) -> Claim:
     try:
         run, steps = read_run_with_steps(run_id)
     except RunNotFound:
@@ -104,13 +99,40 @@ def _claim_with_lease(run_id: RunId, step: str, task_id: str, lease: leases.Leas
         if run.status in (RunStatus.PENDING, RunStatus.EXECUTING):
             # Someone is stopping the run right now: ask again once the stop is committed (or rolled back).
             return Claim(Outcome.WAIT, delay=_lease_wait(min(lease.wait, 1.0)))
-        with transaction.atomic():
-            return _claim_locked(run_id, step, task_id, None)
+        if not _settling(run, steps, step):
+            with transaction.atomic():
+                return _claim_locked(run_id, step, task_id, None)
+        # The stop that found this step in doubt is committed (the read shows it): the fence guards nothing
+        # here, and the attempt that settles the step need not wait for it to lapse.
+        return _claim_through_fence(run, steps, step, task_id, seconds)
     claim = _claim(run, steps, step, task_id, lease)
     if claim is None:  # a state change is due first (or a refusal to record): under the run lock
         with transaction.atomic():
             claim = _claim_locked(run_id, step, task_id, lease)
     return claim
+
+
+def _claim_through_fence(run: SagaRun, steps: list[SagaStepRun], step: str, task_id: str, seconds: float) -> Claim:
+    lease = leases.acquire(run.pk, step, task_id=task_id, seconds=seconds, through_fence=True)
+    if not lease.granted:
+        return Claim(Outcome.WAIT, delay=_lease_wait(lease.wait), holder=lease.holder)
+    try:
+        claim = _claim(run, steps, step, task_id, lease)
+        if claim is None:
+            with transaction.atomic():
+                claim = _claim_locked(run.pk, step, task_id, lease)
+    except Exception:
+        _release(run.pk, step, lease, Outcome.STOP)
+        raise
+    if claim.outcome is not Outcome.RUN:
+        _release(run.pk, step, lease, claim.outcome)
+    return claim
+
+
+def _settling(run: SagaRun, steps: list[SagaStepRun], step: str) -> bool:
+    """Whether ``step`` of a compensating run is in doubt (sagas.services.doubt): its attempts run."""
+    step_run = next((s for s in steps if s.name == step), None)
+    return run.status == RunStatus.COMPENSATING and step_run is not None and in_doubt(step_run)
 
 
 def _lease_wait(wait: float) -> float:
@@ -161,7 +183,8 @@ def _claim(
     except UnknownSaga:
         return None
     dependencies = saga.dependencies()[step]
-    if any(s.name in dependencies and s.status != StepStatus.SUCCEEDED for s in steps):
+    settling = _settling(run, steps, step)
+    if not settling and any(s.name in dependencies and s.status != StepStatus.SUCCEEDED for s in steps):
         # A stale or stray message: a step starts only once every step it depends on has succeeded.
         logger.warning(
             "saga run %s: step %s arrived before the steps it follows; dropping it",
@@ -172,7 +195,7 @@ def _claim(
         return Claim(Outcome.STOP)
     if run.status in (RunStatus.PENDING, RunStatus.EXECUTING) and past_deadline(run):
         return None  # no step starts after the deadline: the run times out
-    if run.status not in (RunStatus.PENDING, RunStatus.EXECUTING):
+    if run.status not in (RunStatus.PENDING, RunStatus.EXECUTING) and not settling:
         return None if step_run.status == StepStatus.RUNNING else Claim(Outcome.STOP)
     if run.status == RunStatus.PENDING and run.start_at is not None and run.start_at > timezone.now():
         # A delayed start: no attempt before its time. The message waits again, in hops the broker keeps.
@@ -198,7 +221,8 @@ def _claim(
         Outcome.RUN,
         saga=saga,
         context=context,
-        step_id=step_run.pk,
+        # A settling attempt's outcome takes the general path, which undoes a success in its place.
+        step_id=None if settling else step_run.pk,
         gate=gate,
         retry_task_id=engine.step_task_id(str(run.pk), step, attempt + 1),
         attempt=Attempt(
@@ -211,7 +235,7 @@ def _claim(
             first_started_at=step_run.started_at,
             lease=lease.value,
             dependencies=dependencies,
-            last=not saga.is_graph() and step_run.index == len(steps) - 1,
+            last=not settling and not saga.is_graph() and step_run.index == len(steps) - 1,
             budget_base=base,
             worker=workers.current(),
         ),
@@ -237,10 +261,16 @@ def _claim_locked(run_id: RunId, step: str, task_id: str, lease: leases.Lease | 
         if run.status == RunStatus.PENDING:
             move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
         time_out(run, saga)  # no step starts after the deadline
-    if run.status not in (RunStatus.PENDING, RunStatus.EXECUTING):
+    settling = _settling(run, steps, step)
+    if run.status not in (RunStatus.PENDING, RunStatus.EXECUTING) and not settling:
         if step_run.status == StepStatus.RUNNING:
-            # A retry of a step whose run stopped (cancelled, timed out) while it waited: it ends here.
-            _abandon(run, saga, step_run)
+            # A retry of a step whose run stopped (cancelled, timed out) while it waited: it ends here, unless
+            # an attempt after the one on record started and never reported back (settled first).
+            lost = lease.attempt - 1 if lease is not None else leases.started(run.pk, [step])[step]
+            if lost > step_run.attempts and run.status == RunStatus.COMPENSATING:
+                doubt.settle(run, saga, step_run, lost)
+            else:
+                _abandon(run, saga, step_run)
         return Claim(Outcome.STOP)
     if lease is None or step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING):
         return Claim(Outcome.STOP)
@@ -253,30 +283,15 @@ def _claim_locked(run_id: RunId, step: str, task_id: str, lease: leases.Lease | 
         if step_run.attempts < lost:
             start_attempt(run, step_run, number=lost, task_id=step_run.task_id, at=timezone.now(), worker=None)
         fail_step(run, step_run, error)
+        advance_compensation(run, saga)  # a settling step of a compensating run: the compensation goes on
         return Claim(Outcome.FAILED, error=error)
     gate = circuit.ask(run, step, declared.service)
     if gate.refused:
-        return _wait_for_circuit(run, step_run, declared, gate)
+        claim = _wait_for_circuit(run, step_run, declared, gate)
+        if claim.outcome is Outcome.FAILED:
+            advance_compensation(run, saga)
+        return claim
     return _claim(run, steps, step, task_id, lease, gate) or Claim(Outcome.STOP)
-
-
-def start_attempt(
-    run: SagaRun, step_run: SagaStepRun, *, number: int, task_id: str, at: datetime, worker: WorkerId | None
-) -> SagaEvent:
-    """Record that attempt ``number`` of a step started at ``at`` in ``worker`` (caller holds the run lock): the
-    StepStarted a claim leaves to the attempt's outcome. A pending run starts executing with it. ``worker`` None:
-    an attempt recorded by another process, whose worker is not known."""
-    if run.status == RunStatus.PENDING:
-        move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING, at=at)
-    return move_step(
-        run,
-        step_run,
-        StepStatus.RUNNING,
-        event=EventType.STEP_STARTED,
-        data={"attempt": number, "task_id": task_id, **(worker.event_data() if worker else {})},
-        fields={"task_id": task_id, "attempts": number, **(worker.step_fields() if worker else NO_WORKER)},
-        at=at,
-    )
 
 
 def _wait_for_circuit(run: SagaRun, step_run: SagaStepRun, declared: Step, gate: circuit.Gate) -> Claim:
@@ -570,7 +585,10 @@ def _record_failure(
         if step_run is None or step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING):
             return Outcome.STOP  # a duplicate attempt reporting after the step moved on
         _record_start(run, step_run, attempt)
-        if retry_in is not None and run.status == RunStatus.EXECUTING and not past_deadline(run):
+        executing = run.status == RunStatus.EXECUTING and not past_deadline(run)
+        settling = run.status == RunStatus.COMPENSATING and in_doubt(step_run)
+        if retry_in is not None and (executing or settling):
+            # A settling step is tried until its outcome is known: a transient failure says nothing of it.
             record_retry(run, step_run, "action", error, retry_in)
             return Outcome.RETRY
         fail_step(run, step_run, error)

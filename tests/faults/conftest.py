@@ -103,9 +103,9 @@ class FaultLab:
 
 @pytest.fixture
 def lab(transactional_db, tmp_path: Path, settings) -> Iterator[FaultLab]:
-    """A fault lab for one test; the reaper's lease (and the outbox's grace) is short so recovery shows within
+    """A fault lab for one test; the reaper's lease (and the outbox's graces) is short so recovery shows within
     seconds."""
-    settings.SAGAS = {**settings.SAGAS, "LEASE_SECONDS": 2, "OUTBOX_RELAY_AFTER": 1}
+    settings.SAGAS = {**settings.SAGAS, "LEASE_SECONDS": 2, "OUTBOX_RELAY_AFTER": 1, "OUTBOX_REDELIVER_AFTER": 3}
     # The kind of broker the session runs on (TEST_BROKER_URL): Redis by default, RabbitMQ in `make test-rabbitmq`.
     lab = FaultLab(tmp_path, private_broker(django_settings.CELERY_BROKER_URL, tmp_path))
     with publishing_to(lab.broker.url):

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-import pytest
-
 from sagas import recovery
 from sagas.models import SagaOutbox, SagaReceipt
 from sagas.states import RunStatus
@@ -14,20 +10,9 @@ from tests.testapp.models import Effect
 from tests.testapp.sagas import Transfer
 from tests.worker import wait_until
 
-# A reproduction of an open bug of issue 19, run by `make test-chaos-infra` with the soak that found it; a strict
-# xfail, so it fails the day the framework is fixed, and is then to be made a plain regression test of make test.
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("SAGAS_CHAOS_INFRA"), reason="an open issue-19 reproduction: make test-chaos-infra runs it"
-)
-
 LOST = "deliveries-nobody-consumes"  # tests/settings.py routes the lost deliveries there
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 19, found by the infrastructure soak: the reaper relays only messages never published, so a "
-    "delivery the broker loses after its publish (Redis restarted without its data) never reaches its receiver",
-)
 def test_a_delivery_the_broker_lost_after_its_publish_still_reaches_its_receiver(lab: FaultLab, bank: dict) -> None:
     lab.start_worker(SAGAS_FAULT_LOSE_DELIVERIES="tests.transfer_ledger")
     (run,) = lab.settle([Transfer.start({"from": "alice", "to": "bob", "amount": 250})])
@@ -44,3 +29,15 @@ def test_a_delivery_the_broker_lost_after_its_publish_still_reaches_its_receiver
 
     wait_until(delivered, lab.workers[0], "the lost delivery to reach its receiver", timeout=60)
     assert Effect.objects.get(key=f"transfer completed:{message.pk}").calls == 1  # and its effect, once
+    message.refresh_from_db()
+    assert message.redeliveries == 1
+    assert "tests.transfer_ledger" in message.receivers
+
+    def settled() -> bool:  # a tick after the grace finds every receipt: settled, and not published again
+        recovery.reap()
+        message.refresh_from_db()
+        return message.settled_at is not None
+
+    wait_until(settled, lab.workers[0], "the message to be settled", timeout=60)
+    assert message.redeliveries == 1
+    assert SagaReceipt.objects.filter(message_id=message.pk, receiver="tests.transfer_ledger").get().duplicates == 0

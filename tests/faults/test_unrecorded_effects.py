@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,7 @@ from tests.testapp.models import calls_of
 from tests.testapp.sagas import Diamond
 from tests.worker import wait_until
 
-# A reproduction of an open bug of issue 19, run by `make test-chaos-infra` with the soak that found it; a strict
-# xfail, so it fails the day the framework is fixed, and is then to be made a plain regression test of make test.
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("SAGAS_CHAOS_INFRA"), reason="an open issue-19 reproduction: make test-chaos-infra runs it"
-)
 
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 19, found by the infrastructure soak: a step whose attempt committed its effect and died before "
-    "recording it stays pending; a compensation skips a pending step nobody holds, so the effect is never undone",
-)
 def test_a_branch_killed_after_its_effect_is_undone_when_the_run_compensates(lab: FaultLab, tmp_path: Path) -> None:
     if lab.broker.kind == "rabbitmq":
         pytest.skip("RabbitMQ gives the dead worker's message back at once, so north runs again before the refusal")
@@ -41,6 +29,12 @@ def test_a_branch_killed_after_its_effect_is_undone_when_the_run_compensates(lab
     (run,) = lab.settle([run])
 
     assert run.status == RunStatus.COMPENSATED
-    assert calls_of(run, "north") == 1  # north's effect happened
-    assert run.steps.get(name="north").status == StepStatus.COMPENSATED
-    assert calls_of(run, "north", ":compensate") == 1  # and is undone
+    # North's effect happened in the killed attempt; the run, compensating, ran it once more with the same key to
+    # learn its outcome (what the participant contract's idempotency makes harmless), then undid it.
+    assert calls_of(run, "north") == 2
+    north = run.steps.get(name="north")
+    assert north.status == StepStatus.COMPENSATED
+    assert [f["code"] for f in north.failures] == ["attempt_in_doubt"]
+    assert calls_of(run, "north", ":compensate") == 1
+    events = list(run.events.filter(step="north").order_by("seq").values_list("type", flat=True))
+    assert events[:4] == ["StepStarted", "StepAttemptFailed", "StepStarted", "StepSucceeded"]  # attempts 1 and 2

@@ -58,7 +58,7 @@ def test_a_receivers_task_carries_the_message_id_only(worker: WorkerProcess) -> 
     # The broker message itself, published again to a queue nobody consumes and read raw from the broker.
     parked = f"{worker.queues[0]}-secrets"
     with override_settings(SAGAS={**_sagas_settings(), "QUEUE": parked}):
-        assert outbox._publish(message)
+        assert outbox._publish(message, outbox._receivers(message))
     with celery_app.connection_for_write() as conn:
         try:
             stored = queues.drain(conn, parked)

@@ -9,8 +9,8 @@ from django.db import transaction
 from django.utils import timezone
 
 import sagas
-from sagas import choreography, recovery
-from sagas.models import SagaOutbox
+from sagas import choreography, outbox, recovery
+from sagas.models import SagaOutbox, SagaReceipt
 from tests.testapp.sagas import Diamond, Gated
 
 pytestmark = pytest.mark.django_db
@@ -103,3 +103,102 @@ def test_a_step_nobody_listens_to_writes_no_message(django_capture_on_commit_cal
         runner.execute_step(run_id=str(run.pk), step="first", task_id=f"{run.pk}:first:1")
 
     assert not SagaOutbox.objects.filter(run=run).exists()  # analytics' "*.completed" is about runs
+
+
+def _published_a_while_ago(run, seconds: float = 3600) -> SagaOutbox:
+    SagaOutbox.objects.filter(run=run).update(published_at=timezone.now() - timedelta(seconds=seconds))
+    return SagaOutbox.objects.get(run=run)
+
+
+def _receipts(message: SagaOutbox, names: list[str]) -> None:
+    for name in names:
+        SagaReceipt.objects.create(receiver=name, message_id=message.pk)
+
+
+def test_a_published_message_records_the_receivers_it_went_to(django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        run = Diamond.start({})
+
+    message = SagaOutbox.objects.get(run=run)
+    assert message.receivers == [r.name for r in choreography.receivers_of("tests.diamond.started")]
+    assert message.receivers
+    assert message.settled_at is None
+    assert message.redeliveries == 0
+
+
+def test_the_reaper_publishes_again_a_message_a_receiver_has_no_receipt_for(django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        run = Diamond.start({})
+    message = _published_a_while_ago(run)
+    first, *others = message.receivers
+    _receipts(message, others)  # every receiver but the first got it
+
+    recovery.reap()
+
+    again = SagaOutbox.objects.get(pk=message.pk)
+    assert again.redeliveries == 1
+    assert again.published_at > message.published_at  # its grace starts again
+    assert again.settled_at is None
+
+    _receipts(message, [first])
+    _published_a_while_ago(run)
+    recovery.reap()
+
+    settled = SagaOutbox.objects.get(pk=message.pk)
+    assert settled.settled_at is not None
+    assert settled.redeliveries == 1
+
+
+def test_a_message_every_receiver_got_is_settled_without_a_publish(django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        run = Diamond.start({})
+    message = _published_a_while_ago(run)
+    _receipts(message, message.receivers)
+
+    assert outbox.redeliver_lost() == 0
+
+    settled = SagaOutbox.objects.get(pk=message.pk)
+    assert settled.settled_at is not None
+    assert settled.redeliveries == 0
+
+
+def test_a_message_within_its_grace_is_left_alone(django_capture_on_commit_callbacks, settings) -> None:
+    settings.SAGAS = {**settings.SAGAS, "OUTBOX_REDELIVER_AFTER": 600}
+    with django_capture_on_commit_callbacks(execute=True):
+        run = Diamond.start({})
+    _published_a_while_ago(run, seconds=300)
+
+    assert outbox.redeliver_lost() == 0
+    message = SagaOutbox.objects.get(run=run)
+    assert (message.redeliveries, message.settled_at) == (0, None)
+
+
+def test_redeliveries_are_bounded_and_the_last_one_is_logged(
+    django_capture_on_commit_callbacks, settings, caplog
+) -> None:
+    settings.SAGAS = {**settings.SAGAS, "OUTBOX_REDELIVER_MAX": 2}
+    with django_capture_on_commit_callbacks(execute=True):
+        run = Diamond.start({})
+    for _ in range(2):
+        _published_a_while_ago(run)
+        assert outbox.redeliver_lost() == 1
+
+    _published_a_while_ago(run)
+    assert outbox.redeliver_lost() == 0
+
+    message = SagaOutbox.objects.get(run=run)
+    assert message.redeliveries == 2
+    assert message.settled_at is not None
+    assert "after 2 redeliveries; not publishing it again" in caplog.text
+
+
+def test_a_receiver_declared_after_the_publish_is_not_sent_the_old_message(django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        run = Diamond.start({})
+    first, *_ = SagaOutbox.objects.get(run=run).receivers
+    SagaOutbox.objects.filter(run=run).update(receivers=[first])  # the others came with a later deploy
+    message = _published_a_while_ago(run)
+    _receipts(message, [first])
+
+    assert outbox.redeliver_lost() == 0
+    assert SagaOutbox.objects.get(pk=message.pk).settled_at is not None

@@ -68,11 +68,11 @@ def _kill_at_relay() -> None:
     topic, when = os.environ[KILL_AT_RELAY].split()
     publish = outbox._publish
 
-    def publish_then_maybe_die(message: Any) -> bool:
+    def publish_then_maybe_die(message: Any, receivers: list[Any]) -> bool:
         due = message.topic == topic and _first_time()
         if due and when == "before":
             os.kill(os.getpid(), signal.SIGKILL)
-        published = publish(message)
+        published = publish(message, receivers)
         if due and when == "after":
             os.kill(os.getpid(), signal.SIGKILL)
         return published

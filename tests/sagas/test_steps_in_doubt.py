@@ -1,0 +1,193 @@
+"""Steps in doubt: an attempt that started and never reported back, in a run that then stops executing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from sagas import leases, services
+from sagas.failures import Failure
+from sagas.models import SagaRun
+from sagas.outcomes import Outcome
+from sagas.states import EventType, RunStatus, StepStatus
+from tests.factories import SagaRunFactory
+from tests.metrics import publishes
+
+pytestmark = pytest.mark.django_db
+
+ORDER_CREATED = {"create_order": StepStatus.SUCCEEDED}
+
+
+def _attempt_died(run: SagaRun, step: str) -> None:
+    """An attempt of ``step`` starts (its lease taken, its count raised) and its process dies before recording
+    anything: its lease lapses (or its holder is known dead), only the count shows it."""
+    claim = services.step_claim(run_id=run.pk, step=step, task_id=f"{step}-1")
+    assert claim.outcome is Outcome.RUN
+    leases.forget(run.pk, step)
+
+
+def _refused(attempt: int) -> Failure:
+    return Failure.without_exception("StepFailed", "out of stock", code="refused", attempt=attempt)
+
+
+def test_a_cancel_settles_a_step_whose_attempt_died_then_undoes_it(django_capture_on_commit_callbacks) -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses=ORDER_CREATED)
+    _attempt_died(run, "reserve_stock")
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.run_cancel(run_id=run.pk, reason="customer called", actor="kim")
+
+    run.refresh_from_db()
+    steps = {s.name: s for s in run.steps.all()}
+    assert run.status == RunStatus.COMPENSATING
+    reserve = steps["reserve_stock"]
+    assert (reserve.status, reserve.attempts) == (StepStatus.RUNNING, 1)  # the lost attempt, on record
+    assert [(f["code"], f["attempt"]) for f in reserve.failures] == [("attempt_in_doubt", 1)]
+    assert steps["charge_payment"].status == StepStatus.SKIPPED  # never started: skipped as before
+    assert steps["create_order"].status == StepStatus.SUCCEEDED  # not undone before reserve_stock settles
+    assert len(publishes(callbacks)) == 1  # the attempt that settles it
+
+    # It runs although the run compensates, through the fence the cancel put up, with the same key.
+    claim = services.step_claim(run_id=run.pk, step="reserve_stock", task_id="reserve_stock-2")
+    assert claim.outcome is Outcome.RUN
+    assert claim.context.idempotency_key == f"{run.pk}:reserve_stock"
+    assert claim.context.attempt == 2
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert services.step_succeed(run_id=run.pk, step="reserve_stock", output={"r": 1}, claim=claim) is False
+    steps = dict(run.steps.values_list("name", "status"))
+    assert steps["reserve_stock"] == StepStatus.COMPENSATING  # undone first, in its place
+    assert steps["create_order"] == StepStatus.SUCCEEDED
+    assert run.events.get(type=EventType.STEP_SUCCEEDED, step="reserve_stock").data["late"] is True
+    assert len(publishes(callbacks)) == 1  # its compensation
+
+
+def test_a_settling_attempt_is_retried_on_a_transient_failure_and_a_refusal_ends_it(
+    django_capture_on_commit_callbacks,
+) -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses=ORDER_CREATED)
+    _attempt_died(run, "reserve_stock")
+    with django_capture_on_commit_callbacks():
+        services.run_cancel(run_id=run.pk, reason="customer called", actor="kim")
+
+    claim = services.step_claim(run_id=run.pk, step="reserve_stock", task_id="reserve_stock-2")
+    timeout = Failure.without_exception("TimeoutError", "inventory did not answer", code="", attempt=2)
+    with django_capture_on_commit_callbacks():
+        outcome = services.step_fail_attempt(
+            run_id=run.pk, step="reserve_stock", error=timeout, retry_in=0.1, claim=claim
+        )
+    assert outcome is Outcome.RETRY  # its outcome is still unknown: tried again, the run compensating or not
+
+    claim = services.step_claim(run_id=run.pk, step="reserve_stock", task_id="reserve_stock-3")
+    assert claim.outcome is Outcome.RUN
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = services.step_fail_attempt(
+            run_id=run.pk, step="reserve_stock", error=_refused(3), retry_in=None, claim=claim
+        )
+    assert outcome is Outcome.STOP
+    run.refresh_from_db()
+    steps = dict(run.steps.values_list("name", "status"))
+    assert steps["reserve_stock"] == StepStatus.FAILED  # refused: it did nothing, nothing to undo
+    assert steps["create_order"] == StepStatus.COMPENSATING  # and the compensation goes on
+
+
+def test_a_settling_step_gets_a_budget_of_its_own_and_fails_when_every_attempt_of_it_vanished(
+    django_capture_on_commit_callbacks,
+) -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses=ORDER_CREATED)
+    for _ in range(3):  # the step's whole budget (3 attempts in the test settings) started and vanished
+        _attempt_died(run, "reserve_stock")
+    with django_capture_on_commit_callbacks():
+        services.run_cancel(run_id=run.pk, reason="customer called", actor="kim")
+    assert run.steps.get(name="reserve_stock").attempts == 3
+
+    for attempt in (4, 5, 6):  # settling: three more, each lost too
+        claim = services.step_claim(run_id=run.pk, step="reserve_stock", task_id=f"reserve_stock-{attempt}")
+        assert claim.outcome is Outcome.RUN
+        assert claim.context.attempt == attempt
+        leases.forget(run.pk, "reserve_stock")
+    with django_capture_on_commit_callbacks():
+        claim = services.step_claim(run_id=run.pk, step="reserve_stock", task_id="reserve_stock-7")
+
+    assert claim.outcome is Outcome.FAILED  # not a loop
+    run.refresh_from_db()
+    assert run.steps.get(name="reserve_stock").status == StepStatus.FAILED
+    assert run.steps.get(name="create_order").status == StepStatus.COMPENSATING
+
+
+def test_a_step_nobody_started_is_still_skipped_when_its_run_is_cancelled(django_capture_on_commit_callbacks) -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses=ORDER_CREATED)
+    with django_capture_on_commit_callbacks():
+        services.run_cancel(run_id=run.pk, reason="customer called", actor="kim")
+
+    assert run.steps.get(name="reserve_stock").status == StepStatus.SKIPPED
+    assert services.step_claim(run_id=run.pk, step="reserve_stock", task_id="t").outcome is Outcome.STOP
+
+
+def test_a_cancelled_pending_run_whose_first_attempt_died_compensates_instead_of_ending_cancelled(
+    django_capture_on_commit_callbacks,
+) -> None:
+    run = SagaRunFactory(status=RunStatus.PENDING)
+    _attempt_died(run, "create_order")
+
+    with django_capture_on_commit_callbacks():
+        services.run_cancel(run_id=run.pk, reason="customer called", actor="kim")
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATING
+    assert run.steps.get(name="create_order").status == StepStatus.RUNNING
+
+
+def test_a_retry_of_a_stopped_run_that_finds_a_lost_later_attempt_settles_the_step(
+    django_capture_on_commit_callbacks,
+) -> None:
+    """Attempt 1 failed (on record, a retry due), attempt 2 started and died, then the run compensated: the
+    retry's message settles the step instead of abandoning it."""
+    run = SagaRunFactory(status=RunStatus.COMPENSATING, step_statuses={**ORDER_CREATED, "reserve_stock": "running"})
+    run.steps.filter(name="reserve_stock").update(attempts=1)
+    leases.client().set(leases.counter_key(run.pk, "reserve_stock"), 2)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        claim = services.step_claim(run_id=run.pk, step="reserve_stock", task_id="reserve_stock-3")
+
+    assert claim.outcome is Outcome.STOP
+    step = run.steps.get(name="reserve_stock")
+    assert (step.status, step.attempts) == (StepStatus.RUNNING, 2)
+    assert step.failures[-1]["code"] == "attempt_in_doubt"
+    assert len(publishes(callbacks)) == 1
+
+
+def test_the_reaper_settles_a_running_step_of_a_compensating_run_whose_attempt_vanished(
+    django_capture_on_commit_callbacks,
+) -> None:
+    run = SagaRunFactory(status=RunStatus.COMPENSATING, step_statuses={**ORDER_CREATED, "reserve_stock": "running"})
+    run.steps.filter(name="reserve_stock").update(attempts=1)
+    leases.client().set(leases.counter_key(run.pk, "reserve_stock"), 2)
+    SagaRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        outcome = services.run_redrive(run_id=run.pk)
+
+    assert "move compensation on (reserve_stock)" in outcome.action
+    step = run.steps.get(name="reserve_stock")
+    assert (step.status, step.attempts) == (StepStatus.RUNNING, 2)
+    assert step.failures[-1]["code"] == "attempt_in_doubt"
+    assert len(publishes(callbacks)) == 1
+
+
+def test_the_errback_of_an_attempt_killed_after_its_run_stopped_settles_the_step(
+    django_capture_on_commit_callbacks,
+) -> None:
+    run = SagaRunFactory(status=RunStatus.COMPENSATING, step_statuses={**ORDER_CREATED, "reserve_stock": "running"})
+    run.steps.filter(name="reserve_stock").update(attempts=1)
+    leases.client().set(leases.counter_key(run.pk, "reserve_stock"), 2)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.run_on_step_failure(run_id=run.pk, step="reserve_stock")
+
+    step = run.steps.get(name="reserve_stock")
+    assert (step.status, step.attempts) == (StepStatus.RUNNING, 2)
+    assert [f["code"] for f in step.failures] == ["attempt_in_doubt"]
+    assert len(publishes(callbacks)) == 1
