@@ -92,6 +92,16 @@ class SagaRun(models.Model):
         help_text="Set when the run cannot go on by itself (e.g. its task is not registered in the workers); "
         "the reaper leaves it alone until a person retries or resolves it.",
     )
+    redrive_after = models.DateTimeField(
+        "re-drive after",
+        null=True,
+        blank=True,
+        help_text="The reaper re-drives the run again no sooner than this unless it moved since (redrive_seq): each "
+        "re-drive that brought no progress doubles the wait before the next (a message in a long queue is not lost).",
+    )
+    redrive_seq = models.PositiveIntegerField(
+        "re-drive seq", null=True, blank=True, help_text="The seq of the reaper's last re-drive event."
+    )
     lock_version = models.PositiveIntegerField(
         "lock version", default=0, help_text="Incremented by every change; equals the seq of the latest event."
     )

@@ -1,8 +1,8 @@
 """The reaper: finds runs that stopped moving and re-drives each from its database state.
 
 It runs every SAGAS["REAPER_INTERVAL"] seconds as the periodic task ``sagas.reap`` on django-celery-beat's
-database scheduler, and as ``manage.py saga_recover``. With nothing stuck it costs two indexed queries (runs,
-outbox).
+database scheduler, and as ``manage.py saga_recover``. With nothing stuck it costs three indexed queries (runs,
+unpublished and unsettled outbox messages).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from sagas import leases, outbox, schedules
@@ -51,7 +51,9 @@ def stuck_run_ids(now: datetime | None = None) -> list[str]:
     """Runs with no progress for the lease, or past their deadline, and not parked: one indexed query."""
     now = now or timezone.now()
     overdue = Q(status__in=[RunStatus.PENDING, RunStatus.EXECUTING], deadline__lt=now)
-    found = SagaRun.objects.filter(stale(now) | overdue, parked_reason="").order_by("updated_at")
+    # Not waiting out a re-drive's backoff: none, it is over, or the run moved since the re-drive.
+    due = Q(redrive_after__isnull=True) | Q(redrive_after__lte=now) | Q(lock_version__gt=F("redrive_seq"))
+    found = SagaRun.objects.filter((stale(now) & due) | overdue, parked_reason="").order_by("updated_at")
     return [str(pk) for pk in found.values_list("pk", flat=True)[: sagas_settings.REAPER_BATCH]]
 
 

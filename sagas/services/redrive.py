@@ -278,6 +278,10 @@ def run_redrive(
             return Redrive(str(run.pk), "")
         if not force and not is_stuck(run, now):
             return Redrive(str(run.pk), "")  # it moved since it was found
+        overdue = run.status in (RunStatus.PENDING, RunStatus.EXECUTING) and past_deadline(run)
+        backing_off = run.redrive_after is not None and run.redrive_after > now and run.lock_version == run.redrive_seq
+        if not force and not overdue and backing_off:
+            return Redrive(str(run.pk), "")  # its last re-drive's message may still be waiting in the queue
         try:
             saga = saga_for(run)
         except UnknownSaga as exc:
@@ -291,12 +295,17 @@ def run_redrive(
         kind, action, act = plan
         if dry_run:
             return Redrive(str(run.pk), action)
+        after = None if force else now + _backoff(run)
         append_event(
             run,
             EventType.SAGA_REDRIVEN,
-            data={"action": action, "reason": reason or "no progress within the lease"},
+            data={
+                "action": action,
+                "reason": reason or "no progress within the lease",
+                **({"next_after": after.isoformat()} if after else {}),
+            },
             actor=actor,
-            run_fields={"parked_reason": ""},
+            run_fields={"parked_reason": "", "redrive_after": after, "redrive_seq": run.lock_version + 1},
         )
         act()
         metrics.redriven(run.saga_name, kind)
@@ -304,6 +313,19 @@ def run_redrive(
         "saga run %s re-driven by %s: %s", run_id, actor, action, extra=logs.fields(run_id=run_id, actor=actor)
     )
     return Redrive(str(run_id), action)
+
+
+# A run re-driven this many times in a row without progress waits the longest before the next re-drive.
+MAX_BACKOFF_DOUBLINGS = 3
+
+
+def _backoff(run: SagaRun) -> timedelta:
+    """How long after this re-drive the reaper may re-drive the run again: the lease after a re-drive that
+    followed progress, then twice as long after each further re-drive in a row, up to 8 leases. A step message
+    behind a long queue looks lost after a lease; re-publishing it every lease would only lengthen the queue."""
+    recent = run.events.order_by("-seq").values_list("type", flat=True)[:MAX_BACKOFF_DOUBLINGS]
+    in_a_row = next((n for n, kind in enumerate(recent) if kind != EventType.SAGA_REDRIVEN), len(recent))
+    return lease() * (2**in_a_row)
 
 
 def run_redrive_by_operator(*, run_id: RunId, reason: str, actor: str) -> SagaRun:

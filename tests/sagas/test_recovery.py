@@ -14,6 +14,7 @@ import sagas
 from participants.checkout.sagas import PlaceOrder
 from sagas import recovery, services
 from sagas.models import SagaEvent, SagaRun
+from sagas.services.redrive import run_redrive_by_operator
 from sagas.states import EventType, RunStatus, StepStatus
 from tests import history
 from tests.factories import SagaRunFactory
@@ -32,7 +33,7 @@ def redriven(run: SagaRun) -> list[SagaEvent]:
     return list(SagaEvent.objects.filter(run=run, type=EventType.SAGA_REDRIVEN))
 
 
-def test_with_nothing_stuck_a_tick_costs_two_queries(django_assert_num_queries) -> None:
+def test_with_nothing_stuck_a_tick_costs_three_queries(django_assert_num_queries) -> None:
     SagaRunFactory(status=RunStatus.EXECUTING)  # moving
     SagaRunFactory(status=RunStatus.COMPLETED)
     stale_done = SagaRunFactory(status=RunStatus.COMPENSATED)
@@ -203,3 +204,63 @@ def test_a_parked_run_rebuilds_from_its_events_with_its_reason(django_capture_on
     assert rebuilt.parked_reason == run.parked_reason
     assert "is not registered" in rebuilt.parked_reason
     assert rebuilt.differences(run) == []
+
+
+def _backoff_seconds(run: SagaRun) -> float:
+    run.refresh_from_db()
+    assert run.redrive_seq == run.lock_version  # the re-drive is the run's last change
+    return round((run.redrive_after - timezone.now()).total_seconds() / sagas.conf.sagas_settings.LEASE_SECONDS)
+
+
+def test_a_run_re_driven_without_progress_waits_twice_as_long_before_each_next_re_drive(
+    django_capture_on_commit_callbacks,
+) -> None:
+    """A step message behind a long queue looks lost after a lease: publishing it again every lease would only
+    make the queue longer. After 1, 2, 4 and then at most 8 leases."""
+    run = SagaRunFactory(status=RunStatus.PENDING)
+    waits = []
+    for _ in range(5):
+        make_stale(run)
+        with django_capture_on_commit_callbacks():
+            (outcome,) = recovery.reap()
+        assert outcome.action == "publish the steps again (dispatch lost)"
+        waits.append(_backoff_seconds(run))
+        make_stale(run)  # a lease and more passed without progress, but not the backoff
+        assert recovery.reap() == []
+        assert services.run_redrive(run_id=run.pk).action == ""  # nor when asked directly
+        SagaRun.objects.filter(pk=run.pk).update(redrive_after=timezone.now())  # the backoff passed
+
+    assert waits == [1, 2, 4, 8, 8]
+    assert len(redriven(run)) == 5
+
+
+def test_progress_after_a_re_drive_ends_its_backoff(django_capture_on_commit_callbacks) -> None:
+    run = SagaRunFactory(status=RunStatus.PENDING)
+    for _ in range(3):
+        make_stale(run)
+        SagaRun.objects.filter(pk=run.pk).update(redrive_after=timezone.now())  # any backoff passed
+        with django_capture_on_commit_callbacks():
+            recovery.reap()
+    assert _backoff_seconds(run) == 4
+
+    claim = services.step_claim(run_id=run.pk, step="create_order", task_id="t-1")  # the message came, at last
+    with django_capture_on_commit_callbacks():
+        services.step_succeed(run_id=run.pk, step="create_order", output={}, claim=claim)
+    make_stale(run)  # then the next step's message was lost
+
+    with django_capture_on_commit_callbacks():
+        (outcome,) = recovery.reap()
+    assert outcome.action == "publish step reserve_stock again (message lost)"
+    assert _backoff_seconds(run) == 1  # and the count starts again
+
+
+def test_an_operator_retry_ignores_the_backoff(django_capture_on_commit_callbacks) -> None:
+    run = SagaRunFactory(status=RunStatus.PENDING)
+    make_stale(run)
+    with django_capture_on_commit_callbacks():
+        recovery.reap()
+    make_stale(run)
+    with django_capture_on_commit_callbacks():
+        run = run_redrive_by_operator(run_id=run.pk, reason="looked stuck", actor="kim")
+    assert len(redriven(run)) == 2
+    assert run.redrive_after is None  # a person's re-drive starts no backoff
