@@ -241,8 +241,10 @@ def _receiver_counters() -> list[str]:
 
 def _receipts(run_ids: list[uuid.UUID]) -> list[Violation]:
     """Every outbox message reached each of its receivers."""
-    received = {(r.message_id, r.receiver) for r in SagaReceipt.objects.filter(message_id__in=SagaOutbox.objects
-                                                                                .filter(run__in=run_ids).values("id"))}
+    received = {
+        (r.message_id, r.receiver)
+        for r in SagaReceipt.objects.filter(message_id__in=SagaOutbox.objects.filter(run__in=run_ids).values("id"))
+    }
     found = []
     for message in SagaOutbox.objects.filter(run__in=run_ids):
         for receiver in receivers_of(message.topic, step=bool(message.message.get("step"))):

@@ -72,6 +72,7 @@ class InfraSoak:
         self.crashes: Counter[str] = Counter()  # processes that died without being killed
         self.serial = 0
         self.stop = threading.Event()
+        self.faults: threading.Thread | None = None
         config.log_dir.mkdir(parents=True, exist_ok=True)
         self.pg: PrivatePostgres | None = None
         self.redis: PrivateRedis | None = None
@@ -225,7 +226,9 @@ class InfraSoak:
         self.start_beat()
         time.sleep(5)  # let the workers connect before the first fault
         started = time.monotonic()
-        faults = threading.Thread(target=self.inflict_schedule, args=(started,), name="faults", daemon=True)
+        faults = self.faults = threading.Thread(
+            target=self.inflict_schedule, args=(started,), name="faults", daemon=True
+        )
         faults.start()
         run_ids: list[uuid.UUID] = []
         spread = config.seconds * 0.9  # runs start during the first 90% of the soak
@@ -306,6 +309,8 @@ class InfraSoak:
 
     def close(self) -> None:
         self.stop.set()
+        if self.faults is not None:
+            self.faults.join(timeout=60)  # a fault under way (a restart, a new worker) ends before the clean-up
         for process in [*self.workers, *([self.beat] if self.beat else [])]:
             process.stop()
         if self.proxy is not None:
@@ -314,6 +319,14 @@ class InfraSoak:
             self.redis.close()
         if self.pg is not None:
             self.pg.close()
+
+
+def _terminate(*_: Any) -> None:
+    """The first SIGTERM unwinds; a second one (a process group signalled twice) must not cut the clean-up short,
+    or the fault thread outlives it and leaves a worker or a server behind."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(143)
 
 
 def _receipts_due(messages: Any) -> int:
@@ -363,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(config.log_dir, ignore_errors=True)
     # SIGTERM unwinds as Ctrl-C does, so the servers and processes below are stopped and removed; and Ctrl-C does
     # even where SIGINT came ignored (a job started in the background by a non-interactive shell).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     replay = (f"python -m bench.chaos --infra --seed {config.seed} --runs {config.runs} --minutes {args.minutes:g} "
               f"--fault-every {config.fault_every:g} --workers {config.workers}"

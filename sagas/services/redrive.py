@@ -324,8 +324,8 @@ def _backoff(run: SagaRun) -> timedelta:
     followed progress, then twice as long after each further re-drive in a row, up to 8 leases. A step message
     behind a long queue looks lost after a lease; re-publishing it every lease would only lengthen the queue."""
     recent = run.events.order_by("-seq").values_list("type", flat=True)[:MAX_BACKOFF_DOUBLINGS]
-    in_a_row = next((n for n, kind in enumerate(recent) if kind != EventType.SAGA_REDRIVEN), len(recent))
-    return lease() * (2**in_a_row)
+    in_a_row: int = next((n for n, kind in enumerate(recent) if kind != EventType.SAGA_REDRIVEN), len(recent))
+    return lease() * (1 << in_a_row)
 
 
 def run_redrive_by_operator(*, run_id: RunId, reason: str, actor: str) -> SagaRun:

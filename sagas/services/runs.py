@@ -38,6 +38,7 @@ from sagas.services._core import (
     publish_step,
     record_retry,
     saga_for,
+    start_attempt,
     start_delay,
     step_row,
     writer,
@@ -45,7 +46,7 @@ from sagas.services._core import (
 from sagas.services.compensation import advance_compensation, pivot_passed, time_out
 from sagas.services.context import budget_base, failure_recorded, unrecorded_failure
 from sagas.services.forward import fail_forward, stop_after_failure
-from sagas.services.steps import fail_step, start_attempt
+from sagas.services.steps import fail_step
 from sagas.states import EventType, RunStatus, StepStatus
 from sagas.workers import WorkerId
 

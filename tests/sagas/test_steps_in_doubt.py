@@ -28,6 +28,15 @@ def _attempt_died(run: SagaRun, step: str) -> None:
     leases.forget(run.pk, step)
 
 
+def _compensating_with_a_lost_second_attempt() -> SagaRun:
+    """A compensating run whose reserve_stock failed attempt 1 (on record, a retry due) and whose attempt 2
+    started (counted in Redis) and never reported back."""
+    run = SagaRunFactory(status=RunStatus.COMPENSATING, step_statuses={**ORDER_CREATED, "reserve_stock": "running"})
+    run.steps.filter(name="reserve_stock").update(attempts=1)
+    leases.client().set(leases.counter_key(run.pk, "reserve_stock"), 2)
+    return run
+
+
 def _refused(attempt: int) -> Failure:
     return Failure.without_exception("StepFailed", "out of stock", code="refused", attempt=attempt)
 
@@ -145,9 +154,7 @@ def test_a_retry_of_a_stopped_run_that_finds_a_lost_later_attempt_settles_the_st
 ) -> None:
     """Attempt 1 failed (on record, a retry due), attempt 2 started and died, then the run compensated: the
     retry's message settles the step instead of abandoning it."""
-    run = SagaRunFactory(status=RunStatus.COMPENSATING, step_statuses={**ORDER_CREATED, "reserve_stock": "running"})
-    run.steps.filter(name="reserve_stock").update(attempts=1)
-    leases.client().set(leases.counter_key(run.pk, "reserve_stock"), 2)
+    run = _compensating_with_a_lost_second_attempt()
 
     with django_capture_on_commit_callbacks() as callbacks:
         claim = services.step_claim(run_id=run.pk, step="reserve_stock", task_id="reserve_stock-3")
@@ -162,9 +169,7 @@ def test_a_retry_of_a_stopped_run_that_finds_a_lost_later_attempt_settles_the_st
 def test_the_reaper_settles_a_running_step_of_a_compensating_run_whose_attempt_vanished(
     django_capture_on_commit_callbacks,
 ) -> None:
-    run = SagaRunFactory(status=RunStatus.COMPENSATING, step_statuses={**ORDER_CREATED, "reserve_stock": "running"})
-    run.steps.filter(name="reserve_stock").update(attempts=1)
-    leases.client().set(leases.counter_key(run.pk, "reserve_stock"), 2)
+    run = _compensating_with_a_lost_second_attempt()
     SagaRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timedelta(hours=1))
 
     with django_capture_on_commit_callbacks() as callbacks:
@@ -180,9 +185,7 @@ def test_the_reaper_settles_a_running_step_of_a_compensating_run_whose_attempt_v
 def test_the_errback_of_an_attempt_killed_after_its_run_stopped_settles_the_step(
     django_capture_on_commit_callbacks,
 ) -> None:
-    run = SagaRunFactory(status=RunStatus.COMPENSATING, step_statuses={**ORDER_CREATED, "reserve_stock": "running"})
-    run.steps.filter(name="reserve_stock").update(attempts=1)
-    leases.client().set(leases.counter_key(run.pk, "reserve_stock"), 2)
+    run = _compensating_with_a_lost_second_attempt()
 
     with django_capture_on_commit_callbacks() as callbacks:
         services.run_on_step_failure(run_id=run.pk, step="reserve_stock")
