@@ -17,7 +17,7 @@ from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import choreography, logs, selectors, tracing
+from sagas import backlog, choreography, logs, selectors, tracing
 from sagas.conf import sagas_settings
 from sagas.models import SagaEvent, SagaOutbox, SagaReceipt, SagaRun
 from sagas.states import DONE_STEP_STATES, EventType, RunStatus
@@ -122,6 +122,7 @@ def _publish(message: SagaOutbox, receivers: list[choreography.Receiver]) -> boo
                 receiver.task_name,
                 args=[str(message.pk)],  # the id only: the receiver loads the message (and its secrets) itself
                 task_id=f"{message.pk}:{receiver.name}",
+                headers=backlog.sent_now(),
                 **options,
             )
 

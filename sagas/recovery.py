@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db.models import F, Q
 from django.utils import timezone
 
-from sagas import leases, outbox, schedules
+from sagas import backlog, leases, outbox, schedules
 from sagas.conf import sagas_settings
 from sagas.models import SagaRun
 from sagas.selectors import stale
@@ -47,13 +47,17 @@ def reaper_late_after() -> float:
     return 3 * float(sagas_settings.REAPER_INTERVAL)
 
 
-def stuck_run_ids(now: datetime | None = None) -> list[str]:
-    """Runs with no progress for the lease, or past their deadline, and not parked: one indexed query."""
+def stuck_run_ids(now: datetime | None = None, behind: float = 0.0) -> list[str]:
+    """Runs with no progress for the lease (plus ``behind``, the seconds the queue is behind), or past their
+    deadline, and not parked: one indexed query."""
     now = now or timezone.now()
     overdue = Q(status__in=[RunStatus.PENDING, RunStatus.EXECUTING], deadline__lt=now)
     # Not waiting out a re-drive's backoff: none, it is over, or the run moved since the re-drive.
     due = Q(redrive_after__isnull=True) | Q(redrive_after__lte=now) | Q(lock_version__gt=F("redrive_seq"))
-    found = SagaRun.objects.filter((stale(now) & due) | overdue, parked_reason="").order_by("updated_at")
+    # A run whose message waits behind the queue is not lost: it counts as stuck only once the queue's delay too
+    # has passed (sagas.backlog).
+    idle = stale(now - timedelta(seconds=behind))
+    found = SagaRun.objects.filter((idle & due) | overdue, parked_reason="").order_by("updated_at")
     return [str(pk) for pk in found.values_list("pk", flat=True)[: sagas_settings.REAPER_BATCH]]
 
 
@@ -64,7 +68,7 @@ def reap(*, dry_run: bool = False, actor: str = "reaper") -> list[Redrive]:
         outbox.relay_stuck()
         outbox.redeliver_lost()
     done = []
-    for run_id in stuck_run_ids():
+    for run_id in stuck_run_ids(behind=backlog.queue_delay()):
         outcome = run_redrive(run_id=run_id, actor=actor, dry_run=dry_run)
         if outcome.action:
             done.append(outcome)

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from celery import Task, shared_task
 
-from sagas import connections, eager, engine, leases, logs, recovery, registry, retention, runner, services
+from sagas import backlog, connections, eager, engine, leases, logs, recovery, registry, retention, runner, services
 from sagas.celeryconf import broker_delay
 from sagas.definitions import Saga
 from sagas.exceptions import StepFailed
@@ -49,7 +49,9 @@ class SagaTask(Task):
 
     def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None, *rest: Any,
                     **options: Any) -> Any:  # fmt: skip
-        # Every publish of a saga task (a chain's next step, a retry, a re-drive, a check) passes here.
+        # Every publish of a saga task (a chain's next step, a retry, a re-drive, a check) passes here, and says
+        # when it was published: the reaper reads how far behind the queue is (sagas.backlog).
+        options["headers"] = {**(options.get("headers") or {}), **backlog.sent_now()}
         return super().apply_async(args, kwargs, task_id, *rest, **broker_delay(self.app, options))
 
 

@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "sagas.choreography",
             "sagas.breakers",
             "sagas.leases",
+            "sagas.backlog",
             "sagas.metrics",
         ),
     ),
