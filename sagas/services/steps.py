@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -72,8 +73,13 @@ def step_claim(
     if lease.answer is leases.Answer.HELD:
         # Another delivery runs this step now: come back when it has surely finished or let its lease go.
         return Claim(Outcome.WAIT, delay=_lease_wait(lease.wait), holder=lease.holder)
+    return _holding(run_id, step, lease, lambda: _claim_with_lease(run_id, step, task_id, lease, seconds))
+
+
+def _holding(run_id: RunId, step: str, lease: leases.Lease, decide: Callable[[], Claim]) -> Claim:
+    """The claim ``decide`` makes while ``lease`` is held: a claim that does not run the step gives it back."""
     try:
-        claim = _claim_with_lease(run_id, step, task_id, lease, seconds)
+        claim = decide()
     except Exception:
         # The read or a decision failed (the database went away): no attempt started, so it is taken back off
         # the count and the lease is freed; the errback or the reaper moves the run on.
@@ -105,10 +111,14 @@ def _claim_with_lease(run_id: RunId, step: str, task_id: str, lease: leases.Leas
         # The stop that found this step in doubt is committed (the read shows it): the fence guards nothing
         # here, and the attempt that settles the step need not wait for it to lapse.
         return _claim_through_fence(run, steps, step, task_id, seconds)
+    return _decide(run, steps, step, task_id, lease)
+
+
+def _decide(run: SagaRun, steps: list[SagaStepRun], step: str, task_id: str, lease: leases.Lease) -> Claim:
     claim = _claim(run, steps, step, task_id, lease)
     if claim is None:  # a state change is due first (or a refusal to record): under the run lock
         with transaction.atomic():
-            claim = _claim_locked(run_id, step, task_id, lease)
+            claim = _claim_locked(run.pk, step, task_id, lease)
     return claim
 
 
@@ -116,17 +126,7 @@ def _claim_through_fence(run: SagaRun, steps: list[SagaStepRun], step: str, task
     lease = leases.acquire(run.pk, step, task_id=task_id, seconds=seconds, through_fence=True)
     if not lease.granted:
         return Claim(Outcome.WAIT, delay=_lease_wait(lease.wait), holder=lease.holder)
-    try:
-        claim = _claim(run, steps, step, task_id, lease)
-        if claim is None:
-            with transaction.atomic():
-                claim = _claim_locked(run.pk, step, task_id, lease)
-    except Exception:
-        _release(run.pk, step, lease, Outcome.STOP)
-        raise
-    if claim.outcome is not Outcome.RUN:
-        _release(run.pk, step, lease, claim.outcome)
-    return claim
+    return _holding(run.pk, step, lease, lambda: _decide(run, steps, step, task_id, lease))
 
 
 def _settling(run: SagaRun, steps: list[SagaStepRun], step: str) -> bool:
