@@ -158,20 +158,27 @@ def relay_stuck() -> int:
     return published
 
 
-def unsettled(now: datetime | None = None) -> list[tuple[uuid.UUID, list[str]]]:
-    """Published messages not yet known delivered, ``OUTBOX_REDELIVER_AFTER`` seconds after their last publish,
-    with the receivers they were published to: one indexed query."""
-    cutoff = (now or timezone.now()) - timedelta(seconds=sagas_settings.OUTBOX_REDELIVER_AFTER)
+def unsettled(now: datetime | None = None, behind: float = 0.0) -> list[tuple[uuid.UUID, list[str]]]:
+    """Published messages not yet known delivered, ``OUTBOX_REDELIVER_AFTER`` seconds (plus ``behind``, the
+    seconds the queue is behind) after their last publish, with the receivers they were published to: one indexed
+    query."""
+    cutoff = _redeliver_cutoff(now or timezone.now(), behind)
     found = SagaOutbox.objects.filter(settled_at__isnull=True, published_at__lt=cutoff).order_by("published_at")
     return [(pk, list(names)) for pk, names in found.values_list("pk", "receivers")[: sagas_settings.REAPER_BATCH]]
 
 
-def redeliver_lost() -> int:
+def redeliver_lost(behind: float | None = None) -> int:
     """The reaper's part: settle the published messages every receiver has a receipt for, and publish the others
     again to the receivers without one (their delivery was lost: a Redis restarted without its data, a worker
     killed holding it); how many were published again. After ``OUTBOX_REDELIVER_MAX`` redeliveries a message is
-    settled as it stands, with an error in the log: its receiver fails for good, or is gone."""
-    candidates = unsettled()
+    settled as it stands, with an error in the log: its receiver fails for good, or is gone.
+
+    A delivery still waiting behind a long queue is not lost: the grace runs from the publish plus the age of the
+    oldest message waiting (sagas.backlog), as the reaper's does for runs. Without it a backlog longer than the
+    grace is published again into the same queue, and after ``OUTBOX_REDELIVER_MAX`` copies in it the message is
+    given up while every copy still waits, to be lost if the broker then loses its queue."""
+    behind = backlog.queue_delay() if behind is None else behind
+    candidates = unsettled(behind=behind)
     if not candidates:
         return 0
     receipts = SagaReceipt.objects.filter(message_id__in=[pk for pk, _ in candidates])
@@ -182,16 +189,20 @@ def redeliver_lost() -> int:
     if delivered:
         SagaOutbox.objects.filter(pk__in=delivered).update(settled_at=timezone.now())
     lost = {pk: set(names) - received.get(pk, set()) for pk, names in candidates if pk not in delivered}
-    again = sum(_redeliver(pk, missing) for pk, missing in lost.items())
+    again = sum(_redeliver(pk, missing, behind) for pk, missing in lost.items())
     if again:
         logger.warning("reaper published %d saga message(s) again: a receiver had no receipt", again)
     return again
 
 
-def _redeliver(message_id: uuid.UUID, missing: set[str]) -> bool:
+def _redeliver_cutoff(now: datetime, behind: float) -> datetime:
+    return now - timedelta(seconds=sagas_settings.OUTBOX_REDELIVER_AFTER + behind)
+
+
+def _redeliver(message_id: uuid.UUID, missing: set[str], behind: float = 0.0) -> bool:
     """Publish one message again to the receivers of ``missing`` still declared, under its row lock; whether it
     was."""
-    cutoff = timezone.now() - timedelta(seconds=sagas_settings.OUTBOX_REDELIVER_AFTER)
+    cutoff = _redeliver_cutoff(timezone.now(), behind)
     with transaction.atomic():
         message = (
             SagaOutbox.objects.select_for_update(skip_locked=True)

@@ -64,11 +64,15 @@ def stuck_run_ids(now: datetime | None = None, behind: float = 0.0) -> list[str]
 def reap(*, dry_run: bool = False, actor: str = "reaper") -> list[Redrive]:
     """Re-drive every stuck run (or, with ``dry_run``, say what would be done); the runs acted on. Also
     relays the outbox messages a crash left unpublished, and those whose delivery the broker lost."""
+    behind = backlog.queue_delay()
     if not dry_run:
+        # A Redis that lost its data is marked at once, so that few runs begun since look begun before the loss
+        # (whose steps' attempt counts are gone: sagas.services.doubt).
+        leases.memory_since()
         outbox.relay_stuck()
-        outbox.redeliver_lost()
+        outbox.redeliver_lost(behind)
     done = []
-    for run_id in stuck_run_ids(behind=backlog.queue_delay()):
+    for run_id in stuck_run_ids(behind=behind):
         outcome = run_redrive(run_id=run_id, actor=actor, dry_run=dry_run)
         if outcome.action:
             done.append(outcome)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+from django.conf import settings
+
 from sagas import recovery
 from sagas.models import SagaOutbox, SagaReceipt
 from sagas.states import RunStatus
 from tests.faults.conftest import FaultLab
 from tests.testapp.models import Effect
-from tests.testapp.sagas import Transfer
+from tests.testapp.sagas import Diamond, Transfer
 from tests.worker import wait_until
 
 LOST = "deliveries-nobody-consumes"  # tests/settings.py routes the lost deliveries there
@@ -41,3 +46,25 @@ def test_a_delivery_the_broker_lost_after_its_publish_still_reaches_its_receiver
     wait_until(settled, lab.workers[0], "the message to be settled", timeout=60)
     assert message.redeliveries == 1
     assert SagaReceipt.objects.filter(message_id=message.pk, receiver="tests.transfer_ledger").get().duplicates == 0
+
+
+def test_a_delivery_waiting_behind_a_backlog_is_not_published_again(lab: FaultLab) -> None:
+    if lab.broker.kind == "rabbitmq":
+        pytest.skip("a RabbitMQ queue cannot be peeked: the reaper does not know how far behind it is")
+    run = Diamond.start({})  # its "started" delivery waits in the queue behind the first step: no worker yet
+    message = SagaOutbox.objects.get(run=run, topic="tests.diamond.started")
+    grace = settings.SAGAS["OUTBOX_REDELIVER_AFTER"]
+    waited_until = time.monotonic() + grace * 2
+    while time.monotonic() < waited_until:  # past its grace, but the queue is as far behind as the message
+        recovery.reap()
+        time.sleep(0.5)
+    message.refresh_from_db()
+    assert (message.redeliveries, message.settled_at) == (0, None)
+
+    worker = lab.start_worker()  # the queue catches up: the delivery reaches its receiver, once
+    receipt = SagaReceipt.objects.filter(receiver="tests.diamond_ledger", message_id=message.pk)
+    wait_until(receipt.exists, worker, "the delivery to reach its receiver")
+    lab.settle([run])
+    message.refresh_from_db()
+    assert message.redeliveries == 0
+    assert Effect.objects.get(key=f"{run.pk} tests.diamond.started").calls == 1

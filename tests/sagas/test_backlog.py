@@ -9,9 +9,11 @@ from datetime import timedelta
 
 import pytest
 from celery import current_app
+from django.utils import timezone
 
-from sagas import backlog, recovery
+from sagas import backlog, outbox, recovery
 from sagas.breakers import redis_client
+from sagas.models import SagaOutbox
 from sagas.states import RunStatus
 from tests import history
 from tests.factories import SagaRunFactory
@@ -71,3 +73,23 @@ def test_the_reaper_counts_a_run_stuck_only_once_the_queue_delay_has_passed_too(
     redis_client(str(current_app.conf.broker_url)).delete(queue)  # the queue caught up and the run did not move
     (outcome,) = recovery.reap()
     assert outcome.run_id == str(run.pk)
+
+
+def test_a_delivery_waiting_behind_the_queue_is_not_published_again(
+    queue: str, settings, django_capture_on_commit_callbacks
+) -> None:
+    settings.SAGAS = {**settings.SAGAS, "OUTBOX_REDELIVER_AFTER": 60}
+    with django_capture_on_commit_callbacks(execute=True):
+        run = Diamond.start({})
+    client = redis_client(str(current_app.conf.broker_url))
+    client.delete(queue)  # the run's messages; a backlog of others stands in front of its delivery
+    published = timezone.now() - timedelta(seconds=120)  # two graces ago
+    SagaOutbox.objects.filter(run=run).update(published_at=published)
+    _waiting(queue, 180)  # the queue is three minutes behind: the delivery may still be in it
+
+    assert outbox.redeliver_lost() == 0
+    assert SagaOutbox.objects.get(run=run).redeliveries == 0
+
+    client.delete(queue)  # the queue caught up, and the delivery brought no receipt: it was lost
+    assert outbox.redeliver_lost() == 1
+    assert SagaOutbox.objects.get(run=run).redeliveries == 1
