@@ -274,6 +274,21 @@ def started(run_id: Any, steps: Iterable[str]) -> dict[str, int]:
     return {name: int(count or 0) for name, count in zip(names, counts, strict=True)}
 
 
+def memory_key() -> str:
+    return f"{sagas_settings.KEY_PREFIX}:memory-since"
+
+
+def memory_since() -> float:
+    """Epoch seconds since which this Redis has kept the saga keys. Set once, without expiry, by the first call
+    after Redis started empty (the reaper makes one every tick): a Redis that lost its data (restarted without
+    it, flushed) answers a later time, and every lease and attempt count of a run older than that may be gone."""
+    pipe = client().pipeline(transaction=False)
+    pipe.set(memory_key(), repr(time.time()), nx=True)
+    pipe.get(memory_key())
+    _, since = pipe.execute()
+    return float(since)
+
+
 def forget(run_id: Any, step: str) -> None:
     """Drop a step's lease: its attempt was recorded as ended (killed, lost) by someone other than its holder."""
     client().delete(lease_key(run_id, step))

@@ -1,15 +1,16 @@
 """Steps in doubt: an attempt that started and never reported back after its run stopped executing.
 
 A step's start is recorded with its outcome, so an attempt killed after its participant committed the effect
-leaves the step pending (or running, between retries) with only its Redis attempt count ahead of the row. Once
-the run compensates, such a step is neither skipped nor failed: it is run again with the same idempotency key,
+leaves the step pending (or running, between retries) with only its Redis attempt count ahead of the row (or,
+once Redis lost its data, nothing at all: a step published before that counts as in doubt). Once the run
+compensates, such a step is neither skipped nor failed: it is run again with the same idempotency key,
 so the participant answers what the lost attempt did, and undone in its place if it succeeded.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from django.utils import timezone
@@ -18,8 +19,8 @@ from sagas import engine, leases, logs
 from sagas.failures import Failure
 from sagas.models import SagaRun, SagaStepRun
 from sagas.services._core import publish_step, record_retry, start_attempt
-from sagas.services.context import IN_DOUBT
-from sagas.states import StepStatus
+from sagas.services.context import IN_DOUBT, in_doubt
+from sagas.states import DONE_STEP_STATES, StepStatus
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -32,10 +33,50 @@ logger = logging.getLogger(__name__)
 
 def unreported(run: SagaRun, steps: Iterable[SagaStepRun]) -> dict[str, int]:
     """Of ``steps`` (rows no live process holds the lease of), the pending or running ones whose attempt count
-    in Redis is ahead of their rows: an attempt started and never reported back. The count of each, by name."""
+    in Redis is ahead of their rows: an attempt started and never reported back. The count of each, by name.
+
+    When Redis lost its data after such a step's message was published, its count and lease are gone with it:
+    an attempt may have started (and may still be running), so the step counts as in doubt too, its next
+    attempt as the lost one."""
     candidates = [s for s in steps if s.status in (StepStatus.PENDING, StepStatus.RUNNING)]
+    if not candidates:
+        return {}
     counts = leases.started(run.pk, [s.name for s in candidates])
-    return {s.name: counts[s.name] for s in candidates if counts[s.name] > s.attempts}
+    found = {s.name: counts[s.name] for s in candidates if counts[s.name] > s.attempts}
+    # A step already being settled has its settling attempt published (and re-published by the reaper).
+    unsure = [s for s in candidates if s.name not in found and not in_doubt(s)]
+    if unsure and run.created_at.timestamp() < (since := leases.memory_since()):
+        forgotten = _published_before(run, unsure, datetime.fromtimestamp(since, tz=UTC))
+        found.update({s.name: s.attempts + 1 for s in forgotten})
+    return found
+
+
+def _published_before(run: SagaRun, steps: list[SagaStepRun], moment: datetime) -> list[SagaStepRun]:
+    """Of ``steps`` (pending or running), those an attempt may have been published for before ``moment``: a
+    running one (its retry), and a pending one whose dependencies had all succeeded by then (a first step: its
+    run began before)."""
+    declared = run.definition.spec["steps"]
+    graph = any(step.get("depends_on") for step in declared)
+    names = [step["name"] for step in declared]
+    depends = {
+        step["name"]: list(step.get("depends_on") or []) if graph else names[max(0, index - 1) : index]
+        for index, step in enumerate(declared)
+    }
+    succeeded_at = {
+        name: finished or run.created_at  # a success without its time: as early as it could be
+        for name, status, finished in run.steps.values_list("name", "status", "finished_at")
+        if status in DONE_STEP_STATES
+    }
+
+    def published(step_run: SagaStepRun) -> bool:
+        if step_run.status == StepStatus.RUNNING:
+            return True
+        needed = depends.get(step_run.name, [])
+        if any(name not in succeeded_at for name in needed):
+            return False  # not every dependency succeeded: nothing published it
+        return max((succeeded_at[name] for name in needed), default=run.created_at) < moment
+
+    return [s for s in steps if published(s)]
 
 
 def settle(

@@ -383,6 +383,16 @@ def _record_success(run_id: RunId, step: str, output: Any, seconds: float | None
         step_run = step_row(run, step)
         if step_run is None or step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING):
             # A duplicate attempt finished after the first one recorded the result.
+            if step_run is not None and step_run.status == StepStatus.SKIPPED:
+                # Skipped: when its run stopped, nobody held the step's lease, no attempt of it was counted, and
+                # none was published before Redis lost its data (sagas.services.doubt). An attempt that succeeds
+                # now broke that: nothing undoes its effect, so a person must hear of it.
+                logger.error(
+                    "saga run %s: step %s succeeded after it was skipped; its effect stands unrecorded",
+                    run.pk,
+                    step,
+                    extra=logs.fields(run, step=step, attempt=attempt.number if attempt else None),
+                )
             done = step_run is not None and step_run.status == StepStatus.SUCCEEDED
             return done and run.status == RunStatus.EXECUTING
         _record_start(run, step_run, attempt)

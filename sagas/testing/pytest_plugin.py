@@ -3,6 +3,7 @@ in the root conftest.py (needs pytest-django)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,3 +51,18 @@ def saga_worker(saga_worker_process: SagaWorker, transactional_db: None) -> Iter
     sees them), and the test ends only once the worker is idle (so the flush never races a task)."""
     yield saga_worker_process
     saga_worker_process.wait_idle()
+
+
+@pytest.fixture(autouse=True)
+def _redis_kept_its_data() -> None:
+    """Every test begins with a Redis that has kept the saga keys all along: a Redis flushed by an earlier test
+    (or by a project's own fixture) would otherwise make the runs a test starts look begun before a loss of its
+    data, whose steps are then settled as in doubt when the run stops (sagas.services.doubt). A test of such a
+    loss deletes the mark (``leases.memory_key()``) itself."""
+    from django.core.exceptions import ImproperlyConfigured
+    from redis import RedisError
+
+    from sagas import leases
+
+    with contextlib.suppress(ImproperlyConfigured, RedisError):
+        leases.client().set(leases.memory_key(), "0")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from sagas import leases
+from sagas.conf import sagas_settings
 from sagas.models import SagaRun
 from sagas.states import RunStatus, StepStatus
 from tests.faults.conftest import FaultLab
@@ -38,3 +40,32 @@ def test_a_branch_killed_after_its_effect_is_undone_when_the_run_compensates(lab
     assert calls_of(run, "north", ":compensate") == 1
     events = list(run.events.filter(step="north").order_by("seq").values_list("type", flat=True))
     assert events[:4] == ["StepStarted", "StepAttemptFailed", "StepStarted", "StepSucceeded"]  # attempts 1 and 2
+
+
+def test_a_branch_killed_after_its_effect_is_undone_although_redis_then_lost_its_count(
+    lab: FaultLab, tmp_path: Path
+) -> None:
+    if lab.broker.kind == "rabbitmq":
+        pytest.skip("RabbitMQ gives the dead worker's message back at once, so north runs again before the refusal")
+    killed = tmp_path / "killed"
+    first = lab.start_worker(concurrency=1, SAGAS_FAULT_KILL_WORKER_AFTER_ACTION="north",
+                             SAGAS_FAULT_MARKER=str(killed))  # fmt: skip
+    run = Diamond.start({"fail_branch": "east"})
+    wait_until(killed.exists, first, "north's worker to die right after north's action")
+    # Redis (the leases' store) restarts empty: north's lease and attempt count are gone, and so is the mark of
+    # when it began keeping them. Nothing in Redis shows that an attempt of north ever started.
+    store = leases.client()
+    store.delete(leases.memory_key(), *store.scan_iter(match=f"{sagas_settings.KEY_PREFIX}:run:{{{run.pk}}}:*"))
+    assert leases.started(run.pk, ["north"]) == {"north": 0}
+    second = lab.start_worker()
+    (run,) = lab.settle([run])
+
+    assert run.status == RunStatus.COMPENSATED
+    # North was published before the loss, so the compensation could not tell it never ran: in doubt, it ran once
+    # more with the same key and was undone.
+    assert calls_of(run, "north") == 2
+    north = run.steps.get(name="north")
+    assert north.status == StepStatus.COMPENSATED
+    assert [f["code"] for f in north.failures] == ["attempt_in_doubt"]
+    assert calls_of(run, "north", ":compensate") == 1
+    assert second.log_tail(200).count("succeeded after it was skipped") == 0

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from sagas import leases, services
+from sagas import leases, recovery, services
 from sagas.failures import Failure
 from sagas.models import SagaRun
 from sagas.outcomes import Outcome
@@ -194,3 +195,80 @@ def test_the_errback_of_an_attempt_killed_after_its_run_stopped_settles_the_step
     assert (step.status, step.attempts) == (StepStatus.RUNNING, 2)
     assert [f["code"] for f in step.failures] == ["attempt_in_doubt"]
     assert len(publishes(callbacks)) == 1
+
+
+def _redis_lost_its_data(seconds_ago: float) -> None:
+    """Redis started empty ``seconds_ago``, with every lease and attempt count it held before."""
+    leases.client().set(leases.memory_key(), repr(time.time() - seconds_ago))
+
+
+def _order_created(seconds_ago: float) -> SagaRun:
+    """An executing run begun a minute ago whose create_order succeeded ``seconds_ago`` (reserve_stock was
+    published then)."""
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses=ORDER_CREATED)
+    SagaRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(seconds=60))
+    run.steps.filter(name="create_order").update(finished_at=timezone.now() - timedelta(seconds=seconds_ago))
+    run.refresh_from_db()
+    return run
+
+
+def test_a_step_published_before_redis_lost_its_data_is_settled_when_its_run_is_cancelled(
+    django_capture_on_commit_callbacks,
+) -> None:
+    run = _order_created(seconds_ago=30)
+    _redis_lost_its_data(seconds_ago=10)  # an attempt of reserve_stock may have started: its lease and count are gone
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.run_cancel(run_id=run.pk, reason="customer called", actor="kim")
+
+    steps = {s.name: s for s in run.steps.all()}
+    reserve = steps["reserve_stock"]
+    assert (reserve.status, reserve.attempts) == (StepStatus.RUNNING, 1)
+    assert [(f["code"], f["attempt"]) for f in reserve.failures] == [("attempt_in_doubt", 1)]
+    assert steps["charge_payment"].status == StepStatus.SKIPPED  # its dependency never succeeded: never published
+    assert len(publishes(callbacks)) == 1  # the attempt that settles reserve_stock
+    claim = services.step_claim(run_id=run.pk, step="reserve_stock", task_id="reserve_stock-2")
+    assert (claim.outcome, claim.context.attempt) == (Outcome.RUN, 2)
+
+
+def test_a_step_published_after_redis_lost_its_data_is_skipped_as_before(django_capture_on_commit_callbacks) -> None:
+    run = _order_created(seconds_ago=5)
+    _redis_lost_its_data(seconds_ago=10)  # reserve_stock's count is kept since: none started
+
+    with django_capture_on_commit_callbacks():
+        services.run_cancel(run_id=run.pk, reason="customer called", actor="kim")
+
+    assert run.steps.get(name="reserve_stock").status == StepStatus.SKIPPED
+
+
+def test_a_redis_without_its_mark_counts_as_having_lost_its_data_and_gets_one(
+    django_capture_on_commit_callbacks,
+) -> None:
+    run = _order_created(seconds_ago=30)
+    leases.client().delete(leases.memory_key())  # flushed, restarted empty: not even the mark is left
+
+    with django_capture_on_commit_callbacks():
+        services.run_cancel(run_id=run.pk, reason="customer called", actor="kim")
+
+    assert run.steps.get(name="reserve_stock").status == StepStatus.RUNNING  # in doubt
+    assert abs(leases.memory_since() - time.time()) < 60  # marked by the first to ask
+
+
+def test_the_reaper_marks_a_redis_that_lost_its_data() -> None:
+    leases.client().delete(leases.memory_key())
+
+    recovery.reap()
+
+    assert leases.client().get(leases.memory_key()) is not None
+
+
+def test_a_success_after_its_step_was_skipped_is_logged_as_an_error(caplog) -> None:
+    run = SagaRunFactory(status=RunStatus.COMPENSATING, step_statuses={**ORDER_CREATED, "reserve_stock": "skipped"})
+
+    assert services.step_succeed(run_id=run.pk, step="reserve_stock", output={"r": 1}) is False
+
+    assert run.steps.get(name="reserve_stock").status == StepStatus.SKIPPED
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in errors] == [
+        f"saga run {run.pk}: step reserve_stock succeeded after it was skipped; its effect stands unrecorded"
+    ]
