@@ -47,9 +47,11 @@ def reaper_late_after() -> float:
     return 3 * float(sagas_settings.REAPER_INTERVAL)
 
 
-def stuck_run_ids(now: datetime | None = None, behind: float = 0.0) -> list[str]:
+def stuck_run_ids(now: datetime | None = None, behind: float = 0.0, forgotten_at: datetime | None = None) -> list[str]:
     """Runs with no progress for the lease (plus ``behind``, the seconds the queue is behind), or past their
-    deadline, and not parked: one indexed query."""
+    deadline, and not parked: one indexed query. With ``forgotten_at`` (when Redis last lost its data), also a
+    run idle for the lease that has not moved since then, whatever the queue and its re-drive backoff: its
+    messages went with the data."""
     now = now or timezone.now()
     overdue = Q(status__in=[RunStatus.PENDING, RunStatus.EXECUTING], deadline__lt=now)
     # Not waiting out a re-drive's backoff: none, it is over, or the run moved since the re-drive.
@@ -57,7 +59,10 @@ def stuck_run_ids(now: datetime | None = None, behind: float = 0.0) -> list[str]
     # A run whose message waits behind the queue is not lost: it counts as stuck only once the queue's delay too
     # has passed (sagas.backlog).
     idle = stale(now - timedelta(seconds=behind))
-    found = SagaRun.objects.filter((idle & due) | overdue, parked_reason="").order_by("updated_at")
+    stuck = (idle & due) | overdue
+    if forgotten_at is not None:
+        stuck |= stale(now) & Q(updated_at__lt=forgotten_at)
+    found = SagaRun.objects.filter(stuck, parked_reason="").order_by("updated_at")
     return [str(pk) for pk in found.values_list("pk", flat=True)[: sagas_settings.REAPER_BATCH]]
 
 
@@ -65,15 +70,15 @@ def reap(*, dry_run: bool = False, actor: str = "reaper") -> list[Redrive]:
     """Re-drive every stuck run (or, with ``dry_run``, say what would be done); the runs acted on. Also
     relays the outbox messages a crash left unpublished, and those whose delivery the broker lost."""
     behind = backlog.queue_delay()
+    # A Redis that lost its data is marked at once, so that few runs begun since look begun before the loss (whose
+    # steps' attempt counts are gone: sagas.services.doubt), and the runs it held messages of move on at once.
+    forgotten_at = datetime.fromtimestamp(leases.memory_since(), UTC)
     if not dry_run:
-        # A Redis that lost its data is marked at once, so that few runs begun since look begun before the loss
-        # (whose steps' attempt counts are gone: sagas.services.doubt).
-        leases.memory_since()
         outbox.relay_stuck()
         outbox.redeliver_lost(behind)
     done = []
-    for run_id in stuck_run_ids(behind=behind):
-        outcome = run_redrive(run_id=run_id, actor=actor, dry_run=dry_run)
+    for run_id in stuck_run_ids(behind=behind, forgotten_at=forgotten_at):
+        outcome = run_redrive(run_id=run_id, actor=actor, dry_run=dry_run, forgotten_at=forgotten_at)
         if outcome.action:
             done.append(outcome)
     if done:

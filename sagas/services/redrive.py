@@ -262,12 +262,20 @@ def _lost_error(step_run: SagaStepRun, what: str) -> Failure:
 
 
 def run_redrive(
-    *, run_id: RunId, actor: str = "reaper", reason: str = "", force: bool = False, dry_run: bool = False
+    *,
+    run_id: RunId,
+    actor: str = "reaper",
+    reason: str = "",
+    force: bool = False,
+    dry_run: bool = False,
+    forgotten_at: datetime | None = None,
 ) -> Redrive:
     """Move a stuck run on from its database state; the action taken ("" if none was needed).
 
     The reaper calls it for runs its query found; ``force`` (an operator's retry) also re-drives a parked
-    run and treats attempts in flight as lost. A run another process holds the lock of is left alone.
+    run and treats attempts in flight as lost. A run another process holds the lock of is left alone. A run
+    that has not moved since ``forgotten_at`` (when Redis last lost its data) is not waiting out a backoff: the
+    message of its last re-drive is gone.
     """
     with transaction.atomic():
         run = SagaRun.objects.select_for_update(skip_locked=True).filter(pk=run_id).first()
@@ -280,6 +288,7 @@ def run_redrive(
             return Redrive(str(run.pk), "")  # it moved since it was found
         overdue = run.status in (RunStatus.PENDING, RunStatus.EXECUTING) and past_deadline(run)
         backing_off = run.redrive_after is not None and run.redrive_after > now and run.lock_version == run.redrive_seq
+        backing_off = backing_off and not (forgotten_at is not None and run.updated_at < forgotten_at)
         if not force and not overdue and backing_off:
             return Redrive(str(run.pk), "")  # its last re-drive's message may still be waiting in the queue
         try:
@@ -301,7 +310,7 @@ def run_redrive(
             EventType.SAGA_REDRIVEN,
             data={
                 "action": action,
-                "reason": reason or "no progress within the lease",
+                "reason": reason or _why(run, forgotten_at),
                 **({"next_after": after.isoformat()} if after else {}),
             },
             actor=actor,
@@ -313,6 +322,12 @@ def run_redrive(
         "saga run %s re-driven by %s: %s", run_id, actor, action, extra=logs.fields(run_id=run_id, actor=actor)
     )
     return Redrive(str(run_id), action)
+
+
+def _why(run: SagaRun, forgotten_at: datetime | None) -> str:
+    if forgotten_at is not None and run.updated_at < forgotten_at:
+        return "no progress since Redis lost its data"
+    return "no progress within the lease"
 
 
 # A run re-driven this many times in a row without progress waits the longest before the next re-drive.

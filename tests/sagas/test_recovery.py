@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 import sagas
 from participants.checkout.sagas import PlaceOrder
-from sagas import recovery, services
+from sagas import leases, recovery, services
 from sagas.models import SagaEvent, SagaRun
 from sagas.services.redrive import run_redrive_by_operator
 from sagas.states import EventType, RunStatus, StepStatus
@@ -264,3 +265,24 @@ def test_an_operator_retry_ignores_the_backoff(django_capture_on_commit_callback
         run = run_redrive_by_operator(run_id=run.pk, reason="looked stuck", actor="kim")
     assert len(redriven(run)) == 2
     assert run.redrive_after is None  # a person's re-drive starts no backoff
+
+
+def test_a_run_backing_off_is_re_driven_at_once_after_redis_lost_its_data(django_capture_on_commit_callbacks) -> None:
+    run = SagaRunFactory(status=RunStatus.PENDING)
+    make_stale(run)
+    with django_capture_on_commit_callbacks():
+        recovery.reap()
+    make_stale(run)  # a lease and more without progress, but within the backoff: its message may be queued
+    assert recovery.reap() == []
+
+    leases.client().delete(leases.memory_key())  # Redis restarted empty: the re-drive's message is gone
+    with django_capture_on_commit_callbacks() as callbacks:
+        (outcome,) = recovery.reap()
+
+    assert outcome.action == "publish the steps again (dispatch lost)"
+    assert redriven(run)[-1].data["reason"] == "no progress since Redis lost its data"
+    assert len(publishes(callbacks)) == 1
+    lease = sagas.conf.sagas_settings.LEASE_SECONDS
+    leases.client().set(leases.memory_key(), repr(time.time() - 3 * lease))  # the loss, 3 leases ago
+    make_stale(run, timedelta(seconds=2 * lease))  # the re-drive, after it
+    assert recovery.reap() == []  # re-driven since the loss: the backoff holds again
