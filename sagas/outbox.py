@@ -167,7 +167,7 @@ def unsettled(now: datetime | None = None, behind: float = 0.0) -> list[tuple[uu
     return [(pk, list(names)) for pk, names in found.values_list("pk", "receivers")[: sagas_settings.REAPER_BATCH]]
 
 
-def redeliver_lost(behind: float | None = None) -> int:
+def redeliver_lost(behind: float | None = None, forgotten_at: datetime | None = None) -> int:
     """The reaper's part: settle the published messages every receiver has a receipt for, and publish the others
     again to the receivers without one (their delivery was lost: a Redis restarted without its data, a worker
     killed holding it); how many were published again. After ``OUTBOX_REDELIVER_MAX`` redeliveries a message is
@@ -176,7 +176,9 @@ def redeliver_lost(behind: float | None = None) -> int:
     A delivery still waiting behind a long queue is not lost: the grace runs from the publish plus the age of the
     oldest message waiting (sagas.backlog), as the reaper's does for runs. Without it a backlog longer than the
     grace is published again into the same queue, and after ``OUTBOX_REDELIVER_MAX`` copies in it the message is
-    given up while every copy still waits, to be lost if the broker then loses its queue."""
+    given up while every copy still waits, to be lost if the broker then loses its queue. And a message whose last
+    copy was published before ``forgotten_at`` (when Redis last lost its data) is published again whatever its
+    count: that copy went with the data, so the count says nothing of its receiver."""
     behind = backlog.queue_delay() if behind is None else behind
     candidates = unsettled(behind=behind)
     if not candidates:
@@ -189,7 +191,7 @@ def redeliver_lost(behind: float | None = None) -> int:
     if delivered:
         SagaOutbox.objects.filter(pk__in=delivered).update(settled_at=timezone.now())
     lost = {pk: set(names) - received.get(pk, set()) for pk, names in candidates if pk not in delivered}
-    again = sum(_redeliver(pk, missing, behind) for pk, missing in lost.items())
+    again = sum(_redeliver(pk, missing, behind, forgotten_at) for pk, missing in lost.items())
     if again:
         logger.warning("reaper published %d saga message(s) again: a receiver had no receipt", again)
     return again
@@ -199,7 +201,9 @@ def _redeliver_cutoff(now: datetime, behind: float) -> datetime:
     return now - timedelta(seconds=sagas_settings.OUTBOX_REDELIVER_AFTER + behind)
 
 
-def _redeliver(message_id: uuid.UUID, missing: set[str], behind: float = 0.0) -> bool:
+def _redeliver(
+    message_id: uuid.UUID, missing: set[str], behind: float = 0.0, forgotten_at: datetime | None = None
+) -> bool:
     """Publish one message again to the receivers of ``missing`` still declared, under its row lock; whether it
     was."""
     cutoff = _redeliver_cutoff(timezone.now(), behind)
@@ -213,7 +217,9 @@ def _redeliver(message_id: uuid.UUID, missing: set[str], behind: float = 0.0) ->
             return False
         receivers = [receiver for receiver in _receivers(message) if receiver.name in missing]
         fields = logs.fields(run_id=message.run_id, message_id=str(message.pk), topic=message.topic)
-        if not receivers or message.redeliveries >= sagas_settings.OUTBOX_REDELIVER_MAX:
+        assert message.published_at is not None  # unsettled messages are published ones
+        went_with_redis = forgotten_at is not None and message.published_at < forgotten_at
+        if not receivers or (message.redeliveries >= sagas_settings.OUTBOX_REDELIVER_MAX and not went_with_redis):
             SagaOutbox.objects.filter(pk=message.pk).update(settled_at=timezone.now())
             logger.error(
                 "saga message %s (%s) has no receipt from %s after %d redeliveries; not publishing it again",

@@ -75,7 +75,7 @@ def reap(*, dry_run: bool = False, actor: str = "reaper") -> list[Redrive]:
     forgotten_at = datetime.fromtimestamp(leases.memory_since(), UTC)
     if not dry_run:
         outbox.relay_stuck()
-        outbox.redeliver_lost(behind)
+        outbox.redeliver_lost(behind, forgotten_at)
     done = []
     for run_id in stuck_run_ids(behind=behind, forgotten_at=forgotten_at):
         outcome = run_redrive(run_id=run_id, actor=actor, dry_run=dry_run, forgotten_at=forgotten_at)

@@ -330,9 +330,13 @@ def _terminate(*_: Any) -> None:
 
 
 def _receipts_due(messages: Any) -> int:
-    from sagas.choreography import receivers_of
+    """The receipts ``messages`` owe: one per receiver each was published to, summed by the database (read into
+    Python, tens of thousands of messages every second took much of a core from the workers)."""
+    from django.db.models import F, Func, IntegerField, Sum
 
-    return sum(len(receivers_of(m.topic, step=bool(m.message.get("step")))) for m in messages)
+    receivers = Func(F("receivers"), function="jsonb_array_length", output_field=IntegerField())
+    due = messages.filter(published_at__isnull=False).aggregate(due=Sum(receivers))["due"]
+    return int(due or 0)
 
 
 def start_run(saga: Any, payload: dict[str, Any], key: str, patience: float = 120.0) -> uuid.UUID:

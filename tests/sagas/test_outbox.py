@@ -202,3 +202,25 @@ def test_a_receiver_declared_after_the_publish_is_not_sent_the_old_message(djang
 
     assert outbox.redeliver_lost() == 0
     assert SagaOutbox.objects.get(pk=message.pk).settled_at is not None
+
+
+def test_a_delivery_whose_last_copy_went_with_redis_data_is_published_again_past_the_bound(
+    django_capture_on_commit_callbacks, settings
+) -> None:
+    settings.SAGAS = {**settings.SAGAS, "OUTBOX_REDELIVER_MAX": 1}
+    with django_capture_on_commit_callbacks(execute=True):
+        run = Diamond.start({})
+    _published_a_while_ago(run)
+    assert outbox.redeliver_lost() == 1  # its one redelivery
+    message = _published_a_while_ago(run, seconds=3 * 3600)
+
+    # Redis lost its data two hours ago, after that copy was published: the copy is gone, not undelivered.
+    forgotten_at = timezone.now() - timedelta(seconds=2 * 3600)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert outbox.redeliver_lost(forgotten_at=forgotten_at) == 1
+
+    again = SagaOutbox.objects.get(pk=message.pk)
+    assert (again.redeliveries, again.settled_at) == (2, None)
+    _published_a_while_ago(run, seconds=3600)  # this copy was published after the loss: the bound holds again
+    assert outbox.redeliver_lost(forgotten_at=forgotten_at) == 0
+    assert SagaOutbox.objects.get(pk=message.pk).settled_at is not None
