@@ -2,15 +2,18 @@
 
 It runs every SAGAS["REAPER_INTERVAL"] seconds as the periodic task ``sagas.reap`` on django-celery-beat's
 database scheduler, and as ``manage.py saga_recover``. With nothing stuck it costs three indexed queries (runs,
-unpublished and unsettled outbox messages).
+planned without PostgreSQL's JIT; unpublished and unsettled outbox messages).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -63,7 +66,22 @@ def stuck_run_ids(now: datetime | None = None, behind: float = 0.0, forgotten_at
     if forgotten_at is not None:
         stuck |= stale(now) & Q(updated_at__lt=forgotten_at)
     found = SagaRun.objects.filter(stuck, parked_reason="").order_by("updated_at")
-    return [str(pk) for pk in found.values_list("pk", flat=True)[: sagas_settings.REAPER_BATCH]]
+    with _without_jit():
+        return [str(pk) for pk in found.values_list("pk", flat=True)[: sagas_settings.REAPER_BATCH]]
+
+
+@contextlib.contextmanager
+def _without_jit() -> Iterator[None]:
+    """PostgreSQL's JIT compiler off for the queries inside: the planner's cost estimate of the stuck-run query
+    (its subqueries, over a table of any size) passes ``jit_above_cost`` with room to spare, and compiling it took
+    ~850 ms of a database core on every tick, for a query that then ran in ~60 ms (measured with EXPLAIN ANALYZE
+    on 10,000 runs). ``SET LOCAL`` ends with the transaction, so the caller's session keeps its own setting."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL jit = off")
+        yield
 
 
 def reap(*, dry_run: bool = False, actor: str = "reaper") -> list[Redrive]:
