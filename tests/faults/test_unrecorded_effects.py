@@ -16,7 +16,9 @@ from tests.testapp.sagas import Diamond
 from tests.worker import wait_until
 
 
-def test_a_branch_killed_after_its_effect_is_undone_when_the_run_compensates(lab: FaultLab, tmp_path: Path) -> None:
+def _north_killed_after_its_action(lab: FaultLab, tmp_path: Path) -> SagaRun:
+    """A Diamond run whose east branch will be refused, and whose north branch's worker died right after north's
+    action committed, before its outcome was recorded."""
     if lab.broker.kind == "rabbitmq":
         pytest.skip("RabbitMQ gives the dead worker's message back at once, so north runs again before the refusal")
     killed = tmp_path / "killed"
@@ -24,20 +26,20 @@ def test_a_branch_killed_after_its_effect_is_undone_when_the_run_compensates(lab
                              SAGAS_FAULT_MARKER=str(killed))  # fmt: skip
     run = Diamond.start({"fail_branch": "east"})
     wait_until(killed.exists, first, "north's worker to die right after north's action")
+    return run
+
+
+def test_a_branch_killed_after_its_effect_is_undone_when_the_run_compensates(lab: FaultLab, tmp_path: Path) -> None:
+    run = _north_killed_after_its_action(lab, tmp_path)
     # North's message stays unacknowledged with the dead worker; another takes east (refused) and west. No reaper
     # runs until the run compensates, so it is the refusal, not a re-drive of north, that decides.
     second = lab.start_worker()
     wait_until(lambda: SagaRun.objects.get(pk=run.pk).status != RunStatus.EXECUTING, second, "the run to compensate")
     (run,) = lab.settle([run])
 
-    assert run.status == RunStatus.COMPENSATED
     # North's effect happened in the killed attempt; the run, compensating, ran it once more with the same key to
     # learn its outcome (what the participant contract's idempotency makes harmless), then undid it.
-    assert calls_of(run, "north") == 2
-    north = run.steps.get(name="north")
-    assert north.status == StepStatus.COMPENSATED
-    assert [f["code"] for f in north.failures] == ["attempt_in_doubt"]
-    assert calls_of(run, "north", ":compensate") == 1
+    _north_settled_then_undone(run)
     events = list(run.events.filter(step="north").order_by("seq").values_list("type", flat=True))
     assert events[:4] == ["StepStarted", "StepAttemptFailed", "StepStarted", "StepSucceeded"]  # attempts 1 and 2
 
@@ -45,13 +47,7 @@ def test_a_branch_killed_after_its_effect_is_undone_when_the_run_compensates(lab
 def test_a_branch_killed_after_its_effect_is_undone_although_redis_then_lost_its_count(
     lab: FaultLab, tmp_path: Path
 ) -> None:
-    if lab.broker.kind == "rabbitmq":
-        pytest.skip("RabbitMQ gives the dead worker's message back at once, so north runs again before the refusal")
-    killed = tmp_path / "killed"
-    first = lab.start_worker(concurrency=1, SAGAS_FAULT_KILL_WORKER_AFTER_ACTION="north",
-                             SAGAS_FAULT_MARKER=str(killed))  # fmt: skip
-    run = Diamond.start({"fail_branch": "east"})
-    wait_until(killed.exists, first, "north's worker to die right after north's action")
+    run = _north_killed_after_its_action(lab, tmp_path)
     # Redis (the leases' store) restarts empty: north's lease and attempt count are gone, and so is the mark of
     # when it began keeping them. Nothing in Redis shows that an attempt of north ever started.
     store = leases.client()
@@ -60,12 +56,16 @@ def test_a_branch_killed_after_its_effect_is_undone_although_redis_then_lost_its
     second = lab.start_worker()
     (run,) = lab.settle([run])
 
-    assert run.status == RunStatus.COMPENSATED
     # North was published before the loss, so the compensation could not tell it never ran: in doubt, it ran once
     # more with the same key and was undone.
+    _north_settled_then_undone(run)
+    assert second.log_tail(200).count("succeeded after it was skipped") == 0
+
+
+def _north_settled_then_undone(run: SagaRun) -> None:
+    assert run.status == RunStatus.COMPENSATED
     assert calls_of(run, "north") == 2
     north = run.steps.get(name="north")
     assert north.status == StepStatus.COMPENSATED
     assert [f["code"] for f in north.failures] == ["attempt_in_doubt"]
     assert calls_of(run, "north", ":compensate") == 1
-    assert second.log_tail(200).count("succeeded after it was skipped") == 0
