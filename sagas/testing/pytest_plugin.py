@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 from celery import current_app
+from django.core.exceptions import ImproperlyConfigured
+from redis import RedisError
 
+from sagas import leases
 from sagas.testing import queues
 from sagas.testing.runs import current_worker
 from sagas.testing.worker import SagaWorker
@@ -59,10 +62,5 @@ def _redis_kept_its_data() -> None:
     (or by a project's own fixture) would otherwise make the runs a test starts look begun before a loss of its
     data, whose steps are then settled as in doubt when the run stops (sagas.services.doubt). A test of such a
     loss deletes the mark (``leases.memory_key()``) itself."""
-    from django.core.exceptions import ImproperlyConfigured
-    from redis import RedisError
-
-    from sagas import leases
-
     with contextlib.suppress(ImproperlyConfigured, RedisError):
         leases.client().set(leases.memory_key(), "0")
