@@ -40,7 +40,7 @@ from sagas.services._core import (
     step_row,
     writer,
 )
-from sagas.services.compensation import advance_compensation, time_out
+from sagas.services.compensation import advance_compensation, begin_compensation, pivot_passed, time_out
 from sagas.services.context import Attempt, Claim, budget_base, in_doubt, lost_attempts_error, step_context
 from sagas.states import EventType, RunStatus, StepStatus, stamp_run, stamp_step
 
@@ -280,6 +280,8 @@ def _claim_locked(run_id: RunId, step: str, task_id: str, lease: leases.Lease | 
     if attempt - budget_base(step_run) > policy.max_attempts:
         lost = attempt - 1
         error = lost_attempts_error(step_run, lost, "action")
+        if step_run.attempts < lost and not settling and not pivot_passed(run, steps, saga):
+            return _compensate_in_doubt(run, saga, step_run, lost, error)
         if step_run.attempts < lost:
             start_attempt(run, step_run, number=lost, task_id=step_run.task_id, at=timezone.now(), worker=None)
         fail_step(run, step_run, error)
@@ -292,6 +294,31 @@ def _claim_locked(run_id: RunId, step: str, task_id: str, lease: leases.Lease | 
             advance_compensation(run, saga)
         return claim
     return _claim(run, steps, step, task_id, lease, gate) or Claim(Outcome.STOP)
+
+
+def _compensate_in_doubt(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, lost: int, error: Failure) -> Claim:
+    """The step's budget is spent and its last attempt started and never reported back: that attempt may have
+    acted, so the step does not fail (a failed step is not undone) but stops the run with its outcome in doubt.
+    The run compensates, and the step runs again with its idempotency key (a budget of its own) to learn what
+    the lost attempt did, undone in its place if it succeeded. The caller holds the run lock."""
+    if run.status == RunStatus.PENDING:
+        move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
+    doubt.settle(run, saga, step_run, lost)
+    begin_compensation(
+        run,
+        saga,
+        event=EventType.SAGA_COMPENSATING,
+        data={"failed_step": step_run.name},
+        fields=None if run.error else {"error": run_error(step_run.name, error)},
+    )
+    logger.warning(
+        "saga run %s: step %s: %s",
+        run.pk,
+        step_run.name,
+        error.message,
+        extra=logs.fields(run, step=step_run.name, attempt=lost, error_class=error.failure_class.value),
+    )
+    return Claim(Outcome.STOP)
 
 
 def _wait_for_circuit(run: SagaRun, step_run: SagaStepRun, declared: Step, gate: circuit.Gate) -> Claim:

@@ -12,7 +12,7 @@ from sagas.models import SagaRun
 from sagas.states import RunStatus, StepStatus
 from tests.faults.conftest import FaultLab
 from tests.testapp.models import calls_of
-from tests.testapp.sagas import Diamond
+from tests.testapp.sagas import Diamond, Traced
 from tests.worker import wait_until
 
 
@@ -60,6 +60,35 @@ def test_a_branch_killed_after_its_effect_is_undone_although_redis_then_lost_its
     # more with the same key and was undone.
     _north_settled_then_undone(run)
     assert second.log_tail(200).count("succeeded after it was skipped") == 0
+
+
+def test_a_step_killed_after_its_effect_on_its_last_attempt_is_undone_not_failed(lab: FaultLab, tmp_path: Path) -> None:
+    """What the infrastructure soak found (seed of CI run 28): a step's first two attempts failed (retried), its
+    third and last acted, and its worker died before recording it. The budget is spent, but the last attempt may
+    have acted: the step is in doubt, not failed, so the run compensates it too."""
+    killed = tmp_path / "killed"
+    first = lab.start_worker(concurrency=1, SAGAS_FAULT_KILL_WORKER_AFTER_ACTION="second",
+                             SAGAS_FAULT_MARKER=str(killed))  # fmt: skip
+    run = Traced.start({"fail_times": 2})  # `second` allows 3 attempts
+    wait_until(killed.exists, first, "second's worker to die right after its third attempt acted")
+    lab.start_worker()
+    (run,) = lab.settle([run])
+
+    assert run.status == RunStatus.COMPENSATED
+    assert (run.error["step"], run.error["code"]) == ("second", "attempts_lost")
+    second = run.steps.get(name="second")
+    assert second.status == StepStatus.COMPENSATED
+    assert [(f["code"], f["attempt"]) for f in second.failures] == [
+        ("", 1),
+        ("", 2),
+        ("attempt_in_doubt", 3),
+    ]
+    # Attempt 4 ran with the same key to learn what attempt 3 did (the participant answers from its record),
+    # then the compensation undid it, once; `third` never started.
+    assert calls_of(run, "second") == 4
+    assert calls_of(run, "second", ":compensate") == 1
+    assert calls_of(run, "first", ":compensate") == 1
+    assert calls_of(run, "third") == 0
 
 
 def _north_settled_then_undone(run: SagaRun) -> None:

@@ -13,7 +13,7 @@ from sagas.failures import Failure
 from sagas.models import SagaRun
 from sagas.outcomes import Outcome
 from sagas.states import EventType, RunStatus, StepStatus
-from tests.factories import SagaRunFactory
+from tests.factories import SagaRunFactory, forward_failed_run
 from tests.metrics import publishes
 
 pytestmark = pytest.mark.django_db
@@ -125,6 +125,57 @@ def test_a_settling_step_gets_a_budget_of_its_own_and_fails_when_every_attempt_o
     run.refresh_from_db()
     assert run.steps.get(name="reserve_stock").status == StepStatus.FAILED
     assert run.steps.get(name="create_order").status == StepStatus.COMPENSATING
+
+
+def test_a_step_whose_last_attempt_vanished_with_its_budget_stops_its_run_in_doubt_not_failed(
+    django_capture_on_commit_callbacks,
+) -> None:
+    """Attempts 1 and 2 failed (on record, retried) and attempt 3, the last of the budget, started and never
+    reported back. It may have acted, so the step does not fail (a failed step is never undone): the run
+    compensates with the step in doubt, settled with the same key and undone if it succeeded."""
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses={**ORDER_CREATED, "reserve_stock": "running"})
+    run.steps.filter(name="reserve_stock").update(attempts=2)
+    leases.client().set(leases.counter_key(run.pk, "reserve_stock"), 3)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        claim = services.step_claim(run_id=run.pk, step="reserve_stock", task_id="reserve_stock-4")
+
+    assert claim.outcome is Outcome.STOP  # the run compensates already: no errback is due
+    run.refresh_from_db()
+    assert (run.status, run.error["step"], run.error["code"]) == (
+        RunStatus.COMPENSATING,
+        "reserve_stock",
+        "attempts_lost",
+    )
+    steps = {s.name: s for s in run.steps.all()}
+    reserve = steps["reserve_stock"]
+    assert (reserve.status, reserve.attempts) == (StepStatus.RUNNING, 3)  # the lost attempt, on record
+    assert [(f["code"], f["attempt"]) for f in reserve.failures] == [("attempt_in_doubt", 3)]
+    assert steps["charge_payment"].status == StepStatus.SKIPPED
+    assert steps["create_order"].status == StepStatus.SUCCEEDED  # undone once reserve_stock settled
+    assert len(publishes(callbacks)) == 1  # the attempt that settles it
+
+    claim = services.step_claim(run_id=run.pk, step="reserve_stock", task_id="reserve_stock-4")
+    assert claim.outcome is Outcome.RUN  # a budget of its own
+    assert (claim.context.idempotency_key, claim.context.attempt) == (f"{run.pk}:reserve_stock", 4)
+    with django_capture_on_commit_callbacks():
+        assert services.step_succeed(run_id=run.pk, step="reserve_stock", output={"r": 1}, claim=claim) is False
+    steps = dict(run.steps.values_list("name", "status"))
+    assert (steps["reserve_stock"], steps["create_order"]) == (StepStatus.COMPENSATING, StepStatus.SUCCEEDED)
+
+
+def test_a_step_whose_budget_vanished_after_the_pivot_fails_for_a_person() -> None:
+    """After the pivot nothing is undone: the step gives up as before (the run then waits for a person, whose
+    retry calls it again with the same key)."""
+    run = forward_failed_run(status=RunStatus.EXECUTING)
+    run.steps.filter(name="ship").update(status=StepStatus.RUNNING, attempts=1)  # attempt 1 failed, retried
+    leases.client().set(leases.counter_key(run.pk, "ship"), 2)  # attempt 2, the last, started and vanished
+
+    claim = services.step_claim(run_id=run.pk, step="ship", task_id="ship-3")
+
+    assert claim.outcome is Outcome.FAILED
+    ship = run.steps.get(name="ship")
+    assert (ship.status, ship.attempts, ship.error["code"]) == (StepStatus.FAILED, 2, "attempts_lost")
 
 
 def test_a_step_nobody_started_is_still_skipped_when_its_run_is_cancelled(django_capture_on_commit_callbacks) -> None:
