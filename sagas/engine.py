@@ -89,6 +89,15 @@ def compensation_task_id(run_id: str, step: str, round_: int, attempt: int) -> s
     return f"{run_id}:{step}:compensate:{round_}.{attempt}"
 
 
+def compensation_attempt_of(task_id: str) -> tuple[int, int] | None:
+    """The (round, attempt) a compensation task id names; None for an id not made by ``compensation_task_id``."""
+    head, _, tail = task_id.rpartition(":")
+    round_, _, attempt = tail.partition(".")
+    if not head.endswith(":compensate") or not (round_.isdigit() and attempt.isdigit()):
+        return None
+    return int(round_), int(attempt)
+
+
 def step_task(saga: type[Saga], run_id: str, step: Step, attempt: int) -> Signature:
     """One attempt of a forward step, with the errback that reports its failure."""
     return _task(

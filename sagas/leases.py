@@ -4,6 +4,7 @@ A forward step's claim writes nothing to PostgreSQL: it takes the step's lease (
 the attempt (what stops a message that kills every worker it reaches), and the attempt's outcome is recorded with
 its start in one statement. A run being stopped (cancelled, timed out, compensating) puts up a fence first: no
 lease is granted while it stands, so whoever stops a run sees every step in flight in the leases it reads next.
+A compensation's attempt holds a lease of its own, so a second copy of its message waits while it runs.
 """
 
 from __future__ import annotations
@@ -160,12 +161,14 @@ def fence_key(run_id: Any) -> str:
     return f"{_run_key(run_id)}:fence"
 
 
-def lease_key(run_id: Any, step: str) -> str:
-    return f"{_run_key(run_id)}:lease:{step}"
+def lease_key(run_id: Any, step: str, *, compensation: bool = False) -> str:
+    return f"{_run_key(run_id)}:{'compensation-lease' if compensation else 'lease'}:{step}"
 
 
-def counter_key(run_id: Any, step: str) -> str:
-    return f"{_run_key(run_id)}:attempts:{step}"
+def counter_key(run_id: Any, step: str, *, compensation: bool = False) -> str:
+    # A compensation's attempts are counted in PostgreSQL (its claim writes its start): its counter here only
+    # serves the script, and goes with its lease.
+    return f"{_run_key(run_id)}:{'compensation-attempts' if compensation else 'attempts'}:{step}"
 
 
 _scripts: dict[tuple[int, str], Any] = {}
@@ -186,20 +189,27 @@ def acquire(
     seconds: float,
     previous: Handover | None = None,
     through_fence: bool = False,
+    compensation: bool = False,
 ) -> Lease:
     """Take the step's lease for ``seconds`` and count the attempt; or say who holds it, or that the run is
     fenced. A holder that is a dead process of this host is replaced at once. ``previous``: a finished step's
     lease to give back first (whatever the answer). ``through_fence``: the stop the fence guarded is known to
-    be committed (an attempt settling a step in doubt, sagas.services.doubt)."""
+    be committed (an attempt settling a step in doubt, sagas.services.doubt). ``compensation``: the lease of
+    the step's compensation (one delivery at a time runs it too), which no fence holds back: a compensation
+    runs only once its run stopped."""
     started = time.time()
     prefix = f"{socket.gethostname()}|{os.getpid()}|{started:.3f}|{task_id}"
-    keys = [fence_key(run_id), lease_key(run_id, step), counter_key(run_id, step)]
+    keys = [
+        fence_key(run_id),
+        lease_key(run_id, step, compensation=compensation),
+        counter_key(run_id, step, compensation=compensation),
+    ]
     handed_back: list[Any] = []
     if previous is not None:
         keys += [lease_key(run_id, previous.step), counter_key(run_id, previous.step)]
         handed_back = [previous.value]
     replace = ""
-    passing = "1" if through_fence else ""
+    passing = "1" if through_fence or compensation else ""
     for _ in range(2):
         answer, number, raw = _script(ACQUIRE)(
             keys=keys, args=[prefix, max(1, int(seconds * 1000)), COUNTER_SECONDS, replace, passing, *handed_back]
@@ -214,10 +224,17 @@ def acquire(
     return Lease(Answer.HELD, wait=1.0)
 
 
-def release(run_id: Any, step: str, value: str, *, mode: str) -> None:
+def release(run_id: Any, step: str, value: str, *, mode: str, compensation: bool = False) -> None:
     """Give the lease back: ``done`` (the step finished; its count goes too), ``keep`` (a retry follows) or
     ``undo`` (the attempt never started, as when the breaker refused the call: it is taken off the count)."""
-    _script(RELEASE)(keys=[lease_key(run_id, step), counter_key(run_id, step)], args=[value, mode])
+    keys = [lease_key(run_id, step, compensation=compensation), counter_key(run_id, step, compensation=compensation)]
+    _script(RELEASE)(keys=keys, args=[value, mode])
+
+
+def look_again_in(wait: float) -> float:
+    """When a delivery that found a lease held (``wait``: seconds until it lapses at the latest) asks again: a
+    tenth of what is left, at least a second, so a duplicate looks a few times, not continuously."""
+    return round(min(wait, max(1.0, wait / 10)), 3) if wait > 0 else 1.0
 
 
 def floor_attempts(run_id: Any, step: str, recorded: int) -> int:
@@ -259,9 +276,9 @@ def _live(names: list[str], raws: list[Any]) -> dict[str, Holder]:
     return found
 
 
-def holder(run_id: Any, step: str) -> Holder | None:
+def holder(run_id: Any, step: str, *, compensation: bool = False) -> Holder | None:
     """Whoever holds the step's lease, alive or not (a killed attempt's lease stays until it lapses)."""
-    raw = client().get(lease_key(run_id, step))
+    raw = client().get(lease_key(run_id, step, compensation=compensation))
     return Holder.parse(str(raw)) if raw else None
 
 
@@ -289,6 +306,6 @@ def memory_since() -> float:
     return float(since)
 
 
-def forget(run_id: Any, step: str) -> None:
+def forget(run_id: Any, step: str, *, compensation: bool = False) -> None:
     """Drop a step's lease: its attempt was recorded as ended (killed, lost) by someone other than its holder."""
-    client().delete(lease_key(run_id, step))
+    client().delete(lease_key(run_id, step, compensation=compensation))

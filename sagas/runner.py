@@ -134,19 +134,27 @@ def _attempt_step(run_id: str, step: str, claim: Claim, attempt: Attempt, *, han
     return Result(Outcome.STOP)
 
 
-def execute_compensation(*, run_id: str, step: str, task_id: str) -> Result:
+def execute_compensation(*, run_id: str, step: str, task_id: str, hard_limit: float | None = None) -> Result:
     """One attempt of a compensation. A compensation that gives up does not stop the others: the run's
-    tables schedule what comes next, and the run ends ``failed`` once every other compensation has run."""
-    claim = services.compensation_claim(run_id=run_id, step=step, task_id=task_id)
+    tables schedule what comes next, and the run ends ``failed`` once every other compensation has run.
+    ``hard_limit``: the task's hard time limit (seconds), for how long the attempt's lease lasts."""
+    claim = services.compensation_claim(run_id=run_id, step=step, task_id=task_id, hard_limit=hard_limit)
     if claim.outcome is Outcome.WAIT:
         return _wait(claim, run_id, task_id, step)
     if claim.outcome is not Outcome.RUN:  # a compensation that gives up stops only its own message
         return Result(Outcome.STOP)
     assert claim.saga is not None
     assert claim.context is not None
-    with tracing.attempt(tracing.COMPENSATE, claim.context, claim.saga.version) as span:
-        result = _attempt_compensation(run_id, step, claim)
-        span.ended(result.outcome, result.exc)
+    assert claim.compensation is not None
+    try:
+        with tracing.attempt(tracing.COMPENSATE, claim.context, claim.saga.version) as span:
+            result = _attempt_compensation(run_id, step, claim)
+            span.ended(result.outcome, result.exc)
+    finally:
+        # The attempt is over, its outcome recorded (or not: then the errback or the reaper acts), before its
+        # retry is published: a copy of its message may now claim it, and finds what it recorded.
+        with contextlib.suppress(redis.RedisError):  # a lease Redis could not take back lapses by itself
+            leases.release(run_id, step, claim.compensation.lease, mode="done", compensation=True)
     return result
 
 
@@ -156,13 +164,14 @@ def _attempt_compensation(run_id: str, step: str, claim: Claim) -> Result:
     assert claim.context is not None
     declared = claim.saga.step(step)
     assert declared.compensation is not None
+    assert claim.compensation is not None
     policy = declared.compensation_retry or sagas_settings.default_compensation_retry
     try:
         call_admitted(declared.compensation, claim)
     except Exception as exc:
         secrets = _secrets(claim.context)
         error = Failure.from_exception(exc, attempt=claim.context.attempt).masked(secrets)
-        delay = _retry_delay(policy, exc, claim.context.attempt)
+        delay = _retry_delay(policy, exc, claim.compensation.of_budget)
         answer = services.compensation_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay)
         shown = masking.scrubbed_exception(exc, secrets)
         if answer is Outcome.RETRY:
@@ -199,7 +208,11 @@ def _wait(claim: Claim, run_id: str, task_id: str, step: str) -> Result:
         why = _refused(claim)
     else:
         holder = claim.holder
-        who = f"{holder.host} pid {holder.pid} (task {holder.task_id})" if holder else "a run being stopped"
+        who = (
+            f"{holder.host} pid {holder.pid} (task {holder.task_id})"
+            if holder
+            else claim.awaited or "a run being stopped"
+        )
         why = StepInFlight(step, who, retry_after=claim.delay)
     return Result(Outcome.WAIT, delay=claim.delay, exc=why, retry_task_id=task_id)
 

@@ -109,7 +109,8 @@ def run_step(self: Task, run_id: str, step: str) -> None:
 def run_compensation(self: Task, run_id: str, step: str) -> None:
     """Registered once per compensable step as ``saga.<saga>.<step>.compensate``; scheduled by the
     run's tables, one stage at a time."""
-    _finish(self, runner.execute_compensation(run_id=run_id, step=step, task_id=self.request.id))
+    hard_limit = eager.message_limits(self)[1]
+    _finish(self, runner.execute_compensation(run_id=run_id, step=step, task_id=self.request.id, hard_limit=hard_limit))
 
 
 def register_saga_tasks(saga: type[Saga]) -> None:

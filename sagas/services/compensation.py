@@ -33,8 +33,11 @@ from sagas.services._core import (
     step_row,
 )
 from sagas.services.context import (
+    IN_DOUBT,
     Claim,
-    failure_recorded,
+    CompensationAttempt,
+    compensation_budget_base,
+    compensation_failures,
     lost_attempts_error,
     step_context,
     unrecorded_failure,
@@ -297,16 +300,21 @@ def run_on_compensation_failure(*, run_id: RunId, step: str) -> None:
             saga = saga_for(run)
         except UnknownSaga:
             return
-        if failure_recorded(step_run, "compensation", step_run.compensation_attempts):
+        attempt = step_run.compensation_attempts
+        if _ended(step_run, attempt):
             return
         declared = saga.step(step)
         exc = unrecorded_failure(run, step_run, declared.timeout, EventType.COMPENSATION_STARTED)
-        error = Failure.from_exception(exc, attempt=step_run.compensation_attempts)
+        error = Failure.from_exception(exc, attempt=attempt)
         policy = declared.compensation_retry or sagas_settings.default_compensation_retry
-        if not policy.should_retry(exc, step_run.compensation_attempts):
+        of_budget = attempt - compensation_budget_base(step_run)
+        holder = leases.holder(run.pk, step, compensation=True)
+        if holder is not None and holder.task_id == step_run.compensation_task_id:
+            leases.forget(run.pk, step, compensation=True)  # its holder is gone: the retry need not wait for it
+        if not policy.should_retry(exc, of_budget):
             _give_up(run, saga, step_run, error)
             return
-        delay = policy.delay(step_run.compensation_attempts, exc)
+        delay = policy.delay(of_budget, exc)
         record_retry(run, step_run, "compensation", error, delay)
         task = engine.compensation_task(saga, str(run.pk), step, next_compensation_task_id(run, step_run))
         dispatch_on_commit(run.pk, task, countdown=delay)
@@ -342,8 +350,31 @@ def _end_compensation(run: SagaRun, gave_up: list[str]) -> str:
     return RunStatus.COMPENSATED
 
 
-def compensation_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
-    """Claim a scheduled compensation for one attempt, or say why its message must not run it."""
+def compensation_claim(*, run_id: RunId, step: str, task_id: str, hard_limit: float | None = None) -> Claim:
+    """Claim a scheduled compensation for one attempt, or say why its message must not run it.
+
+    The attempt holds the compensation's lease in Redis while it runs: a second copy of its message (the broker
+    delivered it again, or a re-drive published one) waits for it to end instead of starting another attempt,
+    or giving the compensation up as if that attempt had vanished. ``hard_limit``: the task's hard time limit
+    (seconds), for how long the lease lasts.
+    """
+    seconds = (hard_limit or 0.0) + sagas_settings.LEASE_SECONDS
+    lease = leases.acquire(run_id, step, task_id=task_id, seconds=seconds, compensation=True)
+    if not lease.granted:
+        # Another delivery runs this compensation now: come back when it has surely ended or let its lease go.
+        return Claim(Outcome.WAIT, delay=leases.look_again_in(lease.wait), holder=lease.holder)
+    try:
+        claim = _claim_compensation(run_id, step, task_id, lease, seconds)
+    except Exception:
+        # No attempt started (the database went away): the lease goes, and the errback or the reaper acts.
+        leases.release(run_id, step, lease.value, mode="done", compensation=True)
+        raise
+    if claim.outcome is not Outcome.RUN:
+        leases.release(run_id, step, lease.value, mode="done", compensation=True)
+    return claim
+
+
+def _claim_compensation(run_id: RunId, step: str, task_id: str, lease: leases.Lease, seconds: float) -> Claim:
     with transaction.atomic():
         try:
             run = lock_run(run_id)
@@ -370,11 +401,20 @@ def compensation_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
             settle_child_undo(run, saga, step_run)
             advance_compensation(run, saga)
             return Claim(Outcome.STOP)
+        copy = _copy_of_started(run, step_run, task_id, seconds)
+        if copy is not None:
+            return copy
         policy = declared.compensation_retry or sagas_settings.default_compensation_retry
-        if step_run.compensation_attempts >= policy.max_attempts:
-            error = lost_attempts_error(step_run, step_run.compensation_attempts, "compensation")
-            _give_up(run, saga, step_run, error)
-            return Claim(Outcome.FAILED, error=error)
+        base = compensation_budget_base(step_run)
+        if step_run.compensation_attempts - base >= policy.max_attempts:
+            # Every attempt of the budget started, and the last never reported back (a failure it reported
+            # would have ended the compensation or scheduled its retry).
+            if not base and not _ended(step_run, step_run.compensation_attempts):
+                base = _second_budget(run, step_run)
+            else:
+                error = lost_attempts_error(step_run, step_run.compensation_attempts, "compensation")
+                _give_up(run, saga, step_run, error)
+                return Claim(Outcome.FAILED, error=error)
         # A compensation must run in the end: it waits for its circuit without limit, and a refusal is not
         # an attempt, so other runs' failures that hold the breaker open never spend its budget.
         gate = circuit.ask(run, step, declared.service)
@@ -394,7 +434,62 @@ def compensation_claim(*, run_id: RunId, step: str, task_id: str) -> Claim:
         )
         context = step_context(run, step_run, compensation=True)
         retry_task_id = next_compensation_task_id(run, step_run)
-        return Claim(Outcome.RUN, saga=saga, context=context, gate=gate, retry_task_id=retry_task_id)
+        attempt = CompensationAttempt(number=step_run.compensation_attempts, budget_base=base, lease=lease.value)
+        return Claim(
+            Outcome.RUN, saga=saga, context=context, gate=gate, retry_task_id=retry_task_id, compensation=attempt
+        )
+
+
+def _copy_of_started(run: SagaRun, step_run: SagaStepRun, task_id: str, seconds: float) -> Claim | None:
+    """The answer to a message whose task names an attempt of this compensation that already started (a copy
+    delivered again, or published twice), or None when it may claim the next attempt. The caller holds the
+    compensation's lease, so no attempt runs now unless Redis lost that lease with its data."""
+    named = engine.compensation_attempt_of(task_id)
+    if named is None:
+        return None  # not a compensation's own task id (published by hand): it claims the next attempt
+    round_, number = named
+    latest = step_run.compensation_attempts
+    if round_ < compensation_round(step_run) or number < latest:
+        return Claim(Outcome.STOP)  # a copy of an attempt that later ones followed
+    if number > latest or _ended(step_run, number):
+        # The next attempt; or a copy of the latest one, which ended: its retry has a message of its own.
+        return None if number > latest else Claim(Outcome.STOP)
+    started = last_event(run, EventType.COMPENSATION_STARTED, step_run.name)
+    if started is not None:
+        age = (timezone.now() - started.created_at).total_seconds()
+        if age < seconds and started.created_at.timestamp() < leases.memory_since():
+            # Redis lost its data (the lease with it) since the attempt started: it may still be running.
+            awaited = f"attempt {number}, whose lease Redis lost (task {step_run.compensation_task_id})"
+            return Claim(Outcome.WAIT, delay=leases.look_again_in(seconds - age), awaited=awaited)
+    return None  # it started and vanished (its process died, its lease lapsed): this copy runs the next attempt
+
+
+def _ended(step_run: SagaStepRun, attempt: int) -> bool:
+    """Whether the failure of the compensation's attempt ``attempt`` (of this round) is on record."""
+    return any(f.get("attempt") == attempt for f in compensation_failures(step_run))
+
+
+def _second_budget(run: SagaRun, step_run: SagaStepRun) -> int:
+    """The last attempt of the compensation's budget started and vanished: whether it undid the step is not
+    known, and the run must not end failed for a lost process alone. Record it in doubt and start a second
+    budget (caller holds the run lock); the next attempt, with the same key, settles it. Returns the new base."""
+    lost = step_run.compensation_attempts
+    error = Failure.without_exception(
+        "sagas.WorkerLost",
+        f"Attempt {lost} of the compensation of step {step_run.name!r}, its last allowed, started and never "
+        "reported back. The compensation runs again with the same idempotency key, on a second budget.",
+        code=IN_DOUBT,
+        attempt=lost,
+    )
+    record_retry(run, step_run, "compensation", error, 0.0)
+    logger.warning(
+        "saga run %s: attempt %s of the compensation of step %s, its last allowed, vanished; running it again",
+        run.pk,
+        lost,
+        step_run.name,
+        extra=logs.fields(run, step=step_run.name, attempt=lost),
+    )
+    return lost
 
 
 def compensation_succeed(*, run_id: RunId, step: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import TimeLimitExceeded
 from django.utils import timezone
@@ -50,6 +50,21 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class CompensationAttempt:
+    """A compensation attempt a claim handed out: its number in the compensation's round, the attempts before
+    its budget (those of a first budget whose last attempt vanished), and the lease it holds while it runs."""
+
+    number: int
+    budget_base: int
+    lease: str
+
+    @property
+    def of_budget(self) -> int:
+        """This attempt's place in its budget, 1-based: what the compensation's retry policy counts."""
+        return self.number - self.budget_base
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     """A claim's answer: RUN (with the context and the attempt), CONTINUE (done by an earlier delivery), STOP,
     WAIT (with the delay; no attempt used) or FAILED (the budget was spent by attempts that never reported back,
@@ -61,7 +76,9 @@ class Claim:
     error: Failure | None = None
     step_id: int | None = None  # the claimed step row: its outcome is recorded by a write guarded on it
     attempt: Attempt | None = None  # with RUN: what the attempt's outcome records
+    compensation: CompensationAttempt | None = None  # with RUN of a compensation: its attempt
     holder: Holder | None = None  # with WAIT on a lease: who holds it
+    awaited: str = ""  # with WAIT for an attempt whose lease Redis lost: which one
     gate: Gate = OPEN_GATE  # the breaker's permit for this attempt's call, reported back after it
     delay: float = 0.0  # with WAIT: seconds until the breaker is asked again
     retry_task_id: str = ""  # with RUN: the task id of the next attempt, should this one be retried
@@ -165,6 +182,20 @@ def _doubts(step_run: SagaStepRun) -> list[int]:
         for f in step_run.failures
         if f.get("kind") == "action" and f.get("code") == IN_DOUBT and (f.get("attempt") or 0) > base
     ]
+
+
+def compensation_failures(step_run: SagaStepRun) -> list[dict[str, Any]]:
+    """The failures of the step's compensation in its current round: since it last gave up (a person's retry
+    then starts a new round, its attempts counted from 1 again)."""
+    entries = [f for f in step_run.failures if f.get("kind") == "compensation"]
+    gave_up = [index for index, f in enumerate(entries) if f.get("retry_in") is None]
+    return entries[gave_up[-1] + 1 :] if gave_up else entries
+
+
+def compensation_budget_base(step_run: SagaStepRun) -> int:
+    """The attempts of the compensation's round that count no more against its retry policy: those up to its
+    last attempt found in doubt (the first budget's last attempt vanished, so a second budget began)."""
+    return max((f.get("attempt") or 0 for f in compensation_failures(step_run) if f.get("code") == IN_DOUBT), default=0)
 
 
 def failure_recorded(step_run: SagaStepRun, kind: str, attempt: int) -> bool:

@@ -72,7 +72,7 @@ def step_claim(
     lease = leases.acquire(run_id, step, task_id=task_id, seconds=seconds, previous=previous)
     if lease.answer is leases.Answer.HELD:
         # Another delivery runs this step now: come back when it has surely finished or let its lease go.
-        return Claim(Outcome.WAIT, delay=_lease_wait(lease.wait), holder=lease.holder)
+        return Claim(Outcome.WAIT, delay=leases.look_again_in(lease.wait), holder=lease.holder)
     return _holding(run_id, step, lease, lambda: _claim_with_lease(run_id, step, task_id, lease, seconds))
 
 
@@ -104,7 +104,7 @@ def _claim_with_lease(run_id: RunId, step: str, task_id: str, lease: leases.Leas
     if lease.answer is leases.Answer.FENCED:
         if run.status in (RunStatus.PENDING, RunStatus.EXECUTING):
             # Someone is stopping the run right now: ask again once the stop is committed (or rolled back).
-            return Claim(Outcome.WAIT, delay=_lease_wait(min(lease.wait, 1.0)))
+            return Claim(Outcome.WAIT, delay=leases.look_again_in(min(lease.wait, 1.0)))
         if not _settling(run, steps, step):
             with transaction.atomic():
                 return _claim_locked(run_id, step, task_id, None)
@@ -125,7 +125,7 @@ def _decide(run: SagaRun, steps: list[SagaStepRun], step: str, task_id: str, lea
 def _claim_through_fence(run: SagaRun, steps: list[SagaStepRun], step: str, task_id: str, seconds: float) -> Claim:
     lease = leases.acquire(run.pk, step, task_id=task_id, seconds=seconds, through_fence=True)
     if not lease.granted:
-        return Claim(Outcome.WAIT, delay=_lease_wait(lease.wait), holder=lease.holder)
+        return Claim(Outcome.WAIT, delay=leases.look_again_in(lease.wait), holder=lease.holder)
     return _holding(run.pk, step, lease, lambda: _decide(run, steps, step, task_id, lease))
 
 
@@ -133,11 +133,6 @@ def _settling(run: SagaRun, steps: list[SagaStepRun], step: str) -> bool:
     """Whether ``step`` of a compensating run is in doubt (sagas.services.doubt): its attempts run."""
     step_run = next((s for s in steps if s.name == step), None)
     return run.status == RunStatus.COMPENSATING and step_run is not None and in_doubt(step_run)
-
-
-def _lease_wait(wait: float) -> float:
-    # A tenth of what is left, at least a second: a duplicate looks again a few times, not continuously.
-    return round(min(wait, max(1.0, wait / 10)), 3) if wait > 0 else 1.0
 
 
 def _release(run_id: RunId, step: str, lease: leases.Lease, outcome: Outcome) -> None:

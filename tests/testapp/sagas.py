@@ -119,8 +119,10 @@ def flaky_then_ok(ctx: sagas.StepContext) -> dict:
 
 
 def flaky_undo(ctx: sagas.StepContext) -> None:
+    """Fails its first ``undo_fail_times`` calls (transient), then, with ``gate_at="undo"``, waits at the gate."""
     if _call("flaky_undo", ctx) <= int(ctx.payload.get("undo_fail_times", 0)):
         raise sagas.TransientError("undo not yet")
+    _gate(ctx, "undo")
 
 
 def refuse(ctx: sagas.StepContext) -> None:
