@@ -13,9 +13,11 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from celery.exceptions import TimeLimitExceeded
 from django.utils import timezone
 
 from sagas import engine, leases, logs
+from sagas.exceptions import UnrecordedFailure
 from sagas.failures import Failure
 from sagas.models import SagaRun, SagaStepRun
 from sagas.services._core import publish_step, record_retry, start_attempt
@@ -31,9 +33,29 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+# The failures the framework records for an attempt that could not report what it did: its task failed before
+# the runner recorded the outcome (the database went away after the service acted), or it was killed at its hard
+# time limit. Such an attempt is retried while its run executes; its effect may exist all the same.
+UNREPORTED_TYPES = frozenset(f"{cls.__module__}.{cls.__qualname__}" for cls in (UnrecordedFailure, TimeLimitExceeded))
+
+
+def unreported_outcome(step_run: SagaStepRun) -> bool:
+    """Whether a running step (waiting for its retry, not being settled yet) last failed with one of the
+    ``UNREPORTED_TYPES``: if its run stops now, its latest attempt is in doubt, not failed."""
+    return (
+        step_run.status == StepStatus.RUNNING
+        and not in_doubt(step_run)
+        and any(
+            f.get("kind") == "action" and f.get("attempt") == step_run.attempts and f.get("type") in UNREPORTED_TYPES
+            for f in step_run.failures
+        )
+    )
+
+
 def unreported(run: SagaRun, steps: Iterable[SagaStepRun]) -> dict[str, int]:
     """Of ``steps`` (rows no live process holds the lease of), the pending or running ones whose attempt count
     in Redis is ahead of their rows: an attempt started and never reported back. The count of each, by name.
+    A running step whose latest attempt's outcome went unreported (``unreported_outcome``) counts too.
 
     When Redis lost its data after such a step's message was published, its count and lease are gone with it:
     an attempt may have started (and may still be running), so the step counts as in doubt too, its next
@@ -43,6 +65,7 @@ def unreported(run: SagaRun, steps: Iterable[SagaStepRun]) -> dict[str, int]:
         return {}
     counts = leases.started(run.pk, [s.name for s in candidates])
     found = {s.name: counts[s.name] for s in candidates if counts[s.name] > s.attempts}
+    found.update({s.name: s.attempts for s in candidates if s.name not in found and unreported_outcome(s)})
     # A step already being settled has its settling attempt published (and re-published by the reaper).
     unsure = [s for s in candidates if s.name not in found and not in_doubt(s)]
     if unsure and run.created_at.timestamp() < (since := leases.memory_since()):

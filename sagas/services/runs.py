@@ -44,9 +44,9 @@ from sagas.services._core import (
     writer,
 )
 from sagas.services.compensation import advance_compensation, pivot_passed, time_out
-from sagas.services.context import budget_base, failure_recorded, unrecorded_failure
+from sagas.services.context import budget_base, failure_recorded, in_doubt, unrecorded_failure
 from sagas.services.forward import fail_forward, stop_after_failure
-from sagas.services.steps import fail_step
+from sagas.services.steps import compensate_in_doubt, fail_step
 from sagas.states import EventType, RunStatus, StepStatus
 from sagas.workers import WorkerId
 
@@ -301,7 +301,7 @@ def run_on_step_failure(*, run_id: RunId, step: str) -> None:
 
 def _unrecorded_failure(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, attempt: int) -> bool:
     """Record the start and failure of attempt ``attempt``, which the runner could not record; True if the
-    step is retried."""
+    errback has nothing left to do (the step is retried, or in doubt: settled while its run compensates)."""
     declared = saga.step(step_run.name)
     holder = leases.holder(run.pk, step_run.name)
     started_at = None
@@ -314,19 +314,29 @@ def _unrecorded_failure(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, a
         # The lease names the process that ran the lost attempt (its host name: the node name is not in it).
         worker = WorkerId(holder.host, holder.pid) if holder is not None and known else None
         start_attempt(run, step_run, number=attempt, task_id=task_id, at=started_at or timezone.now(), worker=worker)
-    if run.status == RunStatus.COMPENSATING:
-        # Killed at its hard limit or unable to record its outcome after its run stopped executing: what the
-        # attempt did is not known, so the step is settled (run again with the same key) before it is undone.
-        doubt.settle(run, saga, step_run, attempt)
-        return True
     exc = unrecorded_failure(run, step_run, declared.timeout, EventType.STEP_STARTED, started_at)
     error = Failure.from_exception(exc, attempt=attempt)
     policy = declared.retry or sagas_settings.default_retry
     of_budget = attempt - budget_base(step_run)
+    if run.status == RunStatus.COMPENSATING:
+        if in_doubt(step_run) and not policy.should_retry(exc, of_budget):
+            # Settling it used up its budget of its own: it fails with what happened (its effect, if any, stays).
+            fail_step(run, step_run, error)
+            return False
+        # Killed at its hard limit or unable to record its outcome after its run stopped executing: what the
+        # attempt did is not known, so the step is settled (run again with the same key) before it is undone.
+        doubt.settle(run, saga, step_run, attempt)
+        return True
     if run.status == RunStatus.EXECUTING and not past_deadline(run) and policy.should_retry(exc, of_budget):
         delay = policy.delay(of_budget, exc)
         record_retry(run, step_run, "action", error, delay)
         publish_step(run, saga, step_run.name, attempt=attempt + 1, countdown=delay)
+        return True
+    if run.status in (RunStatus.PENDING, RunStatus.EXECUTING) and not pivot_passed(run, list(run.steps.all()), saga):
+        # No retry follows (the budget is spent, or the deadline passed), and what the attempt did is not known:
+        # the run stops with the step in doubt, which runs again with its key and is undone if it succeeded.
+        record_retry(run, step_run, "action", error, 0.0)  # what happened to it, on record before the doubt
+        compensate_in_doubt(run, saga, step_run, attempt, error, timed_out=past_deadline(run))
         return True
     fail_step(run, step_run, error)
     return False

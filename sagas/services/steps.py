@@ -264,6 +264,9 @@ def _claim_locked(run_id: RunId, step: str, task_id: str, lease: leases.Lease | 
             lost = lease.attempt - 1 if lease is not None else leases.started(run.pk, [step])[step]
             if lost > step_run.attempts and run.status == RunStatus.COMPENSATING:
                 doubt.settle(run, saga, step_run, lost)
+            elif run.status == RunStatus.COMPENSATING and doubt.unreported_outcome(step_run):
+                # The attempt on record ended without reporting what it did: it may have acted.
+                doubt.settle(run, saga, step_run, step_run.attempts)
             else:
                 _abandon(run, saga, step_run)
         return Claim(Outcome.STOP)
@@ -276,7 +279,7 @@ def _claim_locked(run_id: RunId, step: str, task_id: str, lease: leases.Lease | 
         lost = attempt - 1
         error = lost_attempts_error(step_run, lost, "action")
         if step_run.attempts < lost and not settling and not pivot_passed(run, steps, saga):
-            return _compensate_in_doubt(run, saga, step_run, lost, error)
+            return compensate_in_doubt(run, saga, step_run, lost, error)
         if step_run.attempts < lost:
             start_attempt(run, step_run, number=lost, task_id=step_run.task_id, at=timezone.now(), worker=None)
         fail_step(run, step_run, error)
@@ -291,21 +294,27 @@ def _claim_locked(run_id: RunId, step: str, task_id: str, lease: leases.Lease | 
     return _claim(run, steps, step, task_id, lease, gate) or Claim(Outcome.STOP)
 
 
-def _compensate_in_doubt(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, lost: int, error: Failure) -> Claim:
-    """The step's budget is spent and its last attempt started and never reported back: that attempt may have
-    acted, so the step does not fail (a failed step is not undone) but stops the run with its outcome in doubt.
-    The run compensates, and the step runs again with its idempotency key (a budget of its own) to learn what
-    the lost attempt did, undone in its place if it succeeded. The caller holds the run lock."""
+def compensate_in_doubt(
+    run: SagaRun, saga: type[Saga], step_run: SagaStepRun, lost: int, error: Failure, *, timed_out: bool = False
+) -> Claim:
+    """The step's budget is spent (or, with ``timed_out``, the run's deadline passed) and its last attempt
+    started and never reported back: that attempt may have acted, so the step does not fail (a failed step is not
+    undone) but stops the run with its outcome in doubt. The run compensates, and the step runs again with its
+    idempotency key (a budget of its own) to learn what the lost attempt did, undone in its place if it
+    succeeded. The caller holds the run lock; the run has not passed its pivot."""
     if run.status == RunStatus.PENDING:
         move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
     doubt.settle(run, saga, step_run, lost)
-    begin_compensation(
-        run,
-        saga,
-        event=EventType.SAGA_COMPENSATING,
-        data={"failed_step": step_run.name},
-        fields=None if run.error else {"error": run_error(step_run.name, error)},
-    )
+    if timed_out:
+        time_out(run, saga)
+    else:
+        begin_compensation(
+            run,
+            saga,
+            event=EventType.SAGA_COMPENSATING,
+            data={"failed_step": step_run.name},
+            fields=None if run.error else {"error": run_error(step_run.name, error)},
+        )
     logger.warning(
         "saga run %s: step %s: %s",
         run.pk,

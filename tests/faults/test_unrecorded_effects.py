@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
+import sagas
 from sagas import leases
 from sagas.conf import sagas_settings
-from sagas.models import SagaRun
-from sagas.states import RunStatus, StepStatus
+from sagas.models import SagaEvent, SagaRun
+from sagas.states import EventType, RunStatus, StepStatus
 from tests.faults.conftest import FaultLab
 from tests.testapp.models import calls_of
-from tests.testapp.sagas import Diamond, Traced
+from tests.testapp.sagas import Diamond, RetriedLate, Traced
 from tests.worker import wait_until
 
 
@@ -86,6 +87,32 @@ def test_a_step_killed_after_its_effect_on_its_last_attempt_is_undone_not_failed
     # Attempt 4 ran with the same key to learn what attempt 3 did (the participant answers from its record),
     # then the compensation undid it, once; `third` never started.
     assert calls_of(run, "second") == 4
+    assert calls_of(run, "second", ":compensate") == 1
+    assert calls_of(run, "first", ":compensate") == 1
+    assert calls_of(run, "third") == 0
+
+
+def test_a_step_whose_outcome_went_unrecorded_is_undone_when_its_run_stops_before_its_retry(
+    lab: FaultLab, tmp_path: Path
+) -> None:
+    """What the short infrastructure soak found on the compensation-lease fix: a BookTrip seat was held by an
+    attempt whose success a cut connection kept from being recorded. The errback, the run still executing, recorded
+    the failure it could see and scheduled a retry; then a sibling branch was refused, and the retry found the run
+    compensating and gave the step up (`run_stopped`). A failed step is never undone: the seat stayed held."""
+    worker = lab.start_worker(SAGAS_FAULT_LOSE_OUTCOME_OF="second", SAGAS_FAULT_MARKER=str(tmp_path / "lost"))
+    run = RetriedLate.start({})
+    reported = SagaEvent.objects.filter(run=run, type=EventType.STEP_ATTEMPT_FAILED, step="second")
+    wait_until(reported.exists, worker, "the errback to report second's first attempt")
+    assert reported.get().data["failure"]["type"] == "sagas.exceptions.UnrecordedFailure"
+    sagas.cancel(run.pk, reason="customer called", actor="kim")  # before the retry, due in 3 s
+    (run,) = lab.settle([run])
+
+    assert run.status == RunStatus.COMPENSATED
+    second = run.steps.get(name="second")
+    assert second.status == StepStatus.COMPENSATED
+    assert [f["code"] for f in second.failures] == ["", "attempt_in_doubt"]
+    # Attempt 2 ran with the same key to learn what attempt 1 did, then the compensation undid it, once.
+    assert calls_of(run, "second") == 2
     assert calls_of(run, "second", ":compensate") == 1
     assert calls_of(run, "first", ":compensate") == 1
     assert calls_of(run, "third") == 0

@@ -89,18 +89,27 @@ def test_a_step_past_its_timeout_is_a_timeout_failure_and_compensates(worker: Wo
     assert run.steps.get(name="first").status == StepStatus.COMPENSATED
 
 
-def test_a_step_killed_at_its_hard_time_limit_is_a_timeout_failure(worker: WorkerProcess) -> None:
+def test_a_step_killed_at_its_hard_time_limit_is_a_timeout_failure_settled_once_more(worker: WorkerProcess) -> None:
+    """Its one allowed attempt was killed at the hard limit, after it may have called the service: the step is in
+    doubt, so the run compensates and the step runs once more with its key (a budget of its own, one attempt),
+    killed again, and fails with the timeout."""
     run = wait_for_run(StubbornStep.start({}), worker)
 
     assert run.status == RunStatus.COMPENSATED
+    assert run.error["class"] == "timeout"
     step = run.steps.get(name="stubborn")
-    assert (step.status, step.attempts) == (StepStatus.FAILED, 1)
-    (failure,) = step.failures
-    assert failure["class"] == "timeout"
-    assert failure["type"].endswith(".TimeLimitExceeded")
-    assert "hard time limit" in failure["message"]
+    assert (step.status, step.attempts) == (StepStatus.FAILED, 2)
+    assert [(f["attempt"], f["class"], f["code"]) for f in step.failures] == [
+        (1, "timeout", ""),
+        (1, "unknown", "attempt_in_doubt"),
+        (2, "timeout", ""),
+    ]
+    for failure in (step.failures[0], step.failures[2]):
+        assert failure["type"].endswith(".TimeLimitExceeded")
+        assert "hard time limit" in failure["message"]
+    assert calls_of(run, "stubborn") == 2
     assert run.steps.get(name="first").status == StepStatus.COMPENSATED
-    worker.wait_ready()  # the killed pool process was replaced
+    worker.wait_ready()  # the killed pool processes were replaced
 
 
 def test_a_compensation_killed_at_its_hard_time_limit_is_retried_then_given_up(worker: WorkerProcess) -> None:

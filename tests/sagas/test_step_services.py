@@ -12,6 +12,7 @@ import pytest
 from django.db import OperationalError
 
 from sagas import leases, services
+from sagas.failures import Failure
 from sagas.models import SagaEvent, SagaRun
 from sagas.outcomes import Outcome
 from sagas.services import _statement
@@ -213,16 +214,31 @@ def test_errback_for_a_step_still_running_counts_a_failed_attempt_and_retries(
     assert len(publishes(callbacks)) == 1  # the rest of the chain, published again after the delay
 
 
-def test_errback_for_a_running_step_out_of_attempts_fails_it_and_compensates(
+def test_errback_for_a_running_step_out_of_attempts_puts_it_in_doubt_and_compensates(
     django_capture_on_commit_callbacks,
 ) -> None:
+    """The last attempt failed before the runner could record why (killed at its hard limit, or the database
+    went away after the service acted): what it did is not known, so the step is in doubt, not failed."""
     run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses={"create_order": StepStatus.RUNNING})
     run.steps.filter(name="create_order").update(attempts=3)
-    with django_capture_on_commit_callbacks():
+    with django_capture_on_commit_callbacks() as callbacks:
         services.run_on_step_failure(run_id=run.pk, step="create_order")
     run.refresh_from_db()
-    assert run.status == RunStatus.COMPENSATED  # nothing had completed, so nothing to undo
+    assert run.status == RunStatus.COMPENSATING
     assert run.error["step"] == "create_order"
+    step = run.steps.get(name="create_order")
+    assert (step.status, [(f["code"], f["attempt"]) for f in step.failures]) == (
+        StepStatus.RUNNING,
+        [("", 3), ("attempt_in_doubt", 3)],  # what the errback saw (UnrecordedFailure), then the doubt
+    )
+    assert len(publishes(callbacks)) == 1  # attempt 4, with the same key, to learn what attempt 3 did
+
+    claim = services.step_claim(run_id=run.pk, step="create_order", task_id="t-4")
+    assert claim.outcome is Outcome.RUN
+    refused = Failure.without_exception("StepFailed", "no such customer", code="refused", attempt=4)
+    services.step_fail_attempt(run_id=run.pk, step="create_order", error=refused, retry_in=None, claim=claim)
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATED  # a refusal: nothing to undo
 
 
 def test_errback_firing_twice_compensates_once(django_capture_on_commit_callbacks) -> None:

@@ -13,6 +13,7 @@ from sagas.failures import Failure
 from sagas.models import SagaRun
 from sagas.outcomes import Outcome
 from sagas.states import EventType, RunStatus, StepStatus
+from tests import history
 from tests.factories import SagaRunFactory, forward_failed_run
 from tests.metrics import publishes
 
@@ -323,3 +324,87 @@ def test_a_success_after_its_step_was_skipped_is_logged_as_an_error(caplog) -> N
     assert [r.getMessage() for r in errors] == [
         f"saga run {run.pk}: step reserve_stock succeeded after it was skipped; its effect stands unrecorded"
     ]
+
+
+def _attempt_unreported(run: SagaRun, step: str, capture) -> None:
+    """An attempt of ``step`` acts and its task fails before the runner can record the outcome (the database went
+    away): the errback records the failure it can (`UnrecordedFailure`) and, the run executing, a retry."""
+    claim = services.step_claim(run_id=run.pk, step=step, task_id=f"{step}-1")
+    assert claim.outcome is Outcome.RUN
+    with capture():
+        services.run_on_step_failure(run_id=run.pk, step=step)
+    step_run = run.steps.get(name=step)
+    assert (step_run.status, step_run.failures[-1]["type"]) == (
+        StepStatus.RUNNING,
+        "sagas.exceptions.UnrecordedFailure",
+    )
+
+
+def test_a_step_whose_unreported_attempt_waits_for_its_retry_when_the_run_stops_is_settled_not_abandoned(
+    django_capture_on_commit_callbacks,
+) -> None:
+    """What the short infrastructure soak found: a BookTrip seat was held by an attempt whose outcome a cut
+    connection kept from being recorded; the errback scheduled its retry, a sibling branch was refused, and the
+    retry found the run compensating and gave the step up as `run_stopped`. A failed step is never undone: the
+    seat stayed held."""
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses=ORDER_CREATED)
+    _attempt_unreported(run, "reserve_stock", django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks():
+        services.run_cancel(run_id=run.pk, reason="customer called", actor="kim")
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        claim = services.step_claim(run_id=run.pk, step="reserve_stock", task_id="reserve_stock-2")  # the retry
+
+    assert claim.outcome is Outcome.STOP
+    reserve = run.steps.get(name="reserve_stock")
+    assert reserve.status == StepStatus.RUNNING
+    assert [f["code"] for f in reserve.failures][-1] == "attempt_in_doubt"
+    assert len(publishes(callbacks)) == 1  # the attempt that settles it
+    claim = services.step_claim(run_id=run.pk, step="reserve_stock", task_id="reserve_stock-2")
+    assert claim.outcome is Outcome.RUN
+    assert claim.context.idempotency_key == f"{run.pk}:reserve_stock"
+    with django_capture_on_commit_callbacks():
+        assert services.step_succeed(run_id=run.pk, step="reserve_stock", output={"r": 1}, claim=claim) is False
+    steps = dict(run.steps.values_list("name", "status"))
+    assert (steps["reserve_stock"], steps["create_order"]) == (StepStatus.COMPENSATING, StepStatus.SUCCEEDED)
+
+
+def test_the_reaper_settles_a_step_whose_unreported_attempt_lost_its_retry_when_the_run_stopped(
+    django_capture_on_commit_callbacks,
+) -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses=ORDER_CREATED)
+    _attempt_unreported(run, "reserve_stock", django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks():
+        services.run_cancel(run_id=run.pk, reason="customer called", actor="kim")
+    # The retry's message was lost: nothing happened since, and the retry is long overdue.
+    history.make_stale(run, timedelta(hours=1))
+    reserve = run.steps.get(name="reserve_stock")
+    an_hour_ago = (timezone.now() - timedelta(hours=1)).isoformat()
+    run.steps.filter(pk=reserve.pk).update(failures=[{**f, "at": an_hour_ago} for f in reserve.failures])
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        (outcome,) = recovery.reap()
+
+    reserve = run.steps.get(name="reserve_stock")
+    assert reserve.status == StepStatus.RUNNING  # not failed: settled
+    assert [f["code"] for f in reserve.failures][-1] == "attempt_in_doubt"
+    assert len(publishes(callbacks)) == 1, outcome.action
+
+
+def test_an_errback_for_an_unreported_attempt_past_the_deadline_times_the_run_out_with_the_step_in_doubt(
+    django_capture_on_commit_callbacks,
+) -> None:
+    run = SagaRunFactory(status=RunStatus.EXECUTING, step_statuses=ORDER_CREATED)
+    claim = services.step_claim(run_id=run.pk, step="reserve_stock", task_id="reserve_stock-1")
+    assert claim.outcome is Outcome.RUN
+    SagaRun.objects.filter(pk=run.pk).update(deadline=timezone.now() - timedelta(seconds=1))
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.run_on_step_failure(run_id=run.pk, step="reserve_stock")  # no retry after the deadline
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATING
+    assert run.events.filter(type=EventType.SAGA_TIMED_OUT).exists()
+    reserve = run.steps.get(name="reserve_stock")
+    assert (reserve.status, [f["code"] for f in reserve.failures]) == (StepStatus.RUNNING, ["", "attempt_in_doubt"])
+    assert len(publishes(callbacks)) == 1

@@ -24,6 +24,8 @@ def install() -> None:
         _kill_at_relay()
     if os.environ.get(KILL_WORKER_AFTER_ACTION):
         _kill_worker_after_action()
+    if os.environ.get(LOSE_OUTCOME_OF):
+        _lose_outcome_once()
 
 
 def _kill_after_commit(sender: Any = None, **kwargs: Any) -> None:
@@ -107,3 +109,24 @@ def _kill_worker_after_action() -> None:
         return result
 
     runner.call_admitted = call_then_maybe_die
+
+
+LOSE_OUTCOME_OF = "SAGAS_FAULT_LOSE_OUTCOME_OF"  # a step name: its first success is not recorded (connection lost)
+
+
+def _lose_outcome_once() -> None:
+    """Fail the first record of the step's success, as a database connection cut right after the action would:
+    the effect is committed, the task fails, and only the errback reports the attempt (its outcome unknown)."""
+    from django.db import OperationalError
+
+    from sagas import services
+
+    step_name = os.environ[LOSE_OUTCOME_OF]
+    step_succeed = services.step_succeed
+
+    def succeed_unless_lost(*, step: str, **kwargs: Any) -> bool:
+        if step == step_name and _first_time():
+            raise OperationalError(f"injected fault: the connection closed before {step}'s outcome was recorded")
+        return step_succeed(step=step, **kwargs)
+
+    services.step_succeed = succeed_unless_lost  # type: ignore[assignment]

@@ -186,6 +186,18 @@ class SlowRetry(sagas.Saga):
     steps = [sagas.Step(flaky_then_ok, retry=sagas.RetryPolicy(max_attempts=2, backoff=3.0, jitter=False))]
 
 
+class RetriedLate(sagas.Saga):
+    """`first`, then `second`, retried three seconds after a failure, then `third`: long enough for a test to stop
+    the run while `second` waits for its retry."""
+
+    name = "tests.retried_late"
+    steps = [
+        sagas.Step(record, undo, name="first"),
+        sagas.Step(record, undo, name="second", retry=sagas.RetryPolicy(max_attempts=3, backoff=3.0, jitter=False)),
+        sagas.Step(record, undo, name="third"),
+    ]
+
+
 class UndoesY(sagas.Saga):
     """Books at service Y, then is refused (when the payload's ``gate`` opens, if it names one): Y's booking is
     undone (or, with ``broken_undo``, fails to be)."""
