@@ -81,14 +81,26 @@ def run_step(self: Task, run_id: str, step: str) -> None:
             following, name = found
             hard = engine.step_limits(result.saga.step(name))[1]
             previous, held = held, None  # the acquire gives it back, whatever it answers
-            result = runner.execute_step(
-                run_id=run_id,
-                step=name,
-                task_id=following.options["task_id"],
-                hard_limit=hard,
-                previous=previous,
-                hand_over=True,
-            )
+            try:
+                result = runner.execute_step(
+                    run_id=run_id,
+                    step=name,
+                    task_id=following.options["task_id"],
+                    hard_limit=hard,
+                    previous=previous,
+                    hand_over=True,
+                )
+            except Exception as exc:
+                # The step's attempt failed before its outcome was recorded (the database went away): its own
+                # errback reports it, as the worker's would for a published step; this message's step succeeded.
+                logger.exception(
+                    "eager step %s of saga run %s failed before its outcome was recorded",
+                    name,
+                    run_id,
+                    extra=logs.fields(run_id=run_id, step=name),
+                )
+                eager.fail(self, following, exc)
+                return
             held = result.held
             if result.outcome in (Outcome.WAIT, Outcome.RETRY):
                 assert result.exc is not None
