@@ -451,9 +451,10 @@ def _copy_of_started(run: SagaRun, step_run: SagaStepRun, task_id: str, seconds:
     latest = step_run.compensation_attempts
     if round_ < compensation_round(step_run) or number < latest:
         return Claim(Outcome.STOP)  # a copy of an attempt that later ones followed
-    if number > latest or _ended(step_run, number):
-        # The next attempt; or a copy of the latest one, which ended: its retry has a message of its own.
-        return None if number > latest else Claim(Outcome.STOP)
+    if number > latest:
+        return None  # the next attempt
+    if _ended(step_run, number):
+        return Claim(Outcome.STOP)  # a copy of the latest attempt, which ended: its retry has a message of its own
     started = last_event(run, EventType.COMPENSATION_STARTED, step_run.name)
     if started is not None:
         age = (timezone.now() - started.created_at).total_seconds()
