@@ -47,24 +47,37 @@ class StepContext:
 StepFunction = Callable[[StepContext], Any]
 
 
+# The longest timeout a declaration takes: a century, so a deadline (a start plus the timeout) always fits a date.
+LONGEST_TIMEOUT = 100 * 365 * 24 * 3600
+
+
 def positive_seconds(value: object) -> bool:
-    """Whether ``value`` is a number of seconds above 0 (an int or a float, not a bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and not value <= 0
+    """Whether ``value`` is a number of seconds above 0 and at most LONGEST_TIMEOUT (an int or a float, not a
+    bool, not NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= LONGEST_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
 class SignalWait:
-    """What a ``Wait`` step waits for: a signal of its name (``sagas.signal``), for ``timeout`` seconds at most."""
+    """What a ``Wait`` step waits for: a signal of its name (``sagas.signal``), for ``timeout`` seconds at most,
+    whose data matches ``schema`` (a pydantic model class or a JSON Schema dict, as ``Saga.payload_schema``)."""
 
     timeout: float | None = None
+    schema: Any = None
 
     def problems(self) -> list[str]:
+        problems = schemas.problems(self.schema, what="a Wait's schema")
         if self.timeout is not None and not positive_seconds(self.timeout):
-            return [f"a Wait's timeout must be a positive number of seconds or None, got {self.timeout!r}"]
-        return []
+            problems.append(
+                "a Wait's timeout must be a positive number of seconds (at most a century) or None, "
+                f"got {self.timeout!r}"
+            )
+        return problems
 
     def to_spec(self) -> dict[str, Any]:
-        return {"signal": True, "timeout": self.timeout}
+        # The schema only where there is one: a Wait declared before schemas existed keeps its spec (and version).
+        shape = {"schema": schemas.json_schema(self.schema)} if self.schema is not None else {}
+        return {"signal": True, "timeout": self.timeout, **shape}
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +148,7 @@ class Step:
                 f"name {self.name!r} is not a valid identifier; pass name='...' (letters, digits, underscore)"
             )
         if self.timeout is not None and not positive_seconds(self.timeout):
-            problems.append(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+            problems.append(f"timeout must be a positive number of seconds (at most a century), got {self.timeout!r}")
         wait = self.circuit_wait
         if wait is not None and (not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0):
             problems.append(f"circuit_wait must be a number of seconds >= 0, got {self.circuit_wait!r}")
@@ -204,13 +217,20 @@ class Wait(Step):
     """A step that does nothing until ``sagas.signal(run_id, name, data)`` arrives; ``data`` becomes its output.
 
     While it waits the step is ``waiting`` and its run ``executing``: no worker is held. Past ``timeout`` seconds
-    it fails like a step (the run compensates). It has no compensation of its own (docs/waits.md).
+    it fails like a step (the run compensates). It has no compensation of its own (docs/waits.md). ``schema`` (a
+    pydantic model class or a JSON Schema dict) is what the signal's data must match: other data raises
+    ``InvalidPayload`` and changes nothing, as does data over SAGAS["MAX_PAYLOAD_BYTES"] or setting a key of the
+    run's start payload.
     """
 
     __slots__ = ()
 
-    def __init__(self, name: str, *, timeout: float | None = None, depends_on: Sequence[str] = ()) -> None:
-        super().__init__(_await_signal, name=name, read_only=True, waits_for=SignalWait(timeout), depends_on=depends_on)
+    def __init__(
+        self, name: str, *, timeout: float | None = None, schema: Any = None, depends_on: Sequence[str] = ()
+    ) -> None:
+        super().__init__(
+            _await_signal, name=name, read_only=True, waits_for=SignalWait(timeout, schema), depends_on=depends_on
+        )
 
 
 class SubSaga(Step):
@@ -350,7 +370,7 @@ class Saga:
         ``countdown`` (seconds) or ``eta`` (an aware datetime) the run stays ``pending`` until then: no step runs
         before it, and it can be cancelled meanwhile (docs/delayed-start.md).
         """
-        start_at = start_time(countdown, eta)
+        start_at = start_time(countdown, eta, timeout=cls.timeout)
         if _run_starter is None:
             raise ImproperlyConfigured(
                 "Saga.start() needs the sagas app to be ready: add 'sagas' to INSTALLED_APPS and call "
@@ -361,19 +381,43 @@ class Saga:
         )
 
 
-def start_time(countdown: float | None, eta: datetime | None) -> datetime | None:
-    """When a run asked to start later may start: ``eta``, or ``countdown`` seconds from now (None: at once)."""
+def start_time(countdown: float | None, eta: datetime | None, *, timeout: float | None = None) -> datetime | None:
+    """When a run asked to start later may start: ``eta``, or ``countdown`` seconds from now (None: at once).
+
+    With the saga's ``timeout``, the run's deadline (its start, or now if that is past, plus ``timeout``) must be a
+    time a run can hold too. Either past it is a ValueError naming what to change, not an OverflowError later.
+    """
     if countdown is not None and eta is not None:
         raise ValueError("Saga.start() takes countdown or eta, not both.")
+    now = timezone.now()
+    # A day short of the last datetime (in UTC, now's zone), so the time can still be shown in any time zone (the
+    # admin's TIME_ZONE). Seconds are compared as floats: timedelta(seconds=1e300) would overflow itself.
+    latest = datetime.max.replace(tzinfo=now.tzinfo) - timedelta(days=1)
     if countdown is not None:
         if isinstance(countdown, bool) or not isinstance(countdown, int | float) or not countdown >= 0:
             raise ValueError(f"countdown must be a number of seconds >= 0, got {countdown!r}.")
-        return timezone.now() + timedelta(seconds=countdown)
-    if eta is not None:
+        if countdown > (latest - now).total_seconds():
+            raise ValueError(
+                f"countdown must start the run by {latest:%Y-%m-%d} (UTC), the last day a run's times can hold; "
+                f"{countdown!r} seconds from now is past it."
+            )
+        start, asked = now + timedelta(seconds=countdown), f"countdown {countdown!r}"
+    elif eta is not None:
         if not isinstance(eta, datetime) or timezone.is_naive(eta):
             raise ValueError(f"eta must be a timezone-aware datetime, got {eta!r}.")
-        return eta
-    return None
+        if eta > latest:
+            raise ValueError(
+                f"eta must be by {latest:%Y-%m-%d} (UTC), the last day a run's times can hold, got {eta.isoformat()}."
+            )
+        start, asked = eta, f"eta {eta.isoformat()}"
+    else:
+        start, asked = None, "a start now"
+    if timeout is not None and timeout > (latest - max(start or now, now)).total_seconds():
+        raise ValueError(
+            f"With {asked}, the run's deadline (its start plus the saga's timeout of {timeout:g}s) would fall past "
+            f"{latest:%Y-%m-%d} (UTC), the last day a run's times can hold: start it sooner, or shorten the timeout."
+        )
+    return start
 
 
 class RunStarter(Protocol):
@@ -444,7 +488,9 @@ def _validate(cls: type[Saga]) -> None:
     if not isinstance(cls.version, int) or isinstance(cls.version, bool) or cls.version < 1:
         problems.append(f"{where}: version must be an int >= 1, got {cls.version!r}")
     if cls.timeout is not None and not positive_seconds(cls.timeout):
-        problems.append(f"{where}: timeout must be a positive number of seconds or None, got {cls.timeout!r}")
+        problems.append(
+            f"{where}: timeout must be a positive number of seconds (at most a century) or None, got {cls.timeout!r}"
+        )
     if not cls.steps:
         problems.append(f"{where} declares no steps; set abstract = True on a base class")
     problems += [f"{where}: {problem}" for problem in schemas.problems(cls.payload_schema)]

@@ -181,7 +181,7 @@ class RunState:
         if type == EventType.CIRCUIT_REFUSED:
             step.circuit_refusals += 1
             step.circuit_waiting_since = datetime.fromisoformat(data["waiting_since"])
-            step.failures = [*step.failures, data["failure"]]
+            step.failures = failures.with_refusal(step.failures, data["failure"])
         if type == EventType.STEP_STARTED:
             # The attempt's number: a start recorded with its outcome may follow attempts lost without a record.
             step.attempts = data.get("attempt", step.attempts + 1)

@@ -21,12 +21,16 @@ class DefinitionChanged(SagaError):
 
 class InvalidPayload(SagaError, ValueError):
     """A start payload that cannot be stored as JSON or does not match the saga's ``payload_schema`` (or a step
-    output that cannot be stored). ``errors``: what is wrong, by field ("lines.0.sku"; "" for the payload itself),
-    when the schema said."""
+    output that cannot be stored, or data from outside a run that it refuses: a signal's, a resolve's output).
+    ``errors``: what is wrong, by field ("lines.0.sku"; "" for the value itself), when a schema or a check said.
+    ``field``: the request field that held the value ("payload", "data", "output")."""
 
-    def __init__(self, message: str = "", *, errors: dict[str, list[str]] | None = None) -> None:
+    def __init__(
+        self, message: str = "", *, errors: dict[str, list[str]] | None = None, field: str = "payload"
+    ) -> None:
         super().__init__(message)
         self.errors = dict(errors or {})
+        self.field = field
 
 
 class IdempotencyConflict(SagaError):

@@ -9,10 +9,22 @@ from typing import Any
 
 from sagas.masking import scrub
 from sagas.retry import FailureClass, classify
+from sagas.states import CIRCUIT_REFUSAL
 
 # Longest message and traceback kept: a failure is read by people and stored on every attempt.
 MESSAGE_LIMIT = 2000
 TRACEBACK_LIMIT = 8000
+
+# What a failure the framework raised about itself may reveal: its text names steps, services and runs only.
+NO_SECRETS: tuple[str, ...] = ()
+
+
+def stored_text(text: str, secrets: Sequence[str], limit: int, *, keep_end: bool = False) -> str:
+    """``text`` as a failure stores it: every secret masked first, then cut to ``limit`` characters (its start, or
+    with ``keep_end`` its end). In this order, a secret that straddles the cut cannot leave its front or its back
+    in clear. The one place a failure's text is made fit to store (tests/sagas/test_failure_masking.py)."""
+    masked = scrub(text, secrets) if secrets else text
+    return masked[-limit:] if keep_end else masked[:limit]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,22 +41,31 @@ class Failure:
     traceback: str = ""
 
     @classmethod
-    def from_exception(cls, exc: BaseException, *, attempt: int) -> Failure:
-        """The failure an exception raised by a step's action or compensation (or by the framework for it) means."""
+    def from_exception(cls, exc: BaseException, *, attempt: int, secrets: Sequence[str]) -> Failure:
+        """The failure an exception raised by a step's action or compensation (or by the framework for it) means,
+        with ``secrets`` (the masked values the code that raised could see: ``masking.secret_values``) masked in
+        its message and traceback; ``NO_SECRETS`` for the framework's own exceptions about itself."""
         return cls(
             type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-            message=(str(exc) or repr(exc))[:MESSAGE_LIMIT],
+            message=stored_text(str(exc) or repr(exc), secrets, MESSAGE_LIMIT),
             failure_class=classify(exc),
             code=str(getattr(exc, "code", "") or ""),
             attempt=attempt,
-            traceback="".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:],
+            traceback=stored_text("".join(traceback.format_exception(exc)), secrets, TRACEBACK_LIMIT, keep_end=True),
         )
 
     @classmethod
     def without_exception(cls, type: str, message: str, *, code: str, attempt: int) -> Failure:
         """A failure the framework found rather than caught (an attempt that never reported back, a run that
-        stopped while a step waited): no exception, so no traceback, and a class of ``unknown``."""
-        return cls(type=type, message=message, failure_class=FailureClass.UNKNOWN, code=code, attempt=attempt)
+        stopped while a step waited): no exception, so no traceback, and a class of ``unknown``. Its message is
+        the framework's own text (steps, services, runs, times), so there is nothing to mask."""
+        return cls(
+            type=type,
+            message=stored_text(message, NO_SECRETS, MESSAGE_LIMIT),
+            failure_class=FailureClass.UNKNOWN,
+            code=code,
+            attempt=attempt,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,14 +81,16 @@ class Failure:
         """Its JSON without the traceback: what the run's error and the event log keep."""
         return summary(self.to_json())
 
-    def masked(self, secrets: Sequence[str]) -> Failure:
-        """The same failure with every secret the attempt could see masked in its message and traceback."""
-        if not secrets:
-            return self
-        return replace(self, message=scrub(self.message, secrets), traceback=scrub(self.traceback, secrets))
-
     def with_message(self, message: str) -> Failure:
-        return replace(self, message=message)
+        """The same failure told in the framework's own words (no secret in them)."""
+        return replace(self, message=stored_text(message, NO_SECRETS, MESSAGE_LIMIT))
+
+
+def with_refusal(failures: Sequence[Mapping[str, Any]], refusal: dict[str, Any]) -> list[dict[str, Any]]:
+    """A step's ``failures`` log after one more refusal by an open circuit breaker: the refusal replaces the one
+    before it (a count of them is on the step), so an outage of a day does not grow the log by thousands."""
+    kept = [dict(entry) for entry in failures if entry.get("kind") != CIRCUIT_REFUSAL]
+    return [*kept, refusal]
 
 
 def summary(stored: Mapping[str, Any]) -> dict[str, Any]:

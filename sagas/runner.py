@@ -118,7 +118,7 @@ def _attempt_step(run_id: str, step: str, claim: Claim, attempt: Attempt, *, han
         output = json_copy(raw, what=f"output of step {step!r}")
     except Exception as exc:  # anything the action raised is a failed attempt, classified by the policy
         secrets = _secrets(claim.context)
-        error = Failure.from_exception(exc, attempt=claim.context.attempt).masked(secrets)
+        error = Failure.from_exception(exc, attempt=claim.context.attempt, secrets=secrets)
         delay = _retry_delay(policy, exc, attempt.of_budget)
         answer = services.step_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay, claim=claim)
         shown = masking.scrubbed_exception(exc, secrets)  # what Celery stores and logs
@@ -170,7 +170,7 @@ def _attempt_compensation(run_id: str, step: str, claim: Claim) -> Result:
         call_admitted(declared.compensation, claim)
     except Exception as exc:
         secrets = _secrets(claim.context)
-        error = Failure.from_exception(exc, attempt=claim.context.attempt).masked(secrets)
+        error = Failure.from_exception(exc, attempt=claim.context.attempt, secrets=secrets)
         delay = _retry_delay(policy, exc, claim.compensation.of_budget)
         answer = services.compensation_fail_attempt(run_id=run_id, step=step, error=error, retry_in=delay)
         shown = masking.scrubbed_exception(exc, secrets)

@@ -20,26 +20,27 @@ def is_pydantic_model(schema: Any) -> bool:
     return isinstance(schema, type) and issubclass(schema, BaseModel)
 
 
-def problems(schema: Any) -> list[str]:
-    """Why ``schema`` cannot be a payload schema (empty when it can): checked when the saga class is defined."""
+def problems(schema: Any, *, what: str = "payload_schema") -> list[str]:
+    """Why ``schema`` cannot be a schema (empty when it can): checked when the saga class is defined. ``what``:
+    how the declaration names it (a saga's ``payload_schema``, a Wait's ``schema``)."""
     if schema is None or is_pydantic_model(schema):
         return []
     if isinstance(schema, type):
         return [
-            f"payload_schema {schema.__qualname__} is a class but not a pydantic model (pydantic.BaseModel); "
+            f"{what} {schema.__qualname__} is a class but not a pydantic model (pydantic.BaseModel); "
             f"for pydantic models: {PYDANTIC_EXTRA}"
         ]
     if not isinstance(schema, Mapping):
-        return [f"payload_schema must be a pydantic model class or a JSON Schema dict, got {schema!r}"]
+        return [f"{what} must be a pydantic model class or a JSON Schema dict, got {schema!r}"]
     try:
         import jsonschema  # optional: only a project that declares a JSON Schema needs it
     except ImportError:
-        return [f"payload_schema is a JSON Schema, which needs the jsonschema library: {JSONSCHEMA_EXTRA}"]
+        return [f"{what} is a JSON Schema, which needs the jsonschema library: {JSONSCHEMA_EXTRA}"]
     validator = jsonschema.validators.validator_for(schema)
     try:
         validator.check_schema(dict(schema))
     except jsonschema.SchemaError as exc:
-        return [f"payload_schema is not a valid JSON Schema: {exc.message} (at {_path(exc.path) or 'its root'})"]
+        return [f"{what} is not a valid JSON Schema: {exc.message} (at {_path(exc.path) or 'its root'})"]
     return []
 
 
@@ -119,5 +120,9 @@ def _path(parts: Any) -> str:
 
 def describe(saga_name: str, found: FieldErrors) -> str:
     """The errors as one message: every field and what is wrong with it."""
-    listed = "; ".join(f"{field or 'payload'}: {' '.join(messages)}" for field, messages in sorted(found.items()))
-    return f"The payload of saga {saga_name!r} does not match its payload_schema: {listed}."
+    return f"The payload of saga {saga_name!r} does not match its payload_schema: {listed(found, 'payload')}."
+
+
+def listed(found: FieldErrors, whole: str) -> str:
+    """Every field of ``found`` and what is wrong with it, in one line (``whole``: the name of the value itself)."""
+    return "; ".join(f"{field or whole}: {' '.join(messages)}" for field, messages in sorted(found.items()))

@@ -44,11 +44,11 @@ def api_exception(exc: Exception) -> Exception:
         return exc
     if isinstance(exc, RunNotFound):
         return NotFound(str(exc), code="run_not_found")
-    if isinstance(exc, InvalidPayload):
-        if exc.errors:  # the saga's payload_schema said what is wrong, field by field
+    if isinstance(exc, InvalidPayload):  # on the request field that held the value: payload, data, output, reason
+        if exc.errors:  # a schema (or the outside-data check) said what is wrong, key by key
             fields = {field or api_settings.NON_FIELD_ERRORS_KEY: messages for field, messages in exc.errors.items()}
-            return ValidationError({"payload": fields}, code="invalid_payload")
-        return ValidationError({"payload": [str(exc)]}, code="invalid_payload")
+            return ValidationError({exc.field: fields}, code="invalid_payload")
+        return ValidationError({exc.field: [str(exc)]}, code="invalid_payload")
     if isinstance(exc, UnknownStep):  # bad input, not a state conflict: a run's steps never change
         return ValidationError({"step": [str(exc)]}, code="unknown_step")
     if isinstance(exc, ReasonRequired):

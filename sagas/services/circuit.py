@@ -11,7 +11,7 @@ from django.db import transaction
 
 from sagas import breakers, logs, metrics
 from sagas.exceptions import CircuitOpen, RunNotFound
-from sagas.failures import Failure
+from sagas.failures import NO_SECRETS, Failure, with_refusal
 from sagas.models import SagaRun, SagaStepRun
 from sagas.services import _contract
 from sagas.services._core import RunId, append_event, failure_entry, lock_run
@@ -74,7 +74,9 @@ def refusal_error(gate: Gate, attempt: int) -> Failure:
     """The failure of a refused call (class ``circuit_open``)."""
     assert gate.service is not None
     assert gate.permit is not None
-    return Failure.from_exception(CircuitOpen(gate.service, retry_after=gate.permit.wait), attempt=attempt)
+    return Failure.from_exception(
+        CircuitOpen(gate.service, retry_after=gate.permit.wait), attempt=attempt, secrets=NO_SECRETS
+    )
 
 
 def record_refusal(
@@ -86,7 +88,7 @@ def record_refusal(
     error = refusal_error(gate, attempts + 1)  # the attempt that waits: it has not started
     entry = {**failure_entry(CIRCUIT_REFUSAL, error, retry_in), "call": call, "service": gate.service}
     since = step_run.circuit_waiting_since or now
-    failures = [*step_run.failures, entry]
+    failures = with_refusal(step_run.failures, entry)
     values = {"failures": failures, "circuit_waiting_since": since}
     append_event(
         run,

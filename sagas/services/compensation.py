@@ -16,7 +16,7 @@ from django.utils import timezone
 from sagas import engine, leases, logs, metrics, workers
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
-from sagas.failures import Failure
+from sagas.failures import NO_SECRETS, Failure
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.outcomes import Outcome
 from sagas.services import circuit, doubt
@@ -305,7 +305,7 @@ def run_on_compensation_failure(*, run_id: RunId, step: str) -> None:
             return
         declared = saga.step(step)
         exc = unrecorded_failure(run, step_run, declared.timeout, EventType.COMPENSATION_STARTED)
-        error = Failure.from_exception(exc, attempt=attempt)
+        error = Failure.from_exception(exc, attempt=attempt, secrets=NO_SECRETS)
         policy = declared.compensation_retry or sagas_settings.default_compensation_retry
         of_budget = attempt - compensation_budget_base(step_run)
         holder = leases.holder(run.pk, step, compensation=True)
@@ -393,7 +393,7 @@ def _claim_compensation(run_id: RunId, step: str, task_id: str, lease: leases.Le
         try:
             saga = saga_for(run)
         except UnknownSaga as exc:
-            error = Failure.from_exception(exc, attempt=step_run.compensation_attempts + 1)
+            error = Failure.from_exception(exc, attempt=step_run.compensation_attempts + 1, secrets=NO_SECRETS)
             _give_up(run, None, step_run, error)
             return Claim(Outcome.FAILED, error=error)
         declared = saga.step(step)

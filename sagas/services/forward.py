@@ -6,10 +6,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from sagas import engine, logs
-from sagas.jsonsafe import json_copy
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.services._core import last_event, move_run, move_step, publish_step
 from sagas.services.compensation import begin_compensation, pivot_passed
+from sagas.services.outside_data import outside_data
 from sagas.services.steps import run_complete_locked
 from sagas.states import EventType, RunStatus, StepStatus
 
@@ -101,7 +101,7 @@ def resolve_forward(
     """A person's record that a step which failed after the pivot was done by hand, with the ``output`` it
     should have given (merged into later steps' payload like any output); the run goes on forward once no
     failed step is left (caller holds the lock)."""
-    output = json_copy(output, what=f"output of step {step_run.name!r}")
+    output = outside_data(run, output, what=f"output of step {step_run.name!r}", field="output")
     resolved = move_step(
         run,
         step_run,

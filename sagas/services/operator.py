@@ -13,6 +13,7 @@ from sagas.models import SagaRun, SagaStepRun
 from sagas.services._core import RunId, lock_run, move_run, move_step, saga_for
 from sagas.services.compensation import advance_compensation, pivot_passed, schedule_retry, stop_run
 from sagas.services.forward import failed_forward, resolve_forward, retry_forward
+from sagas.services.outside_data import outside_text
 from sagas.services.redrive import run_redrive_by_operator
 from sagas.states import EventType, RunStatus, StepStatus
 
@@ -22,11 +23,11 @@ logger = logging.getLogger(__name__)
 def _require_reason(reason: str) -> str:
     if not isinstance(reason, str) or not reason.strip():
         raise ReasonRequired("A reason is required: say why, for the audit trail.")
-    return reason.strip()
+    return outside_text(reason.strip(), what="reason", field="reason")
 
 
 def _actor(actor: str | None) -> str:
-    return (actor or "api")[:150]
+    return outside_text((actor or "api")[:150], what="actor", field="actor")
 
 
 def run_cancel(*, run_id: RunId, reason: str, actor: str | None = None) -> SagaRun:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -21,8 +20,8 @@ from sagas.exceptions import (
     RunNotFound,
     UnknownSaga,
 )
-from sagas.failures import Failure
-from sagas.jsonsafe import json_copy
+from sagas.failures import NO_SECRETS, Failure
+from sagas.jsonsafe import json_copy, json_size
 from sagas.models import SagaDefinition, SagaEvent, SagaRun, SagaStepRun
 from sagas.services import _contract, doubt
 from sagas.services._core import (
@@ -92,7 +91,7 @@ def run_start(
 def check_payload_size(saga_name: str, payload: dict[str, Any]) -> None:
     """Refuse a payload over SAGAS["MAX_PAYLOAD_BYTES"] (its compact JSON): every read of the run carries it."""
     limit = int(sagas_settings.MAX_PAYLOAD_BYTES)
-    size = len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+    size = json_size(payload)
     if size > limit:
         raise InvalidPayload(
             f"The payload of saga {saga_name!r} is {size} bytes of JSON, over the limit of {limit} "
@@ -315,7 +314,7 @@ def _unrecorded_failure(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, a
         worker = WorkerId(holder.host, holder.pid) if holder is not None and known else None
         start_attempt(run, step_run, number=attempt, task_id=task_id, at=started_at or timezone.now(), worker=worker)
     exc = unrecorded_failure(run, step_run, declared.timeout, EventType.STEP_STARTED, started_at)
-    error = Failure.from_exception(exc, attempt=attempt)
+    error = Failure.from_exception(exc, attempt=attempt, secrets=NO_SECRETS)
     policy = declared.retry or sagas_settings.default_retry
     of_budget = attempt - budget_base(step_run)
     if run.status == RunStatus.COMPENSATING:

@@ -14,7 +14,7 @@ from django.utils import timezone
 from sagas import engine, leases, logs, metrics, workers
 from sagas.conf import sagas_settings
 from sagas.exceptions import RunNotFound, UnknownSaga
-from sagas.failures import Failure
+from sagas.failures import NO_SECRETS, Failure
 from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.outcomes import Outcome
 from sagas.services import _contract, _statement, circuit, doubt
@@ -353,7 +353,7 @@ def _claim_without_class(run: SagaRun, step_run: SagaStepRun, exc: UnknownSaga) 
         move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
     if run.status != RunStatus.EXECUTING or step_run.status not in (StepStatus.PENDING, StepStatus.RUNNING):
         return Claim(Outcome.STOP)
-    error = Failure.from_exception(exc, attempt=step_run.attempts + 1)
+    error = Failure.from_exception(exc, attempt=step_run.attempts + 1, secrets=NO_SECRETS)
     if step_run.status == StepStatus.PENDING:
         worker = workers.current()
         move_step(run, step_run, StepStatus.RUNNING, event=EventType.STEP_STARTED, increment="attempts",

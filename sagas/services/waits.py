@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import engine, leases, logs
+from sagas import engine, leases, logs, masking
 from sagas.definitions import ChildRun, SignalWait, StepContext
 from sagas.exceptions import InvalidPayload, InvalidTransition, RunNotFound, SagaError, UnknownSaga
 from sagas.failures import Failure
-from sagas.jsonsafe import json_copy
 from sagas.models import SagaRun, SagaStepRun
 from sagas.services._core import (
     RunId,
@@ -29,6 +28,7 @@ from sagas.services._core import (
 from sagas.services.compensation import advance_compensation, child_of, settle_child_undo
 from sagas.services.context import Claim
 from sagas.services.forward import stop_after_failure
+from sagas.services.outside_data import outside_data, outside_text
 from sagas.services.runs import run_start_or_existing
 from sagas.services.steps import continue_after, fail_step
 from sagas.states import DONE_STEP_STATES, FINISHED_RUN_STATES, EventType, RunStatus, StepStatus
@@ -63,13 +63,11 @@ def _begin(run: SagaRun, saga: type[Saga], step_run: SagaStepRun, declared: Step
         move_run(run, RunStatus.EXECUTING, event=EventType.SAGA_EXECUTING)
     waits_for = declared.waits_for
     if isinstance(waits_for, ChildRun):
-        try:
-            child = _start_child(run, step_run, waits_for, context)
-        except SagaError as exc:  # the child's payload was refused: the step fails, the run compensates
-            error = Failure.from_exception(exc, attempt=step_run.attempts)
-            fail_step(run, step_run, error)
-            stop_after_failure(run, saga, step_run)
-            return
+        child = child_of(run, step_run.name)
+        if child is None or child.status in FINISHED_RUN_STATES:  # else still running: the step waits for it
+            child = _child_started(run, saga, step_run, waits_for, context)
+            if child is None:
+                return
         move_step(
             run,
             step_run,
@@ -97,20 +95,37 @@ def _arm_wait_check(run: SagaRun, step: str, until: datetime) -> None:
     dispatch_on_commit(run.pk, engine.wait_check(str(run.pk), step), countdown=check_countdown(until))
 
 
-def _start_child(run: SagaRun, step_run: SagaStepRun, waits_for: ChildRun, context: StepContext) -> SagaRun:
-    """Start the child run of a SubSaga step, once (its idempotency key is the parent's run and step; a step that
-    a person retries after its child failed starts a new child, with the round appended)."""
-    previous = child_of(run, step_run.name)
-    if previous is not None and previous.status not in FINISHED_RUN_STATES:
-        return previous  # still running: the step waits for it
-    rounds = SagaRun.objects.filter(parent=run, parent_step=step_run.name).count()
-    key = f"{run.pk}:{step_run.name}" + (f":{rounds + 1}" if rounds else "")
+def _child_started(
+    run: SagaRun, saga: type[Saga], step_run: SagaStepRun, waits_for: ChildRun, context: StepContext
+) -> SagaRun | None:
+    """A new child run of a SubSaga step; None if its payload was refused (the step failed, the run compensates)."""
+    payload: Any = None
     try:
-        payload = waits_for.payload(context) if waits_for.payload is not None else run.payload
+        payload = _child_payload(run, step_run, waits_for, context)
+        return _start_child(run, step_run, waits_for, payload)
+    except SagaError as exc:
+        # The refusal may quote the payload (a schema's message repeats the value it refused).
+        seen = masking.secret_values(payload, dict(context.payload), dict(context.results))
+        fail_step(run, step_run, Failure.from_exception(exc, attempt=step_run.attempts, secrets=seen))
+        stop_after_failure(run, saga, step_run)
+        return None
+
+
+def _child_payload(run: SagaRun, step_run: SagaStepRun, waits_for: ChildRun, context: StepContext) -> Any:
+    """The payload a SubSaga step starts its child with: its payload function's, or the parent's own."""
+    try:
+        return waits_for.payload(context) if waits_for.payload is not None else run.payload
     except Exception as exc:
         raise InvalidPayload(
             f"The payload function of SubSaga step {step_run.name!r} raised {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _start_child(run: SagaRun, step_run: SagaStepRun, waits_for: ChildRun, payload: Any) -> SagaRun:
+    """Start a new child run of a SubSaga step (its idempotency key is the parent's run and step; a step that a
+    person retries after its child failed starts a new child, with the round appended)."""
+    rounds = SagaRun.objects.filter(parent=run, parent_step=step_run.name).count()
+    key = f"{run.pk}:{step_run.name}" + (f":{rounds + 1}" if rounds else "")
     child, _ = run_start_or_existing(
         saga=waits_for.saga,
         payload=payload,
@@ -135,13 +150,17 @@ def run_signal(
 ) -> SagaRun:
     """Deliver the signal ``name`` to a run whose Wait step of that name waits: ``data`` (a JSON object) becomes
     the step's output and the run goes on. The same signal again (same name and data) once it was received is a
-    no-op; a signal the run is not waiting for raises InvalidTransition."""
+    no-op; a signal the run is not waiting for raises InvalidTransition. Data that is not JSON, is over
+    SAGAS["MAX_PAYLOAD_BYTES"], fails the Wait's schema or sets a key of the run's start payload raises
+    InvalidPayload (``outside_data``), and the run goes on waiting."""
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise InvalidPayload(f"The data of signal {name!r} must be a JSON object (a dict), got {type(data).__name__}.")
-    output = json_copy(dict(data), what=f"data of signal {name!r}")
-    who = (actor or "api")[:150]
+        raise InvalidPayload(
+            f"The data of signal {name!r} must be a JSON object (a dict), got {type(data).__name__}.", field="data"
+        )
+    who = outside_text((actor or "api")[:150], what="actor", field="actor")
+    reason = outside_text(reason, what="reason", field="reason")
     with transaction.atomic():
         run = lock_run(run_id)
         saga = saga_for(run)
@@ -152,6 +171,9 @@ def run_signal(
                 f"Saga run {run.pk} ({run.saga_name}) has no Wait step {name!r}: the signals it takes are "
                 f"{', '.join(map(repr, waits)) or 'none'}."
             )
+        waits_for = saga.step(name).waits_for
+        assert isinstance(waits_for, SignalWait)
+        output = outside_data(run, dict(data), what=f"data of signal {name!r}", field="data", schema=waits_for.schema)
         if step_run.status == StepStatus.WAITING and run.status == RunStatus.EXECUTING:
             received = move_step(
                 run,

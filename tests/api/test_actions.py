@@ -274,6 +274,47 @@ def test_the_action_answers_the_run_as_reading_it_does(operator: APIClient) -> N
     assert acted == operator.get(f"/api/runs/{run.pk}/").json()
 
 
+def test_an_action_answers_a_user_who_may_not_read_runs_only_the_runs_id_and_status(api_as: Any) -> None:
+    client = api_as("cancel", username="clerk")
+    run = SagaRunFactory(status=RunStatus.PENDING, payload={"customer_email": "ada@example.com", "account_id": 7})
+
+    response = post(client, run, "cancel", reason="duplicate order")
+
+    assert response.status_code == 200, response.json()
+    assert response.json() == {"id": str(run.pk), "status": RunStatus.CANCELLED}
+    assert b"ada@example.com" not in response.content
+    assert client.get(f"/api/runs/{run.pk}/").status_code == 403  # as reading the run is refused
+    assert events(run)[0][:3] == (EventType.SAGA_CANCELLED, "", "clerk")
+
+
+def test_a_signal_answers_a_user_who_may_not_read_runs_only_the_runs_id_and_status(api_as: Any) -> None:
+    client = api_as("signal", username="approver")
+    run = waiting_run()
+
+    response = post(client, run, "signal", name="approved", data={"approved_by": "ann"})
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert set(body) == {"id", "status"}
+    assert body == {"id": str(run.pk), "status": RunStatus.EXECUTING}
+    assert not {"payload", "steps", "events", "error"} & set(body)
+    assert b"approved_by" not in response.content  # the step's output, which it just set
+    assert events(run)[0][:3] == (EventType.SIGNAL_RECEIVED, "approved", "approver")
+
+
+def test_a_signal_answers_a_user_who_may_read_runs_the_whole_run(api_as: Any) -> None:
+    client = api_as("view", "signal", username="approver")
+    run = waiting_run()
+
+    response = post(client, run, "signal", name="approved", data={"approved_by": "ann"})
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body == client.get(f"/api/runs/{run.pk}/").json()
+    assert {"payload", "steps", "events", "events_url"} <= set(body)
+    assert body["events"][-1]["type"] == EventType.SIGNAL_RECEIVED
+
+
 @pytest.mark.parametrize("action", ["retry", "cancel", "resolve"])
 def test_an_unknown_run_is_a_404_whatever_the_body(operator: APIClient, action: str) -> None:
     run_id = str(uuid.uuid4())
@@ -354,6 +395,41 @@ def test_a_signal_the_run_does_not_wait_for_is_a_409_and_bad_data_a_400(api_as: 
     not_an_object = post(client, run, "signal", name="approved", data=[1, 2])
     assert not_an_object.status_code == 400
     assert "data" in not_an_object.json()
+    assert not SagaEvent.objects.exists()
+
+
+def test_signal_data_that_would_rewrite_the_start_payload_or_is_too_big_is_a_400_on_data(api_as: Any) -> None:
+    client = api_as("signal", username="webhook")
+    run = waiting_run(payload={"account_id": 1})
+
+    shadowing = post(client, run, "signal", name="approved", data={"account_id": 666})
+    assert shadowing.status_code == 400
+    assert list(shadowing.json()) == ["data"]
+    assert list(shadowing.json()["data"]) == ["account_id"]
+    too_big = post(client, run, "signal", name="approved", data={"notes": "x" * 300_000})
+    assert too_big.status_code == 400
+    assert "over the limit" in too_big.json()["data"][0]
+    assert not SagaEvent.objects.exists()
+    accepted = post(client, run, "signal", name="approved", data={"tracking": "T-1"})
+    assert accepted.json() == {"id": str(run.pk), "status": RunStatus.EXECUTING}  # on to the step after the Wait
+    assert run.steps.get(name="approved").output == {"tracking": "T-1"}
+
+
+def test_a_reason_with_an_unpaired_surrogate_is_a_400_on_reason(operator: APIClient) -> None:
+    run = SagaRunFactory(status=RunStatus.FAILED, step_statuses=COMPENSATION_FAILED)
+    response = operator.post(
+        f"/api/runs/{run.pk}/retry/", '{"reason": "half \\udcff a character"}', content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert list(response.json()) == ["reason"]
+    assert not SagaEvent.objects.exists()
+
+
+def test_a_resolve_output_that_would_rewrite_the_start_payload_is_a_400_on_output(operator: APIClient) -> None:
+    run = forward_failed_run(payload={"account_id": 1})
+    response = post(operator, run, "resolve", step="ship", reason="by hand", output={"account_id": 2})
+    assert response.status_code == 400
+    assert list(response.json()["output"]) == ["account_id"]
     assert not SagaEvent.objects.exists()
 
 

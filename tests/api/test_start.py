@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from participants.checkout.sagas import PlaceOrder
+from sagas.definitions import start_time
 from sagas.models import SagaEvent, SagaRun
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.factories import order_payload
 from tests.metrics import publishes
+from tests.testapp.sagas import Deadline, StubbornStep
 
 pytestmark = pytest.mark.django_db
 
@@ -251,3 +256,91 @@ def test_a_countdown_with_an_eta_is_a_400(api: APIClient) -> None:
     assert response.status_code == 400
     assert response.json() == {"countdown": ["Saga.start() takes countdown or eta, not both."]}
     assert not SagaRun.objects.exists()
+
+
+# A run's times (start, deadline) stay a day short of datetime's last, so they read in any time zone.
+LATEST = "9999-12-30 (UTC), the last day a run's times can hold"
+TOO_LATE = f"countdown must start the run by {LATEST}"
+
+
+@pytest.mark.parametrize(
+    ("saga", "field", "value", "message"),
+    [
+        (PlaceOrder, "countdown", 1e300, f"{TOO_LATE}; 1e+300 seconds from now is past it."),
+        (PlaceOrder, "countdown", 3e11, f"{TOO_LATE}; 300000000000.0 seconds from now is past it."),
+        (Deadline, "eta", "9999-12-31T00:00:00Z", f"eta must be by {LATEST}, got 9999-12-31T00:00:00+00:00."),
+        (StubbornStep, "eta", "9999-12-31T00:00:00Z", f"eta must be by {LATEST}, got 9999-12-31T00:00:00+00:00."),
+        # The start fits, but not the deadline: the start plus PlaceOrder's timeout (300 s).
+        (
+            PlaceOrder,
+            "eta",
+            "9999-12-30T23:58:00Z",
+            "With eta 9999-12-30T23:58:00+00:00, the run's deadline (its start plus the saga's timeout of 300s) "
+            f"would fall past {LATEST}: start it sooner, or shorten the timeout.",
+        ),
+    ],
+    ids=["countdown-1e300", "countdown-3e11", "eta-9999-12-31", "eta-9999-12-31-without-timeout", "deadline-of-eta"],
+)
+def test_a_start_or_deadline_past_the_last_time_a_run_holds_is_a_400_on_the_field_given(
+    api: APIClient, saga: Any, field: str, value: Any, message: str
+) -> None:
+    body = {"payload": order_payload() if saga is PlaceOrder else {}, field: value}
+
+    response = api.post(f"/api/sagas/{saga.name}/runs/", body, format="json")
+
+    assert response.status_code == 400, response.json()
+    assert response.json() == {field: [message]}
+    assert not SagaRun.objects.exists()
+
+
+def test_a_countdown_whose_deadline_is_past_the_last_time_a_run_holds_is_a_400(api: APIClient) -> None:
+    # Two minutes before the last time a run can hold: PlaceOrder's timeout (300 s) takes its deadline past it.
+    countdown = (datetime(9999, 12, 30, 23, 58, tzinfo=UTC) - timezone.now()).total_seconds()
+
+    response = api.post(URL, {"payload": order_payload(), "countdown": countdown}, format="json")
+
+    assert response.status_code == 400, response.json()
+    (message,) = response.json()["countdown"]
+    assert message.startswith(f"With countdown {countdown!r}, the run's deadline (its start plus the saga's timeout")
+    assert not SagaRun.objects.exists()
+
+
+def test_a_start_a_day_short_of_the_last_time_a_run_holds_is_taken(api: APIClient) -> None:
+    body = {"payload": {}, "eta": "9999-12-29T00:00:00Z"}
+
+    response = api.post(f"/api/sagas/{Deadline.name}/runs/", body, format="json")
+
+    assert response.status_code == 201, response.json()
+    assert (response.json()["start_at"], response.json()["deadline"]) == (
+        "9999-12-29T00:00:00Z",
+        "9999-12-29T00:00:02Z",
+    )
+
+
+@pytest.mark.parametrize(
+    ("saga", "asked", "message"),
+    [
+        (PlaceOrder, {"countdown": 1e300}, TOO_LATE),
+        (PlaceOrder, {"countdown": 3e11}, TOO_LATE),
+        (PlaceOrder, {"countdown": float("inf")}, TOO_LATE),
+        (Deadline, {"eta": datetime(9999, 12, 31, tzinfo=UTC)}, f"eta must be by {LATEST}"),
+        (
+            PlaceOrder,
+            {"eta": datetime(9999, 12, 30, 23, 58, tzinfo=UTC)},
+            "the saga's timeout of 300s) would fall past",
+        ),
+    ],
+    ids=["countdown-1e300", "countdown-3e11", "countdown-inf", "eta-9999-12-31", "deadline-of-eta"],
+)
+def test_saga_start_past_the_last_time_a_run_holds_is_a_value_error(
+    saga: Any, asked: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        saga.start({}, **asked)
+    assert not SagaRun.objects.exists()
+
+
+def test_a_timeout_that_takes_the_deadline_of_a_run_started_now_past_the_last_time_is_a_value_error() -> None:
+    assert start_time(None, None, timeout=300) is None
+    with pytest.raises(ValueError, match=re.escape("With a start now, the run's deadline (its start plus the saga's")):
+        start_time(None, None, timeout=3e11)

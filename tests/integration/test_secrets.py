@@ -7,17 +7,19 @@ from __future__ import annotations
 import json
 
 from django.contrib.auth.models import Permission, User
+from django.db.models import Q
+from django.forms.models import model_to_dict
 from django.test import Client, override_settings
 from django.urls import reverse
 from django_celery_results.models import TaskResult
 
 from sagaproject.celery import app as celery_app
 from sagas import choreography, outbox
-from sagas.masking import MASK
-from sagas.models import SagaOutbox
-from sagas.states import EventType, RunStatus
+from sagas.masking import MASK, masked
+from sagas.models import SagaEvent, SagaOutbox, SagaRun, SagaSnapshot, SagaStepRun
+from sagas.states import EventType, RunStatus, StepStatus
 from sagas.testing import queues
-from tests.testapp.sagas import LeakySecrets, Secretive
+from tests.testapp.sagas import CardParent, LeakySecrets, Secretive
 from tests.worker import WorkerProcess, wait_for_run, wait_until
 
 CARD = "4111111111111111"
@@ -123,3 +125,33 @@ def test_secrets_in_error_messages_and_tracebacks_are_masked_wherever_they_are_s
     for where, text in stored.items():
         assert_no_secret(text, where)
     assert "gateway refused card" in stored["the result backend"]  # the rest of the message is kept
+
+
+def test_a_child_refused_by_its_schema_leaves_no_card_number_in_either_run(worker: WorkerProcess) -> None:
+    """The child's payload_schema refuses the card as the parent spells it, and its message repeats the value: the
+    parent's step fails with that message masked, and no row of the runs (beyond the masked keys that hold the
+    card), no result of their tasks and no line of the worker's log shows it."""
+    card = "4111-1111-1111-1111"
+    parent = wait_for_run(CardParent.start({"card_number": card, "customer": "ada"}), worker)
+
+    assert parent.status == RunStatus.COMPENSATED
+    pay = parent.steps.get(name="pay")
+    assert pay.status == StepStatus.FAILED
+    assert pay.error["message"].startswith("The payload of saga 'tests.card_child' does not match its payload_schema")
+    assert f"card_number: '{MASK}' does not match" in pay.error["message"]
+    assert MASK in pay.error["traceback"]
+    assert parent.error["message"] == pay.error["message"]
+    runs = SagaRun.objects.filter(Q(pk=parent.pk) | Q(parent=parent))
+    assert list(runs) == [parent]  # the child was refused before it was stored
+    rows: dict[str, object] = {
+        "runs": [model_to_dict(run) for run in runs],
+        "steps": [model_to_dict(step) for step in SagaStepRun.objects.filter(run__in=runs)],
+        "events": [model_to_dict(event) for event in SagaEvent.objects.filter(run__in=runs)],
+        "snapshots": [model_to_dict(snapshot) for snapshot in SagaSnapshot.objects.filter(run__in=runs)],
+        "task results": [model_to_dict(r) for r in TaskResult.objects.filter(task_id__startswith=str(parent.pk))],
+    }
+    for where, values in rows.items():
+        # Masked as every reader masks: the payload's own card_number key holds it, and is shown masked.
+        assert card not in json.dumps(masked(values), default=str), f"the card number is in the {where}"
+    assert card in json.dumps(rows["events"], default=str)  # unmasked, the start payload holds it: the check can fail
+    assert card not in worker.log_tail(lines=2000)

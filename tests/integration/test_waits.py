@@ -7,12 +7,13 @@ from datetime import timedelta
 import pytest
 
 import sagas
+from sagas.conf import sagas_settings
 from sagas.diagnose import diagnose
 from sagas.models import SagaRun
 from sagas.selectors import stuck
 from sagas.states import EventType, RunStatus, StepStatus
 from tests.testapp.models import calls_of
-from tests.testapp.sagas import Approval, QuickApproval
+from tests.testapp.sagas import Approval, QuickApproval, VettedApproval
 from tests.worker import WorkerProcess, wait_for_run, wait_until
 
 
@@ -97,3 +98,31 @@ def test_a_waiting_run_is_not_diagnosed_as_stuck(worker: WorkerProcess, settings
     assert not stuck(SagaRun.objects.filter(pk=run.pk), later).exists()
     sagas.cancel(run.pk, reason="done with it", actor="ann")
     wait_for_run(run, worker)
+
+
+def test_signal_data_is_checked_before_anything_changes(worker: WorkerProcess) -> None:
+    """A signal that sets a key the run was started with, one that fails the Wait's schema and one over the size
+    limit are each refused, with the run still waiting and nothing written; then a good one completes it."""
+    run = _waiting(VettedApproval.start({"order": 5, "account_id": 1}), worker)
+    written = run.lock_version
+    too_big = {"tracking": "APPROVED-1", "notes": "x" * sagas_settings.MAX_PAYLOAD_BYTES}
+    refused = [
+        ({"tracking": "APPROVED-1", "account_id": 666}, "account_id", "may not set 'account_id'"),
+        ({"tracking": "maybe"}, "tracking", "does not match its schema"),
+        (too_big, None, "over the limit"),
+    ]
+    for data, field, message in refused:
+        with pytest.raises(sagas.InvalidPayload, match=message) as caught:
+            sagas.signal(run.pk, "approved", data, actor="webhook")
+        assert caught.value.field == "data"
+        assert list(caught.value.errors) == ([field] if field else [])
+        run.refresh_from_db()
+        assert (run.status, run.lock_version) == (RunStatus.EXECUTING, written)
+        assert run.steps.get(name="approved").status == StepStatus.WAITING
+
+    sagas.signal(run.pk, "approved", {"tracking": "APPROVED-BY-ANN", "note": "ok"}, actor="webhook")
+
+    run = wait_for_run(run, worker)
+    assert run.status == RunStatus.COMPLETED
+    assert run.payload == {"order": 5, "account_id": 1}
+    assert run.steps.get(name="after").output == {"notified_with": "APPROVED-BY-ANN"}

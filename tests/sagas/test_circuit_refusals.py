@@ -148,6 +148,10 @@ def test_a_refused_compensation_waits_without_spending_its_budget() -> None:
     step = steps_of(run)["book_y"]
     assert (step.status, step.compensation_attempts, step.circuit_refusals) == ("compensating", 0, budget + 2)
     assert {f["call"] for f in step.failures} == {"compensation"}
+    # The count says how often; the log keeps the last refusal only, however long the breaker stays open.
+    last = run.events.filter(type=EventType.CIRCUIT_REFUSED).order_by("seq").last()
+    assert step.failures == [last.data["failure"]]
+    assert run.events.filter(type=EventType.CIRCUIT_REFUSED).count() == budget + 2
     run.refresh_from_db()
     assert run.status == RunStatus.COMPENSATING
     assert_rebuilds(run)

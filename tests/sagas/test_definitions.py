@@ -56,8 +56,10 @@ def test_step_name_defaults_to_the_function_name_and_can_be_given() -> None:
         ({"name": "1st"}, "is not a valid identifier"),
         ({"action": "not callable", "name": "x"}, "action must be callable"),
         ({"compensation": 3}, "compensation must be callable"),
-        ({"timeout": 0}, "timeout must be a positive number of seconds, got 0"),
-        ({"timeout": -5}, "timeout must be a positive number of seconds, got -5"),
+        ({"timeout": 0}, "timeout must be a positive number of seconds (at most a century), got 0"),
+        ({"timeout": -5}, "timeout must be a positive number of seconds (at most a century), got -5"),
+        ({"timeout": 1e300}, "timeout must be a positive number of seconds (at most a century), got 1e+300"),
+        ({"timeout": float("nan")}, "timeout must be a positive number of seconds (at most a century), got nan"),
         ({"retry": {"max_attempts": 3}}, "retry must be a sagas.RetryPolicy"),
         ({"retry": sagas.RetryPolicy(max_attempts=0)}, "retry: max_attempts must be an int >= 1, got 0"),
         (

@@ -8,7 +8,6 @@ import sagas
 from sagas.exceptions import MaskedFailure
 from sagas.failures import Failure
 from sagas.masking import MASK, scrub, scrubbed_exception, secret_values
-from sagas.retry import FailureClass
 
 PAYLOAD = {
     "customer": "ada",
@@ -44,7 +43,7 @@ def test_a_failure_record_is_masked_in_message_and_traceback() -> None:
     try:
         raise ValueError("declined 4111111111111111")
     except ValueError as exc:
-        error = Failure.from_exception(exc, attempt=1).masked(secret_values(PAYLOAD)).to_json()
+        error = Failure.from_exception(exc, attempt=1, secrets=secret_values(PAYLOAD)).to_json()
     assert error["message"] == f"declined {MASK}"
     assert "4111111111111111" not in error["traceback"]
     assert error["class"] == "unknown"
@@ -77,5 +76,5 @@ def test_an_exception_that_repeats_the_secret_in_its_own_str_becomes_a_masked_fa
 
 @pytest.mark.parametrize("payload", [{}, {"customer": "ada"}])
 def test_nothing_to_mask_changes_nothing(payload: dict[str, str]) -> None:
-    failure = Failure(type="t", message="m", failure_class=FailureClass.UNKNOWN, traceback="t")
-    assert failure.masked(secret_values(payload)) == failure
+    exc = ValueError("gateway said no to ada")
+    assert Failure.from_exception(exc, attempt=1, secrets=secret_values(payload)).message == "gateway said no to ada"

@@ -207,6 +207,38 @@ def test_resolve_of_a_step_failed_after_the_pivot_needs_a_json_output() -> None:
     assert not SagaEvent.objects.exists()
 
 
+@pytest.mark.parametrize("text", ["lost\x00byte", "half \udcff a character"])
+def test_a_reason_or_actor_the_database_cannot_store_is_refused_before_anything_changes(text: str) -> None:
+    run = SagaRunFactory(status=RunStatus.FAILED, step_statuses=COMPENSATION_FAILED)
+    with pytest.raises(sagas.InvalidPayload, match="Text in the reason") as caught:
+        sagas.retry(run.pk, reason=text, actor="ops")
+    assert caught.value.field == "reason"
+    with pytest.raises(sagas.InvalidPayload, match="Text in the actor") as caught:
+        sagas.cancel(run.pk, reason="by hand", actor=text)
+    assert caught.value.field == "actor"
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert not SagaEvent.objects.filter(run=run).exists()
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ({"tracking": "T-9", "account_id": 666}, "may not set 'account_id'"),
+        ({"tracking": "x" * 300_000}, "over the limit of"),
+    ],
+)
+def test_a_resolve_output_may_add_to_a_run_never_rewrite_its_start_or_exceed_the_size_limit(
+    output: dict[str, Any], message: str
+) -> None:
+    run = forward_failed_run(payload={"account_id": 1, "amount": "10.00"})
+    with pytest.raises(sagas.InvalidPayload, match=message) as caught:
+        sagas.resolve(run.pk, step="ship", reason="by hand", actor="ops", output=output)
+    assert caught.value.field == "output"
+    assert run.steps.get(name="ship").status == StepStatus.FAILED
+    assert not SagaEvent.objects.exists()
+
+
 def test_resolve_of_a_step_failed_after_the_pivot_publishes_the_next_step(
     django_capture_on_commit_callbacks: Any,
 ) -> None:

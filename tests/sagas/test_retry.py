@@ -8,7 +8,7 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
 import sagas
-from sagas.failures import Failure
+from sagas.failures import NO_SECRETS, Failure
 from sagas.retry import FailureClass, classify
 
 
@@ -116,7 +116,7 @@ def test_a_failure_keeps_type_message_class_code_and_traceback() -> None:
     try:
         raise sagas.StepFailed("Card declined", code="card_declined")
     except sagas.StepFailed as exc:
-        error = Failure.from_exception(exc, attempt=2).to_json()
+        error = Failure.from_exception(exc, attempt=2, secrets=NO_SECRETS).to_json()
     assert error["type"] == "sagas.exceptions.StepFailed"
     assert (error["message"], error["class"], error["code"], error["attempt"]) == (
         "Card declined",

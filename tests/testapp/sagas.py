@@ -648,6 +648,46 @@ class Parent(sagas.Saga):
     ]
 
 
+class VettedApproval(sagas.Saga):
+    """reserve, then a Wait whose signal data must match a schema, then a step that reads the signal's data."""
+
+    name = "tests.vetted_approval"
+    steps = [
+        sagas.Step(record, undo, name="reserve"),
+        sagas.Wait(
+            "approved",
+            schema={
+                "type": "object",
+                "required": ["tracking"],
+                "properties": {"tracking": {"type": "string", "pattern": "^APPROVED-"}},
+            },
+        ),
+        sagas.Step(notify_with_tracking, name="after"),
+    ]
+
+
+class CardChild(sagas.Saga):
+    """A child whose payload_schema wants the card number as 16 digits (its refusal quotes what it got)."""
+
+    name = "tests.card_child"
+    payload_schema = {
+        "type": "object",
+        "required": ["card_number"],
+        "properties": {"card_number": {"type": "string", "pattern": "^[0-9]{16}$"}},
+    }
+    steps = [sagas.Step(record, undo, name="charge_card")]
+
+
+class CardParent(sagas.Saga):
+    """hold, then a CardChild started with the card as the parent's payload spells it."""
+
+    name = "tests.card_parent"
+    steps = [
+        sagas.Step(record, undo, name="hold"),
+        sagas.SubSaga(CardChild, name="pay", payload=lambda ctx: {"card_number": ctx.payload["card_number"]}),
+    ]
+
+
 class GatedChild(sagas.Saga):
     """A child whose second step waits at the gate the payload names (so a test can kill its worker there)."""
 
