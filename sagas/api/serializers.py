@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
-from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 from sagas import schemas
 from sagas.definitions import start_time
@@ -126,6 +127,26 @@ class RunDetailSerializer(RunSerializer):
         return reverse("sagas-api:run-events", args=[run.pk])
 
 
+class RunStatusSerializer(serializers.ModelSerializer[SagaRun]):
+    """What an operator action answers a user who may act on runs but not read them: the run's id and status."""
+
+    class Meta:
+        model = SagaRun
+        fields = ["id", "status"]
+        read_only_fields = fields
+
+
+class RunStatusSchema(OpenApiSerializerExtension):  # type: ignore[no-untyped-call]  # registers itself
+    """RunStatusSerializer's schema allows no other property: an action's answer is one of it and
+    RunDetailSerializer (``oneOf``), and a whole run, which has an id and a status too, must match only the latter."""
+
+    target_class = RunStatusSerializer
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        schema: dict[str, Any] = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        return {**schema, "additionalProperties": False}
+
+
 class EventPageSerializer(serializers.Serializer[Any]):
     results = EventSerializer(many=True, read_only=True, help_text="Events in seq order.")
     next = serializers.CharField(
@@ -226,10 +247,13 @@ class StartRunSerializer(serializers.Serializer[Any]):
     )
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        countdown, eta = data.pop("countdown", None), data.pop("eta", None)
         try:
-            data["start_at"] = start_time(data.pop("countdown", None), data.pop("eta", None))
+            data["start_at"] = start_time(countdown, eta, timeout=self.context.get("saga_timeout"))
         except ValueError as exc:
-            raise serializers.ValidationError({"countdown": [str(exc)]}) from exc
+            # On the field given (countdown when both are); neither: the saga's own timeout overflows its deadline.
+            field = "countdown" if countdown is not None else "eta" if eta is not None else None
+            raise serializers.ValidationError({field or api_settings.NON_FIELD_ERRORS_KEY: [str(exc)]}) from exc
         return data
 
     def validate_payload(self, value: dict[str, Any]) -> dict[str, Any]:

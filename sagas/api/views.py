@@ -11,16 +11,29 @@ from django.db.models import F, Prefetch, QuerySet
 from django.urls import reverse
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import (
+    AuthenticationFailed,
+    NotAuthenticated,
+    NotFound,
+    PermissionDenied,
+    ValidationError,
+)
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 import sagas
-from sagas import services
+from sagas import numbers, services
 from sagas.api.errors import api_exception
 from sagas.api.parsers import JSONBodyParser
 from sagas.api.permissions import HasModelPermission
@@ -33,6 +46,7 @@ from sagas.api.serializers import (
     RunDetailSerializer,
     RunFilterSerializer,
     RunSerializer,
+    RunStatusSerializer,
     SignalSerializer,
     StartRunSerializer,
 )
@@ -40,6 +54,8 @@ from sagas.models import SagaEvent, SagaRun, SagaStepRun
 from sagas.registry import all_sagas
 
 TAGS = ["saga runs"]
+# What reading runs requires: the endpoints that read them, and the whole run in an action's answer.
+VIEW_RUNS = "sagas.view_sagarun"
 
 
 class RegisteredSagaNames(Sequence[str]):
@@ -124,11 +140,10 @@ def whole_number(request: Request, name: str, *, default: int, low: int, high: i
     raw = request.query_params.get(name, "")
     if raw == "":
         return default
-    # At most one digit more than the bound (a leading zero): a thousand-digit number is refused before int() parses it.
-    value = int(raw) if raw.isdecimal() and len(raw) <= len(str(high)) + 1 else -1
-    if not low <= value <= high:
-        raise ValidationError({name: [f"Ask for a whole number{f' of {of}' if of else ''} from {low} to {high}."]})
-    return value
+    try:
+        return numbers.whole_number(raw, low=low, high=high, of=of)
+    except ValueError as exc:
+        raise ValidationError({name: [str(exc)]}) from None
 
 
 def validated(serializer_class: type[Any], data: Any, **context: Any) -> dict[str, Any]:
@@ -138,12 +153,24 @@ def validated(serializer_class: type[Any], data: Any, **context: Any) -> dict[st
 
 
 class SagaAPIView(GenericAPIView[SagaRun]):
-    """A JSON endpoint that requires ``required_permission`` and answers framework errors with a 4xx."""
+    """A JSON endpoint that requires ``required_permission``, throttles refused requests too, and answers framework
+    errors with a 4xx."""
 
     required_permission: ClassVar[str]
     permission_classes = [HasModelPermission]
     parser_classes = [JSONBodyParser]
     queryset = SagaRun.objects.all()
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().initial(request, *args, **kwargs)
+        except (AuthenticationFailed, NotAuthenticated, PermissionDenied):
+            # DRF throttles after it authenticates and checks permissions (APIView.initial), so it never counts a
+            # refused request: a client without credentials, which every endpoint here refuses, was told 401 for
+            # ever and never the 429 docs/api.md promises past API_THROTTLE_ANON. Count the refusal, then refuse:
+            # past the rate (the address's when anonymous, else the user's) the answer is 429.
+            self.check_throttles(request)
+            raise
 
     def handle_exception(self, exc: Exception) -> Response:
         return super().handle_exception(api_exception(exc))
@@ -175,7 +202,7 @@ class StartRunView(SagaAPIView):
             saga = sagas.get_saga(name)
         except sagas.UnknownSaga as exc:
             raise NotFound(str(exc)) from None
-        data = validated(StartRunSerializer, request.data, saga_name=saga.name)
+        data = validated(StartRunSerializer, request.data, saga_name=saga.name, saga_timeout=saga.timeout)
         # The service says whether this request stored the run: of two first requests racing with one key,
         # one is told 201 and the other 200, for the same run.
         run, created = services.run_start_or_existing(
@@ -218,7 +245,7 @@ class RunPagination(PageNumberPagination):
 
 class EmptyQueryValuesSchema(AutoSchema):
     """Marks every query parameter ``allowEmptyValue``: DRF reads ``?status=`` of an optional field, and an
-    empty page or page size, as not given."""
+    empty page or page size (or ``after`` and ``limit``: whole_number), as not given."""
 
     def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         operation: dict[str, Any] | None = super().get_operation(*args, **kwargs)
@@ -229,7 +256,7 @@ class EmptyQueryValuesSchema(AutoSchema):
 
 
 class RunListView(SagaAPIView):
-    required_permission = "sagas.view_sagarun"
+    required_permission = VIEW_RUNS
     serializer_class = RunSerializer
     pagination_class = RunPagination
     schema = EmptyQueryValuesSchema()
@@ -262,7 +289,7 @@ class RunListView(SagaAPIView):
 
 
 class RunDetailView(SagaAPIView):
-    required_permission = "sagas.view_sagarun"
+    required_permission = VIEW_RUNS
     serializer_class = RunDetailSerializer
 
     @extend_schema(
@@ -279,8 +306,9 @@ class RunDetailView(SagaAPIView):
 
 
 class RunEventsView(SagaAPIView):
-    required_permission = "sagas.view_sagarun"
+    required_permission = VIEW_RUNS
     serializer_class = EventPageSerializer
+    schema = EmptyQueryValuesSchema()
 
     @extend_schema(
         operation_id="list_run_events",
@@ -311,8 +339,20 @@ class RunEventsView(SagaAPIView):
         return Response({"results": EventSerializer(events, many=True).data, "next": following})
 
 
+def run_status(run_id: uuid.UUID) -> SagaRun:
+    """The run with only its id and status, or 404."""
+    run = SagaRun.objects.only("id", "status").filter(pk=run_id).first()
+    if run is None:
+        raise NotFound(f"No saga run with id {str(run_id)!r}.")
+    return run
+
+
 class RunActionView(SagaAPIView):
-    """An operator action on one run, recorded in its event log with the user's username and the reason."""
+    """An operator action on one run, recorded in its event log with the user's username and the reason.
+
+    The answer is the run after the action, all of it to a user who may read runs, else its id and status only:
+    the permission to act on a run is not one to read its payload, steps and events (GET answers such a user 403).
+    """
 
     verb: ClassVar[str]
 
@@ -325,10 +365,22 @@ class RunActionView(SagaAPIView):
             raise NotFound(f"No saga run with id {run_id!r}.")
         data = validated(self.get_serializer_class(), request.data)
         self.act(str(pk), data, request.user.get_username())
-        return Response(RunDetailSerializer(run_with_history(pk)).data)
+        if request.user.has_perm(VIEW_RUNS):
+            return Response(RunDetailSerializer(run_with_history(pk)).data)
+        return Response(RunStatusSerializer(run_status(pk)).data)
 
 
 ActionView = TypeVar("ActionView", bound=type[RunActionView])
+
+RUN_AFTER_ACTION = OpenApiResponse(
+    PolymorphicProxySerializer(
+        component_name="RunAfterAction",
+        serializers=[RunDetailSerializer, RunStatusSerializer],
+        resource_type_field_name=None,
+    ),
+    f"The run after the action: all of it (as `GET /api/runs/{{run_id}}/` answers it) to a user who holds "
+    f"`{VIEW_RUNS}`, else only its `id` and `status`.",
+)
 
 
 def documented(description: str) -> Callable[[ActionView], ActionView]:
@@ -339,9 +391,10 @@ def documented(description: str) -> Callable[[ActionView], ActionView]:
             operation_id=f"{view.verb}_run",
             tags=TAGS,
             summary=f"{view.verb.capitalize()} a run",
-            description=f"{description} Answers the run after the action. Requires `{view.required_permission}`.",
+            description=f"{description} Answers the run after the action: all of it to a user who also holds "
+            f"`{VIEW_RUNS}`, else its `id` and `status` only. Requires `{view.required_permission}`.",
             parameters=[RUN_ID],
-            responses={200: RunDetailSerializer, **errors(400, 401, 403, 404, 409, 413)},
+            responses={200: RUN_AFTER_ACTION, **errors(400, 401, 403, 404, 409, 413)},
         )
         decorated: ActionView = extend_schema_view(post=schema)(view)
         return decorated

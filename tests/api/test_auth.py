@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.core.cache import cache
 from rest_framework.test import APIClient
+from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 
 from participants.checkout.sagas import PlaceOrder
 from sagas.models import SagaRun
@@ -139,17 +142,49 @@ def test_the_schema_and_its_docs_are_for_signed_in_users_only(client: Any, make_
     assert "jsdelivr" not in page
 
 
-def test_the_api_throttles_a_client_that_sends_too_many_requests(make_user: Any, monkeypatch: Any) -> None:
-    from django.core.cache import cache
-    from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
-
+@pytest.fixture
+def low_rates(monkeypatch: Any) -> Iterator[None]:
+    """3 requests a minute per user, 2 per address without credentials, counted from nothing."""
     # DRF reads the rates when its throttle classes are imported: the project's come from API_THROTTLE_*.
     monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"user": "3/min", "anon": "2/min"})
     monkeypatch.setattr(AnonRateThrottle, "THROTTLE_RATES", {"user": "3/min", "anon": "2/min"})
     cache.clear()
+    yield
+    cache.clear()
+
+
+def test_the_api_throttles_a_client_that_sends_too_many_requests(make_user: Any, low_rates: None) -> None:
     client = APIClient()
     client.force_login(make_user("view"))
     answers = [client.get("/api/runs/").status_code for _ in range(4)]
     assert answers == [200, 200, 200, 429]
     assert client.get("/api/runs/").headers["Retry-After"]
-    cache.clear()
+
+
+def test_the_api_throttles_a_client_without_credentials_past_the_anonymous_rate(low_rates: None) -> None:
+    # Every endpoint refuses such a client, and DRF checks permissions before throttles: it was told 401 for ever.
+    client = APIClient()
+    answers = [call(client, method, url, body) for method, url, body in ENDPOINTS[:3]]
+
+    assert [answer.status_code for answer in answers] == [401, 401, 429]
+    assert int(answers[-1].headers["Retry-After"]) > 0
+    assert answers[-1].json()["detail"].startswith("Request was throttled.")
+
+
+def test_the_api_throttles_a_client_with_a_wrong_token_past_the_anonymous_rate(low_rates: None) -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token 0000000000000000000000000000000000000000")
+
+    answers = [client.get("/api/runs/").status_code for _ in range(3)]
+
+    assert answers == [401, 401, 429]
+
+
+def test_the_api_throttles_a_user_refused_for_want_of_the_permission_past_the_users_rate(
+    make_user: Any, token_client: Any, low_rates: None
+) -> None:
+    client = token_client(make_user("add"))
+
+    answers = [client.get("/api/runs/").status_code for _ in range(4)]
+
+    assert answers == [403, 403, 403, 429]

@@ -1,5 +1,6 @@
 """The OpenAPI schema tells the truth: schemathesis sends every operation generated requests, valid and invalid,
-as a superuser, and every answer is a documented 4xx or a 2xx that matches the schema, never a 500."""
+as a superuser (and the operator actions as a user who may act but not read runs), and every answer is a
+documented 4xx or a 2xx that matches the schema, never a 500."""
 
 from __future__ import annotations
 
@@ -64,6 +65,28 @@ def test_the_schema_documents_every_endpoint(client: Any, make_user: Any) -> Non
     assert set(schema["components"]["securitySchemes"]) == {"tokenAuth", "cookieAuth"}
 
 
+def test_an_actions_answer_is_documented_as_the_whole_run_or_only_its_id_and_status(
+    client: Any, make_user: Any
+) -> None:
+    client.force_login(make_user(superuser=True, username="reader"))
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    components = schema["components"]["schemas"]
+
+    for action in ("retry", "cancel", "resolve", "signal"):
+        operation = schema["paths"][f"/api/runs/{{run_id}}/{action}/"]["post"]
+        answer = operation["responses"]["200"]
+        assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/RunAfterAction"}
+        assert "to a user who holds `sagas.view_sagarun`, else only its `id` and `status`" in answer["description"]
+        assert "else its `id` and `status` only" in operation["description"]
+    assert components["RunAfterAction"] == {
+        "oneOf": [{"$ref": "#/components/schemas/RunDetail"}, {"$ref": "#/components/schemas/RunStatus"}]
+    }
+    # Closed, so a whole run (which has an id and a status too) matches only RunDetail, as oneOf requires.
+    assert components["RunStatus"]["required"] == ["id", "status"]
+    assert components["RunStatus"]["additionalProperties"] is False
+    assert set(components["RunStatus"]["properties"]) == {"id", "status"}
+
+
 Calls = Counter[tuple[str, str, int]]  # (operation, generation mode, status class) -> requests
 
 
@@ -105,8 +128,11 @@ def strategies(operation: Any, mode: GenerationMode, headers: dict[str, str]) ->
     return found
 
 
-def fuzz(operation: Any, mode: GenerationMode, headers: dict[str, str], calls: Calls) -> None:
-    """Send up to ``EXAMPLES`` requests generated for ``operation`` in ``mode``; each answer must pass the checks."""
+def fuzz(
+    operation: Any, mode: GenerationMode, headers: dict[str, str], calls: Calls, *, keys: set[str] | None = None
+) -> None:
+    """Send up to ``EXAMPLES`` requests generated for ``operation`` in ``mode``; each answer must pass the checks
+    (and with ``keys``, a 2xx must hold exactly those)."""
     checks = CHECKS if mode == GenerationMode.POSITIVE else NEGATIVE_CHECKS
 
     @settings(
@@ -120,6 +146,8 @@ def fuzz(operation: Any, mode: GenerationMode, headers: dict[str, str], calls: C
     def call(case: schemathesis.Case) -> None:
         response = case.call(headers=headers)
         case.validate_response(response, checks=checks, headers=headers)
+        if keys is not None and response.status_code // 100 == 2:
+            assert set(response.json()) == keys, f"{operation.label} answered {response.json()}"
         calls[(operation.label, mode.value, response.status_code // 100)] += 1
 
     call()
@@ -140,6 +168,10 @@ def test_every_operation_answers_generated_requests_as_its_schema_says(make_user
             fuzz(operation, mode, headers, calls)
 
     assert len(operations) == 8
+    check_every_operation_was_exercised(operations, calls)
+
+
+def check_every_operation_was_exercised(operations: list[Any], calls: Calls) -> None:
     for operation in operations:
         for mode in ("positive", "negative"):
             sent = sum(n for (label, m, _), n in calls.items() if (label, m) == (operation.label, mode))
@@ -147,6 +179,34 @@ def test_every_operation_answers_generated_requests_as_its_schema_says(make_user
         # Valid requests got through to the operation's work at least once, not only to its refusals.
         assert calls[(operation.label, "positive", 2)] >= 1, f"{operation.label} never answered 2xx: {calls}"
     print(f"schemathesis: {sum(calls.values())} requests to {len(operations)} operations: {sorted(calls.items())}")
+
+
+# The actions answer such a user another shape (RunStatus, of the oneOf), which the superuser's run never sees.
+@pytest.mark.django_db(transaction=True)
+def test_the_actions_answer_a_user_who_may_not_read_runs_as_their_schema_says(make_user: Any) -> None:
+    user = make_user("retry", "cancel", "resolve", "signal", username="operator")
+    headers = {"Authorization": f"Token {Token.objects.create(user=user).key}"}
+    # The schema is read as a superuser: the schema view asks only for a signed-in user, but one answer for all.
+    reader = {"Authorization": f"Token {Token.objects.create(user=make_user(superuser=True)).key}"}
+    schema = schemathesis.openapi.from_wsgi("/api/schema/", WSGIHandler(), headers=reader)
+    actions = [
+        operation
+        for operation in (result.ok() for result in schema.get_all_operations())
+        if operation.method.upper() == "POST" and "{run_id}" in operation.path
+    ]
+    calls: Calls = Counter()
+
+    for operation in actions:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            fuzz(operation, mode, headers, calls, keys={"id", "status"})
+
+    assert sorted(operation.path.rsplit("/", 2)[-2] for operation in actions) == [
+        "cancel",
+        "resolve",
+        "retry",
+        "signal",
+    ]
+    check_every_operation_was_exercised(actions, calls)
 
 
 def test_the_start_request_shows_the_payload_shape_of_each_saga(client: Any, make_user: Any) -> None:
