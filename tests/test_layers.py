@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "sagas.lazy",
             "sagas.schemas",
             "sagas.jsonsafe",
+            "sagas.numbers",
             "sagas.masking",
             "sagas.logs",
             "sagas.states",

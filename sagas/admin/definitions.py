@@ -5,14 +5,14 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils.safestring import SafeString
 
-from sagas.admin.common import ReadOnlyAdminMixin, pretty_json
+from sagas.admin.common import ConsoleAdmin, ReadOnlyAdminMixin, pretty_json
 from sagas.models import SagaDefinition
 
 DEFINITION_FIELDS = ("name", "version", "spec_hash", "created_at", "spec_pretty")
 
 
 @admin.register(SagaDefinition)
-class SagaDefinitionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SagaDefinitionAdmin(ReadOnlyAdminMixin, ConsoleAdmin):
     list_display = ["name", "version", "step_names", "short_hash", "created_at"]
     list_filter = ["name"]
     search_fields = ["name"]

@@ -5,6 +5,35 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.forms.fields import InvalidJSONInput, JSONString
+
+from sagas.exceptions import InvalidPayload
+from sagas.jsonsafe import read_json
+
+
+class StorableJSONField(forms.JSONField):
+    """JSON a run stores (a signal's data, a resolved step's output): what ``jsonsafe.read_json`` refuses (what
+    Python cannot read, or a run cannot store) is the field's error, not a 500. ``what`` names the value in the
+    messages."""
+
+    def __init__(self, *, what: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.what = what
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled or value in self.empty_values or not isinstance(value, str):
+            return super().to_python(value)
+        try:
+            converted = read_json(value, what=self.what)
+        except InvalidPayload as exc:
+            raise forms.ValidationError(str(exc), code="invalid") from exc
+        return JSONString(converted) if isinstance(converted, str) else converted  # as Django's field returns it
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        # Shown again as typed: Django's field parses it again to show it, which raises what to_python caught.
+        if self.disabled or not isinstance(data, str):
+            return super().bound_data(data, initial)
+        return InvalidJSONInput(data)
 
 
 class ReasonForm(forms.Form):
@@ -24,7 +53,8 @@ class ReasonForm(forms.Form):
 
 class ResolveForm(ReasonForm):
     step = forms.ChoiceField(label="Step", help_text="The step whose effect you undid by hand.")
-    output = forms.JSONField(
+    output = StorableJSONField(
+        what="output",
         label="Output",
         required=False,
         widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
@@ -50,7 +80,8 @@ class SignalForm(forms.Form):
     name = forms.ChoiceField(label="Signal", help_text="The Wait step the signal is for.")
     # Named "data" like the API's field: the form's metaclass moves declared fields off the class, so Form.data
     # (the bound input) is untouched.
-    data = forms.JSONField(  # type: ignore[assignment]
+    data = StorableJSONField(  # type: ignore[assignment]
+        what="data",
         label="Data",
         required=False,
         widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),

@@ -14,10 +14,14 @@ from django.utils.cache import get_conditional_response, patch_cache_control
 from django.utils.http import urlencode
 
 from sagas.admin import views
+from sagas.admin.common import number_param
 from sagas.admin.run_page import in_flight, run_page_context
 from sagas.models import SagaRun
 from sagas.selectors import stuck
 from sagas.states import FINISHED_RUN_STATES
+
+# The highest seq an event can have: SagaEvent.seq is a PositiveIntegerField, a PostgreSQL integer.
+MAX_SEQ = 2**31 - 1
 
 # The parts of the run page that change while a run goes on, each one template the page includes.
 PARTS = ("actions", "findings", "facts", "signal", "error", "graph", "steps", "timeline")
@@ -73,10 +77,11 @@ def render_parts(request: HttpRequest, context: dict[str, Any]) -> dict[str, str
     return {name: render_to_string(part_template(name), context, request) for name in PARTS}
 
 
-def events_before_param(request: HttpRequest) -> int | None:
-    """The page of the timeline asked for in ``?events_before=`` (None: the latest events)."""
-    before = request.GET.get("events_before", "")
-    return int(before) if before.isdecimal() else None
+def events_before_param(request: HttpRequest, *, warn: bool = True) -> int | None:
+    """The page of the timeline asked for in ``?events_before=`` (None: the latest events). A value that is not a
+    seq shows the latest events, with a warning when ``warn``."""
+    refused = f"?events_before= must be an event's number, from 1 to {MAX_SEQ}; showing the latest events."
+    return number_param(request, "events_before", low=1, high=MAX_SEQ, refused=refused if warn else "")
 
 
 def live_view(model_admin: ModelAdmin[SagaRun], request: HttpRequest, object_id: str) -> HttpResponse:
@@ -92,7 +97,9 @@ def live_view(model_admin: ModelAdmin[SagaRun], request: HttpRequest, object_id:
     if unchanged is not None:
         response: HttpResponse = unchanged
     else:
-        context = run_context(model_admin, request, run, events_before_param(request), version)
+        # Quietly: a poll's warning would show on the person's next page, not on this one.
+        events_before = events_before_param(request, warn=False)
+        context = run_context(model_admin, request, run, events_before, version)
         response = JsonResponse(
             {
                 "run": str(run.pk),

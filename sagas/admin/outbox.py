@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from sagas import outbox
-from sagas.admin.common import ReadOnlyAdminMixin, pretty_json
+from sagas.admin.common import ConsoleAdmin, ReadOnlyAdminMixin, pretty_json
 from sagas.masking import masked
 from sagas.models import SagaOutbox, SagaReceipt
 
@@ -42,7 +42,7 @@ class PublishedFilter(admin.SimpleListFilter):
 
 
 @admin.register(SagaOutbox)
-class SagaOutboxAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SagaOutboxAdmin(ReadOnlyAdminMixin, ConsoleAdmin):
     list_display = ["topic", "run_link", "created_at", "published_at", "attempts", "redeliveries"]
     list_filter = [PublishedFilter]
     search_fields = ["=id", "topic", "=run__id"]
@@ -73,7 +73,7 @@ class SagaOutboxAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(SagaReceipt)
-class SagaReceiptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SagaReceiptAdmin(ReadOnlyAdminMixin, ConsoleAdmin):
     list_display = ["receiver", "message_id", "received_at", "duplicates"]
     list_filter = ["receiver"]
     search_fields = ["=message_id", "receiver"]

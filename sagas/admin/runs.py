@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from sagas.admin import live, views
-from sagas.admin.common import ReadOnlyAdminMixin, badge
+from sagas.admin.common import ConsoleAdmin, ReadOnlyAdminMixin, badge
 from sagas.models import SagaRun
 from sagas.selectors import awaiting_person, current_step, humanize_seconds, run_duration, stuck
 
@@ -36,7 +36,7 @@ class AttentionFilter(admin.SimpleListFilter):
 
 
 @admin.register(SagaRun)
-class SagaRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SagaRunAdmin(ReadOnlyAdminMixin, ConsoleAdmin):
     list_display = ["short_id", "saga", "status_badge", "age", "duration", "step_now", "attempts", "last_change"]
     list_filter = [AttentionFilter, "status", "saga_name", "version"]
     show_facets = admin.ShowFacets.ALWAYS

@@ -3,7 +3,6 @@ recorded as a SagaEvent (actor, reason) and a Django LogEntry. Also the health p
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from django.utils import timezone
 
 import sagas
 from sagas.admin import charts
+from sagas.admin.common import number_param
 from sagas.admin.forms import ReasonForm, ResolveForm, SignalForm
 from sagas.health import MAX_WINDOW_HOURS, activity, durations, health_report
 from sagas.models import SagaRun
@@ -161,6 +161,10 @@ def run_action_view(
     if request.method == "POST" and form.is_valid():
         try:
             run = action.perform(run, request, form.cleaned_data)
+        except sagas.InvalidPayload as exc:
+            # The service refused a value it was given (data or output too large, against the Wait's schema, shadowing
+            # a payload key; a reason): the error of the field that held it, named as the form names it.
+            form.add_error(exc.field if exc.field in form.fields else None, str(exc))
         except sagas.SagaError as exc:
             form.add_error(None, str(exc))
         else:
@@ -243,22 +247,13 @@ def _apply_to_each(
         )
 
 
-def _window_hours(request: HttpRequest) -> float | None:
-    """The window asked for in ``?hours=``: a number of hours in (0, a year]; anything else (nan, inf, 1e10,
-    words) falls back to the default window, with a message."""
-    raw = request.GET.get("hours", "")
-    if not raw:
-        return None
-    try:
-        hours = float(raw)
-    except ValueError:
-        hours = math.nan
-    if math.isfinite(hours) and 0 < hours <= MAX_WINDOW_HOURS:
-        return hours
-    messages.warning(
-        request, f"hours must be a number above 0 and at most {MAX_WINDOW_HOURS}; showing the default window."
+def _window_hours(request: HttpRequest) -> int | None:
+    """The window asked for in ``?hours=``: whole hours from 1 to a year; anything else (0.5, nan, 1e10, words,
+    thousands of digits) falls back to the default window, with a message."""
+    refused = (
+        f"hours must be a number above 0 and at most {MAX_WINDOW_HOURS}, in whole hours; showing the default window."
     )
-    return None
+    return number_param(request, "hours", low=1, high=MAX_WINDOW_HOURS, refused=refused)
 
 
 def health_view(model_admin: ModelAdmin[SagaRun], request: HttpRequest) -> HttpResponse:
