@@ -21,11 +21,25 @@ AGE = re.compile(r"(?P<number>\d+)(?P<unit>[smhdw])")
 
 
 def parse_age(text: str) -> timedelta:
-    """An age written as a whole number and a unit: ``3600s``, ``90m``, ``12h``, ``30d``, ``2w``."""
+    """An age written as a whole number and a unit: ``3600s``, ``90m``, ``12h``, ``30d``, ``2w``; at most
+    ``timedelta.max`` (999999999 days)."""
     found = AGE.fullmatch(text.strip().lower())
     if found is None:
-        raise ValueError(f"{text!r} is not an age: write a whole number and a unit, s, m, h, d or w (e.g. 30d).")
-    return timedelta(seconds=int(found["number"]) * AGE_UNITS[found["unit"]])
+        raise ValueError(f"{_shown(text)} is not an age: write a whole number and a unit, s, m, h, d or w (e.g. 30d).")
+    # More digits than the longest age has in seconds is too long in any unit. They are counted before int() reads
+    # them: it refuses more than 4,300 digits with a ValueError of its own.
+    digits = found["number"].lstrip("0")
+    if len(digits) <= len(str(timedelta.max.days * AGE_UNITS["d"])):
+        try:
+            return timedelta(seconds=int(digits or "0") * AGE_UNITS[found["unit"]])
+        except OverflowError:  # over timedelta.max
+            pass
+    raise ValueError(f"{_shown(text)} is too long an age: the longest is {timedelta.max.days}d.")
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for a message, cut short: an age given may be thousands of characters long."""
+    return repr(text if len(text) <= 30 else text[:29] + "…")
 
 
 def purge_after() -> timedelta | None:
@@ -42,6 +56,10 @@ def purge_after() -> timedelta | None:
             age = timedelta(seconds=value)
         else:
             raise ValueError(f"{value!r} is neither seconds, a timedelta nor an age such as '30d'.")
+    except OverflowError:
+        raise ImproperlyConfigured(
+            f'SAGAS["PURGE_AFTER"] is {value!r} seconds, longer than the longest age ({timedelta.max.days} days).'
+        ) from None
     except ValueError as exc:
         raise ImproperlyConfigured(f'SAGAS["PURGE_AFTER"]: {exc}') from exc
     if age < MIN_AGE:

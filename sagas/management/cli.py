@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import uuid
@@ -14,14 +15,16 @@ from django.core.management.base import CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
+from sagas import numbers
 from sagas.exceptions import InvalidPayload, InvalidTransition, ReasonRequired, RunNotFound, UnknownStep
+from sagas.jsonsafe import read_json, storage_problem
 from sagas.masking import masked
 from sagas.models import SagaRun
 from sagas.selectors import humanize_seconds
 
 EXIT_OK = 0
 EXIT_FOUND = 1  # saga_health raised alerts, saga_diagnose found something: a monitoring script should act
-EXIT_BAD_INPUT = 2  # malformed or unknown run id, unknown step, missing reason (argparse exits 2 as well)
+EXIT_BAD_INPUT = 2  # malformed or unknown run id, unknown step, missing reason, unusable text or number (as argparse)
 EXIT_NOT_ALLOWED = 3  # the action is not allowed in the run's state (sagas.InvalidTransition)
 
 
@@ -78,14 +81,48 @@ def json_option(options: dict[str, Any], name: str) -> Any:
     if text is None:
         return None
     try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise CommandError(f"--{name} is not JSON: {exc}.", returncode=EXIT_BAD_INPUT) from exc
+        return read_json(text, what=f"--{name} value")
+    except InvalidPayload as exc:
+        raise CommandError(str(exc), returncode=EXIT_BAD_INPUT) from None
+
+
+def text_option(value: str, *, option: str) -> str:
+    """``value``, given as ``option``, or exit 2 when the database could not take it, stored or looked up: text
+    with NUL, or with an unpaired surrogate (what Python makes of bytes in argv that are not UTF-8)."""
+    problem = storage_problem(value, what=f"{option} argument")
+    if problem:
+        raise CommandError(problem, returncode=EXIT_BAD_INPUT)
+    return value
+
+
+def whole_number(value: str | int, *, option: str, high: int, low: int = 1) -> int:
+    """``value`` of ``option`` (text from the command line, an int from call_command) as a whole number from ``low``
+    to ``high``, or exit 2 naming the range. The digits are counted before int() reads them: it refuses more than
+    4,300 with a ValueError of its own, and a number past PostgreSQL's bigint fails in the query."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value if low <= value <= high else None
+    else:
+        with contextlib.suppress(ValueError):
+            number = numbers.whole_number(str(value).strip(), low=low, high=high)
+    if number is None:
+        raise CommandError(
+            f"{option} must be a whole number from {low} to {high}, not {_quoted(value)}.", returncode=EXIT_BAD_INPUT
+        )
+    return number
+
+
+def _quoted(value: object) -> str:
+    """``value`` for an error message: its repr (escapes, not raw control characters), cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def operator_options(options: dict[str, Any]) -> tuple[str, str]:
-    """The (reason, actor) of an operator command (the service refuses a blank reason: see operator_errors)."""
-    return options["reason"] or "", options["actor"] or default_actor()
+    """The (reason, actor) of an operator command (the service refuses a blank reason: see operator_errors), or
+    exit 2 when either is text the database cannot store."""
+    reason = text_option(options["reason"] or "", option="--reason")
+    return reason, text_option(options["actor"] or default_actor(), option="--actor")
 
 
 def default_actor() -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
 import os
+import stat
 import time
 import uuid
 from collections.abc import Collection, Iterator
@@ -19,6 +21,7 @@ from django.db import router, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from sagas.masking import masked
 from sagas.models import SagaEvent, SagaOutbox, SagaReceipt, SagaRun, SagaSnapshot, SagaStepRun
 from sagas.states import FINISHED_RUN_STATES, TERMINAL_RUN_STATES
 
@@ -29,9 +32,14 @@ DEFAULT_STATUSES = TERMINAL_RUN_STATES
 # Younger runs may still have messages in flight: a receiver's delivery of a published outbox message, a child's
 # settle message to its parent. Their tasks read the rows, which must still be there.
 MIN_AGE = timedelta(hours=1)
+# A batch is one transaction holding its runs' row locks, and its ids go into every statement of the batch.
+MAX_BATCH_SIZE = 10_000
 TABLES = ("runs", "steps", "events", "snapshots", "outbox", "receipts")
 
 Archive = str | os.PathLike[str] | TextIO
+# An archive file the purge creates: its owner's alone (the umask can only take bits away), since even masked, the
+# events hold the runs' payloads and outputs.
+ARCHIVE_MODE = 0o600
 # What an archived event line says of its run (key: column).
 ARCHIVED_RUN_FIELDS = {
     "id": "id",
@@ -104,6 +112,7 @@ def purge_runs(
     batch_size: int = 200,
     dry_run: bool = False,
     archive: Archive | None = None,
+    archive_unmasked: bool = False,
     now: datetime | None = None,
 ) -> PurgeReport:
     """Delete the runs in ``statuses`` that finished more than ``older_than`` ago, with their steps, events,
@@ -111,19 +120,30 @@ def purge_runs(
 
     A run goes with its child runs, and only when every one of them is in ``statuses``, finished before the cutoff
     and has no outbox message still unrelayed. Rows another transaction holds locked are skipped (PostgreSQL's
-    ``SKIP LOCKED``): the next purge takes them. ``archive`` (a path, appended to, or an open text file) gets each
-    purged run's events as JSON lines, flushed and fsynced before the batch's delete commits. ``dry_run`` deletes
-    nothing and counts what would go. Call it outside a transaction: each batch commits on its own.
+    ``SKIP LOCKED``): the next purge takes them. ``archive`` (a path or an open text file) gets each purged run's
+    events as JSON lines, flushed and fsynced before the batch's delete commits, with the values under
+    ``SAGAS["MASKED_KEYS"]`` masked as every other reader of a run shows them, unless ``archive_unmasked`` (the file
+    then holds secrets in clear: a legal hold, say). A path is created with mode 0o600, or appended to when it is
+    already a file of the current user that no one else may read or write (else ValueError, before anything is
+    deleted). ``dry_run`` deletes nothing and counts what would go. Call it outside a transaction: each batch
+    commits on its own.
     """
     chosen = tuple(sorted(statuses))
-    _check(older_than=older_than, statuses=chosen, batch_size=batch_size, dry_run=dry_run, archive=archive)
-    report = PurgeReport(cutoff=(now or timezone.now()) - older_than, statuses=chosen, dry_run=dry_run)
+    _check(
+        older_than=older_than,
+        statuses=chosen,
+        batch_size=batch_size,
+        dry_run=dry_run,
+        archive=archive,
+        archive_unmasked=archive_unmasked,
+    )
+    report = PurgeReport(cutoff=_cutoff(now or timezone.now(), older_than), statuses=chosen, dry_run=dry_run)
     started = time.monotonic()
     after: tuple[datetime, uuid.UUID] | None = None
     with _archive_stream(archive) as stream:
         while True:
             begin = time.monotonic()
-            after = _batch(report, after=after, batch_size=batch_size, stream=stream)
+            after = _batch(report, after=after, batch_size=batch_size, stream=stream, unmasked=archive_unmasked)
             if after is None:
                 break
             report.batches += 1
@@ -143,7 +163,13 @@ def purge_runs(
 
 
 def _check(
-    *, older_than: timedelta, statuses: tuple[str, ...], batch_size: int, dry_run: bool, archive: Archive | None
+    *,
+    older_than: timedelta,
+    statuses: tuple[str, ...],
+    batch_size: int,
+    dry_run: bool,
+    archive: Archive | None,
+    archive_unmasked: bool,
 ) -> None:
     unfinished = sorted(set(statuses) - FINISHED_RUN_STATES)
     if unfinished:
@@ -158,14 +184,34 @@ def _check(
             f"Runs are purged only once finished for at least {MIN_AGE} (asked: {older_than}): younger ones may "
             "still have messages in flight that read their rows."
         )
-    if batch_size < 1:
-        raise ValueError(f"The batch size must be at least 1, not {batch_size}.")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"The batch size must be from 1 to {MAX_BATCH_SIZE}, not {batch_size}.")
     if dry_run and archive is not None:
         raise ValueError("A dry run deletes nothing, so it archives nothing: leave out the archive, or the dry run.")
+    if archive_unmasked and archive is None:
+        raise ValueError("archive_unmasked says how to write an archive, and none was given: pass the archive too.")
+    if isinstance(archive, str | os.PathLike) and "\x00" in os.fspath(archive):
+        raise ValueError(f"The archive's file name may not contain NUL characters (\\x00): {os.fspath(archive)!r}.")
+
+
+def _cutoff(now: datetime, older_than: timedelta) -> datetime:
+    """``now - older_than``, or ValueError when that is before the calendar begins (datetime.min, the year 1)."""
+    try:
+        return now - older_than
+    except OverflowError:
+        raise ValueError(
+            f"Runs finished more than {older_than.days} days ago would have finished before the year 1: nothing is "
+            "that old. Ask for a shorter age."
+        ) from None
 
 
 def _batch(
-    report: PurgeReport, *, after: tuple[datetime, uuid.UUID] | None, batch_size: int, stream: TextIO | None
+    report: PurgeReport,
+    *,
+    after: tuple[datetime, uuid.UUID] | None,
+    batch_size: int,
+    stream: TextIO | None,
+    unmasked: bool,
 ) -> tuple[datetime, uuid.UUID] | None:
     """One batch in its own transaction; the (finished_at, id) of its last top-level run, or None when none is
     left. The next batch starts after it, so families kept are not read again and deleted rows not walked over."""
@@ -179,7 +225,7 @@ def _batch(
         report.kept += len(families.blocked)
         if purged:
             if stream is not None:
-                _write_archive(stream, purged)
+                _write_archive(stream, purged, unmasked=unmasked)
             _delete(report, levels)
     return roots[-1]
 
@@ -257,8 +303,9 @@ def _delete(report: PurgeReport, levels: list[list[uuid.UUID]]) -> None:
             SagaRun.objects.filter(pk__in=level)._raw_delete(router.db_for_write(SagaRun))
 
 
-def _write_archive(stream: TextIO, runs: list[uuid.UUID]) -> None:
-    """Each run's events as JSON lines, with the run's identity on every line; on disk before the delete commits."""
+def _write_archive(stream: TextIO, runs: list[uuid.UUID], *, unmasked: bool) -> None:
+    """Each run's events as JSON lines, with the run's identity on every line, secrets masked unless ``unmasked``;
+    on disk before the delete commits."""
     rows = SagaRun.objects.filter(pk__in=runs).values(*ARCHIVED_RUN_FIELDS.values())
     identity = {row["id"]: {key: row[column] for key, column in ARCHIVED_RUN_FIELDS.items()} for row in rows}
     events = (
@@ -277,7 +324,7 @@ def _write_archive(stream: TextIO, runs: list[uuid.UUID]) -> None:
             "seq": seq,
             "type": kind,
             "step": step,
-            "data": data,
+            "data": data if unmasked else masked(data),
             "actor": actor,
             "caused_by": seq_of.get(causation_id) if causation_id is not None else None,
             "created_at": created_at,
@@ -288,14 +335,51 @@ def _write_archive(stream: TextIO, runs: list[uuid.UUID]) -> None:
         fileno = stream.fileno()
     except (OSError, io.UnsupportedOperation):  # an in-memory stream: nothing to sync
         return
-    os.fsync(fileno)
+    try:
+        os.fsync(fileno)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: a pipe or a device (/dev/stdout), which keeps nothing to sync
+            raise
 
 
 @contextmanager
 def _archive_stream(archive: Archive | None) -> Iterator[TextIO | None]:
     """The archive as an open text stream: a path is opened for appending (and closed after), a stream used as is."""
     if isinstance(archive, str | os.PathLike):
-        with open(archive, "a", encoding="utf-8") as stream:
+        with os.fdopen(_open_archive(archive), "a", encoding="utf-8") as stream:
             yield stream
     else:
         yield archive
+
+
+def _open_archive(path: str | os.PathLike[str]) -> int:
+    """A descriptor appending to the file at ``path``: created with ARCHIVE_MODE, or an existing regular file of the
+    current user that no one else may read or write (a pipe or a device, such as /dev/stdout, is taken as it is).
+
+    The mode is set by the call that creates the file (``O_CREAT | O_EXCL``, which does not follow a symbolic link),
+    never by a chmod after it: there is no moment when others may open it. An existing file is opened without
+    ``O_CREAT``, so a file removed in between is an error rather than a new file with another mode."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL, ARCHIVE_MODE)
+    except FileExistsError:
+        pass
+    fd = os.open(path, flags)
+    try:
+        found = os.fstat(fd)
+        if stat.S_ISREG(found.st_mode):
+            if found.st_uid != os.geteuid():
+                raise ValueError(
+                    f"The archive {os.fspath(path)!r} belongs to another user (uid {found.st_uid}), who could read "
+                    "what the purge writes: name a new file, which is created readable by you only."
+                )
+            if found.st_mode & 0o077:
+                raise ValueError(
+                    f"The archive {os.fspath(path)!r} may be read or written by others (mode "
+                    f"{stat.S_IMODE(found.st_mode):#o}): run `chmod 600` on it to append to it, or name a new file, "
+                    "which is created readable by you only."
+                )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -44,7 +44,7 @@ def run_failing(*args: str, **options: Any) -> tuple[CommandError, str]:
     return raised.value, out.getvalue()
 
 
-def manage(*args: str) -> subprocess.CompletedProcess[str]:
+def manage(*args: str | bytes) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
@@ -458,7 +458,7 @@ def test_saga_resolve_with_an_output_that_is_not_json_exits_2_and_records_nothin
     run = forward_failed_run()
     error, _ = run_failing("saga_resolve", str(run.pk), "--step", "ship", "--reason", "x", "--output", "{tracking")
     assert error.returncode == 2
-    assert "--output is not JSON" in str(error)
+    assert "The --output value is not valid JSON" in str(error)
     assert not SagaEvent.objects.filter(run=run).exists()
 
 
@@ -473,7 +473,7 @@ def test_saga_signal_delivers_the_data_and_prints_the_status() -> None:
     ("args", "code", "message"),
     [
         (["rejected"], 3, "has no Wait step 'rejected'"),
-        (["approved", "--data", "{nope"], 2, "--data is not JSON"),
+        (["approved", "--data", "{nope"], 2, "The --data value is not valid JSON"),
         (["approved", "--data", "[1]"], 2, "must be a JSON object"),
     ],
 )
@@ -483,3 +483,132 @@ def test_saga_signal_refusals_exit_with_their_code(args: list[str], code: int, m
     assert error.returncode == code
     assert message in str(error)
     assert not SagaEvent.objects.filter(run=run).exists()
+
+
+# --- input a command cannot use: exit 2 with a message, nothing done ---
+
+SURROGATE = "\udcff"  # what Python makes of the byte 0xff in argv, which is not UTF-8
+NUL = "refunded\x00by hand"
+CANNOT_STORE = {
+    SURROGATE: "must be valid Unicode (it holds an unpaired surrogate)",
+    NUL: "may not contain NUL characters",
+}
+
+
+@pytest.mark.parametrize("text", [SURROGATE, NUL], ids=["surrogate", "nul"])
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        ("saga_retry", "--reason"),
+        ("saga_retry", "--actor"),
+        ("saga_cancel", "--reason"),
+        ("saga_cancel", "--actor"),
+        ("saga_resolve", "--reason"),
+        ("saga_resolve", "--actor"),
+        ("saga_resolve", "--step"),
+    ],
+)
+def test_an_operator_action_with_text_the_database_cannot_take_exits_2_and_changes_nothing(
+    command: str, option: str, text: str
+) -> None:
+    # Runs the action would change given plain text (the tests of each action above).
+    run = SagaRunFactory(status=RunStatus.PENDING) if command == "saga_cancel" else failed_run()
+    given = {"--reason": "refund gateway is back", "--actor": "alice"}
+    if command == "saga_resolve":
+        given["--step"] = "charge_payment"
+    given[option] = text
+
+    error, out = run_failing(command, str(run.pk), *(item for pair in given.items() for item in pair))
+
+    assert error.returncode == 2
+    assert f"Text in the {option} argument {CANNOT_STORE[text]}" in str(error)
+    assert out == ""
+    assert not SagaEvent.objects.filter(run=run).exists()
+    assert SagaRun.objects.get(pk=run.pk).status == run.status
+
+
+@pytest.mark.parametrize("text", [SURROGATE, NUL], ids=["surrogate", "nul"])
+@pytest.mark.parametrize("position", ["signal name", "--reason", "--actor"])
+def test_a_signal_with_text_the_database_cannot_take_exits_2_and_records_nothing(position: str, text: str) -> None:
+    run = waiting_run()
+    given = {"signal name": "approved", "--reason": "approved by ops", "--actor": "dana"}
+    given[position] = text
+    name = given.pop("signal name")
+
+    error, _ = run_failing("saga_signal", str(run.pk), name, *(item for pair in given.items() for item in pair))
+
+    assert error.returncode == 2
+    assert f"Text in the {position} argument {CANNOT_STORE[text]}" in str(error)
+    assert not SagaEvent.objects.filter(run=run).exists()
+    assert run.steps.get(name="approved").status == StepStatus.WAITING
+
+
+@pytest.mark.parametrize("text", [SURROGATE, NUL], ids=["surrogate", "nul"])
+@pytest.mark.parametrize(("command", "option"), [("saga_list", "--saga"), ("saga_breakers", "--reset")])
+def test_a_name_to_look_up_that_the_database_cannot_take_exits_2(command: str, option: str, text: str) -> None:
+    error, out = run_failing(command, option, text)
+    assert error.returncode == 2
+    assert f"Text in the {option} argument {CANNOT_STORE[text]}" in str(error)
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--limit", "0"], "--limit must be a whole number from 1 to 10000, not '0'."),
+        (["--limit", "-5"], "--limit must be a whole number from 1 to 10000, not '-5'."),
+        (["--limit", "10001"], "--limit must be a whole number from 1 to 10000, not '10001'."),
+        (["--limit", "99999999999999999999999"], "from 1 to 10000, not '99999999999999999999999'."),
+        (["--limit", "9" * 5000], f"--limit must be a whole number from 1 to 10000, not '{'9' * 38}…."),
+        (["--since", "0"], "--since must be a number of hours above 0, not 0.0."),
+        (["--since", "nan"], "--since must be a number of hours above 0, not nan."),
+        (["--since", "inf"], "--since must be a number of hours above 0, not inf."),
+        (["--since", "1e308"], "--since 1e+308 hours reaches back before the year 1"),
+        (["--since", "99999999999"], "--since 1e+11 hours reaches back before the year 1"),
+    ],
+)
+def test_saga_list_refuses_a_limit_or_window_it_cannot_use(args: list[str], message: str) -> None:
+    error, out = run_failing("saga_list", *args)
+    assert error.returncode == 2
+    assert message in str(error)
+    assert out == ""
+
+
+def test_saga_list_refuses_a_limit_given_as_a_number_out_of_range() -> None:
+    error, _ = run_failing("saga_list", limit=10**30)  # call_command passes it as it is, past argparse
+    assert error.returncode == 2
+    assert f"--limit must be a whole number from 1 to 10000, not {10**30}." in str(error)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ('{"ok": ' + "9" * 5000 + "}", "A number in the --data value has more than 4300 digits"),
+        ('{"ok": ' + "[" * 100_000 + "]" * 100_000 + "}", "The --data value is nested deeper than 100 levels"),
+    ],
+    ids=["long number", "deep"],
+)
+def test_saga_signal_with_data_it_cannot_read_exits_2_and_records_nothing(data: str, message: str) -> None:
+    run = waiting_run()
+    error, _ = run_failing("saga_signal", str(run.pk), "approved", "--data", data)
+    assert error.returncode == 2
+    assert message in str(error)
+    assert not SagaEvent.objects.filter(run=run).exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["saga_retry", str(uuid.uuid4()), "--reason", b"\xff"], "Text in the --reason argument must be valid Unicode"),
+        (["saga_purge", "--older-than", "99999999999999d"], "'99999999999999d' is too long an age"),
+    ],
+    ids=["undecodable reason", "overflowing age"],
+)
+def test_manage_py_exits_2_with_the_message_and_no_traceback_for_input_it_cannot_use(
+    args: list[str | bytes], message: str
+) -> None:
+    result = manage(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from sagas import retention, services, tasks
+from sagas.masking import MASK
 from sagas.models import SagaEvent, SagaOutbox, SagaReceipt, SagaRun, SagaSnapshot, SagaStepRun
-from sagas.services.purge import PurgeReport, purge_runs
-from sagas.states import RunStatus
+from sagas.services.purge import MAX_BATCH_SIZE, PurgeReport, purge_runs
+from sagas.states import EventType, RunStatus
 from tests.factories import SagaRunFactory
 from tests.testapp.sagas import Diamond
 
@@ -32,12 +36,24 @@ MONTH = timedelta(days=30)
 LATER = timedelta(days=40)
 
 
-def finished_run(django_capture_on_commit_callbacks: Any, *, relayed: bool = True, receipt: bool = True) -> SagaRun:
-    """A tests.diamond run started and cancelled by the framework: events, a snapshot per event (the settings
-    fixture sets SNAPSHOT_EVERY to 1), and outbox messages (a receiver listens), relayed unless ``relayed`` is
-    False, each with a receipt."""
+# Values under keys in SAGAS["MASKED_KEYS"] ("card", "cvv"), one of them nested.
+CARD_NUMBER = "4111111111111111"
+CVV = "9731"
+SECRET_PAYLOAD = {"order": 1, "card_number": CARD_NUMBER, "billing": {"cvv": CVV, "city": "Lyon"}}
+
+
+def finished_run(
+    django_capture_on_commit_callbacks: Any,
+    *,
+    relayed: bool = True,
+    receipt: bool = True,
+    payload: dict[str, Any] | None = None,
+) -> SagaRun:
+    """A tests.diamond run started (with ``payload``, default ``{"order": 1}``) and cancelled by the framework:
+    events, a snapshot per event (the settings fixture sets SNAPSHOT_EVERY to 1), and outbox messages (a receiver
+    listens), relayed unless ``relayed`` is False, each with a receipt."""
     with django_capture_on_commit_callbacks(execute=relayed):
-        run = Diamond.start({"order": 1})
+        run = Diamond.start(payload or {"order": 1})
     with django_capture_on_commit_callbacks(execute=relayed):
         services.run_cancel(run_id=run.pk, reason="test", actor="tests")
     if receipt:
@@ -122,8 +138,12 @@ def test_statuses_choose_which_finished_runs_go() -> None:
         ({"statuses": [RunStatus.EXECUTING]}, "Only finished runs are purged"),
         ({"statuses": []}, "No statuses to purge"),
         ({"older_than": timedelta(minutes=59)}, "at least 1:00:00"),
-        ({"batch_size": 0}, "at least 1"),
+        ({"batch_size": 0}, "from 1 to 10000, not 0"),
+        ({"batch_size": MAX_BATCH_SIZE + 1}, "from 1 to 10000, not 10001"),
+        ({"older_than": timedelta(days=999_999_999)}, "would have finished before the year 1"),
         ({"dry_run": True, "archive": io.StringIO()}, "archives nothing"),
+        ({"archive_unmasked": True}, "archive_unmasked says how to write an archive, and none was given"),
+        ({"archive": "purged\x00.jsonl"}, "may not contain NUL characters"),
     ],
 )
 def test_a_purge_that_could_take_what_it_must_not_is_refused(options: dict[str, Any], message: str) -> None:
@@ -179,6 +199,7 @@ def test_the_archive_has_every_event_of_every_purged_run_as_a_json_line(
     }
     archive = tmp_path / "purged.jsonl"
     archive.write_text('{"earlier": "lines are kept"}\n')
+    archive.chmod(0o600)  # a file of the user's own that no one else may read: appended to
 
     report = purge(now=timezone.now() + LATER, archive=archive)
 
@@ -210,6 +231,34 @@ def test_the_archive_may_be_an_open_stream() -> None:
 
     assert purge(archive=stream).runs == 1
     assert stream.getvalue() == ""
+
+
+def archived_start(text: str) -> dict[str, Any]:
+    """The SagaStarted line of the one run in an archive."""
+    lines = [json.loads(line) for line in text.splitlines()]
+    (started,) = (line for line in lines if line["type"] == EventType.SAGA_STARTED)
+    return started
+
+
+@pytest.mark.parametrize(
+    ("unmasked", "payload"),
+    [
+        (False, {"order": 1, "card_number": MASK, "billing": {"cvv": MASK, "city": "Lyon"}}),
+        (True, SECRET_PAYLOAD),
+    ],
+)
+def test_the_archive_masks_secrets_unless_asked_for_them_in_clear(
+    django_capture_on_commit_callbacks, unmasked: bool, payload: dict[str, Any]
+) -> None:
+    run = finished_run(django_capture_on_commit_callbacks, payload=SECRET_PAYLOAD)
+    stored = SagaEvent.objects.get(run=run, type=EventType.SAGA_STARTED).data
+    assert stored["payload"] == SECRET_PAYLOAD  # in clear in the database, which the run needs
+    stream = io.StringIO()
+
+    assert purge(now=timezone.now() + LATER, archive=stream, archive_unmasked=unmasked).runs == 1
+
+    assert archived_start(stream.getvalue())["data"]["payload"] == payload
+    assert (CARD_NUMBER in stream.getvalue(), CVV in stream.getvalue()) == (unmasked, unmasked)
 
 
 def test_a_parent_goes_with_its_children_and_grandchildren_once_all_are_finished_and_old() -> None:
@@ -352,6 +401,16 @@ def test_saga_purge_archives_to_a_file(django_capture_on_commit_callbacks, tmp_p
         (["--older-than", "59m"], "at least 1:00:00"),
         (["--older-than", "30d", "--status", "executing"], "--status executing: only finished runs are purged"),
         (["--older-than", "30d", "--dry-run", "--archive", "x.jsonl"], "archives nothing"),
+        (["--older-than", "99999999999999d"], "'99999999999999d' is too long an age: the longest is 999999999d."),
+        (["--older-than", "9" * 5000 + "s"], f"'{'9' * 29}…' is too long an age"),
+        (["--older-than", "2739726w"], "Runs finished more than 19178082 days ago would have finished before the year"),
+        (["--older-than", "30d", "--batch-size", "9" * 5000], "--batch-size must be a whole number from 1 to 10000"),
+        (["--older-than", "30d", "--batch-size", "0"], "--batch-size must be a whole number from 1 to 10000, not '0'"),
+        (["--older-than", "30d", "--batch-size", "10001"], "from 1 to 10000, not '10001'"),
+        (["--older-than", "30d", "--status", "\udcff"], "only finished runs are purged"),
+        (["--older-than", "\udcff"], "'\\udcff' is not an age"),
+        (["--older-than", "30d", "--archive-unmasked"], "--archive-unmasked says how to write the archive"),
+        (["--older-than", "30d", "--archive", "purged\x00.jsonl"], "may not contain NUL characters"),
     ],
 )
 def test_saga_purge_exits_2_on_bad_input(args: list[str], message: str) -> None:
@@ -369,6 +428,94 @@ def test_saga_purge_exits_2_when_the_archive_cannot_be_written(tmp_path: Path) -
         run_command("--older-than", "30d", "--archive", str(tmp_path / "missing" / "archive.jsonl"))
     assert raised.value.returncode == 2
     assert SagaRun.objects.filter(pk=run.pk).exists()
+
+
+@pytest.fixture
+def shared_umask() -> Iterator[None]:
+    """A umask under which new files are readable by everyone (0o022, a common default): the archive's mode must
+    not depend on the umask the command runs under."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def secret_run_two_hours_old(django_capture_on_commit_callbacks: Any) -> SagaRun:
+    run = finished_run(django_capture_on_commit_callbacks, payload=SECRET_PAYLOAD)
+    SagaRun.objects.filter(pk=run.pk).update(finished_at=timezone.now() - timedelta(hours=2))
+    return run
+
+
+@pytest.mark.usefixtures("shared_umask")
+def test_saga_purge_creates_the_archive_readable_by_its_owner_only_with_secrets_masked(
+    django_capture_on_commit_callbacks, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = secret_run_two_hours_old(django_capture_on_commit_callbacks)
+    archive = tmp_path / "archive.jsonl"
+    for name in ("chmod", "fchmod"):  # the mode is the creating call's: the file is never open to others
+        monkeypatch.setattr(os, name, lambda *args, **kwargs: pytest.fail("the archive was chmodded"))
+
+    out = run_command("--older-than", "3600s", "--archive", str(archive))
+
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+    text = archive.read_text()
+    assert CARD_NUMBER not in text
+    assert CVV not in text
+    started = archived_start(text)
+    assert started["run"]["id"] == str(run.pk)
+    assert started["data"]["payload"] == {"order": 1, "card_number": MASK, "billing": {"cvv": MASK, "city": "Lyon"}}
+    assert "in clear" not in out
+
+
+@pytest.mark.usefixtures("shared_umask")
+def test_saga_purge_archive_unmasked_writes_the_secrets_in_clear_and_says_so(
+    django_capture_on_commit_callbacks, tmp_path: Path
+) -> None:
+    secret_run_two_hours_old(django_capture_on_commit_callbacks)
+    archive = tmp_path / "legal-hold.jsonl"
+
+    out = run_command("--older-than", "3600s", "--archive", str(archive), "--archive-unmasked")
+
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+    assert archived_start(archive.read_text())["data"]["payload"] == SECRET_PAYLOAD
+    assert "The archive holds their secrets in clear (--archive-unmasked)" in out
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620], ids=oct)
+def test_saga_purge_refuses_to_append_to_an_archive_others_may_read_or_write(tmp_path: Path, mode: int) -> None:
+    run = planted(RunStatus.COMPLETED)
+    archive = tmp_path / "archive.jsonl"
+    archive.write_text("earlier\n")
+    archive.chmod(mode)
+
+    with pytest.raises(CommandError) as raised:
+        run_command("--older-than", "30d", "--archive", str(archive))
+
+    assert raised.value.returncode == 2
+    assert f"may be read or written by others (mode {mode:#o}): run `chmod 600` on it" in str(raised.value)
+    assert SagaRun.objects.filter(pk=run.pk).exists()
+    assert (archive.read_text(), stat.S_IMODE(archive.stat().st_mode)) == ("earlier\n", mode)  # left as it was
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_saga_purge_refuses_to_append_to_an_archive_of_another_user(tmp_path: Path) -> None:
+    run = planted(RunStatus.COMPLETED)
+    archive = tmp_path / "archive.jsonl"
+    archive.write_text("")
+    archive.chmod(0o600)
+    os.chown(archive, 4242, -1)
+
+    with pytest.raises(CommandError) as raised:
+        run_command("--older-than", "30d", "--archive", str(archive))
+
+    assert raised.value.returncode == 2
+    assert "belongs to another user (uid 4242)" in str(raised.value)
+    assert SagaRun.objects.filter(pk=run.pk).exists()
+
+
+def test_saga_purge_archives_to_a_device_as_it_is() -> None:
+    planted(RunStatus.COMPLETED)
+    assert "Purged 1 run(s)" in run_command("--older-than", "30d", "--archive", os.devnull)
+    assert stat.S_IMODE(os.stat(os.devnull).st_mode) == 0o666  # neither refused nor changed
 
 
 # --- the scheduled purge ---
@@ -413,7 +560,7 @@ def test_the_purge_task_does_nothing_when_purge_after_is_not_set() -> None:
     assert SagaRun.objects.count() == 1
 
 
-@pytest.mark.parametrize("value", [60, "5m", "soon", [30], True])
+@pytest.mark.parametrize("value", [60, "5m", "soon", [30], True, 10**20, float("inf"), "99999999999999d"])
 def test_a_purge_after_that_is_too_short_or_not_an_age_is_a_configuration_error(settings: Any, value: Any) -> None:
     settings.SAGAS = {**settings.SAGAS, "PURGE_AFTER": value}
     with pytest.raises(ImproperlyConfigured, match="PURGE_AFTER"):
@@ -434,6 +581,17 @@ def test_purge_after_takes_seconds_a_timedelta_or_an_age(settings: Any, value: A
 )
 def test_an_age_is_a_whole_number_and_a_unit(text: str, seconds: int) -> None:
     assert retention.parse_age(text) == timedelta(seconds=seconds)
+
+
+def test_the_longest_age_is_the_longest_timedelta() -> None:
+    assert retention.parse_age("999999999d") == timedelta(days=999_999_999)
+    assert retention.parse_age("0" * 5000 + "2h") == timedelta(hours=2)  # leading zeros are not counted
+
+
+@pytest.mark.parametrize("text", ["1000000000d", "142857143w", "99999999999999d", "9" * 5000 + "s"])
+def test_an_age_longer_than_the_longest_is_refused_with_a_message(text: str) -> None:
+    with pytest.raises(ValueError, match="is too long an age: the longest is 999999999d"):
+        retention.parse_age(text)
 
 
 def _iso(moment: datetime | None) -> str | None:

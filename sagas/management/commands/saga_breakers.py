@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from sagas import breakers
+from sagas.management import cli
 
 
 class Command(BaseCommand):
@@ -23,10 +24,11 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        named = [cli.text_option(service, option="--reset") for service in options["reset"]]
         if breakers.redis_url() is None:
             raise CommandError("No Redis configured for circuit breakers: set SAGAS['REDIS_URL'] or REDIS_URL.")
         services = breakers.known_services()
-        to_reset = services if options["reset_all"] else options["reset"]
+        to_reset = services if options["reset_all"] else named
         for service in to_reset:
             breaker = breakers.for_service(service)
             if breaker is None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -18,20 +18,8 @@ from sagas.states import RunStatus, StepStatus
 HEADER = ["id", "saga", "status", "age", "duration", "step", "attempts"]
 # For a step being undone, the attempts that matter are its compensation's.
 COMPENSATION_STATES = (StepStatus.COMPENSATING, StepStatus.COMPENSATION_FAILED)
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return number
-
-
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, not {value}")
-    return number
+# Runs one listing reads, with their steps, into memory; the REST API pages through more.
+MAX_LIMIT = 10_000
 
 
 class Command(BaseCommand):
@@ -49,14 +37,16 @@ class Command(BaseCommand):
         parser.add_argument("--saga", metavar="NAME", help="only runs of this saga")
         parser.add_argument("--awaiting-person", action="store_true", help="only failed runs a person must act on")
         parser.add_argument("--stuck", action="store_true", help="only active runs with no progress for the lease")
-        parser.add_argument(
-            "--since", type=_positive_float, metavar="HOURS", help="only runs created in the last HOURS"
-        )
-        parser.add_argument("--limit", type=_positive_int, default=50, metavar="N", help="at most N runs (50)")
+        parser.add_argument("--since", type=float, metavar="HOURS", help="only runs created in the last HOURS")
+        parser.add_argument("--limit", default=50, metavar="N", help=f"at most N runs (50; up to {MAX_LIMIT})")
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        runs = list(_runs(**options).prefetch_related("steps")[: options["limit"]])
+        limit = cli.whole_number(options["limit"], option="--limit", high=MAX_LIMIT)
+        if options["saga"] is not None:
+            cli.text_option(options["saga"], option="--saga")
+        since = _since(options["since"])
+        runs = list(_runs(**{**options, "since": since}).prefetch_related("steps")[:limit])
         now = timezone.now()
         if options["json"]:
             self.stdout.write(cli.dumps([_as_json(run, now) for run in runs]))
@@ -66,13 +56,29 @@ class Command(BaseCommand):
             self.stdout.write(cli.table(HEADER, [_cells(run, now) for run in runs]))
 
 
+def _since(hours: float | None) -> datetime | None:
+    """When the window of ``--since HOURS`` begins, or exit 2 when it is not a window."""
+    if hours is None:
+        return None
+    if not (math.isfinite(hours) and hours > 0):
+        raise CommandError(f"--since must be a number of hours above 0, not {hours}.", returncode=cli.EXIT_BAD_INPUT)
+    try:
+        return timezone.now() - timedelta(hours=hours)
+    except OverflowError:  # past timedelta.max, or before the year 1
+        raise CommandError(
+            f"--since {hours:g} hours reaches back before the year 1: ask for fewer hours, or leave --since out for "
+            "runs of any age.",
+            returncode=cli.EXIT_BAD_INPUT,
+        ) from None
+
+
 def _runs(
     *,
     status: list[str],
     saga: str | None,
     awaiting_person: bool,
     stuck: bool,
-    since: float | None,
+    since: datetime | None,
     **_: Any,
 ) -> QuerySet[SagaRun]:
     runs: QuerySet[SagaRun] = SagaRun.objects.order_by("-created_at")
@@ -85,7 +91,7 @@ def _runs(
     if stuck:
         runs = selectors.stuck(runs)
     if since is not None:
-        runs = runs.filter(created_at__gte=timezone.now() - timedelta(hours=since))
+        runs = runs.filter(created_at__gte=since)
     return runs
 
 

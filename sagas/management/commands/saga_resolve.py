@@ -31,8 +31,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         reason, actor = cli.operator_options(options)
+        step = cli.text_option(options["step"], option="--step")
         run_id = str(cli.parse_run_id(options["run_id"]))
         output = cli.json_option(options, "output")
         with cli.operator_errors(run_id):
-            run = sagas.resolve(run_id, step=options["step"], reason=reason, actor=actor, output=output)
+            run = sagas.resolve(run_id, step=step, reason=reason, actor=actor, output=output)
         self.stdout.write(cli.operator_result(run, actor=actor, as_json=options["json"]))

@@ -29,9 +29,11 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        actor = options["actor"] or cli.default_actor()
+        actor = cli.text_option(options["actor"] or cli.default_actor(), option="--actor")
+        reason = cli.text_option(options["reason"] or "", option="--reason")
+        name = cli.text_option(options["name"], option="signal name")
         run_id = str(cli.parse_run_id(options["run_id"]))
         data = cli.json_option(options, "data")
         with cli.operator_errors(run_id):
-            run = sagas.signal(run_id, options["name"], data, actor=actor, reason=options["reason"])
+            run = sagas.signal(run_id, name, data, actor=actor, reason=reason)
         self.stdout.write(cli.operator_result(run, actor=actor, as_json=options["json"]))
