@@ -16,13 +16,18 @@ from sagas.conf import sagas_settings
 
 try:
     from opentelemetry import context as otel_context
-    from opentelemetry import propagate, trace
+    from opentelemetry import trace
     from opentelemetry.context import Context
     from opentelemetry.trace import Span, Status, StatusCode
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError:  # the tracing extra is not installed: tracing stays off (system check sagas.E006 says so)
     INSTALLED = False
 else:
     INSTALLED = True
+    # What saga messages and a run's SagaStarted event carry of a trace context: the W3C traceparent and tracestate,
+    # whatever propagator the project configured; never baggage, which anyone who can publish to the broker could
+    # plant for it to travel through the run and its child runs (docs/tracing.md).
+    _CARRIED = TraceContextTextMapPropagator()
 
 if TYPE_CHECKING:
     from sagas.definitions import StepContext
@@ -59,6 +64,9 @@ _on: bool | None = None
 
 # The header that names the run whose trace context a message carries.
 RUN_HEADER = "sagas_trace_run"
+
+# W3C baggage's header, which no saga message carries (docs/tracing.md).
+BAGGAGE_HEADER = "baggage"
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,14 +225,15 @@ def receiving(receiver: str, message: Any, attempt: int) -> Traced | Untraced:
 
 
 def stored() -> dict[str, Any]:
-    """What a run's SagaStarted event keeps of its trace context (``{STORED_KEY: {...}}``), or nothing."""
+    """What a run's SagaStarted event keeps of its trace context (``{STORED_KEY: {...}}``: its ``traceparent`` and
+    ``tracestate``), or nothing."""
     if not enabled():
         return {}
     run = _run.get()
     if run is None:
         return {}
     carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=run.context)
+    _CARRIED.inject(carrier, context=run.context)
     return {STORED_KEY: carrier} if carrier else {}
 
 
@@ -245,7 +254,7 @@ def bound(publish: Function, run_id: object, stored_context: Callable[[], Mappin
         if captured is not None:
             run: RunContext | None = RunContext(run_key, captured.context)
         else:
-            context = _valid(propagate.extract(dict(stored_context())))
+            context = _valid(_CARRIED.extract(dict(stored_context())))  # its traceparent and tracestate alone
             run = RunContext(run_key, context) if context is not None else None
         token = _run.set(run)
         try:
@@ -262,24 +271,27 @@ def _valid(context: Context) -> Context | None:
 
 def _inject(sender: object = None, headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
     """Celery's ``before_task_publish``: a saga message published for a run carries the run's trace context as
-    message headers (W3C ``traceparent`` and ``tracestate`` with the default propagator)."""
+    message headers: W3C ``traceparent`` and ``tracestate`` only, whatever propagator the project configured."""
     if headers is None or not _saga_task(sender) or not enabled():
         return
+    # Celery's retry copies every header of the message it retries: a baggage planted there goes no further.
+    headers.pop(BAGGAGE_HEADER, None)
     run = _run.get()
     if run is not None:
-        propagate.inject(headers, context=run.context)
+        _CARRIED.inject(headers, context=run.context)
         if run.run_id is not None:
             headers[RUN_HEADER] = run.run_id
 
 
 def _enter(task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
-    """Celery's ``task_prerun``: a saga task works under the trace context its message carries (custom message
-    headers are attributes of ``task.request``)."""
+    """Celery's ``task_prerun``: a saga task works under the trace context its message carries, read from its
+    ``traceparent`` and ``tracestate`` alone (custom message headers are attributes of ``task.request``): a
+    ``baggage`` header is not in force while it runs."""
     if task is None or task_id is None or not _saga_task(getattr(task, "name", None)) or not enabled():
         return
-    fields = propagate.get_global_textmap().fields
+    fields = _CARRIED.fields
     carrier = {field: value for field in fields if isinstance(value := getattr(task.request, field, None), str)}
-    context = _valid(propagate.extract(carrier)) if carrier else None
+    context = _valid(_CARRIED.extract(carrier)) if carrier else None
     if context is not None:
         run_id = getattr(task.request, RUN_HEADER, None)
         run = RunContext(run_id if isinstance(run_id, str) else None, context)

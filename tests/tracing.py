@@ -4,7 +4,7 @@ worker's pool process runs them (real messages on the test broker, their headers
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kombu
@@ -38,11 +38,14 @@ def finished_spans() -> list[dict[str, Any]]:
     return [span_record(span) for span in memory_exporter().get_finished_spans()]
 
 
-def drain(queue: str, done: Callable[[], bool], timeout: float = DRAIN_TIMEOUT) -> list[dict[str, Any]]:
+def drain(
+    queue: str, done: Callable[[], bool], timeout: float = DRAIN_TIMEOUT, planted: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Run the messages of ``queue`` here, one at a time through Celery's own ``Request.execute`` (the worker's
     path: headers become ``task.request`` attributes, chains, retries and errbacks are published as a worker
-    publishes them), until ``done()`` holds with the queue empty; the headers of every message run. A retry's
-    countdown is not waited for."""
+    publishes them), until ``done()`` holds with the queue empty; the headers of every message run, as published.
+    A retry's countdown is not waited for. ``planted``: headers added to every message before it runs, as a
+    publisher other than the framework could have put them there."""
     headers: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     with app.connection_for_read() as connection:
@@ -57,5 +60,6 @@ def drain(queue: str, done: Callable[[], bool], timeout: float = DRAIN_TIMEOUT) 
                 time.sleep(0.05)
                 continue
             headers.append(dict(message.headers))
+            message.headers.update(planted or {})
             task = app.tasks[message.headers["task"]]
             Request(message, app=app, task=task, hostname="tracing-test@localhost").execute()

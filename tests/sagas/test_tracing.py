@@ -1,5 +1,6 @@
 """Tracing (docs/tracing.md): one run's spans form one trace, parented by the trace context its messages carry, also
-after a re-drive; with tracing off no span is made and no message carries a header; the check for a missing extra."""
+after a re-drive; baggage does not travel through the broker; with tracing off no span is made and no message carries
+a header; the check for a missing extra."""
 
 from __future__ import annotations
 
@@ -9,13 +10,22 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from celery.signals import before_task_publish, task_postrun, task_prerun
+from opentelemetry import baggage, propagate
+from opentelemetry import context as otel_context
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+import sagas
 from sagaproject.celery import app
-from sagas import checks, selectors, services
+from sagas import checks, selectors, services, tracing
 from sagas.models import SagaEvent, SagaRun
 from sagas.states import FINISHED_RUN_STATES
 from sagas.testing import queues
@@ -24,6 +34,10 @@ from tests.tracing import drain, finished_spans, memory_exporter
 from tests.worker import ROOT
 
 RUN_OF_EVERY_KIND = {"fail_times": 1, "parent_fails": True}  # a retried attempt, a refusal, two compensations
+
+# What anyone who can publish to the broker could put in a saga message besides its trace context.
+PLANTED = {"baggage": "tenant=someone-else,role=admin", "x-planted": "yes"}
+TRACE_ID, SPAN_ID = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 
 
 @pytest.fixture
@@ -48,6 +62,31 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 def tracing_on(settings, queue: str, exporter: InMemorySpanExporter) -> InMemorySpanExporter:
     settings.SAGAS = {**settings.SAGAS, "TRACING": True}
     return exporter
+
+
+@pytest.fixture
+def baggage_propagated() -> Iterator[None]:
+    """The project's OpenTelemetry propagator carries baggage (the default one does), for its HTTP instrumentation."""
+    configured = propagate.get_global_textmap()
+    propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]))
+    yield
+    propagate.set_global_textmap(configured)
+
+
+@pytest.fixture
+def a_request_with_baggage() -> Iterator[None]:
+    """Where a run starts, a request's baggage in force, as the project's HTTP instrumentation leaves it."""
+    token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
+    yield
+    otel_context.detach(token)
+
+
+@dataclass(eq=False)
+class Task:
+    """What Celery's task signals are sent with: a task whose request has its message's custom headers."""
+
+    name: str
+    request: SimpleNamespace = field(default_factory=SimpleNamespace)
 
 
 def finished(run_id: uuid.UUID) -> Callable[[], bool]:
@@ -141,6 +180,85 @@ def test_a_child_run_is_a_branch_of_its_parents_trace_and_each_keeps_its_own_spa
         assert {span["parent_id"] for span in attempts} == {starts[saga]["span_id"]}, saga
     names = {(span["attributes"]["saga.name"], span["name"]) for span in spans}
     assert {(Child.name, "saga.compensate"), (Parent.name, "saga.compensate")} <= names
+
+
+def test_a_message_with_baggage_continues_its_trace_but_its_baggage_is_neither_in_force_nor_carried_on(
+    settings, exporter: InMemorySpanExporter, baggage_propagated: None
+) -> None:
+    settings.SAGAS = {**settings.SAGAS, "TRACING": True}
+    assert tracing.enabled()  # connects its handlers of Celery's signals
+    run_id = uuid.uuid4()
+    request = SimpleNamespace(
+        traceparent=f"00-{TRACE_ID}-{SPAN_ID}-01", tracestate="vendor=value", sagas_trace_run=str(run_id), **PLANTED
+    )
+    task = Task("saga.step", request)
+    ctx = sagas.StepContext(
+        saga_id=run_id, saga_name="tests.traced", step="first", payload={}, results={},
+        idempotency_key=f"{run_id}:first", attempt=1,
+    )  # fmt: skip
+    following: dict[str, Any] = {}
+    retried = dict(vars(request))  # Celery's retry copies the headers of the message it retries
+    task_prerun.send(sender=task, task_id="a-task", task=task, args=(), kwargs={})
+    try:
+        with tracing.attempt(tracing.STEP, ctx, 1):
+            in_force = dict(baggage.get_all())  # what a participant's HTTP client would send on
+            for headers in (following, retried):
+                before_task_publish.send(sender="saga.step", body=(), headers=headers)
+    finally:
+        task_postrun.send(sender=task, task_id="a-task", task=task, args=(), kwargs={}, retval=None, state="SUCCESS")
+
+    (span,) = finished_spans()
+    assert (span["trace_id"], span["parent_id"]) == (TRACE_ID, SPAN_ID)  # the message's trace goes on
+    assert in_force == {}
+    carried = {
+        "traceparent": f"00-{TRACE_ID}-{SPAN_ID}-01", "tracestate": "vendor=value", "sagas_trace_run": str(run_id),
+    }  # fmt: skip
+    assert following == carried
+    assert "baggage" not in retried
+    assert {key: retried[key] for key in carried} == carried
+
+
+def test_a_runs_stored_trace_context_and_what_is_published_from_it_carry_no_baggage(
+    settings, exporter: InMemorySpanExporter, baggage_propagated: None, a_request_with_baggage: None
+) -> None:
+    settings.SAGAS = {**settings.SAGAS, "TRACING": True}
+    with tracing.starting("tests.traced", 1):
+        kept = tracing.stored()
+    (start,) = finished_spans()
+    assert list(kept) == [tracing.STORED_KEY]
+    assert list(kept[tracing.STORED_KEY]) == ["traceparent"]
+    assert kept[tracing.STORED_KEY]["traceparent"].split("-")[1:3] == [start["trace_id"], start["span_id"]]
+
+    # A re-drive, outside the run's tasks: only the traceparent and tracestate of what the run stored are read back.
+    published: dict[str, Any] = {}
+    stored_context = {**kept[tracing.STORED_KEY], **PLANTED}
+    run_id = uuid.uuid4()
+    publish = tracing.bound(
+        lambda: before_task_publish.send(sender="saga.step", body=(), headers=published), run_id, lambda: stored_context
+    )
+    publish()
+    assert published == {**kept[tracing.STORED_KEY], "sagas_trace_run": str(run_id)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_baggage_does_not_travel_through_the_broker_with_a_runs_trace(
+    tracing_on, queue: str, baggage_propagated: None, a_request_with_baggage: None
+) -> None:
+    run = Traced.start(RUN_OF_EVERY_KIND)
+    # Every message reaching the worker carries baggage and a header of its own besides the run's trace context.
+    headers = drain(queue, finished(run.pk), planted=PLANTED)
+    assert SagaRun.objects.get(pk=run.pk).status == "compensated"
+
+    spans = finished_spans()
+    (start,) = [span for span in spans if span["name"] == "saga.start"]
+    assert {span["trace_id"] for span in spans} == {start["trace_id"]}
+    assert {span["parent_id"] for span in spans if span is not start} == {start["span_id"]}
+    # Those the framework published (the start's, the chain's, a retry, the compensations, the deliveries) and
+    # what the run keeps carry its trace context and no baggage.
+    assert len(headers) >= 7
+    assert {"traceparent", "sagas_trace_run"} <= set.intersection(*(set(message) for message in headers))
+    assert [message for message in headers if "baggage" in message] == []
+    assert set(selectors.trace_context(run.pk)) == {"traceparent"}
 
 
 @pytest.mark.django_db(transaction=True)
