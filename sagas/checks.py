@@ -98,6 +98,45 @@ def check_sagas_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     return errors
 
 
+# What a broker's transport needs installed, by URL scheme: kombu imports the client library only when the first
+# connection is made, so without this check a missing one shows as a message that was never published.
+TRANSPORT_EXTRAS = {"redis": "celery[redis]", "rediss": "celery[redis]", "sentinel": "celery[redis]"}
+
+
+def broker_transport_problem(broker_url: str) -> str | None:
+    """Why the Celery broker at ``broker_url`` cannot be reached from this process's installed packages (its kombu
+    transport or the client library it imports is missing), or None. Nothing is connected to."""
+    from kombu.connection import Connection
+
+    scheme = broker_url.split("://", 1)[0] if "://" in broker_url else (broker_url or "amqp")
+    try:
+        # Loads the transport class and the client library it imports; connects to nothing.
+        Connection(broker_url or None).transport  # type: ignore[no-untyped-call]  # noqa: B018
+    except ImportError as exc:
+        return f"The Celery broker's transport ({scheme}://) cannot be loaded: {exc}."
+    except (KeyError, ValueError) as exc:  # kombu knows no such transport
+        return f"The Celery broker URL's scheme {scheme!r} names no transport kombu knows: {exc}."
+    return None
+
+
+@register("sagas")
+def check_broker_transport(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    broker_url = str(celery_setting("broker_url") or "")
+    problem = broker_transport_problem(broker_url)
+    if problem is None:
+        return []
+    scheme = broker_url.split("://", 1)[0]
+    extra = TRANSPORT_EXTRAS.get(scheme)
+    hint = (
+        f'pip install "{extra}" (django-celery-sagas depends on it; an install that left it out, or a constraints '
+        "file, keeps the transport's client library away)."
+        if extra
+        else "Install the client library of the broker's transport (Celery's extras: celery[redis], celery[amqp], "
+        "...), or fix CELERY_BROKER_URL."
+    )
+    return [Error(f"{problem} No saga message can be published.", hint=hint, id="sagas.E007")]
+
+
 def longest_hard_limit() -> float:
     """The longest time a saga task may run before Celery kills it (0 when some task has no limit)."""
 

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from sagas.checks import check_sagas_settings, check_worker_pool
+from sagas.checks import check_broker_transport, check_sagas_settings, check_worker_pool
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -46,6 +46,40 @@ def test_a_worker_with_a_threads_pool_refuses_to_start() -> None:
     assert result.returncode == 1
     assert "sagas.E001" in result.stderr
     assert "orders.place_order.charge_payment" in result.stderr
+
+
+def test_a_redis_broker_whose_transport_cannot_import_is_an_error_of_manage_py_check() -> None:
+    """As in a new venv with `celery` but not `celery[redis]`: kombu's Redis transport imports `packaging`, which only
+    that extra installs. Here `packaging` is hidden from the checking process; the check names the extra."""
+    hide = "import sys; sys.modules['packaging'] = None; from django.core.management import execute_from_command_line"
+    result = subprocess.run(
+        [sys.executable, "-c", f"{hide}; execute_from_command_line(['manage.py', 'check'])"],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "sagas.E007" in result.stderr
+    assert "The Celery broker's transport (redis://) cannot be loaded" in result.stderr
+    assert 'pip install "celery[redis]"' in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("broker_url", "problem"),
+    [
+        ("redis://127.0.0.1:6379/14", None),
+        ("amqp://guest:guest@127.0.0.1:5672//", None),
+        ("nosuch://127.0.0.1", "names no transport kombu knows"),
+    ],
+)
+def test_the_broker_transport_check_loads_the_transport_without_connecting(
+    settings, broker_url: str, problem: str | None
+) -> None:
+    settings.CELERY_BROKER_URL = broker_url
+    found = [m for m in check_broker_transport(None) if m.id == "sagas.E007"]
+    assert [problem in m.msg for m in found] == ([True] if problem else [])
 
 
 @pytest.mark.parametrize(
