@@ -7,6 +7,7 @@ events) have no start event written by the framework and are only counted.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -14,6 +15,7 @@ from django.db import connection, transaction
 
 from sagas import eventlog
 from sagas.models import SagaEvent, SagaRun, SagaSnapshot
+from sagas.services.context import IN_DOUBT
 from sagas.states import EventType
 
 
@@ -65,7 +67,39 @@ def _check() -> list[str]:
                 if taken != state.to_json():
                     found.append(f"run {run.pk}: snapshot at #{event.seq} differs from the fold of the events")
         found += [f"run {run.pk} ({run.saga_name}): {difference}" for difference in state.differences(run)]
+        found += [f"run {run.pk} ({run.saga_name}): {problem}" for problem in attempt_problems(run, events[run.pk])]
         TALLY.runs += 1
         TALLY.events += len(events[run.pk])
     TALLY.mismatches += found
+    return found
+
+
+# The codes of a failure recorded for an attempt that never reported back: its start may never have been recorded.
+LOST_ATTEMPT_CODES = frozenset({"attempts_lost", "attempt_lost", IN_DOUBT})
+
+
+def attempt_problems(run: SagaRun, events: list[SagaEvent]) -> list[str]:
+    """What the fold cannot check of a step's attempt numbers, since it takes each one from its start event (an
+    attempt killed before its start was recorded leaves a gap on purpose): along a step's StepStarted events the
+    numbers strictly increase; the step's stored ``attempts`` is the highest of them (0 when none); and the attempt of
+    every failure of its action was started or is on record as lost (0: a failure that was no attempt, such as a
+    Wait's timeout). A writer that stores a wrong attempt number breaks one of these."""
+    started: dict[str, list[int]] = defaultdict(list)
+    for event in events:
+        if event.type == EventType.STEP_STARTED and event.step:
+            numbers = started[event.step]
+            numbers.append(event.data.get("attempt", (numbers[-1] if numbers else 0) + 1))  # as the fold reads it
+    found = []
+    for step in run.steps.all():
+        numbers = started.get(step.name, [])
+        if any(later <= earlier for earlier, later in itertools.pairwise(numbers)):
+            found.append(f"step {step.name}: attempt numbers along its starts do not increase: {numbers}")
+        if step.attempts != max(numbers, default=0):
+            found.append(f"step {step.name}: attempts {step.attempts}, but its starts number {numbers}")
+        for failure in step.failures:
+            attempt = failure.get("attempt") or 0
+            if failure.get("kind") != "action" or not attempt or attempt in numbers:
+                continue
+            if failure.get("code") not in LOST_ATTEMPT_CODES:
+                found.append(f"step {step.name}: a failure of attempt {attempt}, which never started ({numbers})")
     return found

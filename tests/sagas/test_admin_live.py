@@ -14,7 +14,7 @@ from django.urls import reverse
 from sagas.admin.live import PARTS
 from sagas.models import SagaRun
 from sagas.states import RunStatus, StepStatus
-from tests.factories import SagaRunFactory, waiting_run
+from tests.factories import COMPENSATION_FAILED, SagaRunFactory, waiting_run
 
 pytestmark = pytest.mark.django_db
 
@@ -52,13 +52,29 @@ def test_a_poll_answers_the_status_version_and_every_part_of_the_page(admin_clie
 def test_the_parts_are_rendered_as_the_page_renders_them(admin_client, run) -> None:
     page = admin_client.get(reverse("admin:sagas_sagarun_change", args=[run.pk])).content.decode()
     data = admin_client.get(live_url(run)).json()
-    for name in ("findings", "facts", "error", "graph", "steps", "timeline", "actions"):
+    for name in ("facts", "graph", "steps", "timeline", "actions"):  # findings and error: the test below
         assert data["parts"][name] in page, name
     assert f'data-live-url="{live_url(run)}"' in page
     assert f'data-live-version="{data["version"]}"' in page
     assert 'data-live-finished="false"' in page
     assert 'data-live-key="approved"' in page
     assert "sagas/live.js" in page
+
+
+def test_the_error_and_findings_parts_are_filled_and_rendered_as_the_page_renders_them(admin_client) -> None:
+    """A failed run has an error and a finding (a compensation waits for a person): neither part is empty, so the
+    comparison with the page says something (an empty part is in every page)."""
+    run = SagaRunFactory(
+        status=RunStatus.FAILED,
+        step_statuses=COMPENSATION_FAILED,
+        error={"step": "schedule_shipment", "type": "x.No", "message": "the carrier said no", "class": "business"},
+    )
+    page = admin_client.get(reverse("admin:sagas_sagarun_change", args=[run.pk])).content.decode()
+    parts = admin_client.get(live_url(run)).json()["parts"]
+    assert "the carrier said no" in parts["error"]
+    assert 'data-cause="' in parts["findings"]
+    for name in ("findings", "error"):
+        assert parts[name] in page, name
 
 
 def test_a_poll_that_names_the_version_shown_gets_304_until_the_run_changes(admin_client, run) -> None:

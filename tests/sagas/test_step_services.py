@@ -12,6 +12,7 @@ import pytest
 from django.db import OperationalError
 
 from sagas import leases, services
+from sagas.conf import sagas_settings
 from sagas.failures import Failure
 from sagas.models import SagaEvent, SagaRun
 from sagas.outcomes import Outcome
@@ -64,7 +65,9 @@ def test_a_second_delivery_waits_for_the_lease_and_counts_no_attempt() -> None:
     assert second.outcome is Outcome.WAIT
     assert second.holder is not None
     assert second.holder.task_id == "t-1"
-    assert 1.0 <= second.delay <= 30 + 60  # a tenth of what the lease has left, at least a second
+    # A tenth of what the lease has left (the hard limit plus LEASE_SECONDS, less the moment since it was taken).
+    lease = 30 + sagas_settings.LEASE_SECONDS
+    assert lease / 10 - 0.5 <= second.delay <= lease / 10
     assert leases.started(run.pk, ["create_order"]) == {"create_order": 1}
 
 
@@ -176,8 +179,13 @@ def test_attempts_that_never_reported_back_end_in_a_failure_not_a_loop() -> None
     run.steps.filter(name="create_order").update(attempts=3)  # the default budget, all lost
     claim = services.step_claim(run_id=run.pk, step="create_order", task_id="t")
     assert claim.outcome is Outcome.FAILED
+    assert claim.attempt is None  # no fourth attempt was started
     step = run.steps.get(name="create_order")
-    assert (step.status, step.attempts, step.error["code"]) == (StepStatus.FAILED, 3, "attempts_lost")
+    assert (step.status, step.error["code"], step.error["attempt"]) == (StepStatus.FAILED, "attempts_lost", 3)
+    assert "was started 3 times and never reported back" in step.error["message"]
+    assert [(e.type, e.data["to"]) for e in SagaEvent.objects.filter(run=run).order_by("seq")] == [
+        (EventType.STEP_FAILED, StepStatus.FAILED)  # no StepStarted: the failure is the step's only record
+    ]
 
 
 def test_recording_a_success_twice_keeps_the_first_output() -> None:

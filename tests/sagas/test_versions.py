@@ -52,7 +52,9 @@ def test_versions_are_listed_with_their_runs_and_unfinished_runs() -> None:
     assert version_of(found, 7) == SagaVersion(PlaceOrder.name, 7, False, False, runs=1, unfinished=1)
     assert version_of(found, 9) == SagaVersion(PlaceOrder.name, 9, False, False, runs=1, unfinished=0)
     assert [(v.saga, v.version) for v in found if v.orphaned] == [(PlaceOrder.name, 7)]
-    assert version_of(found, 1).runs == 2
+    # By saga, then version: a version of ten does not come before a version of two.
+    assert [v.version for v in found if v.saga == PlaceOrder.name] == [1, 2, 7, 9]
+    assert found == sorted(found, key=lambda v: (v.saga, v.version))
     assert any(v.saga == BookTrip.name and v.latest and v.runs == 0 for v in found)  # declared, never run
 
 
