@@ -23,21 +23,26 @@ demo: install
 machine:
 	bash scripts/setup-machine.sh
 
+# The suite's tests mostly wait (a worker starting, a countdown, a poll), so more pytest-xdist workers than cores pay;
+# each has its own test database, queue and Redis keys, and the tests that kill workers or restart servers keep a
+# lane of their own (tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 4
+PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+
+# One session: every test, the service tests on both write paths (tests/sagas/conftest.py) and the faults both
+# chained and eager (tests/faults/conftest.py); then the RabbitMQ passes.
 test: install machine
-	$(BIN)/python -m pytest
-	$(MAKE) --no-print-directory test-portable
-	$(MAKE) --no-print-directory test-faults-eager
+	$(BIN)/python -m pytest $(PARALLEL)
 	$(MAKE) --no-print-directory test-rabbitmq
 
-# The service tests again on the portable write path (the ORM's statements instead of PostgreSQL's one statement),
-# on PostgreSQL, with the rebuild check after each: both implementations of the one write contract are tested.
+# The service tests on the portable write path alone (the ORM's statements instead of PostgreSQL's one statement;
+# part of `make test`).
 test-portable: install
-	SAGAS_WRITE_PATH=portable $(BIN)/python -m pytest tests/sagas -m "not worker and not faults"
+	$(BIN)/python -m pytest $(PARALLEL) tests/sagas -k portable
 
-# The fault-injection suite again with every sequence eager (sagas/eager.py; part of `make test`, without the
-# chaos soak, which `make test` runs once already).
+# The fault-injection suite with every sequence eager alone (sagas/eager.py; part of `make test`).
 test-faults-eager: install
-	SAGAS_EAGER=1 $(BIN)/python -m pytest -m faults -k "not chaos"
+	$(BIN)/python -m pytest $(PARALLEL) -m faults -k eager
 
 # RabbitMQ as the broker (Redis keeps the breakers and leases: docs/rabbitmq.md), part of `make test`: the
 # circuit-breaker scenarios, the worker-kill faults (a pool process and the whole worker SIGKILLed mid-step, a kill
@@ -45,14 +50,14 @@ test-faults-eager: install
 RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672//
 RABBITMQ_KILL_FAULTS := sigkill or kill_after_the_step or poison_message
 test-rabbitmq: install rabbitmq-answers
-	TEST_BROKER_URL='$(RABBITMQ_URL)' $(BIN)/python -m pytest tests/integration/test_breakers.py \
+	TEST_BROKER_URL='$(RABBITMQ_URL)' $(BIN)/python -m pytest $(PARALLEL) tests/integration/test_breakers.py \
 		tests/faults/test_faults.py -k 'not test_faults.py or $(RABBITMQ_KILL_FAULTS)'
 	CELERY_QUEUE_TYPE=quorum TEST_BROKER_URL='$(RABBITMQ_URL)' $(BIN)/python -m pytest \
 		tests/integration/test_rabbitmq_quorum.py tests/integration/test_retries.py
 
 # The whole integration and fault suites again on RabbitMQ (about 12 minutes; CI runs it after `make test`).
 test-rabbitmq-suites: install rabbitmq-answers
-	TEST_BROKER_URL='$(RABBITMQ_URL)' $(BIN)/python -m pytest tests/integration tests/faults
+	TEST_BROKER_URL='$(RABBITMQ_URL)' $(BIN)/python -m pytest $(PARALLEL) tests/integration tests/faults
 
 rabbitmq-answers:
 	@$(BIN)/python -c 'import kombu, sys; kombu.Connection(sys.argv[1], connect_timeout=5).ensure_connection(max_retries=1)' \
@@ -65,13 +70,13 @@ rabbitmq-answers:
 test-matrix: install machine
 	$(BIN)/nox -f noxfile.py $(NOX_ARGS)
 
-# Tests that start no worker processes.
+# The inner loop: the tests that start no worker processes (a few minutes; `make test` is the whole suite).
 test-fast: install
-	$(BIN)/python -m pytest -m "not worker and not faults"
+	$(BIN)/python -m pytest $(PARALLEL) -m "not worker and not faults"
 
 # The fault-injection suite alone (part of `make test`).
 test-faults: install
-	$(BIN)/python -m pytest -m faults
+	$(BIN)/python -m pytest $(PARALLEL) -m faults
 
 # The full chaos soak: 1,000 runs for 5 minutes while workers are killed (`make test` runs a short one).
 chaos: install

@@ -24,10 +24,27 @@ if TYPE_CHECKING:
 UNCONSUMED_QUEUE = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-nobody"
 
 
+# Lanes of their own under pytest-xdist (`--dist loadgroup`, as `make test` runs it): the tests that kill workers or
+# restart servers run one at a time, each kind in its own xdist worker, beside the others; the longest go first.
+LANES = {"tests/faults/test_chaos_infra.py": "soak", "tests/faults/test_chaos.py": "chaos", "tests/faults/": "faults"}
+
+
+def lane(item: pytest.Item) -> str | None:
+    path = str(item.path.relative_to(item.config.rootpath))
+    name = next((name for prefix, name in LANES.items() if path.startswith(prefix)), None)
+    eager = getattr(item, "callspec", None) is not None and item.callspec.params.get("lab") == "eager"
+    return f"{name}-eager" if name and eager else name  # the eager run of the faults is a lane beside theirs
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "saga_worker_process" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.worker)
+        if (name := lane(item)) is not None:
+            item.add_marker(pytest.mark.xdist_group(name))
+    # The lanes first (a stable sort: each keeps its own order), so the longest work is not what the run waits for.
+    order = ["soak", "faults-eager", "faults", "chaos"]
+    items.sort(key=lambda item: order.index(name) if (name := lane(item)) in order else len(order))
 
 
 # The session's real worker is sagas.testing's (`saga_worker_process`, the app named in pyproject.toml's

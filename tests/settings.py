@@ -13,12 +13,19 @@ os.environ.setdefault("API_THROTTLE_ANON", "100000/min")
 # Tests always run on PostgreSQL and real Redis, whatever DATABASE_URL a developer has exported.
 os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 os.environ["CELERY_BROKER_URL"] = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/14")
-# One queue per test session, so two suites on one machine never take each other's messages.
-# Worker subprocesses inherit the variable, so they consume exactly what this session sends.
-os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"sagas-test-{os.getpid()}")
-# Prometheus counts of this session in one directory (multiprocess mode), set before anything imports
-# prometheus_client. Worker subprocesses inherit it, so /metrics in a test sums what they counted.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+# A test session (each pytest-xdist worker is one) has its own queue, Redis key prefix (the queue's name) and
+# Prometheus directory, so two suites on one machine, or two xdist workers of one suite, never take each other's
+# messages or counts. Worker subprocesses inherit the variables, so they consume exactly what their session sends;
+# an xdist worker inherits its controller's and makes its own (the session's name ends with the xdist worker's id).
+if os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("SAGAS_TEST_SESSION", "").endswith(
+    f"-{os.environ['PYTEST_XDIST_WORKER']}"
+):
+    os.environ.pop("SAGAS_TEST_SESSION", None)  # the controller's
+if not os.environ.get("SAGAS_TEST_SESSION"):
+    os.environ["SAGAS_TEST_SESSION"] = "-".join(filter(None, [str(os.getpid()), os.environ.get("PYTEST_XDIST_WORKER")]))
+    os.environ["CELERY_TASK_DEFAULT_QUEUE"] = f"sagas-test-{os.environ['SAGAS_TEST_SESSION']}"
+    # Prometheus counts of this session in one directory (multiprocess mode), set before anything imports
+    # prometheus_client: /metrics in a test sums what the session's worker subprocesses counted.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"sagas-metrics-{os.getpid()}-")
     atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 

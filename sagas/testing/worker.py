@@ -64,6 +64,7 @@ class SagaWorker:
             "--without-gossip", "-l", loglevel,
         ]  # fmt: skip
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._stopping = False
         self.process = subprocess.Popen(
             argv,
             cwd=cwd or Path.cwd(),
@@ -78,7 +79,8 @@ class SagaWorker:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"celery worker exited with {self.process.returncode}:\n{self.log_tail()}")
-            if current_app.control.ping(destination=[self.hostname], timeout=1.0):
+            # A worker not consuming yet leaves the ping unanswered for the whole timeout: ask often, briefly.
+            if current_app.control.ping(destination=[self.hostname], timeout=0.25):
                 return
         raise RuntimeError(f"celery worker did not answer a ping in {timeout}s:\n{self.log_tail()}")
 
@@ -116,16 +118,22 @@ class SagaWorker:
         self.process.wait()
         self._log.close()
 
-    def stop(self) -> None:
-        """Warm shutdown, then whatever is left of its process group is killed."""
+    def begin_stop(self) -> None:
+        """Ask for a warm shutdown without waiting for it: several workers then stop side by side (``stop``)."""
+        if not self._log.closed and self.process.poll() is None and not self._stopping:
+            # The main process lets running tasks finish. (The pool processes reset SIGTERM to die at once,
+            # so it goes to the main process only.) Once: a second SIGTERM could turn it into a cold shutdown.
+            self.process.send_signal(signal.SIGTERM)
+            self._stopping = True
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Warm shutdown, then whatever is left of its process group is killed (after ``timeout`` seconds at most)."""
         if self._log.closed:
             return
         if self.process.poll() is None:
-            # The main process lets running tasks finish. (The pool processes reset SIGTERM to die at once,
-            # so it goes to the main process only.)
-            self.process.send_signal(signal.SIGTERM)
+            self.begin_stop()
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=timeout)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()

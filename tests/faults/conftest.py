@@ -66,14 +66,16 @@ def publishing_to(url: str) -> Iterator[None]:
 class FaultLab:
     """Workers on a private broker, and the means to hurt them."""
 
-    def __init__(self, tmp_path: Path, broker: PrivateBroker) -> None:
+    def __init__(self, tmp_path: Path, broker: PrivateBroker, *, eager: bool = False) -> None:
         self.tmp_path = tmp_path
         self.broker = broker
+        self.eager = eager
         self.workers: list[WorkerProcess] = []
 
     def start_worker(self, concurrency: int = 2, **env: str) -> WorkerProcess:
         log = self.tmp_path / f"worker-{len(self.workers)}.log"
-        worker = WorkerProcess(log, concurrency=concurrency, env={"TEST_BROKER_URL": self.broker.url, **env})
+        lab_env = {"TEST_BROKER_URL": self.broker.url, "SAGAS_EAGER": "1" if self.eager else "0"}
+        worker = WorkerProcess(log, concurrency=concurrency, env={**lab_env, **env})
         self.workers.append(worker)
         worker.wait_ready()
         return worker
@@ -93,21 +95,43 @@ class FaultLab:
                 pytest.fail(f"runs still not settled: {[(r.pk, r.status) for r in stuck]}\n{self.logs()}")
             if reap:
                 recovery.reap()
-            time.sleep(0.5)
+            time.sleep(0.2)
 
     def close(self) -> None:
         for worker in self.workers:
-            worker.stop()
+            worker.begin_stop()  # side by side: each warm shutdown takes a second or two
+        for worker in self.workers:
+            # The test is over: a worker still busy with a poison message or reconnecting to a restarted broker is
+            # killed after a few seconds rather than waited for (its writes are transactions: none is half done).
+            worker.stop(timeout=5)
         self.broker.close()
 
 
+# How the lab's sagas go from step to step: a chain of messages, or eager dispatch (sagas/eager.py, every sequence
+# eager in the test process and the lab's workers). On the Redis broker every fault but the chaos soak runs both ways.
+DISPATCHES = ("chained", "eager")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    on_redis = str(django_settings.CELERY_BROKER_URL).startswith("redis")
+    if "lab" in metafunc.fixturenames and on_redis and not metafunc.module.__name__.endswith("test_chaos"):
+        metafunc.parametrize("lab", DISPATCHES, indirect=True)
+
+
 @pytest.fixture
-def lab(transactional_db, tmp_path: Path, settings) -> Iterator[FaultLab]:
+def lab(request: pytest.FixtureRequest, transactional_db, tmp_path: Path, settings) -> Iterator[FaultLab]:
     """A fault lab for one test; the reaper's lease (and the outbox's graces) is short so recovery shows within
     seconds."""
-    settings.SAGAS = {**settings.SAGAS, "LEASE_SECONDS": 2, "OUTBOX_RELAY_AFTER": 1, "OUTBOX_REDELIVER_AFTER": 3}
+    eager = getattr(request, "param", DISPATCHES[0]) == "eager"
+    settings.SAGAS = {
+        **settings.SAGAS,
+        "LEASE_SECONDS": 2,
+        "OUTBOX_RELAY_AFTER": 1,
+        "OUTBOX_REDELIVER_AFTER": 3,
+        "EAGER": eager,
+    }
     # The kind of broker the session runs on (TEST_BROKER_URL): Redis by default, RabbitMQ in `make test-rabbitmq`.
-    lab = FaultLab(tmp_path, private_broker(django_settings.CELERY_BROKER_URL, tmp_path))
+    lab = FaultLab(tmp_path, private_broker(django_settings.CELERY_BROKER_URL, tmp_path), eager=eager)
     with publishing_to(lab.broker.url):
         try:
             yield lab
