@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: install machine demo test test-matrix test-rabbitmq test-rabbitmq-suites rabbitmq-answers test-portable test-faults-eager test-fast test-faults chaos chaos-infra test-chaos-infra bench-rebuild bench-purge lint typecheck worker web clean
+.PHONY: install machine demo test test-session test-matrix test-rabbitmq test-rabbitmq-suites rabbitmq-answers test-portable test-faults-eager test-fast test-faults chaos chaos-infra test-chaos-infra bench-rebuild bench-purge lint typecheck worker web clean
 
 # The runtime pins (requirements.txt, all the Dockerfile installs) and the test and tooling ones on top.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -29,11 +29,13 @@ machine:
 TEST_WORKERS ?= 4
 PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
-# One session: every test, the service tests on both write paths (tests/sagas/conftest.py) and the faults both
-# chained and eager (tests/faults/conftest.py); then the RabbitMQ passes.
+# One session with every test, the service tests on both write paths (tests/sagas/conftest.py) and the faults both
+# chained and eager (tests/faults/conftest.py), and beside it the RabbitMQ passes (each one's output once it ends).
 test: install machine
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-session test-rabbitmq TEST_WORKERS_RABBITMQ=2
+
+test-session: install
 	$(BIN)/python -m pytest $(PARALLEL)
-	$(MAKE) --no-print-directory test-rabbitmq
 
 # The service tests on the portable write path alone (the ORM's statements instead of PostgreSQL's one statement;
 # part of `make test`).
@@ -49,8 +51,10 @@ test-faults-eager: install
 # between commit and ack, a poison message), then quorum queues (their delivery limit; countdowns in the broker).
 RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672//
 RABBITMQ_KILL_FAULTS := sigkill or kill_after_the_step or poison_message
+TEST_WORKERS_RABBITMQ ?= $(TEST_WORKERS)
 test-rabbitmq: install rabbitmq-answers
-	TEST_BROKER_URL='$(RABBITMQ_URL)' $(BIN)/python -m pytest $(PARALLEL) tests/integration/test_breakers.py \
+	TEST_BROKER_URL='$(RABBITMQ_URL)' $(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS_RABBITMQ)),,-n \
+		$(TEST_WORKERS_RABBITMQ) --dist loadgroup) tests/integration/test_breakers.py \
 		tests/faults/test_faults.py -k 'not test_faults.py or $(RABBITMQ_KILL_FAULTS)'
 	CELERY_QUEUE_TYPE=quorum TEST_BROKER_URL='$(RABBITMQ_URL)' $(BIN)/python -m pytest \
 		tests/integration/test_rabbitmq_quorum.py tests/integration/test_retries.py
